@@ -1,0 +1,12 @@
+.PHONY: demo test crds lint
+# Bring up the local stack and run a demo session.
+demo:
+	bash hack/demo.sh
+# Install everything the suite needs, then lint and run every test.
+test:
+	bash hack/test.sh
+# Regenerate crds/ and docs/resources.md from the Pydantic models.
+crds:
+	.venv/bin/python hack/gen_crds.py
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports

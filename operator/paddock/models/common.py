@@ -1,0 +1,109 @@
+"""Building blocks shared by the three resources: base model, references, conditions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "paddock.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Go-style durations as Kubernetes users write them: "90s", "15m", "1h30m".
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+# A DNS-1123 subdomain: what Kubernetes accepts as an object name.
+OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=OBJECT_NAME_PATTERN)]
+# Resource quantities as in core/v1 ("500m", "2Gi", 1).
+QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+Quantity = Annotated[int | str, Field(json_schema_extra={"pattern": QUANTITY_PATTERN})]
+
+
+def map_list(*keys: str) -> dict[str, Any]:
+    """Schema markers for a list whose items are unique by ``keys`` (the apiserver rejects
+    duplicates and merges by key)."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
+def cel_rule(rule: str, message: str) -> dict[str, str]:
+    """A CEL validation rule with the message the user reads when it fails."""
+    return {"rule": rule, "message": message}
+
+
+class Model(BaseModel):
+    """Base for every API type: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+    )
+
+    def to_k8s(self) -> dict[str, Any]:
+        """The object as the Kubernetes API stores it: camelCase, unset fields left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class LocalObjectReference(Model):
+    """A reference to an object of a given kind in the same namespace."""
+
+    name: ObjectName
+    """Name of the referenced object."""
+
+
+class SecretKeyReference(Model):
+    """A key of a Secret in the same namespace. Only the credential proxy ever mounts it."""
+
+    name: ObjectName
+    """Name of the Secret."""
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+    """Key inside the Secret whose value is the credential."""
+
+
+class ResourceRequirements(Model):
+    """Compute resources, as in a core/v1 container."""
+
+    requests: dict[str, Quantity] | None = None
+    """Minimum resources the scheduler reserves, for example `cpu: 250m`, `memory: 256Mi`."""
+    limits: dict[str, Quantity] | None = None
+    """Maximum resources the container may use."""
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(Model):
+    """One aspect of the object's state, following the Kubernetes API conventions."""
+
+    type: Annotated[str, Field(min_length=1, max_length=316)]
+    """Which aspect this is, for example `Ready`."""
+    status: ConditionStatus
+    """Whether the aspect holds: True, False or Unknown."""
+    reason: Annotated[
+        str, Field(max_length=1024, pattern=r"^([A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?)?$")
+    ] = ""
+    """Machine-readable CamelCase reason for the last transition."""
+    message: Annotated[str, Field(max_length=32768)] = ""
+    """Human-readable explanation of the last transition."""
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """The `metadata.generation` this condition was computed from."""
+    last_transition_time: datetime | None = None
+    """When `status` last changed."""
+
+
+class ObjectMeta(Model):
+    """The subset of metadata Paddock reads. Everything else passes through untouched."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str | None = None
+    namespace: str | None = None
+    generation: int | None = None
+    uid: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None

@@ -1,0 +1,218 @@
+"""Session: one conversation of an Agent. Its transcript lives in Redis, never in etcd."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from paddock.models.agent import Money
+from paddock.models.common import (
+    Condition,
+    Duration,
+    LocalObjectReference,
+    Model,
+    ObjectMeta,
+    cel_rule,
+    map_list,
+)
+
+SessionPhase = Literal["Pending", "Running", "Idle", "Rescheduling", "Terminated"]
+StopReason = Literal[
+    "end_turn", "requires_action", "retries_exhausted", "budget_reached", "refusal"
+]
+
+
+class TextBlock(Model):
+    """A text content block."""
+
+    type: Literal["text"] = "text"
+    """Block type; only `text` is accepted in a manifest."""
+    text: Annotated[str, Field(min_length=1, max_length=100_000)]
+    """The text."""
+
+
+class InitialEvent(Model):
+    """An event appended to the log when the session is created: the task."""
+
+    type: Literal["user.message"] = "user.message"
+    """Event type; only `user.message` may start a session."""
+    content: Annotated[list[TextBlock], Field(min_length=1, max_length=100)]
+    """Content blocks of the message."""
+
+
+class GitRepository(Model):
+    """A repository cloned into the sandbox when it is bound, through the credential proxy
+    (which adds the Agent's token for the host)."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "!(has(self.branch) && has(self.commit))",
+                    "branch and commit are mutually exclusive",
+                )
+            ]
+        }
+    }
+
+    url: Annotated[str, Field(max_length=2048, pattern=r"^https://[^\s@]+$")]
+    """HTTPS clone URL without credentials."""
+    branch: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    """Branch to check out. Unset (and no commit): the default branch."""
+    commit: Annotated[str, Field(pattern=r"^[0-9a-f]{7,40}$")] | None = None
+    """Commit to check out."""
+    mount_path: Annotated[str, Field(max_length=1024, pattern=r"^/")] | None = None
+    """Where to clone. Unset: `<workingDir>/<repository name>`."""
+
+
+class FileResource(Model):
+    """A file written into the sandbox when it is bound."""
+
+    path: Annotated[str, Field(max_length=1024, pattern=r"^/")]
+    """Absolute path of the file."""
+    content: Annotated[str, Field(max_length=262_144)]
+    """File content (UTF-8 text, at most 256 KiB)."""
+
+
+class SessionResource(Model):
+    """Something mounted into the sandbox: exactly one of `gitRepository` or `file`."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "[has(self.gitRepository), has(self.file)].filter(x, x).size() == 1",
+                    "exactly one of gitRepository or file must be set",
+                )
+            ]
+        }
+    }
+
+    git_repository: GitRepository | None = None
+    """A repository to clone."""
+    file: FileResource | None = None
+    """A file to write."""
+
+
+class Budget(Model):
+    """Spending caps. When one is reached the session idles with `budget_reached`."""
+
+    max_list_cost: Money | None = None
+    """Cap on cost at list prices."""
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    """Cap on input plus output tokens."""
+
+
+class SessionSpec(Model):
+    """Desired state of a Session."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "has(self.environmentRef) == has(oldSelf.environmentRef) && "
+                    "(!has(self.environmentRef) || self.environmentRef == oldSelf.environmentRef)",
+                    "environmentRef is immutable",
+                )
+            ]
+        }
+    }
+
+    agent_ref: Annotated[
+        LocalObjectReference,
+        Field(
+            json_schema_extra={
+                "x-kubernetes-validations": [cel_rule("self == oldSelf", "agentRef is immutable")]
+            }
+        ),
+    ]
+    """The Agent that runs this session."""
+    environment_ref: LocalObjectReference | None = None
+    """The Environment of the sandbox. Unset: the Agent's `environmentRef`."""
+    title: Annotated[str, Field(max_length=256)] | None = None
+    """Human-readable title."""
+    initial_events: Annotated[list[InitialEvent], Field(max_length=50)] = Field(
+        default_factory=list
+    )
+    """Events appended when the session is created; they start the first turn. Read once."""
+    resources: Annotated[list[SessionResource], Field(max_length=20)] = Field(default_factory=list)
+    """Repositories and files mounted into the sandbox."""
+    budget: Budget | None = None
+    """Caps for this session. Unset: the Agent's limits."""
+    ttl: Duration | None = None
+    """Delete the session once it has been idle or terminated for this long."""
+    cancel: Annotated[
+        bool,
+        Field(
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    cel_rule("!oldSelf || self", "cancel cannot be undone")
+                ]
+            }
+        ),
+    ] = False
+    """Set to true to stop the session for good: the running turn is interrupted and the
+    session is terminated. Cannot be set back to false."""
+
+
+class Usage(Model):
+    """Cumulative usage of the session."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    list_cost: Money | None = None
+    """Cost at list prices."""
+    active_seconds: float = 0
+    """Seconds spent running (billed runtime)."""
+
+
+class SandboxStatus(Model):
+    """The sandbox bound to the session."""
+
+    pod_name: str | None = None
+    """The bound sandbox pod."""
+    claim: Literal["warm", "cold"] | None = None
+    """`warm`: taken from the pool; `cold`: created on demand because the pool was empty."""
+    bound_at: datetime | None = None
+    """When the sandbox was bound."""
+
+
+class SessionStatus(Model):
+    """Observed state of a Session, synced from its event log."""
+
+    observed_generation: int | None = None
+    """The `metadata.generation` this status describes."""
+    session_id: Annotated[str, Field(pattern=r"^sesn_[0-9A-Za-z]+$")] | None = None
+    """Id of the session in the event log and the Managed Agents API (`sesn_...`)."""
+    phase: SessionPhase | None = None
+    """`Pending` until a worker picks it up, then `Running`, `Idle`, `Rescheduling` or `Terminated`."""
+    stop_reason: StopReason | None = None
+    """Why the last turn stopped."""
+    usage: Usage | None = None
+    """Tokens, cost and active time."""
+    event_count: int | None = None
+    """Events in the log."""
+    last_event_id: str | None = None
+    """Id of the newest event synced into this status."""
+    last_active_time: datetime | None = None
+    """When the session last ran; `ttl` counts from here."""
+    sandbox: SandboxStatus | None = None
+    """The bound sandbox, if any."""
+    conditions: Annotated[list[Condition], Field(json_schema_extra=map_list("type"))] = Field(
+        default_factory=list
+    )
+    """`Ready`: references resolve and the session is accepted; `SandboxBound`."""
+
+
+class Session(Model):
+    """One conversation with an Agent. The transcript is an event log in Redis."""
+
+    api_version: Literal["paddock.dev/v1alpha1"] = "paddock.dev/v1alpha1"
+    kind: Literal["Session"] = "Session"
+    metadata: ObjectMeta = ObjectMeta()
+    spec: SessionSpec
+    status: SessionStatus | None = None

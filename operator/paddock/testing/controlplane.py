@@ -1,0 +1,252 @@
+"""A real etcd + kube-apiserver on loopback, started the way controller-runtime's envtest
+does: self-signed serving certificate, a client CA with an admin certificate in
+`system:masters`, service-account signing keys, RBAC on. No scheduler, controller-manager or
+kubelet: pods never run and owner references are not garbage-collected.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from paddock.testing.certs import TinyCA, service_account_signing_pair
+from paddock.testing.ports import free_port, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def control_plane_binaries() -> Path:
+    """The directory holding `kube-apiserver` and `etcd`.
+
+    `PADDOCK_CONTROLPLANE_BIN` (or envtest's `KUBEBUILDER_ASSETS`) wins; otherwise
+    hack/build-controlplane.sh builds them into the cache (a no-op when already built).
+    """
+    for variable in ("PADDOCK_CONTROLPLANE_BIN", "KUBEBUILDER_ASSETS"):
+        if os.environ.get(variable):
+            return Path(os.environ[variable])
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "hack" / "build-controlplane.sh")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+class ControlPlane:
+    """etcd and kube-apiserver as child processes; `kubeconfig` is an admin kubeconfig."""
+
+    def __init__(self, binaries: Path | None = None) -> None:
+        self.binaries = binaries or control_plane_binaries()
+        # etcd's data on tmpfs where there is one: fsync cost is what makes etcd slow in tests.
+        shm = Path("/dev/shm")
+        self.dir = Path(tempfile.mkdtemp(prefix="paddock-cp-", dir=shm if shm.is_dir() else None))
+        self.etcd_port, self.etcd_peer_port, self.port = free_port(), free_port(), free_port()
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.kubeconfig = self.dir / "kubeconfig"
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self) -> ControlPlane:
+        try:
+            self._write_credentials()
+            self._start_etcd()
+            self._start_apiserver()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _write_credentials(self) -> None:
+        certs = self.dir / "certs"
+        certs.mkdir()
+        serving_ca, client_ca = TinyCA("paddock-serving-ca"), TinyCA("paddock-client-ca")
+        (certs / "serving-ca.crt").write_bytes(serving_ca.cert_pem)
+        (certs / "client-ca.crt").write_bytes(client_ca.cert_pem)
+        serving_ca.issue("kube-apiserver", hosts=("127.0.0.1", "localhost"), server=True).write(
+            certs, "apiserver"
+        )
+        service_account_signing_pair().write(certs, "sa-signer")
+        admin = client_ca.issue("paddock-admin", organizations=("system:masters",))
+        self.admin_cert, self.admin_key = admin.write(certs, "admin")
+        self.ca_file = certs / "serving-ca.crt"
+        b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+        self.kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "paddock-test",
+                    "clusters": [
+                        {
+                            "name": "paddock-test",
+                            "cluster": {
+                                "server": self.url,
+                                "certificate-authority-data": b64(serving_ca.cert_pem),
+                            },
+                        }
+                    ],
+                    "users": [
+                        {
+                            "name": "admin",
+                            "user": {
+                                "client-certificate-data": b64(admin.cert_pem),
+                                "client-key-data": b64(admin.key_pem),
+                            },
+                        }
+                    ],
+                    "contexts": [
+                        {
+                            "name": "paddock-test",
+                            "context": {"cluster": "paddock-test", "user": "admin"},
+                        }
+                    ],
+                }
+            )
+        )
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = (self.dir / f"{name}.log").open("wb")
+        self.processes.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
+
+    def _start_etcd(self) -> None:
+        client_url = f"http://127.0.0.1:{self.etcd_port}"
+        self._spawn(
+            "etcd",
+            [
+                str(self.binaries / "etcd"),
+                "--data-dir",
+                str(self.dir / "etcd"),
+                "--listen-client-urls",
+                client_url,
+                "--advertise-client-urls",
+                client_url,
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{self.etcd_peer_port}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{self.etcd_peer_port}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{self.etcd_peer_port}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+        )
+        wait_until(
+            lambda: httpx.get(f"{client_url}/health", timeout=1).status_code == 200,
+            timeout=30,
+            what="etcd",
+        )
+
+    def _start_apiserver(self) -> None:
+        certs = self.dir / "certs"
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(self.binaries / "kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+                f"--cert-dir={certs}",
+                f"--tls-cert-file={certs / 'apiserver.crt'}",
+                f"--tls-private-key-file={certs / 'apiserver.key'}",
+                f"--client-ca-file={certs / 'client-ca.crt'}",
+                f"--secure-port={self.port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--allow-privileged=true",
+                "--authorization-mode=RBAC",
+                # No controller-manager creates default ServiceAccounts, so do not require them.
+                "--disable-admission-plugins=ServiceAccount",
+                f"--service-account-issuer=https://127.0.0.1:{self.port}/",
+                f"--service-account-key-file={certs / 'sa-signer.crt'}",
+                f"--service-account-signing-key-file={certs / 'sa-signer.key'}",
+            ],
+        )
+        wait_until(
+            lambda: self.get("/readyz").status_code == 200,
+            timeout=120,
+            what="kube-apiserver",
+            interval=0.2,
+        )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """TLS settings of the admin: trusts the serving CA, presents the admin certificate."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(str(self.admin_cert), str(self.admin_key))
+        return context
+
+    def client(self) -> httpx.Client:
+        """An httpx client authenticated as the admin."""
+        return httpx.Client(base_url=self.url, verify=self.ssl_context(), timeout=30)
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        with self.client() as client:
+            return client.get(path, **kwargs)
+
+    def apply_crds(self, directory: Path = REPO_ROOT / "crds", *, timeout: float = 60) -> list[str]:
+        """Create or replace every CRD in ``directory`` and wait until each is Established."""
+        names = []
+        with self.client() as client:
+            for path in sorted(directory.glob("*.yaml")):
+                crd = yaml.safe_load(path.read_text())
+                name = crd["metadata"]["name"]
+                names.append(name)
+                base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+                existing = client.get(f"{base}/{name}")
+                if existing.status_code == 200:
+                    crd["metadata"]["resourceVersion"] = existing.json()["metadata"][
+                        "resourceVersion"
+                    ]
+                    response = client.put(f"{base}/{name}", json=crd)
+                else:
+                    response = client.post(base, json=crd)
+                if response.status_code >= 300:
+                    raise RuntimeError(f"installing {path.name} failed: {response.text}")
+            deadline = time.monotonic() + timeout
+            for name in names:
+                wait_until(
+                    lambda n=name: _established(client, n),
+                    timeout=max(1.0, deadline - time.monotonic()),
+                    what=f"CRD {name}",
+                )
+        return names
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self.processes.clear()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> ControlPlane:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _established(client: httpx.Client, name: str) -> bool:
+    crd = client.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}").json()
+    conditions = crd.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)

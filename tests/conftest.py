@@ -1,0 +1,40 @@
+"""Fixtures shared by every test folder: real Redis and a real Kubernetes control plane.
+
+Both are started once per test run and torn down at the end, also when tests fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from paddock.testing.controlplane import ControlPlane
+from paddock.testing.redis import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server (AOF on, fsync on every write) for the whole run."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of the shared redis-server, emptied before the test."""
+    if redis_server.process is None:  # a test stopped it; bring it back
+        redis_server.start()
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver with Paddock's CRDs installed."""
+    with ControlPlane() as plane:
+        plane.apply_crds()
+        yield plane
