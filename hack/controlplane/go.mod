@@ -1,5 +1,5 @@
 // Builds the real kube-apiserver and etcd used by the integration tests.
-// Bump KUBERNETES_VERSION in build.sh and regenerate with ./pin.sh.
+// Re-pin with ./pin.sh v1.X.Y; hack/build-controlplane.sh rebuilds when this file changes.
 module paddock.dev/hack/controlplane
 
 go 1.25.0
