@@ -1,0 +1,142 @@
+"""Egress decisions: may this session's sandbox reach host:port, and at which addresses.
+
+`decide` applies, in order: the Environment's mode and allowlist, the port rules, and the
+address rules on every address the host resolves to. A refusal names its rule and says why in
+a sentence the sandbox user can act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from paddock.proxy.addresses import IPAddress, classify, parse_ip, resolve
+from paddock.proxy.config import AddressException, EnvironmentPolicy, ProxyConfig
+
+# Public registries allowed by `allow_package_managers` in limited mode.
+PACKAGE_REGISTRIES = (
+    "pypi.org",
+    "files.pythonhosted.org",
+    "registry.npmjs.org",
+    "registry.yarnpkg.com",
+    "deb.debian.org",
+    "security.debian.org",
+    "archive.ubuntu.com",
+    "security.ubuntu.com",
+    "ports.ubuntu.com",
+    "dl-cdn.alpinelinux.org",
+    "proxy.golang.org",
+    "sum.golang.org",
+    "crates.io",
+    "index.crates.io",
+    "static.crates.io",
+    "rubygems.org",
+    "index.rubygems.org",
+    "repo.maven.apache.org",
+    "repo1.maven.org",
+)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome for one destination. ``addresses`` are the checked addresses to connect to
+    (empty when refused)."""
+
+    allowed: bool
+    rule: str
+    message: str
+    addresses: tuple[IPAddress, ...] = field(default=())
+
+
+def deny(rule: str, message: str) -> Decision:
+    """A refusal by ``rule``."""
+    return Decision(False, rule, message)
+
+
+def host_matches(host: str, pattern: str) -> bool:
+    """``pattern`` is a host or ``*.domain``, which matches subdomains but not the domain."""
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:])
+    return host == pattern
+
+
+def check_host(environment: str, policy: EnvironmentPolicy | None, host: str) -> Decision:
+    """The Environment's own rule for ``host`` (a normalized name or IP literal)."""
+    if policy is None:
+        return deny(
+            "unknown-environment", f'environment "{environment}" is not configured on this proxy'
+        )
+    if policy.mode == "none":
+        return deny(
+            "mode-none", f'environment "{environment}" allows no egress (networking mode "none")'
+        )
+    if policy.mode == "open":
+        return Decision(True, "mode-open", "")
+    for pattern in policy.allowed_domains:
+        if host_matches(host, pattern):
+            return Decision(True, f"allowlist:{pattern}", "")
+    if policy.allow_package_managers and host in PACKAGE_REGISTRIES:
+        return Decision(True, "package-registry", "")
+    return deny(
+        "allowlist", f'host "{host}" is not in the allowlist of environment "{environment}"'
+    )
+
+
+def check_port(
+    port: int, own_ports: Iterable[int], blocked_ports: Iterable[int]
+) -> Decision | None:
+    """A refusal if ``port`` is one of the proxy's own or a blocked port, on any host."""
+    if port in own_ports:
+        return deny("proxy-port", f"port {port} is one of the credential proxy's own ports")
+    if port in blocked_ports:
+        return deny("blocked-port", f"port {port} is blocked for egress")
+    return None
+
+
+def check_addresses(
+    host: str, port: int, addresses: Iterable[IPAddress], exceptions: Iterable[AddressException]
+) -> tuple[Decision | None, bool]:
+    """A refusal if any address is not public and not excepted for this port; and whether an
+    exception was used. One bad address refuses the host: a name must not mix public and
+    internal answers to get lucky."""
+    excepted = {(e.ip, e.port) for e in exceptions}
+    used_exception = False
+    for ip in addresses:
+        category = classify(ip)
+        if category is None:
+            continue
+        # The config refuses exceptions for anything but loopback and private addresses.
+        if (ip, port) in excepted:
+            used_exception = True
+            continue
+        where = f"{ip} is" if parse_ip(host) is not None else f'host "{host}" resolves to {ip},'
+        return deny(
+            f"address:{category}",
+            f"{where} a {category} address; egress only reaches public addresses",
+        ), used_exception
+    return None, used_exception
+
+
+async def decide(config: ProxyConfig, environment: str, host: str, port: int) -> Decision:
+    """Whether a session of ``environment`` may connect to ``host``:``port``, and where to.
+
+    ``host`` is normalized (see `addresses.normalize_host`). A host that does not resolve is
+    refused with rule ``dns``.
+    """
+    decision = check_host(environment, config.environments.get(environment), host)
+    if not decision.allowed:
+        return decision
+    refusal = check_port(port, config.listeners.ports, config.blocked_ports)
+    if refusal is not None:
+        return refusal
+    try:
+        addresses = await resolve(host, port)
+    except OSError:
+        return deny("dns", f'host "{host}" does not resolve')
+    if not addresses:
+        return deny("dns", f'host "{host}" does not resolve')
+    refusal, used_exception = check_addresses(host, port, addresses, config.address_exceptions)
+    if refusal is not None:
+        return refusal
+    rule = f"{decision.rule}+address-exception" if used_exception else decision.rule
+    return Decision(True, rule, "", tuple(addresses))

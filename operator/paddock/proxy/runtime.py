@@ -1,0 +1,89 @@
+"""What the three listeners share: the current config and the secrets it names.
+
+Secrets are read at the moment they are used (through `SecretFiles`, which re-reads a file only
+when it changed), so a rotated Secret takes effect on the next request. The config is replaced
+as a whole by the server when its file changes.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+
+from paddock.proxy import tokens
+from paddock.proxy.config import Credential, ProxyConfig
+from paddock.proxy.files import SecretFiles, SecretUnavailable
+from paddock.proxy.policy import host_matches
+
+
+class Runtime:
+    """The proxy's current state. Every method reads the config as it is right now."""
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self.config = config
+        self.secrets = SecretFiles()
+
+    def _header_secret(self, path: Path) -> str:
+        # It goes into a header: anything but visible ASCII (a newline inside, say) would let
+        # the file add headers of its own.
+        value = self.secrets.get(path)
+        if not all(0x21 <= byte <= 0x7E for byte in value):
+            raise SecretUnavailable(f"{path}: not a single token of visible ASCII")
+        return value.decode("ascii")
+
+    def api_key(self) -> str:
+        """The Claude API key. Raises `SecretUnavailable`."""
+        return self._header_secret(self.config.api_key_file)
+
+    def _token_key(self) -> bytes:
+        key = self.secrets.get(self.config.token_key_file)
+        if len(key) < tokens.MIN_KEY_BYTES:
+            raise SecretUnavailable(
+                f"{self.config.token_key_file}: shorter than {tokens.MIN_KEY_BYTES} bytes"
+            )
+        return key
+
+    def mint_token(self, session_id: str, environment: str) -> str:
+        """An egress token for the session. Raises `SecretUnavailable`, or ValueError for a
+        session id outside `tokens.SESSION_ID` or an environment this proxy does not know."""
+        if environment not in self.config.environments:
+            raise ValueError(f'environment "{environment}" is not configured on this proxy')
+        return tokens.mint(self._token_key(), session_id, environment, int(time.time()))
+
+    def verify_token(self, session_id: str, token: str) -> tokens.Claims:
+        """The claims of a presented token. Raises `tokens.InvalidToken` or
+        `SecretUnavailable`."""
+        return tokens.verify(
+            self._token_key(),
+            token,
+            session_id=session_id,
+            now=int(time.time()),
+            max_age=self.config.token_max_age_seconds,
+        )
+
+    def credential_for(self, host: str) -> Credential | None:
+        """The credential configured for ``host``: an exact entry first, else the longest
+        matching wildcard."""
+        matches = [c for c in self.config.credentials if host_matches(host, c.host)]
+        matches.sort(key=lambda c: (c.host.startswith("*."), -len(c.host)))
+        return matches[0] if matches else None
+
+    def authorization(self, credential: Credential) -> str:
+        """The ``Authorization`` value that carries ``credential``. Raises `SecretUnavailable`."""
+        token = self._header_secret(credential.secret_file)
+        if credential.scheme == "bearer":
+            return f"Bearer {token}"
+        return "Basic " + base64.b64encode(f"x-access-token:{token}".encode()).decode()
+
+    def problems(self) -> list[str]:
+        """Why the proxy cannot serve right now (unreadable secrets); empty when ready."""
+        problems = []
+        checks = [self.api_key, self._token_key]
+        checks += [lambda c=c: self._header_secret(c.secret_file) for c in self.config.credentials]
+        for check in checks:
+            try:
+                check()
+            except SecretUnavailable as exc:
+                problems.append(str(exc))
+        return problems

@@ -1,0 +1,6 @@
+"""The sandbox ("hands"): a small HTTP server that runs the built-in toolset (bash, read,
+write, edit, glob, grep) in a disposable pod, and the client the harness uses to reach it.
+
+`python -m paddock.sandbox` starts the server; `paddock.sandbox.client.SandboxClient` talks
+to it. The contract is in docs/sandbox.md.
+"""
