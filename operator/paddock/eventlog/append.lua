@@ -1,0 +1,86 @@
+-- Append events to a session's stream and fold them into its snapshot, atomically.
+-- Fencing, idempotency and the snapshot update happen in the same step as the XADD, so a
+-- refused append writes nothing and an accepted one is visible everywhere at once.
+-- KEYS: events, meta, lease, idem
+-- ARGV[1]     fencing token the writer's lease must carry ('' = unfenced)
+-- ARGV[2]     '1' = refuse when the session is terminated (client events)
+-- ARGV[3]     idempotency key ('' = none)
+-- ARGV[4]     snapshot changes, JSON: {status?, stop_reason? (JSON text), usage? (four
+--             token counts to add: input, output, cache read, cache creation), input? (1-based
+--             position in the batch of its last user.* event)}
+-- ARGV[5..]   type, payload, type, payload, ...
+-- Reply: {'ok', agent, id...} | {'dup', agent, id, payload, ...} (stored earlier under the key)
+--        | {'no_session'} | {'lost', holder or nil} | {'terminated'}
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return {'no_session'}
+end
+if ARGV[1] ~= '' then
+  local lease = redis.call('GET', KEYS[3])
+  local token, holder
+  if lease then
+    token, holder = string.match(lease, '^(%d+):(.*)$')
+  end
+  if token ~= ARGV[1] then
+    return {'lost', holder or false}
+  end
+end
+if ARGV[2] == '1' and redis.call('HGET', KEYS[2], 'status') == 'terminated' then
+  return {'terminated'}
+end
+local agent = redis.call('HGET', KEYS[2], 'agent')
+
+if ARGV[3] ~= '' then
+  local stored = redis.call('HGET', KEYS[4], ARGV[3])
+  if stored then
+    local reply = {'dup', agent}
+    for id in string.gmatch(stored, '[^,]+') do
+      local entry = redis.call('XRANGE', KEYS[1], id, id)[1]
+      reply[#reply + 1] = id
+      reply[#reply + 1] = entry[2][4]
+    end
+    return reply
+  end
+end
+
+local reply = {'ok', agent}
+for i = 5, #ARGV, 2 do
+  reply[#reply + 1] = redis.call('XADD', KEYS[1], '*', 't', ARGV[i], 'e', ARGV[i + 1])
+end
+local count = #reply - 2
+local last = reply[#reply]
+-- The entry id carries the server time of the append.
+local now = tonumber(string.match(last, '^(%d+)'))
+
+local change = cjson.decode(ARGV[4])
+redis.call('HINCRBY', KEYS[2], 'event_count', count)
+redis.call('HSET', KEYS[2], 'last_event', last)
+if change.input then
+  redis.call('HSET', KEYS[2], 'last_input', reply[2 + change.input])
+end
+if change.status then
+  -- Active time accrues only while running (reference §11.9).
+  local old = redis.call('HGET', KEYS[2], 'status')
+  if old == 'running' and change.status ~= 'running' then
+    local since = redis.call('HGET', KEYS[2], 'running_since')
+    if since then
+      redis.call('HINCRBY', KEYS[2], 'active_ms', now - tonumber(since))
+    end
+  elseif change.status == 'running' and old ~= 'running' then
+    redis.call('HSET', KEYS[2], 'running_since', now)
+  end
+  redis.call('HSET', KEYS[2], 'status', change.status)
+end
+if change.stop_reason then
+  redis.call('HSET', KEYS[2], 'stop_reason', change.stop_reason)
+end
+if change.usage then
+  local fields = {'input_tokens', 'output_tokens', 'cache_read_input_tokens',
+    'cache_creation_input_tokens'}
+  for i, field in ipairs(fields) do
+    redis.call('HINCRBY', KEYS[2], field, change.usage[i])
+  end
+end
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[4], ARGV[3], table.concat(reply, ',', 3))
+end
+return reply

@@ -1,0 +1,102 @@
+"""Leases (who may append as a session's worker) and the heartbeat that keeps one alive."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+from redis.exceptions import RedisError
+
+from paddock.eventlog.errors import LeaseLost, SessionNotFound
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The right to append to a session as its worker, until it expires or is released.
+
+    ``token`` is the fencing token: it grows with every acquisition of the session's lease,
+    and appends fenced with an older token are refused.
+    """
+
+    session_id: str
+    holder: str
+    token: int
+    ttl_ms: int
+
+
+class Heartbeat:
+    """Keeps a lease alive from a background task while the ``async with`` block runs.
+
+    It beats once on entry and then every ``ttl/3``. ``lost`` is set, and the task stops,
+    when a beat finds the lease gone (``LeaseLost``, ``SessionNotFound``) or when beats keep
+    failing (Redis unreachable) until the lease would have expired; ``error`` says why.
+    The holder must then stop working on the session: its appends are refused anyway.
+    """
+
+    def __init__(self, beat: Callable[[], Awaitable[None]], *, ttl_ms: int) -> None:
+        self._beat = beat
+        self._ttl = ttl_ms / 1000
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self.lost = asyncio.Event()
+        self.error: BaseException | None = None
+
+    async def __aenter__(self) -> Heartbeat:
+        self._task = asyncio.create_task(self._run(), name="paddock-lease-heartbeat")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._task is not None
+        # The flag ends the loop even if the cancel is lost on the way: redis-py 8.1 was
+        # seen to swallow a cancellation that lands in a command now and then.
+        self._stop.set()
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            # Our own cancel; re-raise only if the caller's task is being cancelled too.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        # Until a beat succeeds, assume the lease was taken just now; afterwards the lease is
+        # known to last at least ttl from the moment its last successful renewal was sent.
+        valid_until = loop.time() + self._ttl
+        delay = 0.0
+        while not await self._stopped_within(delay):
+            sent = loop.time()
+            try:
+                # A beat that hangs must not outlive the lease it is trying to keep.
+                async with asyncio.timeout(max(valid_until - sent, 0)):
+                    await self._beat()
+            except (LeaseLost, SessionNotFound) as exc:
+                self._lose(exc)
+                return
+            except (RedisError, OSError, TimeoutError) as exc:
+                if loop.time() >= valid_until:
+                    self._lose(exc)
+                    return
+                delay = min(self._ttl / 10, 0.5)  # retry soon, the lease is running out
+                continue
+            valid_until = sent + self._ttl
+            delay = self._ttl / 3
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    def _lose(self, exc: BaseException) -> None:
+        self.error = exc
+        self.lost.set()

@@ -1,0 +1,344 @@
+"""The event log: one Redis stream per session, with its snapshot, lease and dedup keys."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from redis.asyncio import Redis
+
+from paddock.eventlog.errors import InvalidId, LeaseLost, SessionNotFound, SessionTerminated
+from paddock.eventlog.events import EVENT_TYPES, INPUT_PREFIX, AnyEvent, SessionDeletedEvent
+from paddock.eventlog.ids import event_id, session_tag, stream_id
+from paddock.eventlog.keys import (
+    WORK_GROUP,
+    check_agent,
+    companion_keys,
+    session_keys,
+    work_keys,
+)
+from paddock.eventlog.lease import Heartbeat, Lease
+from paddock.eventlog.scripts import Scripts
+from paddock.eventlog.snapshot import SessionSnapshot, changes, from_meta
+from paddock.eventlog.storage import Row, decode, entry_time, payload
+from paddock.eventlog.tail import Tail
+
+Order = Literal["asc", "desc"]
+AcquireOutcome = Literal["acquired", "held", "no_input", "no_session"]
+
+# Entries per read script call: large enough that a 10,000-event replay takes a handful of
+# round trips, small enough that one call never blocks the server for long.
+_READ_BATCH = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """One page of ``EventLog.list_events``."""
+
+    data: list[AnyEvent]
+    next_cursor: str | None
+    """Pass as ``cursor`` (with the same ``order``) for the next page; None on the last."""
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
+class EventLog:
+    """Sessions' event logs in Redis (``redis.asyncio``).
+
+    Every write is one Lua script on the keys of one session, so it is atomic: it either
+    happens completely (events appended, snapshot updated, idempotency key recorded) or
+    not at all. An append is acknowledged only after Redis executed it; with AOF and
+    ``appendfsync always`` it is then on disk. Every acknowledged event is visible to reads.
+
+    The client must use ``decode_responses=False`` (the default), and its
+    ``socket_timeout``, if any, must exceed the ``block_ms`` of tails and work claims.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        if redis.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("EventLog needs a client with decode_responses=False")
+        self.redis = redis
+        self.scripts = Scripts.register(redis)
+
+    # Sessions.
+
+    async def create_session(self, session_id: str, *, agent: str) -> bool:
+        """Create an empty session (status ``idle``) whose work goes to ``agent``'s queue
+        (``<namespace>/<name>``). Returns False, changing nothing, if it already exists."""
+        keys = session_keys(session_id)
+        created = await self.scripts.create_session(keys=[keys.meta], args=[check_agent(agent)])
+        return bool(created)
+
+    async def snapshot(self, session_id: str) -> SessionSnapshot:
+        """Status, stop reason, usage and counters of a session, read atomically."""
+        keys = session_keys(session_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(keys.meta)
+            pipe.get(keys.lease)
+            pipe.time()
+            meta, lease, (seconds, micros) = await pipe.execute()
+        if not meta:
+            raise SessionNotFound(session_id)
+        fields = {key.decode(): value.decode() for key, value in meta.items()}
+        return from_meta(session_id, fields, _text(lease), seconds * 1000 + micros // 1000)
+
+    async def delete_session(self, session_id: str) -> bool:
+        """Delete every key of the session and every work entry for it.
+
+        Appends ``session.deleted`` first, so open tails deliver it and end. A worker still
+        on the session finds its lease gone and its appends refused (``SessionNotFound``).
+        Safe to repeat; returns False if the session did not exist.
+        """
+        keys = session_keys(session_id)
+        try:
+            _, agent = await self._write(
+                session_id, [SessionDeletedEvent()], token="", client=False, key=None
+            )
+        except SessionNotFound:
+            return False
+        await self.redis.delete(*keys, *companion_keys(session_id))
+        await self.scripts.forget(keys=work_keys(agent), args=[session_id, WORK_GROUP])
+        return True
+
+    # Writes.
+
+    async def append(
+        self,
+        session_id: str,
+        events: Sequence[AnyEvent],
+        *,
+        fence: Lease,
+        key: str | None = None,
+    ) -> list[AnyEvent]:
+        """Append events as the session's worker, in order, atomically with the lease check.
+
+        Refused with ``LeaseLost`` (nothing written) unless ``fence`` is the session's current
+        lease. With ``key`` (for example a tool_use id) the append happens at most once: a
+        later append with the same key writes nothing and returns the events stored the
+        first time. Returns the stored events, with ``id`` and ``processed_at``.
+        """
+        if fence.session_id != session_id:
+            raise ValueError(f"lease of {fence.session_id} used to append to {session_id}")
+        stored, _ = await self._write(
+            session_id, events, token=str(fence.token), client=False, key=key
+        )
+        return stored
+
+    async def send(
+        self, session_id: str, events: Sequence[AnyEvent], *, key: str | None = None
+    ) -> list[AnyEvent]:
+        """Append events from a client (the API), unfenced, and wake the session's worker.
+
+        If the batch holds a ``user.*`` event the session is queued on its Agent's work
+        queue after the append (at most one undelivered entry per session). Refused with
+        ``SessionTerminated`` once the session is terminated. ``key`` as in ``append``;
+        a repeated key also queues the session again, in case the first call failed between
+        the append and the enqueue. Returns the stored events.
+        """
+        stored, agent = await self._write(session_id, events, token="", client=True, key=key)
+        if any(event.type.startswith(INPUT_PREFIX) for event in stored):
+            await self.scripts.enqueue(keys=work_keys(agent), args=[session_id, WORK_GROUP, ""])
+        return stored
+
+    async def _write(
+        self,
+        session_id: str,
+        events: Sequence[AnyEvent],
+        *,
+        token: str,
+        client: bool,
+        key: str | None,
+    ) -> tuple[list[AnyEvent], str]:
+        if not events:
+            raise ValueError("no events to append")
+        if key == "":
+            raise ValueError("an idempotency key must not be empty")
+        args = [token, "1" if client else "0", key or "", changes(events)]
+        for event in events:
+            if not isinstance(event, EVENT_TYPES.get(event.type, ())):
+                raise TypeError(f"not an event model of the log: {type(event).__name__}")
+            args += (event.type, payload(event))
+        keys = session_keys(session_id)
+        reply = await self.scripts.append(
+            keys=[keys.events, keys.meta, keys.lease, keys.idem], args=args
+        )
+        match reply[0]:
+            case b"ok":
+                tag = session_tag(session_id)
+                stored = [
+                    event.model_copy(
+                        update={"id": event_id(entry, tag), "processed_at": entry_time(entry)}
+                    )
+                    for event, entry in zip(events, reply[2:], strict=True)
+                ]
+            case b"dup":
+                rows: list[Row] = list(zip(reply[2::2], reply[3::2], strict=True))
+                stored = decode(rows, session_tag(session_id))
+            case b"no_session":
+                raise SessionNotFound(session_id)
+            case b"lost":
+                raise LeaseLost(session_id, _text(reply[1]))
+            case _:
+                raise SessionTerminated(session_id)
+        return stored, reply[1].decode()
+
+    # Reads.
+
+    async def list_events(
+        self,
+        session_id: str,
+        *,
+        limit: int = 1000,
+        cursor: str | None = None,
+        order: Order = "asc",
+        types: Collection[str] | None = None,
+    ) -> EventPage:
+        """One page of at most ``limit`` events in log order (``asc``) or reverse (``desc``),
+        only of ``types`` if given (None or empty: all), after ``cursor``.
+
+        Pages are exact: ``next_cursor`` is None when no further event matches, and the
+        pages of one walk never repeat or skip an event, appends in between included.
+        A cursor only works with the order it was made for (``InvalidId`` otherwise).
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        if order not in ("asc", "desc"):
+            raise ValueError(f"order must be asc or desc, not {order!r}")
+        tag = session_tag(session_id)
+        start = "-" if order == "asc" else "+"
+        if cursor is not None:
+            start = "(" + _cursor_position(cursor, order, tag)
+        # One extra row tells whether another page exists.
+        rows = await self._scan(session_id, start, order, types, want=limit + 1)
+        data = decode(rows[:limit], tag)
+        more = len(rows) > limit
+        return EventPage(data=data, next_cursor=f"{order}.{data[-1].id}" if more else None)
+
+    async def replay(self, session_id: str, *, after: str | None = None) -> list[AnyEvent]:
+        """Every event of the session after event id ``after`` (None: all), in log order."""
+        tag = session_tag(session_id)
+        start = "-" if after is None else "(" + stream_id(after, tag)
+        return decode(await self._scan(session_id, start, "asc", None, want=None), tag)
+
+    def tail(
+        self,
+        session_id: str,
+        *,
+        after: str | None = "$",
+        block_ms: int = 5000,
+        types: Collection[str] | None = None,
+    ) -> Tail:
+        """A live tail of the session, opened by ``async with``; see ``Tail``.
+
+        ``after``: ``"$"`` for events appended after opening, an event id to resume after
+        it (SSE ``Last-Event-ID``), None for the whole log followed by live events.
+        ``types`` filters as in ``list_events``. Blocking reads wait up to ``block_ms``.
+        """
+        return Tail(self, session_id, after=after, block_ms=block_ms, types=types)
+
+    async def _scan(
+        self,
+        session_id: str,
+        start: str,
+        order: Order,
+        types: Collection[str] | None,
+        *,
+        want: int | None,
+    ) -> list[Row]:
+        keys = session_keys(session_id)
+        filters = list(types or ())
+        rows: list[Row] = []
+        while want is None or len(rows) < want:
+            # Without a filter every scanned entry is a row: scan no more than needed.
+            count = _READ_BATCH if filters or want is None else min(_READ_BATCH, want - len(rows))
+            reply = await self.scripts.read(
+                keys=[keys.events, keys.meta], args=[start, order, count, *filters]
+            )
+            if reply is None:
+                raise SessionNotFound(session_id)
+            last, lines, scanned = reply
+            if lines:
+                rows.extend(tuple(line.split(b" ", 1)) for line in lines.split(b"\n"))  # type: ignore[misc]
+            if scanned < count:
+                break
+            start = "(" + last.decode()
+        return rows if want is None else rows[:want]
+
+    # Leases.
+
+    async def acquire_lease(self, session_id: str, holder: str, *, ttl_ms: int) -> Lease | None:
+        """Take the session's lease for ``ttl_ms`` with a fencing token greater than any
+        before; None if someone holds it. At most one holder exists at any time.
+
+        Workers of an Agent should take leases through ``WorkQueue.claim``, which keeps the
+        work entry that lets another worker resume the session if this one dies.
+        """
+        lease, outcome = await self.try_acquire_lease(session_id, holder, ttl_ms=ttl_ms)
+        if outcome == "no_session":
+            raise SessionNotFound(session_id)
+        return lease
+
+    async def try_acquire_lease(
+        self, session_id: str, holder: str, *, ttl_ms: int, only_with_input: bool = False
+    ) -> tuple[Lease | None, AcquireOutcome]:
+        """``acquire_lease`` that reports why it got no lease instead of raising; with
+        ``only_with_input`` it takes no lease unless input arrived after the last
+        ``release_lease(handled_through=...)`` (outcome ``no_input``)."""
+        if ttl_ms < 1 or not holder:
+            raise ValueError("a lease needs a holder and a ttl of at least 1 ms")
+        keys = session_keys(session_id)
+        reply = await self.scripts.acquire_lease(
+            keys=[keys.meta, keys.lease, keys.fence],
+            args=[holder, ttl_ms, "1" if only_with_input else "0"],
+        )
+        outcome: AcquireOutcome = reply[0].decode()
+        if outcome == "acquired":
+            return Lease(session_id, holder, int(reply[1]), ttl_ms), outcome
+        return None, outcome
+
+    async def renew_lease(self, lease: Lease) -> None:
+        """Extend the lease to ``ttl_ms`` from now; ``LeaseLost`` if it is no longer held
+        with this token (expired, released, taken over or session deleted)."""
+        keys = session_keys(lease.session_id)
+        reply = await self.scripts.renew_lease(keys=[keys.lease], args=[lease.token, lease.ttl_ms])
+        if reply[0] != b"ok":
+            raise LeaseLost(lease.session_id, _text(reply[1]))
+
+    async def release_lease(self, lease: Lease, *, handled_through: str | None = None) -> bool:
+        """Give the lease up; ``LeaseLost`` if it is not held with this token.
+
+        With ``handled_through`` (the id of the last event the holder took into account)
+        the release happens only if no ``user.*`` event arrived after it: otherwise it
+        returns False and the caller still holds the lease and has input to handle. On
+        success that position is recorded as handled (see ``SessionSnapshot.pending_input``).
+        """
+        keys = session_keys(lease.session_id)
+        handled = ""
+        if handled_through is not None:
+            handled = stream_id(handled_through, session_tag(lease.session_id))
+        reply = await self.scripts.release_lease(
+            keys=[keys.meta, keys.lease], args=[lease.token, handled]
+        )
+        match reply[0]:
+            case b"released":
+                return True
+            case b"pending":
+                return False
+            case b"no_session":
+                raise SessionNotFound(lease.session_id)
+            case _:
+                raise LeaseLost(lease.session_id, _text(reply[1]))
+
+    def heartbeat(self, lease: Lease) -> Heartbeat:
+        """A ``Heartbeat`` renewing ``lease`` every ttl/3 while its ``async with`` runs."""
+        return Heartbeat(lambda: self.renew_lease(lease), ttl_ms=lease.ttl_ms)
+
+
+def _cursor_position(cursor: str, order: Order, tag: str) -> str:
+    made_for, _, last = cursor.partition(".")
+    if made_for != order:
+        raise InvalidId(f"cursor {cursor!r} is not a cursor for order={order}")
+    return stream_id(last, tag)

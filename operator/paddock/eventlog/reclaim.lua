@@ -1,0 +1,20 @@
+-- Take over the first work entry idle longer than the lease TTL: its worker stopped
+-- heartbeating (heartbeats reset the idle time of the entry they work on).
+-- KEYS: work stream, queued hash
+-- ARGV: consumer group, consumer, minimum idle time in ms
+-- Reply: {entry id, session id}, or {} if no entry is idle that long.
+local cursor = '0-0'
+repeat
+  local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], cursor,
+    'COUNT', 1)
+  local entry = claimed[2][1]
+  if entry then
+    local session = entry[2][2]
+    if redis.call('HGET', KEYS[2], session) == entry[1] then
+      redis.call('HDEL', KEYS[2], session)
+    end
+    return {entry[1], session}
+  end
+  cursor = claimed[1]
+until cursor == '0-0'
+return {}

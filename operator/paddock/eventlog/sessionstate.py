@@ -1,0 +1,112 @@
+"""Session state shared by the operator and the harness, next to the event log:
+
+- the session's settings (budget, environment, resources to mount), written once by
+  whoever creates the session (the operator or the gateway) and read by harness workers,
+  which never talk to the Kubernetes API;
+- the sandbox bound to the session (written by the operator, read by harness workers) and
+  requests for a sandbox or a replacement (written by harness workers, read by the operator);
+- the tool-call journal: which calls a worker started, so that a worker resuming after a
+  crash never re-runs a side-effecting call blindly.
+
+Keys share the session's hash tag, like the log itself.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel, Field
+from redis.asyncio import Redis
+
+from paddock.eventlog.errors import SessionNotFound
+from paddock.eventlog.keys import COMPANION_SUFFIXES, PREFIX, companion_keys, session_keys
+from paddock.eventlog.scripts import source
+from paddock.models.session import Budget, FileResource, GitRepository
+
+SANDBOX_REQUESTS = f"{PREFIX}:sandbox-requests"
+"""Stream the operator reads: fields ``session``, ``reason`` (``needed`` or ``dead``) and
+``pod`` (the dead sandbox, if any)."""
+_REQUESTS_MAXLEN = 100_000
+
+
+class SessionSettings(BaseModel):
+    """What a harness worker needs to know of the Session resource."""
+
+    namespace: str
+    name: str
+    environment: str | None = None
+    budget: Budget | None = None
+    repositories: list[GitRepository] = Field(default_factory=list)
+    files: list[FileResource] = Field(default_factory=list)
+
+
+class SandboxBinding(BaseModel):
+    """How to reach the sandbox bound to a session."""
+
+    url: str
+    token: str
+    pod: str
+    claim: str = "warm"
+    """`warm` (from the pool) or `cold` (created on demand)."""
+    bound_at: float = Field(default_factory=time.time)
+
+
+def _key(session_id: str, suffix: str) -> str:
+    return companion_keys(session_id)[COMPANION_SUFFIXES.index(suffix)]
+
+
+class SessionState:
+    """Reads and writes of the shared session state; every call is one Redis round trip.
+    Writes raise ``SessionNotFound`` once the session is deleted (nothing is recreated)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._put = redis.register_script(source("put_state"))
+
+    async def _write(self, session_id: str, suffix: str, *args: str) -> None:
+        keys = [session_keys(session_id).meta, _key(session_id, suffix)]
+        if not await self._put(keys=keys, args=list(args)):
+            raise SessionNotFound(session_id)
+
+    async def put_settings(self, session_id: str, settings: SessionSettings) -> None:
+        await self._write(session_id, "settings", "set", settings.model_dump_json())
+
+    async def settings(self, session_id: str) -> SessionSettings | None:
+        raw = await self.redis.get(_key(session_id, "settings"))
+        return SessionSettings.model_validate_json(raw) if raw else None
+
+    async def bind_sandbox(self, session_id: str, binding: SandboxBinding) -> None:
+        await self._write(session_id, "sandbox", "set", binding.model_dump_json())
+
+    async def sandbox(self, session_id: str) -> SandboxBinding | None:
+        raw = await self.redis.get(_key(session_id, "sandbox"))
+        return SandboxBinding.model_validate_json(raw) if raw else None
+
+    async def unbind_sandbox(self, session_id: str, pod: str | None = None) -> bool:
+        """Forget the binding (only if it still names ``pod``, when given)."""
+        key = _key(session_id, "sandbox")
+        if pod is None:
+            return bool(await self.redis.delete(key))
+        current = await self.sandbox(session_id)
+        if current is None or current.pod != pod:
+            return False
+        return bool(await self.redis.delete(key))
+
+    async def request_sandbox(self, session_id: str, *, dead_pod: str | None = None) -> None:
+        """Ask the operator for a sandbox; with ``dead_pod``, for a replacement of that one
+        (whose binding is dropped first so no worker uses it again)."""
+        if dead_pod is not None:
+            await self.unbind_sandbox(session_id, dead_pod)
+        fields = {"session": session_id, "reason": "dead" if dead_pod else "needed"}
+        if dead_pod:
+            fields["pod"] = dead_pod
+        await self.redis.xadd(SANDBOX_REQUESTS, fields, maxlen=_REQUESTS_MAXLEN, approximate=True)
+
+    async def mark_started(self, session_id: str, call_id: str, pod: str) -> None:
+        """Record that ``call_id`` is about to run in sandbox ``pod``."""
+        await self._write(session_id, "calls", "hset", call_id, pod)
+
+    async def started_in(self, session_id: str, call_id: str) -> str | None:
+        """The sandbox a call was started in, or None if no worker ever started it."""
+        raw = await self.redis.hget(_key(session_id, "calls"), call_id)
+        return raw.decode() if raw else None

@@ -1,0 +1,32 @@
+"""Fixtures of the event log tests: a client of the shared redis-server and a session."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from paddock.eventlog import EventLog, new_session_id
+
+AGENT = "default/coder"
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def log(redis: Redis) -> EventLog:
+    return EventLog(redis)
+
+
+@pytest.fixture
+async def session(log: EventLog) -> str:
+    """A new, empty session of AGENT."""
+    session_id = new_session_id()
+    assert await log.create_session(session_id, agent=AGENT)
+    return session_id

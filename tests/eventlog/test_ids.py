@@ -1,0 +1,92 @@
+"""Session and event ids: prefixed, fixed width, sortable, mapped to stream positions."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from paddock.eventlog import InvalidId, new_session_id
+from paddock.eventlog.ids import (
+    decode,
+    encode,
+    event_id,
+    session_tag,
+    stream_id,
+)
+from paddock.eventlog.keys import check_agent, session_keys
+
+
+def test_base62_is_fixed_width_and_sorts_like_the_numbers() -> None:
+    rng = random.Random(7)
+    numbers = [0, 1, 61, 62, 62**8 - 1, *(rng.randrange(62**8) for _ in range(2000))]
+    encoded = [encode(n, 8) for n in numbers]
+    assert {len(text) for text in encoded} == {8}
+    assert [decode(text) for text in encoded] == numbers
+    assert sorted(encoded) == [encode(n, 8) for n in sorted(numbers)]
+    with pytest.raises(ValueError, match="does not fit"):
+        encode(62**8, 8)
+
+
+def test_event_ids_map_to_stream_positions_and_sort_like_them() -> None:
+    tag = session_tag("sesn_abc")
+    rng = random.Random(3)
+    positions = [
+        (rng.randrange(1_700_000_000_000, 1_800_000_000_000), rng.randrange(5000))
+        for _ in range(2000)
+    ]
+    ids = [event_id(f"{ms}-{seq}", tag) for ms, seq in positions]
+    assert all(len(i) == len(ids[0]) and i.startswith("sevt_") for i in ids)
+    assert [stream_id(i, tag) for i in ids] == [f"{ms}-{seq}" for ms, seq in positions]
+    assert sorted(ids) == [event_id(f"{ms}-{seq}", tag) for ms, seq in sorted(positions)]
+    assert event_id(b"1712577601120-3", tag) == event_id("1712577601120-3", tag)
+
+
+def test_an_event_id_of_another_session_or_garbage_is_refused() -> None:
+    mine, theirs = session_tag("sesn_mine"), session_tag("sesn_theirs")
+    assert mine != theirs
+    other = event_id("1712577601120-0", theirs)
+    with pytest.raises(InvalidId, match="another session"):
+        stream_id(other, mine)
+    for garbage in [
+        "",
+        "sevt_",
+        "sevt_01A",
+        "evt_" + other[5:],
+        other + "x",
+        other[:5] + "!" + other[6:],
+    ]:
+        with pytest.raises(InvalidId):
+            stream_id(garbage, theirs)
+
+
+def test_session_ids_are_prefixed_unique_and_sort_by_creation_time() -> None:
+    first = [new_session_id() for _ in range(1000)]
+    time.sleep(0.002)
+    later = new_session_id()
+    assert len(set(first)) == 1000
+    assert all(i.startswith("sesn_") and len(i) == len(later) for i in first)
+    assert all(i < later for i in first)
+    session_keys(later)  # well-formed
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "sesn_", "session_abc", "sesn_a}b", "sesn_{x}", "sesn_a:b", "sesn_" + "a" * 65]
+)
+def test_malformed_session_ids_never_reach_a_key(bad: str) -> None:
+    with pytest.raises(InvalidId):
+        session_keys(bad)
+
+
+def test_session_keys_share_one_hash_tag() -> None:
+    keys = session_keys("sesn_abc")
+    assert all(key.startswith("paddock:{sesn_abc}:") for key in keys)
+    assert len(set(keys)) == len(keys)
+
+
+@pytest.mark.parametrize("bad", ["coder", "default/", "/coder", "a/b/c", "Default/coder", "a/{b}"])
+def test_agent_references_are_namespace_and_name(bad: str) -> None:
+    assert check_agent("team-a/coder.v2") == "team-a/coder.v2"
+    with pytest.raises(InvalidId):
+        check_agent(bad)

@@ -1,0 +1,80 @@
+"""Session state shared by the operator and the harness: settings, the bound sandbox,
+sandbox requests and the tool-call journal."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+
+from paddock.eventlog import EventLog, SessionNotFound
+from paddock.eventlog.sessionstate import (
+    SANDBOX_REQUESTS,
+    SandboxBinding,
+    SessionSettings,
+    SessionState,
+)
+from paddock.models.session import Budget, GitRepository
+
+
+@pytest.fixture
+def state(redis: Redis) -> SessionState:
+    return SessionState(redis)
+
+
+async def requests(redis: Redis) -> list[dict[str, str]]:
+    return [
+        {k.decode(): v.decode() for k, v in fields.items()}
+        for _, fields in await redis.xrange(SANDBOX_REQUESTS)
+    ]
+
+
+async def test_settings_round_trip(state: SessionState, session: str) -> None:
+    assert await state.settings(session) is None
+    settings = SessionSettings(
+        namespace="team-a",
+        name="fix-bug",
+        environment="python",
+        budget=Budget(max_tokens=5000),
+        repositories=[GitRepository(url="https://git.example/app.git", branch="main")],
+    )
+    await state.put_settings(session, settings)
+    assert await state.settings(session) == settings
+
+
+async def test_a_dead_sandbox_is_unbound_and_replaced_only_once(
+    state: SessionState, session: str, redis: Redis
+) -> None:
+    await state.bind_sandbox(
+        session, SandboxBinding(url="http://10.0.0.5:8080", token="t", pod="sbx-new")
+    )
+    # A report about an older sandbox does not drop the newer binding.
+    assert await state.unbind_sandbox(session, "sbx-old") is False
+    assert (await state.sandbox(session)).pod == "sbx-new"
+    await state.request_sandbox(session, dead_pod="sbx-new")
+    assert await state.sandbox(session) is None
+    await state.request_sandbox(session)
+    assert await requests(redis) == [
+        {"session": session, "reason": "dead", "pod": "sbx-new"},
+        {"session": session, "reason": "needed"},
+    ]
+
+
+async def test_the_journal_says_where_a_call_started(state: SessionState, session: str) -> None:
+    assert await state.started_in(session, "sevt_call") is None
+    await state.mark_started(session, "sevt_call", "sbx-1")
+    assert await state.started_in(session, "sevt_call") == "sbx-1"
+
+
+async def test_nothing_outlives_or_comes_back_after_delete(
+    state: SessionState, log: EventLog, session: str, redis: Redis
+) -> None:
+    await state.put_settings(session, SessionSettings(namespace="a", name="b"))
+    await state.bind_sandbox(session, SandboxBinding(url="http://x", token="t", pod="p"))
+    await state.mark_started(session, "sevt_call", "p")
+    await log.delete_session(session)
+    assert [key async for key in redis.scan_iter(f"*{session}*")] == []
+    with pytest.raises(SessionNotFound):
+        await state.mark_started(session, "sevt_late", "p")
+    with pytest.raises(SessionNotFound):
+        await state.bind_sandbox(session, SandboxBinding(url="http://x", token="t", pod="p"))
+    assert [key async for key in redis.scan_iter(f"*{session}*")] == []
