@@ -1,0 +1,71 @@
+"""`python -m paddock.harness`: a harness worker for one Agent.
+
+Configuration comes from the environment the operator renders into the harness container:
+
+    PADDOCK_AGENT            <namespace>/<name> of the Agent
+    PADDOCK_AGENT_FILE       the Agent resource (YAML or JSON), mounted from a ConfigMap
+    PADDOCK_REDIS_URL        the event log
+    PADDOCK_WORKER_ID        this worker's name (the pod name)
+    PADDOCK_MODEL_URL        the credential proxy's API listener (default http://127.0.0.1:8081)
+    PADDOCK_PROXY_ADMIN_URL  the proxy's admin listener, which mints sandbox egress tokens
+    PADDOCK_PROXY_EGRESS_URL the proxy address sandboxes use (the Agent's proxy Service)
+    PADDOCK_METRICS_PORT     Prometheus metrics (default 9090; 0 disables)
+    PADDOCK_LEASE_TTL_MS     session lease (default 15000)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+
+import yaml
+from prometheus_client import start_http_server
+from redis.asyncio import Redis
+
+from paddock.harness.worker import Worker, WorkerSettings
+from paddock.models.agent import Agent
+
+
+def settings_from_env(env: dict[str, str]) -> WorkerSettings:
+    agent = Agent.model_validate(yaml.safe_load(Path(env["PADDOCK_AGENT_FILE"]).read_text()))
+    return WorkerSettings(
+        agent=env["PADDOCK_AGENT"],
+        spec=agent.spec,
+        worker_id=env.get("PADDOCK_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}",
+        model_base_url=env.get("PADDOCK_MODEL_URL", "http://127.0.0.1:8081"),
+        proxy_admin_url=env.get("PADDOCK_PROXY_ADMIN_URL") or None,
+        proxy_egress_url=env.get("PADDOCK_PROXY_EGRESS_URL") or None,
+        lease_ttl_ms=int(env.get("PADDOCK_LEASE_TTL_MS", "15000")),
+    )
+
+
+async def serve(settings: WorkerSettings, redis_url: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    redis = Redis.from_url(redis_url)
+    try:
+        await Worker(settings, redis).run(stop)
+    finally:
+        await redis.aclose()
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    env = dict(os.environ)
+    settings = settings_from_env(env)
+    port = int(env.get("PADDOCK_METRICS_PORT", "9090"))
+    if port:
+        start_http_server(port)
+    asyncio.run(serve(settings, env["PADDOCK_REDIS_URL"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The tools the model is offered, and the policy that applies to each call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from paddock.models.agent import BUILTIN_TOOL_NAMES, AgentSpec
+
+_PATH = {"type": "string", "description": "Absolute path, or relative to the working directory."}
+BUILTIN_TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
+    "bash": {
+        "description": "Run a bash command in the sandbox's working directory. Output is capped; "
+        "long-running commands are killed at the timeout.",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "command": {"type": "string", "description": "The command to run."},
+                "timeout_ms": {"type": "integer", "description": "Timeout in milliseconds."},
+                "restart": {"type": "boolean", "description": "Restart the shell session."},
+            },
+        },
+    },
+    "read": {
+        "description": "Read a text file; returns numbered lines.",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "file_path": _PATH,
+                "view_range": {
+                    "type": "array",
+                    "items": {"type": "integer"},
+                    "description": "[first, last] line, 1-based inclusive; last <= 0 means the end.",
+                },
+            },
+            "required": ["file_path"],
+        },
+    },
+    "write": {
+        "description": "Create or overwrite a file.",
+        "input_schema": {
+            "type": "object",
+            "properties": {"file_path": _PATH, "content": {"type": "string"}},
+            "required": ["file_path", "content"],
+        },
+    },
+    "edit": {
+        "description": "Replace an exact string in a file. The old string must occur exactly once "
+        "unless replace_all is true.",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "file_path": _PATH,
+                "old_string": {"type": "string"},
+                "new_string": {"type": "string"},
+                "replace_all": {"type": "boolean"},
+            },
+            "required": ["file_path", "old_string", "new_string"],
+        },
+    },
+    "glob": {
+        "description": "Find files by glob pattern (** matches directories); newest first.",
+        "input_schema": {
+            "type": "object",
+            "properties": {"pattern": {"type": "string"}, "path": _PATH},
+            "required": ["pattern"],
+        },
+    },
+    "grep": {
+        "description": "Search file contents with a regular expression.",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "pattern": {"type": "string"},
+                "path": _PATH,
+                "glob": {"type": "string", "description": "Only files matching this glob."},
+            },
+            "required": ["pattern"],
+        },
+    },
+}
+assert set(BUILTIN_TOOL_SCHEMAS) == set(BUILTIN_TOOL_NAMES)
+
+# Tools without side effects: a call interrupted by a crash may simply run again.
+READ_ONLY_TOOLS = frozenset({"read", "glob", "grep"})
+
+ToolKind = Literal["builtin", "custom"]
+
+
+@dataclass(frozen=True)
+class ToolPolicy:
+    kind: ToolKind
+    permission: Literal["allow", "ask"]
+
+
+@dataclass(frozen=True)
+class Toolbox:
+    """What the model may call and how each call is handled."""
+
+    definitions: list[dict[str, Any]]
+    policies: dict[str, ToolPolicy]
+
+    def policy(self, name: str) -> ToolPolicy | None:
+        return self.policies.get(name)
+
+
+def toolbox(spec: AgentSpec) -> Toolbox:
+    """Tool definitions for the Messages API and the policy of each tool, from the Agent."""
+    builtin = spec.tools.builtin
+    overrides = {c.name: c for c in builtin.configs}
+    definitions: list[dict[str, Any]] = []
+    policies: dict[str, ToolPolicy] = {}
+    for name, schema in BUILTIN_TOOL_SCHEMAS.items():
+        override = overrides.get(name)
+        enabled = (
+            builtin.enabled if override is None or override.enabled is None else override.enabled
+        )
+        if not enabled:
+            continue
+        policy = (override and override.permission_policy) or builtin.permission_policy
+        definitions.append({"name": name, **schema})
+        policies[name] = ToolPolicy("builtin", "ask" if policy == "always_ask" else "allow")
+    for tool in spec.tools.custom:
+        definitions.append(
+            {
+                "name": tool.name,
+                "description": tool.description,
+                "input_schema": tool.input_schema.model_dump(mode="json", exclude_none=True),
+            }
+        )
+        policies[tool.name] = ToolPolicy("custom", "allow")
+    return Toolbox(definitions, policies)

@@ -1,0 +1,145 @@
+"""A harness under test: real Redis, a real sandbox server process, the scripted model,
+and harness workers running in the test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from paddock.eventlog import AnyEvent, EventLog, TextBlock, UserMessageEvent
+from paddock.eventlog.ids import new_session_id
+from paddock.eventlog.sessionstate import SandboxBinding, SessionSettings, SessionState
+from paddock.harness.model import RetryPolicy
+from paddock.harness.worker import Worker, WorkerSettings
+from paddock.models.agent import AgentSpec
+from paddock.testing.fakemodel import FakeModelServer, Script
+from paddock.testing.sandbox import RunningSandbox, launch
+
+AGENT = "default/hello"
+_pods = itertools.count(1)
+
+
+def agent_spec(**overrides: Any) -> AgentSpec:
+    return AgentSpec.model_validate(
+        {
+            "model": "claude-sonnet-4-6",
+            "credentials": {"anthropicApiKey": {"name": "anthropic", "key": "api-key"}},
+            **overrides,
+        }
+    )
+
+
+@dataclass
+class Harness:
+    redis: Redis
+    model: FakeModelServer
+    sandbox: RunningSandbox
+    spec: AgentSpec
+    log: EventLog = field(init=False)
+    state: SessionState = field(init=False)
+    workers: list[tuple[Worker, asyncio.Event, asyncio.Task[None]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.log = EventLog(self.redis)
+        self.state = SessionState(self.redis)
+
+    def start_worker(self, **overrides: Any) -> Worker:
+        settings = WorkerSettings(
+            agent=AGENT,
+            spec=self.spec,
+            worker_id=f"worker-{len(self.workers)}",
+            model_base_url=self.model.url,
+            lease_ttl_ms=3000,
+            retry=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.2),
+            **overrides,
+        )
+        worker = Worker(settings, self.redis)
+        stop = asyncio.Event()
+        self.workers.append((worker, stop, asyncio.create_task(worker.run(stop))))
+        return worker
+
+    async def bind(self, session_id: str, sandbox: RunningSandbox | None = None) -> SandboxBinding:
+        sandbox = sandbox or self.sandbox
+        binding = SandboxBinding(url=sandbox.url, token=sandbox.token, pod=f"sandbox-{next(_pods)}")
+        await self.state.bind_sandbox(session_id, binding)
+        return binding
+
+    async def start_session(self, text: str, *, bind: bool = True, **settings: Any) -> str:
+        session_id = new_session_id()
+        await self.log.create_session(session_id, agent=AGENT)
+        await self.state.put_settings(
+            session_id, SessionSettings(namespace="default", name=session_id.lower(), **settings)
+        )
+        if bind:
+            await self.bind(session_id)
+        await self.send(session_id, UserMessageEvent(content=[TextBlock(text=text)]))
+        return session_id
+
+    async def send(self, session_id: str, *events: AnyEvent) -> list[AnyEvent]:
+        return await self.log.send(session_id, events)
+
+    async def wait_idle(
+        self, session_id: str, *, count: int = 1, within: float = 20
+    ) -> list[dict[str, Any]]:
+        """Wait until the session has `count` `session.status_idle` events; return every
+        event as JSON."""
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            events = await self.events(session_id)
+            idles = [e for e in events if e["type"] == "session.status_idle"]
+            if len(idles) >= count:
+                return events
+            if asyncio.get_running_loop().time() > deadline:
+                types = [e["type"] for e in events]
+                raise TimeoutError(f"session did not idle {count}x; events: {types}")
+            await asyncio.sleep(0.05)
+
+    async def events(self, session_id: str) -> list[dict[str, Any]]:
+        return [
+            e.model_dump(mode="json", exclude_none=True) for e in await self.log.replay(session_id)
+        ]
+
+    async def close(self) -> None:
+        for _, stop, _ in self.workers:
+            stop.set()
+        await asyncio.gather(*(task for *_, task in self.workers), return_exceptions=True)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> RunningSandbox:
+    running = launch(tmp_path_factory.mktemp("harness-sandbox"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+async def make_harness(
+    redis_url: str, sandbox: RunningSandbox
+) -> AsyncIterator[Callable[..., Harness]]:
+    """`make_harness(script, **agent_spec_fields)` with one worker started."""
+    made: list[Harness] = []
+    redis = Redis.from_url(redis_url)
+
+    def make(script: Script, workers: int = 1, **spec: Any) -> Harness:
+        model = FakeModelServer(script).start()
+        harness = Harness(redis, model, sandbox, agent_spec(**spec))
+        made.append(harness)
+        for _ in range(workers):
+            harness.start_worker()
+        return harness
+
+    yield make
+    for harness in made:
+        await harness.close()
+        harness.model.stop()
+    await redis.aclose()
+
+
+def types(events: list[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in events]

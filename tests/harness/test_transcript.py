@@ -1,0 +1,218 @@
+"""Rebuilding the conversation from the log, and choosing the next step: pure logic."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from paddock.harness.transcript import (
+    COMPACTION_PREFIX,
+    AwaitUser,
+    CallModel,
+    EndInterrupted,
+    Idle,
+    RunTools,
+    rebuild,
+)
+
+_ids = itertools.count(1)
+
+
+def ev(kind: str, **fields: Any) -> dict[str, Any]:
+    return {"id": f"sevt_{next(_ids):04d}", "type": kind, "processed_at": None, **fields}
+
+
+def user(text: str) -> dict[str, Any]:
+    return ev("user.message", content=[{"type": "text", "text": text}])
+
+
+def idle(reason: str, **extra: Any) -> dict[str, Any]:
+    return ev("session.status_idle", stop_reason={"type": reason, **extra})
+
+
+def test_new_session_waits_and_a_message_calls_the_model() -> None:
+    assert isinstance(rebuild([]).next_step(), Idle)
+    t = rebuild([user("hi")])
+    assert isinstance(t.next_step(), CallModel)
+    assert t.messages == [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+
+
+def test_tool_round_trip_pairs_results_with_calls_by_event_id() -> None:
+    call = ev("agent.tool_use", name="bash", input={"command": "ls"}, evaluated_permission="allow")
+    events = [
+        user("list"),
+        ev("session.status_running"),
+        ev("span.model_request_start"),
+        ev("agent.message", content=[{"type": "text", "text": "Looking."}]),
+        call,
+        ev("span.model_request_end", model_usage={"input_tokens": 10, "output_tokens": 5}),
+    ]
+    t = rebuild(events)
+    step = t.next_step()
+    assert isinstance(step, RunTools)
+    assert [c.id for c in step.run] == [call["id"]]
+    assert t.messages[1] == {
+        "role": "assistant",
+        "content": [
+            {"type": "text", "text": "Looking."},
+            {"type": "tool_use", "id": call["id"], "name": "bash", "input": {"command": "ls"}},
+        ],
+    }
+    t = rebuild(
+        [
+            *events,
+            ev(
+                "agent.tool_result",
+                tool_use_id=call["id"],
+                content=[{"type": "text", "text": "a.txt"}],
+            ),
+        ]
+    )
+    assert isinstance(t.next_step(), CallModel)
+    assert t.messages[-1] == {
+        "role": "user",
+        "content": [
+            {
+                "type": "tool_result",
+                "tool_use_id": call["id"],
+                "content": [{"type": "text", "text": "a.txt"}],
+            }
+        ],
+    }
+    assert t.usage == {"input_tokens": 10, "output_tokens": 5}
+
+
+def test_end_turn_idles_until_the_next_message() -> None:
+    events = [
+        user("hi"),
+        ev("agent.message", content=[{"type": "text", "text": "hello"}]),
+        idle("end_turn"),
+    ]
+    assert isinstance(rebuild(events).next_step(), Idle)
+    t = rebuild([*events, user("again")])
+    assert isinstance(t.next_step(), CallModel)
+    assert [m["role"] for m in t.messages] == ["user", "assistant", "user"]
+
+
+def test_always_ask_waits_then_runs_on_allow_or_records_denial() -> None:
+    call = ev("agent.tool_use", name="write", input={}, evaluated_permission="ask")
+    events = [user("go"), call, idle("requires_action", event_ids=[call["id"]])]
+    step = rebuild(events).next_step()
+    assert step == AwaitUser([call["id"]])
+    allowed = rebuild(
+        [*events, ev("user.tool_confirmation", tool_use_id=call["id"], result="allow")]
+    )
+    assert [c.id for c in allowed.next_step().run] == [call["id"]]
+    denied = rebuild(
+        [
+            *events,
+            ev(
+                "user.tool_confirmation",
+                tool_use_id=call["id"],
+                result="deny",
+                deny_message="not there",
+            ),
+        ]
+    ).next_step()
+    assert isinstance(denied, RunTools)
+    assert denied.run == []
+    assert denied.denied[0].deny_message == "not there"
+
+
+def test_confirmation_for_an_unknown_call_is_ignored() -> None:
+    call = ev("agent.tool_use", name="write", input={}, evaluated_permission="ask")
+    t = rebuild(
+        [user("go"), call, ev("user.tool_confirmation", tool_use_id="sevt_nope", result="allow")]
+    )
+    assert t.next_step() == AwaitUser([call["id"]])
+
+
+def test_custom_tool_waits_for_its_result() -> None:
+    call = ev("agent.custom_tool_use", name="lookup", input={"q": 1})
+    events = [user("go"), call, idle("requires_action", event_ids=[call["id"]])]
+    assert rebuild(events).next_step() == AwaitUser([call["id"]])
+    t = rebuild(
+        [
+            *events,
+            ev(
+                "user.custom_tool_result",
+                custom_tool_use_id=call["id"],
+                content=[{"type": "text", "text": "42"}],
+            ),
+        ]
+    )
+    assert isinstance(t.next_step(), CallModel)
+
+
+def test_interrupt_ends_the_turn_and_closes_open_calls() -> None:
+    call = ev(
+        "agent.tool_use", name="bash", input={"command": "sleep 100"}, evaluated_permission="allow"
+    )
+    t = rebuild([user("go"), call, ev("user.interrupt")])
+    step = t.next_step()
+    assert isinstance(step, EndInterrupted)
+    assert [c.id for c in step.open_calls] == [call["id"]]
+    closed = rebuild(
+        [
+            user("go"),
+            call,
+            ev("user.interrupt"),
+            ev("agent.tool_result", tool_use_id=call["id"], is_error=True, content="interrupted"),
+            idle("end_turn"),
+        ]
+    )
+    assert isinstance(closed.next_step(), Idle)
+
+
+def test_interrupt_of_an_idle_session_is_a_no_op() -> None:
+    events = [
+        user("hi"),
+        ev("agent.message", content="hello"),
+        idle("end_turn"),
+        ev("user.interrupt"),
+    ]
+    assert isinstance(rebuild(events).next_step(), Idle)
+
+
+def test_messages_after_a_failed_turn_merge_into_one_user_message() -> None:
+    t = rebuild([user("one"), idle("retries_exhausted"), user("two")])
+    assert isinstance(t.next_step(), CallModel)
+    assert t.messages == [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}],
+        }
+    ]
+
+
+def test_compaction_replaces_history_with_the_summary() -> None:
+    t = rebuild(
+        [
+            user("a"),
+            ev("agent.message", content="b"),
+            idle("end_turn"),
+            user("c"),
+            ev("agent.thread_context_compacted", summary="talked about a, b, c"),
+        ]
+    )
+    assert t.messages == [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": COMPACTION_PREFIX + "talked about a, b, c"}],
+        }
+    ]
+    assert isinstance(t.next_step(), CallModel)
+
+
+def test_model_calls_are_counted_per_turn() -> None:
+    t = rebuild(
+        [
+            user("a"),
+            ev("span.model_request_start"),
+            ev("span.model_request_start"),
+            idle("end_turn"),
+        ]
+    )
+    assert t.model_calls_this_turn == 2
+    t = rebuild([user("a"), ev("span.model_request_start"), idle("end_turn"), user("b")])
+    assert t.model_calls_this_turn == 0

@@ -1,0 +1,266 @@
+"""A harness worker drives sessions against the real log, sandbox and SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from paddock.eventlog import (
+    TextBlock,
+    UserCustomToolResultEvent,
+    UserInterruptEvent,
+    UserMessageEvent,
+    UserToolConfirmationEvent,
+)
+from paddock.eventlog.sessionstate import SANDBOX_REQUESTS, SandboxBinding
+from paddock.testing.fakemodel import Fail, ModelRequest, Reply, Text, ToolUse, turns
+
+from .conftest import types
+
+
+async def test_multi_turn_tool_session_reaches_end_turn(make_harness, sandbox) -> None:
+    script = turns(
+        Reply(
+            [
+                Text("I'll write it."),
+                ToolUse("write", {"file_path": "hello.txt", "content": "hi there\n"}),
+            ]
+        ),
+        Reply([ToolUse("bash", {"command": "wc -c hello.txt"})]),
+        lambda r: Reply([Text(f"wc says: {r.tool_result_text().strip()}")]),
+    )
+    harness = make_harness(script)
+    session = await harness.start_session("write a file and count it")
+    events = await harness.wait_idle(session)
+    assert types(events) == [
+        "user.message",
+        "session.status_running",
+        "span.model_request_start",
+        "agent.message",
+        "agent.tool_use",
+        "span.model_request_end",
+        "agent.tool_result",
+        "span.model_request_start",
+        "agent.tool_use",
+        "span.model_request_end",
+        "agent.tool_result",
+        "span.model_request_start",
+        "agent.message",
+        "span.model_request_end",
+        "session.status_idle",
+    ]
+    idle = events[-1]
+    assert idle["stop_reason"] == {"type": "end_turn"}
+    write, bash = [e for e in events if e["type"] == "agent.tool_use"]
+    results = [e for e in events if e["type"] == "agent.tool_result"]
+    assert [r["tool_use_id"] for r in results] == [write["id"], bash["id"]]
+    assert write["evaluated_permission"] == "allow"
+    assert (sandbox.workdir / "hello.txt").read_text() == "hi there\n"
+    assert events[-2]["type"] == "span.model_request_end"
+    assert "9 hello.txt" in events[-3]["content"][0]["text"]
+    # The model saw each result paired with its call, under the call's event id.
+    last_request = harness.model.requests[-1]
+    assert last_request.messages[-1]["content"][0]["tool_use_id"] == bash["id"]
+    snapshot = await harness.log.snapshot(session)
+    assert snapshot.status == "idle"
+
+
+async def test_first_model_call_does_not_wait_for_a_sandbox(make_harness) -> None:
+    harness = make_harness(turns(Reply([Text("Hello!")])))
+    began = time.monotonic()
+    session = await harness.start_session("hi", bind=False)
+    events = await harness.wait_idle(session)
+    assert time.monotonic() - began < 5
+    assert events[-1]["stop_reason"] == {"type": "end_turn"}
+    assert [e["content"][0]["text"] for e in events if e["type"] == "agent.message"] == ["Hello!"]
+
+
+async def test_always_ask_waits_for_confirmation_then_runs_on_allow(make_harness, sandbox) -> None:
+    script = turns(
+        Reply([ToolUse("write", {"file_path": "asked.txt", "content": "x"})]),
+        lambda r: Reply([Text("result: " + r.tool_result_text())]),
+    )
+    harness = make_harness(script, tools={"builtin": {"permissionPolicy": "always_ask"}})
+    session = await harness.start_session("write")
+    events = await harness.wait_idle(session)
+    (use,) = [e for e in events if e["type"] == "agent.tool_use"]
+    assert use["evaluated_permission"] == "ask"
+    assert use["evaluation"] == {"type": "always_ask"}
+    assert events[-1]["stop_reason"] == {"type": "requires_action", "event_ids": [use["id"]]}
+    assert not (sandbox.workdir / "asked.txt").exists()
+
+    await harness.send(session, UserToolConfirmationEvent(tool_use_id=use["id"], result="allow"))
+    events = await harness.wait_idle(session, count=2)
+    assert events[-1]["stop_reason"] == {"type": "end_turn"}
+    assert (sandbox.workdir / "asked.txt").read_text() == "x"
+    assert (
+        types(events)[types(events).index("user.tool_confirmation") + 1] == "session.status_running"
+    )
+
+
+async def test_always_ask_deny_tells_the_model_why(make_harness, sandbox) -> None:
+    script = turns(
+        Reply([ToolUse("bash", {"command": "touch denied.txt"})]),
+        lambda r: Reply([Text("model saw: " + r.tool_result_text())]),
+    )
+    harness = make_harness(script, tools={"builtin": {"permissionPolicy": "always_ask"}})
+    session = await harness.start_session("touch")
+    events = await harness.wait_idle(session)
+    (use,) = [e for e in events if e["type"] == "agent.tool_use"]
+    await harness.send(
+        session,
+        UserToolConfirmationEvent(
+            tool_use_id=use["id"], result="deny", deny_message="not on my machine"
+        ),
+    )
+    events = await harness.wait_idle(session, count=2)
+    (result,) = [e for e in events if e["type"] == "agent.tool_result"]
+    assert result["is_error"] is True
+    assert "not on my machine" in result["content"][0]["text"]
+    assert "not on my machine" in events[-3]["content"][0]["text"]
+    assert not (sandbox.workdir / "denied.txt").exists()
+
+
+async def test_custom_tool_round_trip(make_harness) -> None:
+    script = turns(
+        Reply([ToolUse("lookup_order", {"order": 42})]),
+        lambda r: Reply([Text("the order is " + r.tool_result_text())]),
+    )
+    custom = {
+        "name": "lookup_order",
+        "description": "Find an order",
+        "inputSchema": {"type": "object", "properties": {"order": {"type": "integer"}}},
+    }
+    harness = make_harness(script, tools={"custom": [custom]})
+    session = await harness.start_session("where is my order?")
+    events = await harness.wait_idle(session)
+    (use,) = [e for e in events if e["type"] == "agent.custom_tool_use"]
+    assert (use["name"], use["input"]) == ("lookup_order", {"order": 42})
+    assert events[-1]["stop_reason"] == {"type": "requires_action", "event_ids": [use["id"]]}
+    tools = harness.model.requests[0].body["tools"]
+    assert any(t["name"] == "lookup_order" for t in tools)
+
+    await harness.send(
+        session,
+        UserCustomToolResultEvent(
+            custom_tool_use_id=use["id"], content=[TextBlock(text="shipped")]
+        ),
+    )
+    events = await harness.wait_idle(session, count=2)
+    assert events[-3]["content"][0]["text"] == "the order is shipped"
+    assert events[-1]["stop_reason"] == {"type": "end_turn"}
+
+
+async def test_interrupt_stops_a_long_bash_call_promptly(make_harness, sandbox) -> None:
+    script = turns(
+        Reply([ToolUse("bash", {"command": "echo started; sleep 60; touch finished.txt"})])
+    )
+    harness = make_harness(script)
+    session = await harness.start_session("wait a minute")
+    for _ in range(200):
+        if "agent.tool_use" in types(await harness.events(session)):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # the command is running in the sandbox now
+    began = time.monotonic()
+    await harness.send(session, UserInterruptEvent())
+    events = await harness.wait_idle(session, within=10)
+    assert time.monotonic() - began < 5
+    assert events[-1]["stop_reason"] == {"type": "end_turn"}
+    (result,) = [e for e in events if e["type"] == "agent.tool_result"]
+    assert result["is_error"] is True
+    assert "Interrupted" in result["content"][0]["text"]
+    await asyncio.sleep(1)
+    assert not (sandbox.workdir / "finished.txt").exists()
+
+
+async def test_budget_stops_the_session(make_harness) -> None:
+    script = turns(*[Reply([ToolUse("bash", {"command": "true"})], output_tokens=500)] * 10)
+    harness = make_harness(script)
+    session = await harness.start_session("loop", budget={"maxTokens": 1000})
+    events = await harness.wait_idle(session)
+    assert events[-1]["stop_reason"] == {"type": "budget_reached"}
+    assert events[-2]["type"] == "session.usage"
+    # 500 output tokens a request: the second request crosses 1000, the third never happens.
+    assert len(harness.model.requests) == 2
+    assert events[-2]["usage"]["output_tokens"] == 1000
+
+
+async def test_529_then_success_retries(make_harness) -> None:
+    calls: list[ModelRequest] = []
+
+    def script(request: ModelRequest):
+        calls.append(request)
+        return Fail(529, retry_after=0.05) if len(calls) == 1 else Reply([Text("made it")])
+
+    harness = make_harness(script)
+    session = await harness.start_session("hi")
+    events = await harness.wait_idle(session)
+    (error,) = [e for e in events if e["type"] == "session.error"]
+    assert error["error"]["type"] == "model_overloaded_error"
+    assert error["error"]["retry_status"] == {"type": "retrying"}
+    assert events[-1]["stop_reason"] == {"type": "end_turn"}
+    assert len(calls) == 2
+
+
+async def test_529_forever_exhausts_retries(make_harness) -> None:
+    harness = make_harness(lambda r: Fail(529, retry_after=0.01))
+    session = await harness.start_session("hi")
+    events = await harness.wait_idle(session)
+    errors = [e["error"] for e in events if e["type"] == "session.error"]
+    assert [e["retry_status"]["type"] for e in errors] == ["retrying", "retrying", "exhausted"]
+    assert events[-1]["stop_reason"] == {"type": "retries_exhausted"}
+    assert events[-2]["type"] == "span.model_request_end"
+    assert events[-2]["is_error"] is True
+
+
+async def test_max_turns_limit(make_harness) -> None:
+    harness = make_harness(
+        lambda r: Reply([ToolUse("read", {"file_path": "nothing"})]), limits={"maxTurns": 3}
+    )
+    session = await harness.start_session("loop forever")
+    events = await harness.wait_idle(session)
+    assert types(events).count("span.model_request_start") == 3
+    assert events[-2]["error"]["type"] == "tool_use_limit_reached_error"
+    assert events[-1]["stop_reason"] == {"type": "retries_exhausted"}
+
+
+async def test_dead_sandbox_becomes_an_error_result_and_a_replacement_request(make_harness) -> None:
+    script = turns(
+        Reply([ToolUse("bash", {"command": "echo hi"})]),
+        lambda r: Reply([Text("saw: " + r.tool_result_text())]),
+    )
+    harness = make_harness(script)
+    session = await harness.start_session("hi", bind=False)
+
+    await harness.state.bind_sandbox(
+        session, SandboxBinding(url="http://127.0.0.1:9", token="t", pod="dead-pod")
+    )
+    events = await harness.wait_idle(session)
+    (result,) = [e for e in events if e["type"] == "agent.tool_result"]
+    assert result["is_error"] is True
+    assert "fresh sandbox" in result["content"][0]["text"]
+    assert events[-1]["stop_reason"] == {"type": "end_turn"}
+    assert await harness.state.sandbox(session) is None
+    requests = await harness.redis.xrange(SANDBOX_REQUESTS)
+    fields = [{k.decode(): v.decode() for k, v in f.items()} for _, f in requests]
+    assert {"session": session, "reason": "dead", "pod": "dead-pod"} in fields
+
+
+async def test_compaction_replaces_long_history_with_a_summary(make_harness) -> None:
+    def script(request: ModelRequest):
+        if "Write a summary" in request.last_user_text:
+            return Reply([Text("SUMMARY: user asked three things")])
+        return Reply([Text("ok " * 50)])
+
+    harness = make_harness(script)
+    harness.workers[0][1].set()
+    harness.start_worker(context_window_tokens=400)
+    session = await harness.start_session("first " * 100)
+    await harness.wait_idle(session)
+    for n in range(2):
+        await harness.send(session, UserMessageEvent(content=[TextBlock(text=f"more {n} " * 100)]))
+        events = await harness.wait_idle(session, count=n + 2)
+    assert "agent.thread_context_compacted" in types(events)
+    after = harness.model.requests[-1]
+    assert "SUMMARY: user asked three things" in after.messages[0]["content"][0]["text"]
