@@ -3,6 +3,9 @@ sandbox requests and the tool-call journal."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from redis.asyncio import Redis
 
@@ -10,6 +13,7 @@ from paddock.eventlog import EventLog, SessionNotFound
 from paddock.eventlog.sessionstate import (
     SANDBOX_REQUESTS,
     SandboxBinding,
+    SandboxWaiter,
     SessionSettings,
     SessionState,
 )
@@ -78,3 +82,32 @@ async def test_nothing_outlives_or_comes_back_after_delete(
     with pytest.raises(SessionNotFound):
         await state.bind_sandbox(session, SandboxBinding(url="http://x", token="t", pod="p"))
     assert [key async for key in redis.scan_iter(f"*{session}*")] == []
+
+
+async def test_a_waiter_wakes_when_the_sandbox_is_bound(state: SessionState, session: str) -> None:
+    waiter = SandboxWaiter(
+        state, recheck_s=60
+    )  # a long re-check: only the announcement can wake it
+    try:
+        waiting = asyncio.create_task(waiter.wait(session, timeout_s=30))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        began = time.monotonic()
+        await state.bind_sandbox(session, SandboxBinding(url="http://x", token="t", pod="p"))
+        binding = await waiting
+        assert binding is not None
+        assert binding.pod == "p"
+        assert time.monotonic() - began < 1
+        assert (await waiter.wait(session, timeout_s=0)).pod == "p"  # already bound: no wait
+    finally:
+        await waiter.close()
+
+
+async def test_a_waiter_gives_up_at_its_timeout(state: SessionState, session: str) -> None:
+    waiter = SandboxWaiter(state)
+    try:
+        began = time.monotonic()
+        assert await waiter.wait(session, timeout_s=0.3) is None
+        assert 0.3 <= time.monotonic() - began < 2
+    finally:
+        await waiter.close()

@@ -13,16 +13,21 @@ Keys share the session's hash tag, like the log itself.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from paddock.eventlog.errors import SessionNotFound
 from paddock.eventlog.keys import COMPANION_SUFFIXES, PREFIX, companion_keys, session_keys
 from paddock.eventlog.scripts import source
 from paddock.models.session import Budget, FileResource, GitRepository
 
+SANDBOX_BOUND = f"{PREFIX}:sandbox-bound"
+"""Channel on which every binding is announced (message: the session id)."""
 SANDBOX_REQUESTS = f"{PREFIX}:sandbox-requests"
 """Stream the operator reads: fields ``session``, ``reason`` (``needed`` or ``dead``) and
 ``pod`` (the dead sandbox, if any)."""
@@ -76,7 +81,9 @@ class SessionState:
         return SessionSettings.model_validate_json(raw) if raw else None
 
     async def bind_sandbox(self, session_id: str, binding: SandboxBinding) -> None:
+        """Record the binding, then announce it to workers waiting in `SandboxWaiter`."""
         await self._write(session_id, "sandbox", "set", binding.model_dump_json())
+        await self.redis.publish(SANDBOX_BOUND, session_id)
 
     async def sandbox(self, session_id: str) -> SandboxBinding | None:
         raw = await self.redis.get(_key(session_id, "sandbox"))
@@ -110,3 +117,63 @@ class SessionState:
         """The sandbox a call was started in, or None if no worker ever started it."""
         raw = await self.redis.hget(_key(session_id, "calls"), call_id)
         return raw.decode() if raw else None
+
+
+class SandboxWaiter:
+    """Waits for sandbox bindings without polling: one subscription per process, however
+    many sessions wait (a session waiting for its sandbox must cost its worker nothing, or
+    the wait would slow the model calls of every other session)."""
+
+    def __init__(self, state: SessionState, *, recheck_s: float = 2.0) -> None:
+        self.state = state
+        self.recheck_s = recheck_s
+        self._waiting: dict[str, asyncio.Event] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    async def wait(self, session_id: str, timeout_s: float) -> SandboxBinding | None:
+        """The session's binding, waiting up to ``timeout_s`` for one."""
+        await self._listen()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        event = self._waiting.setdefault(session_id, asyncio.Event())
+        try:
+            while True:
+                # Subscribed before this read: a binding made after it is announced to us.
+                binding = await self.state.sandbox(session_id)
+                remaining = deadline - loop.time()
+                if binding is not None or remaining <= 0:
+                    return binding
+                event.clear()
+                # The re-check covers a lost connection (announcements are not replayed).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(remaining, self.recheck_s))
+        finally:
+            self._waiting.pop(session_id, None)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+
+    async def _listen(self) -> None:
+        if self._listener is None:
+            self._listener = asyncio.ensure_future(self._run())
+        await self._subscribed.wait()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with self.state.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(SANDBOX_BOUND)
+                    self._subscribed.set()
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        event = self._waiting.get(message["data"].decode())
+                        if event is not None:
+                            event.set()
+            except RedisError:
+                # Waiters fall back to their periodic re-check until we are back.
+                self._subscribed.set()
+                await asyncio.sleep(1)

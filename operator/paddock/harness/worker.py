@@ -52,7 +52,12 @@ from paddock.eventlog import (
     UsageSnapshot,
     WorkQueue,
 )
-from paddock.eventlog.sessionstate import SandboxBinding, SessionSettings, SessionState
+from paddock.eventlog.sessionstate import (
+    SandboxBinding,
+    SandboxWaiter,
+    SessionSettings,
+    SessionState,
+)
 from paddock.harness import metrics
 from paddock.harness.model import ModelFailure, RetryPolicy, call_with_retries, stream_message
 from paddock.harness.pricing import list_cost_cents
@@ -104,7 +109,6 @@ class WorkerSettings:
     context_window_tokens: int = 200_000
     compact_at: float = 0.8
     """Compact when the conversation is estimated above this share of the window."""
-    sandbox_poll_s: float = 0.05
 
 
 class Interrupted(Exception):
@@ -120,6 +124,7 @@ class Worker:
         self.log = EventLog(redis)
         self.queue = WorkQueue(self.log, settings.agent, lease_ttl_ms=settings.lease_ttl_ms)
         self.state = SessionState(redis)
+        self.sandboxes = SandboxWaiter(self.state)
         self.toolbox: Toolbox = toolbox(settings.spec)
         self.model = anthropic.AsyncAnthropic(
             base_url=settings.model_base_url,
@@ -153,6 +158,7 @@ class Worker:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+            await self.sandboxes.close()
             await self.http.aclose()
             await self.model.close()
 
@@ -632,19 +638,12 @@ class SessionRun:
     async def sandbox(self) -> SandboxBinding | None:
         """The session's sandbox, waiting for the operator to bind one (first tool call only:
         the model was never kept waiting for it)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + parse_duration(self.w.spec.limits.sandbox_wait_timeout)
-        requested = False
-        while True:
-            binding = await self.w.state.sandbox(self.session_id)
-            if binding is not None:
-                return binding
-            if not requested:
-                await self.w.state.request_sandbox(self.session_id)
-                requested = True
-            if loop.time() >= deadline:
-                return None
-            await asyncio.sleep(self.w.settings.sandbox_poll_s)
+        binding = await self.w.state.sandbox(self.session_id)
+        if binding is not None:
+            return binding
+        await self.w.state.request_sandbox(self.session_id)
+        timeout = parse_duration(self.w.spec.limits.sandbox_wait_timeout)
+        return await self.w.sandboxes.wait(self.session_id, timeout)
 
     async def client(self, binding: SandboxBinding) -> SandboxClient:
         client = self.sandbox_clients.get(binding.pod)
