@@ -9,15 +9,16 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from paddock.eventlog import EventLog, SessionNotFound
+from paddock.eventlog import EventLog, SessionNotFound, new_session_id
 from paddock.eventlog.sessionstate import (
     SANDBOX_REQUESTS,
     SandboxBinding,
     SandboxWaiter,
     SessionSettings,
     SessionState,
+    open_session,
 )
-from paddock.models.session import Budget, GitRepository
+from paddock.models.session import Budget, GitRepository, Session
 
 
 @pytest.fixture
@@ -111,3 +112,38 @@ async def test_a_waiter_gives_up_at_its_timeout(state: SessionState, session: st
         assert 0.3 <= time.monotonic() - began < 2
     finally:
         await waiter.close()
+
+
+async def test_opening_a_session_twice_sends_its_task_once(
+    state: SessionState, log: EventLog, redis: Redis
+) -> None:
+    resource = Session.model_validate(
+        {
+            "metadata": {"name": "fix-bug", "namespace": "team-a"},
+            "spec": {
+                "agentRef": {"name": "coder"},
+                "budget": {"maxTokens": 100},
+                "initialEvents": [{"content": [{"text": "fix the bug"}]}],
+                "resources": [
+                    {"gitRepository": {"url": "https://git.example/app.git"}},
+                    {"file": {"path": "/workspace/notes.md", "content": "hi"}},
+                ],
+            },
+        }
+    )
+    session_id = new_session_id()
+    assert await open_session(log, state, session_id, resource, environment="python") is True
+    assert await open_session(log, state, session_id, resource, environment="python") is False
+    events = await log.replay(session_id)
+    assert [e.type for e in events] == ["user.message"]
+    assert events[0].content[0].text == "fix the bug"
+    settings = await state.settings(session_id)
+    assert (settings.namespace, settings.name, settings.environment) == (
+        "team-a",
+        "fix-bug",
+        "python",
+    )
+    assert settings.budget.max_tokens == 100
+    assert [r.url for r in settings.repositories] == ["https://git.example/app.git"]
+    assert [f.path for f in settings.files] == ["/workspace/notes.md"]
+    assert (await log.snapshot(session_id)).pending_input

@@ -22,9 +22,11 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from paddock.eventlog.errors import SessionNotFound
+from paddock.eventlog.events import TextBlock, UserMessageEvent
 from paddock.eventlog.keys import COMPANION_SUFFIXES, PREFIX, companion_keys, session_keys
+from paddock.eventlog.log import EventLog
 from paddock.eventlog.scripts import source
-from paddock.models.session import Budget, FileResource, GitRepository
+from paddock.models.session import Budget, FileResource, GitRepository, Session
 
 SANDBOX_BOUND = f"{PREFIX}:sandbox-bound"
 """Channel on which every binding is announced (message: the session id)."""
@@ -177,3 +179,43 @@ class SandboxWaiter:
                 # Waiters fall back to their periodic re-check until we are back.
                 self._subscribed.set()
                 await asyncio.sleep(1)
+
+
+def settings_for(session: Session, environment: str | None) -> SessionSettings:
+    """What the harness needs of a Session resource; ``environment`` is the resolved one
+    (the Session's own, else its Agent's)."""
+    repositories = [r.git_repository for r in session.spec.resources if r.git_repository]
+    files = [r.file for r in session.spec.resources if r.file]
+    return SessionSettings(
+        namespace=session.metadata.namespace or "default",
+        name=session.metadata.name or "",
+        environment=environment,
+        budget=session.spec.budget,
+        repositories=repositories,
+        files=files,
+    )
+
+
+async def open_session(
+    log: EventLog,
+    state: SessionState,
+    session_id: str,
+    session: Session,
+    *,
+    environment: str | None,
+) -> bool:
+    """Start the session of a Session resource in Redis: create its log, record its settings
+    and send its initial events (which queue it for the Agent's workers). Idempotent: the
+    gateway (which creates sessions through the API) and the operator (which sees every
+    Session) may both call it; the initial events are sent once. Returns whether this call
+    created the log."""
+    agent = f"{session.metadata.namespace or 'default'}/{session.spec.agent_ref.name}"
+    created = await log.create_session(session_id, agent=agent)
+    await state.put_settings(session_id, settings_for(session, environment))
+    if session.spec.initial_events:
+        events = [
+            UserMessageEvent(content=[TextBlock(text=block.text) for block in event.content])
+            for event in session.spec.initial_events
+        ]
+        await log.send(session_id, events, key="initial-events")
+    return created
