@@ -50,15 +50,15 @@ class Harness:
         self.state = SessionState(self.redis)
 
     def start_worker(self, **overrides: Any) -> Worker:
-        settings = WorkerSettings(
-            agent=AGENT,
-            spec=self.spec,
-            worker_id=f"worker-{len(self.workers)}",
-            model_base_url=self.model.url,
-            lease_ttl_ms=3000,
-            retry=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.2),
-            **overrides,
-        )
+        defaults: dict[str, Any] = {
+            "agent": AGENT,
+            "spec": self.spec,
+            "worker_id": f"worker-{len(self.workers)}",
+            "model_base_url": self.model.url,
+            "lease_ttl_ms": 3000,
+            "retry": RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.2),
+        }
+        settings = WorkerSettings(**{**defaults, **overrides})
         worker = Worker(settings, self.redis)
         stop = asyncio.Event()
         self.workers.append((worker, stop, asyncio.create_task(worker.run(stop))))

@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.proxy.support import GitServer, Secrets, Upstream
+from tests.proxy.support import GitServer, Upstream
+
+from paddock.testing.proxy import Secrets
 
 
 @pytest.fixture

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.proxy.support import ProxyProcess, Secrets, Upstream
+from tests.proxy.support import Upstream
 
 from paddock.testing.ports import free_port
+from paddock.testing.proxy import ProxyProcess, Secrets
 
 
 @pytest.fixture

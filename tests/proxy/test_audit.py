@@ -7,15 +7,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.proxy.support import (
-    GitServer,
-    ProxyProcess,
-    Secrets,
-    Upstream,
-    curl,
-    proxy_authorization,
-    raw_exchange,
-)
+from tests.proxy.support import GitServer, Upstream, curl, proxy_authorization, raw_exchange
+
+from paddock.testing.proxy import ProxyProcess, Secrets
 
 
 def test_the_logs_hold_no_secret(

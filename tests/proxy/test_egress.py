@@ -13,9 +13,7 @@ import pytest
 from tests.proxy.support import (
     CLIENT_ENV,
     GitServer,
-    ProxyProcess,
     RawServer,
-    Secrets,
     Upstream,
     curl,
     proxy_authorization,
@@ -24,6 +22,7 @@ from tests.proxy.support import (
 )
 
 from paddock.proxy import tokens
+from paddock.testing.proxy import ProxyProcess, Secrets
 
 
 @pytest.fixture(scope="module")

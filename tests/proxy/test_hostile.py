@@ -27,9 +27,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.proxy.support import CLIENT_ENV, GitServer, ProxyProcess, Secrets, Upstream
+from tests.proxy.support import CLIENT_ENV, GitServer, Upstream
 
 from paddock.testing.ports import free_port, wait_until
+from paddock.testing.proxy import ProxyProcess, Secrets
 
 NOBODY = 65534
 RELAY = Path(__file__).with_name("relay.py")

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.proxy.support import PYTHON, ProxyProcess, Secrets, Upstream, curl
+from tests.proxy.support import Upstream, curl
 
 from paddock.testing.ports import wait_until
+from paddock.testing.proxy import PYTHON, ProxyProcess, Secrets
 
 
 @pytest.fixture

@@ -1,0 +1,82 @@
+"""The harness as deployed: model calls through the credential proxy, sandboxes bound to
+egress through it, and metrics that say what happened."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import REGISTRY
+
+from paddock.testing.fakemodel import Reply, Text, ToolUse, turns
+from paddock.testing.proxy import ProxyProcess, Secrets
+from paddock.testing.sandbox import launch
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_model_calls_and_sandbox_egress_go_through_the_proxy(
+    make_harness, tmp_path: Path
+) -> None:
+    script = turns(
+        Reply(
+            [
+                ToolUse(
+                    "bash",
+                    {
+                        "command": "env | grep -i '^https_proxy=' | cut -d@ -f2; env | grep -c sk-ant || true"
+                    },
+                )
+            ]
+        ),
+        lambda r: Reply([Text(r.tool_result_text())]),
+    )
+    harness = make_harness(script, workers=0)
+    secrets = Secrets(tmp_path / "secrets")
+    proxy = ProxyProcess(
+        tmp_path, secrets, upstream=harness.model.url, environments={"default": {"mode": "none"}}
+    ).start()
+    sandbox = launch(tmp_path / "sandbox")
+    try:
+        harness.start_worker(
+            model_base_url=proxy.api_url,
+            proxy_admin_url=proxy.admin_url,
+            proxy_egress_url=f"http://127.0.0.1:{proxy.egress_port}",
+        )
+        session = await harness.start_session("show me the proxy", bind=False)
+        await harness.bind(session, sandbox)
+        events = await harness.wait_idle(session)
+    finally:
+        sandbox.stop()
+        proxy.stop()
+    assert events[-1]["stop_reason"] == {"type": "end_turn"}
+    # The harness sends a placeholder; the proxy replaced it with the mounted key.
+    assert {r.headers["x-api-key"] for r in harness.model.requests} == {secrets.api_key}
+    # The sandbox was bound to the session: its commands egress through the proxy, and no
+    # key is in their environment.
+    output = events[-3]["content"][0]["text"]
+    assert f"127.0.0.1:{proxy.egress_port}" in output
+    assert output.splitlines()[-2] == "0"
+
+
+async def test_metrics_count_model_calls_tokens_and_tools(make_harness) -> None:
+    before = {
+        "ttft": metric("paddock_harness_time_to_first_token_seconds_count"),
+        "model": metric("paddock_harness_model_request_seconds_count"),
+        "tool": metric("paddock_harness_tool_call_seconds_count", tool="bash"),
+        "output": metric("paddock_harness_tokens_total", kind="output"),
+        "turns": metric("paddock_harness_turns_total", stop_reason="end_turn"),
+    }
+    harness = make_harness(
+        turns(
+            Reply([ToolUse("bash", {"command": "true"})], output_tokens=7),
+            Reply([Text("ok")], output_tokens=3),
+        )
+    )
+    await harness.wait_idle(await harness.start_session("go"))
+    assert metric("paddock_harness_time_to_first_token_seconds_count") - before["ttft"] == 2
+    assert metric("paddock_harness_model_request_seconds_count") - before["model"] == 2
+    assert metric("paddock_harness_tool_call_seconds_count", tool="bash") - before["tool"] == 1
+    assert metric("paddock_harness_tokens_total", kind="output") - before["output"] == 10
+    assert metric("paddock_harness_turns_total", stop_reason="end_turn") - before["turns"] == 1
