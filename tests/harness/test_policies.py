@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from paddock.harness.pricing import list_cost_cents, price
 from paddock.harness.tools import ToolPolicy, toolbox
+from paddock.models.pricing import list_cost_cents, price
 
 from .conftest import agent_spec
 

@@ -1,4 +1,4 @@
-"""Prefixed, sortable ids: ``sesn_`` for sessions, ``sevt_`` for events.
+"""Prefixed, sortable ids: ``sesn_`` for sessions, ``sevt_`` for events, ``new_id`` for others.
 
 An event id is a fixed-width base62 encoding of its Redis stream entry id, so it maps to
 its position in the session's stream without a lookup (list cursors, SSE
@@ -63,17 +63,24 @@ def decode(text: str) -> int:
     return value
 
 
-def new_session_id() -> str:
-    """A new ``sesn_`` id: creation time in milliseconds, then randomness.
+def new_id(prefix: str) -> str:
+    """A new id such as ``agent_…`` or ``env_…``: ``prefix``, the creation time in
+    milliseconds, then randomness, all base62.
 
-    Ids sort by creation time (to the millisecond) and never collide in practice.
+    Ids with one prefix sort by creation time (to the millisecond) and never collide in
+    practice.
     """
     millis = time.time_ns() // 1_000_000
     return (
-        SESSION_PREFIX
+        prefix
         + encode(millis, _MS_WIDTH)
         + encode(secrets.randbelow(62**_RANDOM_WIDTH), _RANDOM_WIDTH)
     )
+
+
+def new_session_id() -> str:
+    """A new ``sesn_`` id (see ``new_id``)."""
+    return new_id(SESSION_PREFIX)
 
 
 def check_session_id(session_id: str) -> str:

@@ -85,6 +85,29 @@ class EventLog:
         fields = {key.decode(): value.decode() for key, value in meta.items()}
         return from_meta(session_id, fields, _text(lease), seconds * 1000 + micros // 1000)
 
+    async def snapshots(self, session_ids: Collection[str]) -> dict[str, SessionSnapshot]:
+        """Snapshots of many sessions in one round trip (for a status sync over thousands of
+        sessions); sessions that do not exist are left out. Each snapshot is consistent on
+        its own; together they are not one atomic read."""
+        ids = list(session_ids)
+        if not ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for session_id in ids:
+                keys = session_keys(session_id)
+                pipe.hgetall(keys.meta)
+                pipe.get(keys.lease)
+            pipe.time()
+            replies = await pipe.execute()
+        seconds, micros = replies[-1]
+        now_ms = seconds * 1000 + micros // 1000
+        found = {}
+        for session_id, meta, lease in zip(ids, replies[0:-1:2], replies[1:-1:2], strict=True):
+            if meta:
+                fields = {key.decode(): value.decode() for key, value in meta.items()}
+                found[session_id] = from_meta(session_id, fields, _text(lease), now_ms)
+        return found
+
     async def delete_session(self, session_id: str) -> bool:
         """Delete every key of the session and every work entry for it.
 

@@ -60,7 +60,6 @@ from paddock.eventlog.sessionstate import (
 )
 from paddock.harness import metrics
 from paddock.harness.model import ModelFailure, RetryPolicy, call_with_retries, stream_message
-from paddock.harness.pricing import list_cost_cents
 from paddock.harness.tools import READ_ONLY_TOOLS, Toolbox, toolbox
 from paddock.harness.transcript import (
     AwaitUser,
@@ -74,6 +73,7 @@ from paddock.harness.transcript import (
 )
 from paddock.models.agent import AgentSpec
 from paddock.models.common import parse_duration
+from paddock.models.pricing import list_cost_cents
 from paddock.sandbox.client import (
     SandboxAlreadyBound,
     SandboxClient,

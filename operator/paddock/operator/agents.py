@@ -1,0 +1,89 @@
+"""Reconciling an Agent: its harness Deployment with the proxy sidecar, their config, the
+proxy Service and NetworkPolicy, and the Agent's status."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from paddock.models import Agent
+from paddock.operator import render
+from paddock.operator.kube import KubeClient
+from paddock.operator.runtime import Runtime
+from paddock.operator.status import agent_status
+
+MANAGER = "paddock"
+
+
+async def missing_secrets(kube: KubeClient, agent: dict[str, Any]) -> list[str]:
+    """The referenced Secret keys that do not exist, described for a user."""
+    namespace = agent["metadata"]["namespace"]
+    credentials = Agent.model_validate(agent).spec.credentials
+    references = [("credentials.anthropicApiKey", credentials.anthropic_api_key)] + [
+        (f"credentials.hosts[{c.host}]", c.secret_ref) for c in credentials.hosts
+    ]
+    missing = []
+    for field, ref in references:
+        secret = await kube.find("v1", "Secret", namespace, ref.name)
+        if secret is None:
+            missing.append(f'"{ref.name}" ({field})')
+        elif ref.key not in (secret.get("data") or {}):
+            missing.append(f'key "{ref.key}" in "{ref.name}" ({field})')
+    return missing
+
+
+async def apply_proxy_config(rt: Runtime, agent: dict[str, Any]) -> None:
+    """The proxy config lists every Environment of the namespace; it is reloaded live."""
+    namespace = agent["metadata"]["namespace"]
+    environments = await rt.kube.list("paddock.dev/v1alpha1", "Environment", namespace)
+    await rt.kube.apply(
+        render.proxy_config_map(agent, environments, rt.settings.render), manager=MANAGER
+    )
+
+
+async def reconcile(rt: Runtime, agent: dict[str, Any], *, active_sessions: int) -> dict[str, Any]:
+    """Apply everything the Agent renders to; return its status. Objects are applied even
+    while a reference is missing: pods wait for a Secret that GitOps applies later."""
+    kube, namespace = rt.kube, agent["metadata"]["namespace"]
+    names = render.harness_names(agent)
+    if await kube.find("v1", "Secret", namespace, names["token_key"]) is None:
+        await kube.create(render.token_key_secret(agent, secrets.token_hex(32)))
+    await kube.apply(render.agent_config_map(agent), manager=MANAGER)
+    await apply_proxy_config(rt, agent)
+    deployment = await kube.apply(
+        render.harness_deployment(agent, rt.settings.render), manager=MANAGER
+    )
+    await kube.apply(render.proxy_service(agent), manager=MANAGER)
+    await kube.apply(render.harness_network_policy(agent), manager=MANAGER)
+    return await status(rt, agent, deployment=deployment, active_sessions=active_sessions)
+
+
+async def status(
+    rt: Runtime,
+    agent: dict[str, Any],
+    *,
+    deployment: dict[str, Any] | None = None,
+    active_sessions: int,
+) -> dict[str, Any]:
+    namespace = agent["metadata"]["namespace"]
+    if deployment is None:
+        deployment = await rt.kube.find(
+            "apps/v1", "Deployment", namespace, render.harness_names(agent)["deployment"]
+        )
+    environment = (agent.get("spec") or {}).get("environmentRef", {}).get("name")
+    missing_environment = None
+    if (
+        environment
+        and await rt.kube.find("paddock.dev/v1alpha1", "Environment", namespace, environment)
+        is None
+    ):
+        missing_environment = environment
+    return agent_status(
+        agent,
+        missing_secrets=await missing_secrets(rt.kube, agent),
+        missing_environment=missing_environment,
+        deployment=deployment,
+        active_sessions=active_sessions,
+        now=datetime.now(UTC),
+    )

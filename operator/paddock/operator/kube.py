@@ -1,0 +1,185 @@
+"""A small async client of the Kubernetes API, for what kopf does not do: server-side apply
+(each writer owns its fields, including its own conditions), creates, deletes, lists.
+
+Credentials come from the kubeconfig or the in-cluster service account, loaded by the
+`kubernetes` package; requests go through httpx.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+# apiVersion, kind -> plural: the kinds the operator touches.
+PLURALS = {
+    ("v1", "Pod"): "pods",
+    ("v1", "Service"): "services",
+    ("v1", "ConfigMap"): "configmaps",
+    ("v1", "Secret"): "secrets",
+    ("v1", "Event"): "events",
+    ("apps/v1", "Deployment"): "deployments",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
+    ("paddock.dev/v1alpha1", "Agent"): "agents",
+    ("paddock.dev/v1alpha1", "Environment"): "environments",
+    ("paddock.dev/v1alpha1", "Session"): "sessions",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"{status}: {body[:500]}")
+        self.status = status
+        self.body = body
+
+    @property
+    def reason(self) -> str:
+        try:
+            return str(json.loads(self.body).get("reason", ""))
+        except ValueError:
+            return ""
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Conflict(ApiError):
+    """409, or 422 from a failed JSON-patch `test`: someone else changed the object first."""
+
+
+def path(
+    api_version: str, kind: str, namespace: str | None, name: str = "", subresource: str = ""
+) -> str:
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    plural = PLURALS[(api_version, kind)]
+    url = f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
+    if name:
+        url += f"/{quote(name)}"
+    if subresource:
+        url += f"/{subresource}"
+    return url
+
+
+@dataclass
+class KubeClient:
+    http: httpx.AsyncClient
+
+    @classmethod
+    def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
+        """In-cluster credentials when running in a pod, else the kubeconfig."""
+        configuration = k8s_client.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException:
+            # The package reads $KUBECONFIG once at import; read it now.
+            config_file = kubeconfig or os.environ.get("KUBECONFIG")
+            k8s_config.load_kube_config(config_file=config_file, client_configuration=configuration)
+        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+        if configuration.cert_file:
+            context.load_cert_chain(configuration.cert_file, configuration.key_file)
+        headers = {}
+        token = configuration.api_key.get("authorization") or configuration.api_key.get(
+            "BearerToken"
+        )
+        if token:
+            headers["Authorization"] = token if token.startswith("Bearer ") else f"Bearer {token}"
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+        http = httpx.AsyncClient(
+            base_url=configuration.host, verify=context, headers=headers, timeout=30, limits=limits
+        )
+        return cls(http)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+        response = await self.http.request(method, url, **kwargs)
+        if response.status_code == 404:
+            raise NotFound(404, response.text)
+        if response.status_code == 409 or (response.status_code == 422 and "test" in response.text):
+            raise Conflict(response.status_code, response.text)
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, response.text)
+        return response.json() if response.content else {}
+
+    async def apply(
+        self, obj: dict[str, Any], *, manager: str, subresource: str = ""
+    ) -> dict[str, Any]:
+        """Server-side apply of ``obj`` (create or update) as field manager ``manager``."""
+        meta = obj["metadata"]
+        url = path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"], subresource)
+        return await self._call(
+            "PATCH",
+            url,
+            content=json.dumps(obj),
+            headers={"Content-Type": APPLY},
+            params={"fieldManager": manager, "force": "true"},
+        )
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        return await self._call(
+            "POST", path(obj["apiVersion"], obj["kind"], meta.get("namespace")), json=obj
+        )
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        return await self._call("GET", path(api_version, kind, namespace, name))
+
+    async def find(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        try:
+            return await self.get(api_version, kind, namespace, name)
+        except NotFound:
+            return None
+
+    async def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        *,
+        labels: dict[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        params = (
+            {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else {}
+        )
+        return (await self._call("GET", path(api_version, kind, namespace), params=params))["items"]
+
+    async def patch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        body: Any,
+        *,
+        content_type: str = MERGE,
+        subresource: str = "",
+    ) -> dict[str, Any]:
+        return await self._call(
+            "PATCH",
+            path(api_version, kind, namespace, name, subresource),
+            content=json.dumps(body),
+            headers={"Content-Type": content_type},
+        )
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Delete; False if it was already gone."""
+        try:
+            await self._call("DELETE", path(api_version, kind, namespace, name))
+        except NotFound:
+            return False
+        return True

@@ -1,0 +1,19 @@
+"""Labels and annotations the operator puts on what it creates, and selects by."""
+
+GROUP = "paddock.dev"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "paddock"}
+
+COMPONENT = f"{GROUP}/component"  # harness | sandbox
+AGENT = f"{GROUP}/agent"
+ENVIRONMENT = f"{GROUP}/environment"
+SANDBOX_STATE = f"{GROUP}/sandbox-state"  # warm | bound
+TEMPLATE_HASH = f"{GROUP}/template-hash"
+
+# Managed Agents ids of the resources (Kubernetes names cannot hold `_`).
+AGENT_ID = f"{GROUP}/agent-id"
+ENVIRONMENT_ID = f"{GROUP}/environment-id"
+SESSION_ID = f"{GROUP}/session-id"
+
+SPEC_HASH = f"{GROUP}/spec-hash"  # annotation: changing it rolls the harness
+SANDBOX_TOKEN = f"{GROUP}/sandbox-token"  # annotation, delivered to the sandbox by the downward API
+CLAIM = f"{GROUP}/claim"  # annotation on bound sandboxes: warm | cold

@@ -1,0 +1,28 @@
+"""Prometheus metrics of the operator."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter("paddock_operator_reconciles_total", "Reconciles, by kind.", ["kind"])
+RECONCILE_ERRORS = Counter(
+    "paddock_operator_reconcile_errors_total", "Failed reconciles, by kind.", ["kind"]
+)
+RECONCILE_SECONDS = Histogram(
+    "paddock_operator_reconcile_seconds",
+    "Duration of reconciles, by kind.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+WARM_POOL = Gauge(
+    "paddock_operator_warm_pool_sandboxes",
+    "Sandboxes of an Environment, by state.",
+    ["namespace", "environment", "state"],
+)
+CLAIM_SECONDS = Histogram(
+    "paddock_operator_sandbox_claim_seconds",
+    "From a session needing a sandbox to its binding being recorded, by path (warm or cold).",
+    ["path"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+SESSIONS = Gauge(
+    "paddock_operator_sessions", "Sessions known to the status sync, by phase.", ["phase"]
+)

@@ -1,0 +1,479 @@
+"""Every Kubernetes object the operator creates, as pure functions of the resources.
+
+Nothing here talks to the API or reads the clock: the same input renders the same output,
+which the golden tests pin. Secrets are mounted into the credential-proxy container only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from paddock.models import Agent, Environment
+from paddock.operator import labels as L
+
+HARNESS_UID = 10001
+PROXY_UID = 10002  # another uid than the harness: it cannot read the proxy's files or memory
+SANDBOX_UID = 10001
+API_PORT, EGRESS_PORT, ADMIN_PORT = 8081, 3128, 8082
+SANDBOX_PORT = 8080
+METRICS_PORT = 9090
+SECRETS_DIR = "/var/run/secrets/paddock"
+SANDBOX_TOKEN_DIR = "/var/run/paddock/sandbox"
+PRIVATE_RANGES = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "100.64.0.0/10",
+]
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Operator-wide settings that rendering needs."""
+
+    image: str = "paddock/paddock:0.1.0"
+    redis_url: str = "redis://redis:6379/0"
+    anthropic_url: str = "https://api.anthropic.com"
+
+
+def _owner(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    meta = resource["metadata"]
+    return [
+        {
+            "apiVersion": resource["apiVersion"],
+            "kind": resource["kind"],
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+
+
+def _meta(name: str, owner: dict[str, Any], extra_labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner["metadata"]["namespace"],
+        "labels": {**L.MANAGED_BY, **extra_labels},
+        "ownerReferences": _owner(owner),
+    }
+
+
+def _restricted(uid: int) -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --- Agent ---------------------------------------------------------------------------
+
+
+def harness_names(agent: dict[str, Any]) -> dict[str, str]:
+    name = agent["metadata"]["name"]
+    return {
+        "deployment": f"{name}-harness",
+        "agent_config": f"{name}-agent",
+        "proxy_config": f"{name}-proxy",
+        "service": f"{name}-proxy",
+        "token_key": f"{name}-proxy-token-key",
+        "policy": f"{name}-harness",
+    }
+
+
+def harness_labels(agent: dict[str, Any]) -> dict[str, str]:
+    return {L.COMPONENT: "harness", L.AGENT: agent["metadata"]["name"]}
+
+
+def agent_config_map(agent: dict[str, Any]) -> dict[str, Any]:
+    """The Agent as the harness reads it (a file, so a 100k system prompt is no env var)."""
+    model = Agent.model_validate(agent)
+    document = {
+        "apiVersion": agent["apiVersion"],
+        "kind": "Agent",
+        "metadata": {
+            "name": agent["metadata"]["name"],
+            "namespace": agent["metadata"]["namespace"],
+        },
+        "spec": model.spec.to_k8s(),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(harness_names(agent)["agent_config"], agent, harness_labels(agent)),
+        "data": {"agent.yaml": yaml.safe_dump(document, sort_keys=False)},
+    }
+
+
+def proxy_config(
+    agent: dict[str, Any], environments: list[dict[str, Any]], settings: RenderSettings
+) -> dict[str, Any]:
+    """The credential proxy's configuration: every Environment of the namespace (a session
+    may name any of them), and a file for each credential."""
+    model = Agent.model_validate(agent)
+    policies = {}
+    for environment in sorted(environments, key=lambda e: e["metadata"]["name"]):
+        networking = Environment.model_validate(environment).spec.networking
+        policies[environment["metadata"]["name"]] = {
+            "mode": networking.mode,
+            "allowed_domains": list(networking.allowed_domains),
+            "allow_package_managers": networking.allow_package_managers,
+        }
+    return {
+        "listeners": {
+            "api": {"host": "127.0.0.1", "port": API_PORT},
+            "egress": {"host": "0.0.0.0", "port": EGRESS_PORT},
+            "admin": {"host": "127.0.0.1", "port": ADMIN_PORT},
+        },
+        "upstream": settings.anthropic_url,
+        "api_key_file": f"{SECRETS_DIR}/anthropic/api-key",
+        "token_key_file": f"{SECRETS_DIR}/token-key/key",
+        "environments": policies,
+        "credentials": [
+            {"host": c.host, "secret_file": f"{SECRETS_DIR}/hosts/{i}/token", "scheme": c.scheme}
+            for i, c in enumerate(model.spec.credentials.hosts)
+        ],
+        "blocked_ports": [6379],
+    }
+
+
+def proxy_config_map(
+    agent: dict[str, Any], environments: list[dict[str, Any]], settings: RenderSettings
+) -> dict[str, Any]:
+    config = yaml.safe_dump(proxy_config(agent, environments, settings), sort_keys=False)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(harness_names(agent)["proxy_config"], agent, harness_labels(agent)),
+        "data": {"proxy.yaml": config},
+    }
+
+
+def token_key_secret(agent: dict[str, Any], key: str) -> dict[str, Any]:
+    """The HMAC key the proxy signs sandbox egress tokens with (generated once)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _meta(harness_names(agent)["token_key"], agent, harness_labels(agent)),
+        "stringData": {"key": key},
+    }
+
+
+def _secret_volume(name: str, secret: str, key: str, path: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "secret": {
+            "secretName": secret,
+            "items": [{"key": key, "path": path}],
+            "defaultMode": 0o440,
+        },
+    }
+
+
+def harness_deployment(agent: dict[str, Any], settings: RenderSettings) -> dict[str, Any]:
+    """The Agent's workers: the harness container and the credential-proxy sidecar. Only the
+    proxy mounts Secrets; no container gets a ServiceAccount token or API permissions."""
+    model = Agent.model_validate(agent)
+    spec = model.spec
+    names = harness_names(agent)
+    namespace = agent["metadata"]["namespace"]
+    image = spec.harness.image or settings.image
+    pod_labels = harness_labels(agent)
+    credentials = spec.credentials
+    secret_volumes = [
+        _secret_volume(
+            "anthropic-key",
+            credentials.anthropic_api_key.name,
+            credentials.anthropic_api_key.key,
+            "api-key",
+        ),
+        _secret_volume("token-key", names["token_key"], "key", "key"),
+        *(
+            _secret_volume(f"host-{i}", c.secret_ref.name, c.secret_ref.key, "token")
+            for i, c in enumerate(credentials.hosts)
+        ),
+    ]
+    secret_mounts = [
+        {"name": "anthropic-key", "mountPath": f"{SECRETS_DIR}/anthropic", "readOnly": True},
+        {"name": "token-key", "mountPath": f"{SECRETS_DIR}/token-key", "readOnly": True},
+        *(
+            {"name": f"host-{i}", "mountPath": f"{SECRETS_DIR}/hosts/{i}", "readOnly": True}
+            for i in range(len(credentials.hosts))
+        ),
+    ]
+    resources = (
+        spec.harness.resources.to_k8s()
+        if spec.harness.resources
+        else {
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"cpu": "1", "memory": "1Gi"},
+        }
+    )
+    harness = {
+        "name": "harness",
+        "image": image,
+        "command": ["python", "-m", "paddock.harness"],
+        "env": [
+            {"name": "PADDOCK_AGENT", "value": f"{namespace}/{agent['metadata']['name']}"},
+            {"name": "PADDOCK_AGENT_FILE", "value": "/etc/paddock/agent/agent.yaml"},
+            {"name": "PADDOCK_REDIS_URL", "value": settings.redis_url},
+            {
+                "name": "PADDOCK_WORKER_ID",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+            },
+            {"name": "PADDOCK_MODEL_URL", "value": f"http://127.0.0.1:{API_PORT}"},
+            {"name": "PADDOCK_PROXY_ADMIN_URL", "value": f"http://127.0.0.1:{ADMIN_PORT}"},
+            {
+                "name": "PADDOCK_PROXY_EGRESS_URL",
+                "value": f"http://{names['service']}.{namespace}.svc:{EGRESS_PORT}",
+            },
+            {"name": "PADDOCK_METRICS_PORT", "value": str(METRICS_PORT)},
+        ],
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+        "readinessProbe": {"tcpSocket": {"port": METRICS_PORT}, "periodSeconds": 5},
+        "volumeMounts": [
+            {"name": "agent", "mountPath": "/etc/paddock/agent", "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "resources": resources,
+        "securityContext": _restricted(HARNESS_UID),
+    }
+    proxy = {
+        "name": "proxy",
+        "image": image,
+        "command": ["python", "-m", "paddock.proxy", "--config", "/etc/paddock/proxy/proxy.yaml"],
+        "ports": [{"name": "egress", "containerPort": EGRESS_PORT}],
+        "readinessProbe": {"tcpSocket": {"port": EGRESS_PORT}, "periodSeconds": 5},
+        "volumeMounts": [
+            {"name": "proxy-config", "mountPath": "/etc/paddock/proxy", "readOnly": True},
+            *secret_mounts,
+        ],
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "500m", "memory": "256Mi"},
+        },
+        "securityContext": _restricted(PROXY_UID),
+    }
+    template_hash = digest({"spec": spec.to_k8s(), "image": image, "redis": settings.redis_url})
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(names["deployment"], agent, pod_labels),
+        "spec": {
+            "replicas": spec.harness.replicas,
+            "selector": {"matchLabels": pod_labels},
+            "template": {
+                "metadata": {
+                    "labels": {**L.MANAGED_BY, **pod_labels},
+                    "annotations": {L.SPEC_HASH: template_hash},
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    # Secret files are group-readable by the proxy's group only.
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "fsGroup": PROXY_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [harness, proxy],
+                    "volumes": [
+                        {"name": "agent", "configMap": {"name": names["agent_config"]}},
+                        {"name": "proxy-config", "configMap": {"name": names["proxy_config"]}},
+                        {"name": "tmp", "emptyDir": {}},
+                        *secret_volumes,
+                    ],
+                },
+            },
+        },
+    }
+
+
+def proxy_service(agent: dict[str, Any]) -> dict[str, Any]:
+    """How sandboxes reach their Agent's proxies: any worker's proxy verifies any token."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(harness_names(agent)["service"], agent, harness_labels(agent)),
+        "spec": {
+            "selector": harness_labels(agent),
+            "ports": [{"name": "egress", "port": EGRESS_PORT, "targetPort": EGRESS_PORT}],
+        },
+    }
+
+
+_DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+_DNS = {"ports": _DNS_PORTS}
+# Sandboxes may resolve names only through the cluster's resolver, not any server (which
+# would be a tunnel out); the resolver itself still recurses: see docs/security.md.
+_CLUSTER_DNS = {
+    "to": [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ],
+    "ports": _DNS_PORTS,
+}
+
+
+def harness_network_policy(agent: dict[str, Any]) -> dict[str, Any]:
+    """Harness pods: sandboxes may reach the proxy, anyone the metrics; out to DNS, Redis,
+    the sandboxes and public HTTPS (the model API and allowlisted hosts), never the
+    metadata address or other private addresses."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(harness_names(agent)["policy"], agent, harness_labels(agent)),
+        "spec": {
+            "podSelector": {"matchLabels": harness_labels(agent)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": {L.COMPONENT: "sandbox"}}}],
+                    "ports": [{"protocol": "TCP", "port": EGRESS_PORT}],
+                },
+                {"ports": [{"protocol": "TCP", "port": METRICS_PORT}]},
+            ],
+            "egress": [
+                _DNS,
+                {"ports": [{"protocol": "TCP", "port": 6379}]},
+                {
+                    "to": [{"podSelector": {"matchLabels": {L.COMPONENT: "sandbox"}}}],
+                    "ports": [{"protocol": "TCP", "port": SANDBOX_PORT}],
+                },
+                {
+                    "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}}],
+                    "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 80}],
+                },
+            ],
+        },
+    }
+
+
+# --- Environment ---------------------------------------------------------------------
+
+
+def sandbox_labels(environment: dict[str, Any]) -> dict[str, str]:
+    return {L.COMPONENT: "sandbox", L.ENVIRONMENT: environment["metadata"]["name"]}
+
+
+def sandbox_template_hash(environment: dict[str, Any]) -> str:
+    """Changes whenever a pooled sandbox would be rendered differently."""
+    return digest(Environment.model_validate(environment).spec.to_k8s())
+
+
+def sandbox_pod(environment: dict[str, Any], name: str, token: str) -> dict[str, Any]:
+    """A warm sandbox: the Environment's template, locked down. It holds no secret and no
+    ServiceAccount token; its own bearer token reaches it through the downward API."""
+    spec = Environment.model_validate(environment).spec
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "restartPolicy": "Never",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": SANDBOX_UID,
+            "runAsGroup": SANDBOX_UID,
+            "fsGroup": SANDBOX_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": "sandbox",
+                "image": spec.image,
+                "command": [
+                    "python3",
+                    "-m",
+                    "paddock.sandbox",
+                    "--port",
+                    str(SANDBOX_PORT),
+                    "--workdir",
+                    spec.working_dir,
+                    "--token-file",
+                    f"{SANDBOX_TOKEN_DIR}/token",
+                ],
+                "ports": [{"name": "tools", "containerPort": SANDBOX_PORT}],
+                "readinessProbe": {
+                    "httpGet": {"path": "/readyz", "port": SANDBOX_PORT},
+                    "periodSeconds": 2,
+                },
+                "resources": spec.resources.to_k8s(),
+                "securityContext": {**_restricted(SANDBOX_UID), "readOnlyRootFilesystem": False},
+                "volumeMounts": [
+                    {"name": "workspace", "mountPath": spec.working_dir},
+                    {"name": "token", "mountPath": SANDBOX_TOKEN_DIR, "readOnly": True},
+                ],
+            }
+        ],
+        "volumes": [
+            {"name": "workspace", "emptyDir": {}},
+            {
+                "name": "token",
+                "downwardAPI": {
+                    "items": [
+                        {
+                            "path": "token",
+                            "fieldRef": {"fieldPath": f"metadata.annotations['{L.SANDBOX_TOKEN}']"},
+                        }
+                    ]
+                },
+            },
+        ],
+    }
+    if spec.runtime_class_name:
+        pod_spec["runtimeClassName"] = spec.runtime_class_name
+    meta = _meta(
+        name,
+        environment,
+        {
+            **sandbox_labels(environment),
+            L.SANDBOX_STATE: "warm",
+            L.TEMPLATE_HASH: sandbox_template_hash(environment),
+        },
+    )
+    meta["annotations"] = {L.SANDBOX_TOKEN: token}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
+
+
+def sandbox_network_policy(environment: dict[str, Any]) -> dict[str, Any]:
+    """Sandboxes accept calls only from harness pods and reach only the proxies and DNS."""
+    name = environment["metadata"]["name"]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(f"{name}-sandboxes", environment, sandbox_labels(environment)),
+        "spec": {
+            "podSelector": {"matchLabels": sandbox_labels(environment)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": {L.COMPONENT: "harness"}}}],
+                    "ports": [{"protocol": "TCP", "port": SANDBOX_PORT}],
+                }
+            ],
+            "egress": [
+                {
+                    "to": [{"podSelector": {"matchLabels": {L.COMPONENT: "harness"}}}],
+                    "ports": [{"protocol": "TCP", "port": EGRESS_PORT}],
+                },
+                _CLUSTER_DNS,
+            ],
+        },
+    }

@@ -1,0 +1,242 @@
+"""A Session's life: accepted (id, references, log, sandbox), cancelled, deleted."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from paddock.eventlog import (
+    SessionNotFound,
+    SessionStatusTerminatedEvent,
+    SessionTerminated,
+    UserInterruptEvent,
+)
+from paddock.eventlog.sessionstate import open_session
+from paddock.models import Session
+from paddock.operator import events
+from paddock.operator import labels as L
+from paddock.operator.identity import ensure_id
+from paddock.operator.kube import KubeClient
+from paddock.operator.runtime import Runtime
+from paddock.operator.sandboxes import Sandboxes
+from paddock.operator.status import condition, pod_dead, pod_ready
+
+log = logging.getLogger(__name__)
+SESSION_MANAGER = "paddock-session"
+SANDBOX_MANAGER = "paddock-sandbox"
+
+
+class Unresolved(Exception):
+    """A reference does not resolve (yet): the status says so and the handler retries."""
+
+
+async def apply_status(
+    kube: KubeClient, session: dict[str, Any], status: dict[str, Any], manager: str
+) -> None:
+    meta = session["metadata"]
+    await kube.apply(
+        {
+            "apiVersion": "paddock.dev/v1alpha1",
+            "kind": "Session",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "status": status,
+        },
+        manager=manager,
+        subresource="status",
+    )
+
+
+def _ready(session: dict[str, Any], ok: bool, reason: str, message: str) -> dict[str, Any]:
+    return condition(
+        "Ready",
+        ok,
+        reason,
+        message,
+        generation=session["metadata"].get("generation"),
+        previous=(session.get("status") or {}).get("conditions"),
+        now=datetime.now(UTC),
+    )
+
+
+def _sandbox_condition(
+    session: dict[str, Any], ok: bool, reason: str, message: str
+) -> dict[str, Any]:
+    return condition(
+        "SandboxBound",
+        ok,
+        reason,
+        message,
+        generation=None,
+        previous=(session.get("status") or {}).get("conditions"),
+        now=datetime.now(UTC),
+    )
+
+
+async def accept(
+    rt: Runtime, sandboxes: Sandboxes, session: dict[str, Any]
+) -> tuple[str, dict[str, Any], str | None]:
+    """Resolve references, open the session in the log, bind a sandbox. Returns (session id,
+    agent, environment name). Raises `Unresolved` (after saying why in the status)."""
+    kube, meta = rt.kube, session["metadata"]
+    namespace = meta["namespace"]
+    sid = await ensure_id(kube, session)
+    agent_name = session["spec"]["agentRef"]["name"]
+    agent = await kube.find("paddock.dev/v1alpha1", "Agent", namespace, agent_name)
+    if agent is None:
+        message = f'Agent "{agent_name}" not found in namespace "{namespace}"'
+        await apply_status(
+            kube,
+            session,
+            {
+                "sessionId": sid,
+                "phase": "Pending",
+                "conditions": [_ready(session, False, "AgentNotFound", message)],
+            },
+            SESSION_MANAGER,
+        )
+        raise Unresolved(message)
+    env_name = (
+        (session["spec"].get("environmentRef") or agent["spec"].get("environmentRef")) or {}
+    ).get("name")
+    environment = None
+    if env_name:
+        environment = await kube.find("paddock.dev/v1alpha1", "Environment", namespace, env_name)
+        if environment is None:
+            message = f'Environment "{env_name}" not found in namespace "{namespace}"'
+            await apply_status(
+                kube,
+                session,
+                {
+                    "sessionId": sid,
+                    "phase": "Pending",
+                    "conditions": [_ready(session, False, "EnvironmentNotFound", message)],
+                },
+                SESSION_MANAGER,
+            )
+            raise Unresolved(message)
+    await open_session(rt.log, rt.state, sid, Session.model_validate(session), environment=env_name)
+    await apply_status(
+        kube,
+        session,
+        {
+            "sessionId": sid,
+            "observedGeneration": meta.get("generation"),
+            "conditions": [_ready(session, True, "Accepted", f'run by Agent "{agent_name}"')],
+        },
+        SESSION_MANAGER,
+    )
+    if environment is None:
+        await apply_status(
+            kube,
+            session,
+            {
+                "conditions": [
+                    _sandbox_condition(
+                        session,
+                        False,
+                        "NoEnvironment",
+                        "neither the Session nor its Agent names an Environment",
+                    )
+                ]
+            },
+            SANDBOX_MANAGER,
+        )
+    else:
+        await bind(rt, sandboxes, session, sid, environment)
+    return sid, agent, env_name
+
+
+async def bind(
+    rt: Runtime,
+    sandboxes: Sandboxes,
+    session: dict[str, Any],
+    sid: str,
+    environment: dict[str, Any],
+) -> None:
+    await sandboxes.bind(session, sid, environment)
+    await report_binding(rt, session, sid)
+
+
+async def report_binding(rt: Runtime, session: dict[str, Any], sid: str) -> None:
+    """The sandbox part of the status, from the binding in Redis."""
+    binding = await rt.state.sandbox(sid)
+    if binding is None:
+        status = {
+            "conditions": [
+                _sandbox_condition(
+                    session,
+                    False,
+                    "Starting",
+                    "no warm sandbox was free: starting one for this session",
+                )
+            ]
+        }
+    else:
+        status = {
+            "sandbox": {
+                "podName": binding.pod,
+                "claim": binding.claim,
+                "boundAt": datetime.fromtimestamp(binding.bound_at, UTC).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ"
+                ),
+            },
+            "conditions": [
+                _sandbox_condition(
+                    session, True, "Bound", f"sandbox {binding.pod} ({binding.claim})"
+                )
+            ],
+        }
+    await apply_status(rt.kube, session, status, SANDBOX_MANAGER)
+
+
+async def bound_pod_changed(
+    rt: Runtime, sandboxes: Sandboxes, pod: dict[str, Any], *, deleted: bool
+) -> None:
+    """A bound sandbox became ready (a cold start completes) or died (another is bound)."""
+    meta = pod["metadata"]
+    session_id = meta["labels"].get(L.SESSION_ID, "")
+    settings = await rt.state.settings(session_id)
+    if settings is None:
+        return
+    session = await rt.kube.find(
+        "paddock.dev/v1alpha1", "Session", meta["namespace"], settings.name
+    )
+    binding = await rt.state.sandbox(session_id)
+    if deleted or pod_dead(pod):
+        if binding is None or binding.pod != meta["name"]:
+            return
+        await rt.state.unbind_sandbox(session_id, meta["name"])
+        if (
+            session is None
+            or session["metadata"].get("deletionTimestamp")
+            or session["spec"].get("cancel")
+        ):
+            return
+        await events.post(
+            rt.kube, session, "SandboxReplaced", f"sandbox {meta['name']} is gone; binding another"
+        )
+        environment = await rt.kube.find(
+            "paddock.dev/v1alpha1", "Environment", meta["namespace"], settings.environment or ""
+        )
+        if environment is not None:
+            await bind(rt, sandboxes, session, session_id, environment)
+    elif pod_ready(pod) and binding is None and session is not None:
+        await sandboxes.record(session_id, pod)
+        await report_binding(rt, session, session_id)
+
+
+async def cancel(rt: Runtime, sandboxes: Sandboxes, session: dict[str, Any], sid: str) -> None:
+    """Interrupt the running turn and terminate the session for good; free its sandbox."""
+    with contextlib.suppress(SessionTerminated, SessionNotFound):  # already over
+        await rt.log.send(sid, [UserInterruptEvent(), SessionStatusTerminatedEvent()])
+    await sandboxes.release(session["metadata"]["namespace"], sid)
+
+
+async def delete(rt: Runtime, sandboxes: Sandboxes, session: dict[str, Any]) -> None:
+    """The finalizer's work: the session's sandboxes and every Redis key go."""
+    sid = (session["metadata"].get("labels") or {}).get(L.SESSION_ID)
+    if sid:
+        await sandboxes.release(session["metadata"]["namespace"], sid)
+        await rt.log.delete_session(sid)

@@ -1,0 +1,281 @@
+"""Background work of the operator that no single watch event drives:
+
+- the status sync: one loop reads the snapshots of all sessions from Redis in batches and
+  server-side applies the statuses that changed (not one task per session); it also frees
+  sandboxes of sessions idle past their Environment's idle timeout and deletes sessions
+  past their `ttl`;
+- the sandbox requests of harness workers (a sandbox is needed, or one died).
+
+Only one operator replica runs the sync at a time (a lease in Redis); the requests are a
+consumer group, so replicas share them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError, ResponseError
+
+from paddock.eventlog.sessionstate import SANDBOX_REQUESTS
+from paddock.eventlog.storage import stream_entries
+from paddock.operator import events, metrics
+from paddock.operator.kube import ApiError
+from paddock.operator.runtime import Runtime
+from paddock.operator.sandboxes import Sandboxes
+from paddock.operator.sessions import apply_status, bind
+from paddock.operator.status import session_log_status
+
+log = logging.getLogger(__name__)
+SYNC_MANAGER = "paddock-sync"
+ACTIVE_PHASES = frozenset({"Pending", "Running", "Rescheduling"})
+_HOLD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+
+
+class Leadership:
+    """A lease in Redis: at most one holder, kept by calling `hold` more often than the TTL."""
+
+    def __init__(self, rt: Runtime, key: str, ttl_ms: int = 10_000) -> None:
+        self.rt, self.key, self.ttl_ms = rt, key, ttl_ms
+        self._script = rt.redis.register_script(_HOLD)
+
+    async def hold(self) -> bool:
+        return bool(
+            await self._script(keys=[self.key], args=[self.rt.settings.identity, self.ttl_ms])
+        )
+
+
+@dataclass
+class Tracked:
+    """What the sync needs to know of a Session besides its log."""
+
+    resource: dict[str, Any]
+    agent: str
+    model: str | None
+    ttl_s: float | None
+    idle_timeout_s: float | None
+    synced: tuple[str | None, str] | None = None
+    phase: str | None = None
+    stop_reason: str | None = None
+    sandbox_reclaimed: bool = False
+    expired: bool = False
+
+
+class StatusSync:
+    def __init__(self, rt: Runtime, sandboxes: Sandboxes) -> None:
+        self.rt, self.sandboxes = rt, sandboxes
+        self.tracked: dict[str, Tracked] = {}
+        self.leadership = Leadership(rt, "paddock:operator:status-sync")
+        self._patches = asyncio.Semaphore(16)
+
+    def track(self, session_id: str, tracked: Tracked) -> None:
+        previous = self.tracked.get(session_id)
+        if previous is not None:  # keep what was synced: only the resource changed
+            tracked.synced, tracked.phase, tracked.stop_reason = (
+                previous.synced,
+                previous.phase,
+                previous.stop_reason,
+            )
+        self.tracked[session_id] = tracked
+
+    def forget(self, session_id: str) -> None:
+        self.tracked.pop(session_id, None)
+
+    def active_sessions(self, agent: str) -> int:
+        """Sessions of ``agent`` that are working or waiting on the user to act."""
+        return sum(
+            1
+            for t in self.tracked.values()
+            if t.agent == agent and (t.phase in ACTIVE_PHASES or t.stop_reason == "requires_action")
+        )
+
+    async def run(self) -> None:
+        while True:
+            try:
+                if await self.leadership.hold():
+                    await self.sync_once()
+            except (RedisError, ApiError, OSError):
+                log.exception("status sync pass failed; retrying")
+            await asyncio.sleep(self.rt.settings.sync_interval_s)
+
+    async def sync_once(self) -> None:
+        ids = list(self.tracked)
+        snapshots: dict[str, Any] = {}
+        for start in range(0, len(ids), 1000):
+            snapshots.update(await self.rt.log.snapshots(ids[start : start + 1000]))
+        now = time.time()
+        work = []
+        for session_id, snapshot in snapshots.items():
+            tracked = self.tracked.get(session_id)
+            if tracked is None:
+                continue
+            status = session_log_status(snapshot, tracked.model)
+            key = (snapshot.last_event_id, status["phase"])
+            if key != tracked.synced:
+                work.append(self._patch(tracked, status, key))
+            resting = status["phase"] in ("Idle", "Terminated")
+            quiet_for = now - snapshot.updated_at.timestamp()
+            if (
+                resting
+                and tracked.ttl_s is not None
+                and quiet_for > tracked.ttl_s
+                and not tracked.expired
+            ):
+                tracked.expired = True
+                work.append(self._expire(tracked))
+            elif (
+                resting
+                and tracked.idle_timeout_s is not None
+                and quiet_for > tracked.idle_timeout_s
+            ):
+                if not tracked.sandbox_reclaimed:
+                    tracked.sandbox_reclaimed = True
+                    work.append(self._reclaim_sandbox(session_id, tracked))
+            elif not resting:
+                tracked.sandbox_reclaimed = False
+        await asyncio.gather(*work)
+        counts: dict[str, int] = {}
+        for tracked in self.tracked.values():
+            counts[tracked.phase or "Pending"] = counts.get(tracked.phase or "Pending", 0) + 1
+        for phase in ("Pending", "Running", "Idle", "Rescheduling", "Terminated"):
+            metrics.SESSIONS.labels(phase).set(counts.get(phase, 0))
+
+    async def _patch(
+        self, tracked: Tracked, status: dict[str, Any], key: tuple[str | None, str]
+    ) -> None:
+        async with self._patches:
+            try:
+                await apply_status(self.rt.kube, tracked.resource, status, SYNC_MANAGER)
+            except ApiError as exc:
+                log.warning(
+                    "status of %s not synced: %s", tracked.resource["metadata"]["name"], exc
+                )
+                return
+        changed = (status["phase"], status.get("stopReason")) != (
+            tracked.phase,
+            tracked.stop_reason,
+        )
+        tracked.synced, tracked.phase, tracked.stop_reason = (
+            key,
+            status["phase"],
+            status.get("stopReason"),
+        )
+        if changed:
+            stop = (
+                f" ({status['stopReason']})"
+                if status["phase"] == "Idle" and status.get("stopReason")
+                else ""
+            )
+            await events.post(
+                self.rt.kube,
+                tracked.resource,
+                status["phase"],
+                f"session is {status['phase'].lower()}{stop}",
+            )
+
+    async def _expire(self, tracked: Tracked) -> None:
+        meta = tracked.resource["metadata"]
+        await events.post(
+            self.rt.kube, tracked.resource, "Expired", "the session's ttl ran out: deleting it"
+        )
+        await self.rt.kube.delete(
+            "paddock.dev/v1alpha1", "Session", meta["namespace"], meta["name"]
+        )
+
+    async def _reclaim_sandbox(self, session_id: str, tracked: Tracked) -> None:
+        if await self.rt.state.sandbox(session_id) is None:
+            return
+        await self.sandboxes.release(tracked.resource["metadata"]["namespace"], session_id)
+        await apply_status(
+            self.rt.kube,
+            tracked.resource,
+            {
+                "conditions": [
+                    {
+                        "type": "SandboxBound",
+                        "status": "False",
+                        "reason": "IdleReclaimed",
+                        "message": "idle past the Environment's idleTimeout: the next tool call gets a fresh sandbox",
+                        "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    }
+                ]
+            },
+            "paddock-sandbox",
+        )
+
+
+class SandboxRequests:
+    """Serves the sandbox requests harness workers write (`SessionState.request_sandbox`)."""
+
+    GROUP = "operators"
+
+    def __init__(self, rt: Runtime, sandboxes: Sandboxes) -> None:
+        self.rt, self.sandboxes = rt, sandboxes
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._serve()
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    log.exception("sandbox requests: retrying")
+                # The stream or its group is gone (new Redis, data loss): make it again.
+                with contextlib.suppress(ResponseError):
+                    await self.rt.redis.xgroup_create(
+                        SANDBOX_REQUESTS, self.GROUP, id="0", mkstream=True
+                    )
+            except (RedisError, ApiError, OSError):
+                log.exception("sandbox requests: retrying")
+                await asyncio.sleep(1)
+
+    async def _serve(self) -> None:
+        redis, consumer = self.rt.redis, self.rt.settings.identity
+        while True:
+            # Requests a dead replica took but never handled come first.
+            reclaimed = await redis.xautoclaim(
+                SANDBOX_REQUESTS, self.GROUP, consumer, 30_000, count=50
+            )
+            fresh = await redis.xreadgroup(
+                self.GROUP, consumer, {SANDBOX_REQUESTS: ">"}, count=50, block=1000
+            )
+            for entry_id, fields in [*reclaimed[1], *stream_entries(fresh)]:
+                await self.handle({k.decode(): v.decode() for k, v in fields.items()})
+                await redis.xack(SANDBOX_REQUESTS, self.GROUP, entry_id)
+
+    async def handle(self, request: dict[str, str]) -> None:
+        session_id = request["session"]
+        settings = await self.rt.state.settings(session_id)
+        if settings is None or settings.environment is None:
+            return
+        kube = self.rt.kube
+        session = await kube.find(
+            "paddock.dev/v1alpha1", "Session", settings.namespace, settings.name
+        )
+        if (
+            session is None
+            or session["metadata"].get("deletionTimestamp")
+            or session["spec"].get("cancel")
+        ):
+            return
+        if request.get("reason") == "dead" and request.get("pod"):
+            await kube.delete("v1", "Pod", settings.namespace, request["pod"])
+            await events.post(
+                kube,
+                session,
+                "SandboxReplaced",
+                f"sandbox {request['pod']} failed; binding another",
+            )
+        environment = await kube.find(
+            "paddock.dev/v1alpha1", "Environment", settings.namespace, settings.environment
+        )
+        if environment is not None:
+            await bind(self.rt, self.sandboxes, session, session_id, environment)

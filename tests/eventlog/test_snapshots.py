@@ -1,0 +1,26 @@
+"""Snapshots of many sessions in one round trip, as the operator's status sync reads them."""
+
+from __future__ import annotations
+
+from paddock.eventlog import EventLog, TextBlock, UserMessageEvent, new_session_id
+
+from .conftest import AGENT
+
+
+async def test_batched_snapshots_equal_single_reads_and_skip_missing_sessions(
+    log: EventLog,
+) -> None:
+    sessions = [new_session_id() for _ in range(5)]
+    for n, session_id in enumerate(sessions):
+        await log.create_session(session_id, agent=AGENT)
+        for _ in range(n):
+            await log.send(session_id, [UserMessageEvent(content=[TextBlock(text="hi")])])
+    missing = new_session_id()
+    batch = await log.snapshots([*sessions, missing])
+    assert sorted(batch) == sorted(sessions)
+    for n, session_id in enumerate(sessions):
+        single = await log.snapshot(session_id)
+        assert batch[session_id].event_count == n == single.event_count
+        assert batch[session_id].pending_input == single.pending_input == (n > 0)
+        assert batch[session_id].last_event_id == single.last_event_id
+    assert await log.snapshots([]) == {}

@@ -1,0 +1,103 @@
+"""Agents become harness Deployments with a proxy sidecar, and say in their status why
+they are or are not ready."""
+
+from __future__ import annotations
+
+from kopf.testing import KopfRunner
+
+from paddock.operator import labels as L
+
+from .conftest import Cluster, agent_spec, api_key_secret
+
+
+def test_agent_renders_its_harness_and_reports_a_missing_secret(
+    cluster: Cluster, namespace: str, operator: KopfRunner
+) -> None:
+    cluster.create("Agent", namespace, "coder", agent_spec())
+    deployment = cluster.wait(
+        "harness deployment", lambda: cluster.get("Deployment", namespace, "coder-harness")
+    )
+    assert deployment["metadata"]["ownerReferences"][0]["kind"] == "Agent"
+    for kind, name in [
+        ("Service", "coder-proxy"),
+        ("ConfigMap", "coder-agent"),
+        ("ConfigMap", "coder-proxy"),
+        ("Secret", "coder-proxy-token-key"),
+        ("NetworkPolicy", "coder-harness"),
+    ]:
+        assert cluster.get(kind, namespace, name), (kind, name)
+    ready = cluster.wait(
+        "Ready condition", lambda: cluster.condition("Agent", namespace, "coder", "Ready")
+    )
+    assert ready["status"] == "False"
+    assert ready["reason"] == "SecretNotFound"
+    assert ready["message"] == 'Secret not found: "anthropic" (credentials.anthropicApiKey)'
+    agent = cluster.get("Agent", namespace, "coder")
+    assert agent["metadata"]["labels"][L.AGENT_ID].startswith("agent_")
+
+    # The Secret arrives (GitOps applies in any order), then a worker becomes ready.
+    api_key_secret(cluster, namespace)
+    cluster.wait(
+        "harness not ready yet",
+        lambda: (
+            (cluster.condition("Agent", namespace, "coder", "Ready") or {}).get("reason")
+            == "HarnessNotReady"
+        ),
+        timeout=20,
+    )
+    cluster.patch(
+        "Deployment",
+        namespace,
+        "coder-harness",
+        {"status": {"replicas": 1, "readyReplicas": 1}},
+        status=True,
+    )
+    ready = cluster.wait(
+        "agent ready",
+        lambda: (
+            (c := cluster.condition("Agent", namespace, "coder", "Ready"))
+            and c["status"] == "True"
+            and c
+        ),
+    )
+    assert ready["message"] == "1 of 1 harness workers ready"
+    status = cluster.get("Agent", namespace, "coder")["status"]
+    assert (status["readyReplicas"], status["observedGeneration"]) == (1, 1)
+    reasons = {e["reason"] for e in cluster.list("Event", namespace)}
+    assert {"SecretNotFound", "Ready"} <= reasons
+
+
+def test_missing_environment_is_a_condition(
+    cluster: Cluster, namespace: str, operator: KopfRunner
+) -> None:
+    api_key_secret(cluster, namespace)
+    cluster.create("Agent", namespace, "coder", agent_spec(environmentRef={"name": "gpu"}))
+    ready = cluster.wait(
+        "EnvironmentNotFound",
+        lambda: (
+            (c := cluster.condition("Agent", namespace, "coder", "Ready"))
+            and c["reason"] == "EnvironmentNotFound"
+            and c
+        ),
+    )
+    assert ready["message"] == 'Environment "gpu" not found'
+
+
+def test_changing_the_agent_rolls_its_harness(
+    cluster: Cluster, namespace: str, operator: KopfRunner
+) -> None:
+    api_key_secret(cluster, namespace)
+    cluster.create("Agent", namespace, "coder", agent_spec())
+
+    def spec_hash() -> str | None:
+        deployment = cluster.get("Deployment", namespace, "coder-harness")
+        return deployment and deployment["spec"]["template"]["metadata"]["annotations"][L.SPEC_HASH]
+
+    before = cluster.wait("harness", spec_hash)
+    cluster.patch(
+        "Agent", namespace, "coder", {"spec": {"system": "Be terse.", "harness": {"replicas": 3}}}
+    )
+    cluster.wait("rolled", lambda: spec_hash() not in (None, before))
+    deployment = cluster.get("Deployment", namespace, "coder-harness")
+    assert deployment["spec"]["replicas"] == 3
+    assert "Be terse." in cluster.get("ConfigMap", namespace, "coder-agent")["data"]["agent.yaml"]

@@ -1,0 +1,196 @@
+"""Rendered objects: pinned by golden files, accepted by the real apiserver, and holding
+the security properties the design promises."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from paddock.models.render import to_yaml
+from paddock.operator import render
+
+from .conftest import Cluster, agent_spec
+
+GOLDEN = Path(__file__).parent / "golden"
+SETTINGS = render.RenderSettings(
+    image="paddock/paddock:0.1.0", redis_url="redis://redis.paddock:6379/0"
+)
+
+
+def resource(
+    kind: str, name: str, spec: dict[str, Any], namespace: str = "team-a"
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "paddock.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}", "generation": 1},
+        "spec": spec,
+    }
+
+
+def agent(namespace: str = "team-a") -> dict[str, Any]:
+    return resource(
+        "Agent",
+        "coder",
+        agent_spec(
+            system="Be careful.",
+            environmentRef={"name": "python"},
+            credentials={
+                "anthropicApiKey": {"name": "anthropic", "key": "api-key"},
+                "hosts": [
+                    {
+                        "host": "github.com",
+                        "secretRef": {"name": "github", "key": "token"},
+                        "scheme": "basic",
+                    }
+                ],
+            },
+        ),
+        namespace,
+    )
+
+
+def environment(namespace: str = "team-a") -> dict[str, Any]:
+    return resource(
+        "Environment",
+        "python",
+        {
+            "image": "paddock/sandbox:0.1.0",
+            "networking": {"mode": "limited", "allowedDomains": ["pypi.org"]},
+            "warmPool": {"size": 2},
+            "runtimeClassName": "gvisor",
+            "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+        },
+        namespace,
+    )
+
+
+def rendered(namespace: str = "team-a") -> dict[str, dict[str, Any]]:
+    a, e = agent(namespace), environment(namespace)
+    return {
+        "agent-configmap": render.agent_config_map(a),
+        "proxy-configmap": render.proxy_config_map(a, [e], SETTINGS),
+        "token-key-secret": render.token_key_secret(a, "0" * 64),
+        "harness-deployment": render.harness_deployment(a, SETTINGS),
+        "proxy-service": render.proxy_service(a),
+        "harness-networkpolicy": render.harness_network_policy(a),
+        "sandbox-pod": render.sandbox_pod(e, "python-0001", "sandbox-token"),
+        "sandbox-networkpolicy": render.sandbox_network_policy(e),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(rendered()))
+def test_rendered_objects_match_their_golden_files(name: str) -> None:
+    path = GOLDEN / f"{name}.yaml"
+    text = to_yaml(rendered()[name])
+    if os.environ.get("PADDOCK_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.exists(), f"no golden file: run with PADDOCK_UPDATE_GOLDEN=1 to write {path.name}"
+    assert text == path.read_text(), f"{name} changed: review, then PADDOCK_UPDATE_GOLDEN=1"
+
+
+def test_rendering_is_pure() -> None:
+    assert rendered() == rendered()
+
+
+@pytest.fixture
+def gvisor(cluster: Cluster) -> None:
+    """The RuntimeClass the example Environment names: the apiserver checks it exists."""
+    body = {
+        "apiVersion": "node.k8s.io/v1",
+        "kind": "RuntimeClass",
+        "metadata": {"name": "gvisor"},
+        "handler": "runsc",
+    }
+    response = cluster.http.post("/apis/node.k8s.io/v1/runtimeclasses", json=body)
+    assert response.status_code in (201, 409), response.text
+
+
+def test_every_rendered_object_is_accepted_by_the_apiserver(
+    cluster: Cluster, namespace: str, gvisor: None
+) -> None:
+    for name, obj in rendered(namespace).items():
+        obj = {
+            **obj,
+            "metadata": {k: v for k, v in obj["metadata"].items() if k != "ownerReferences"},
+        }
+        url = cluster.url(obj["kind"], namespace)
+        response = cluster.http.post(
+            url, json=obj, params={"dryRun": "All", "fieldValidation": "Strict"}
+        )
+        assert response.status_code == 201, f"{name}: {response.text}"
+
+
+def _containers(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return pod_spec.get("initContainers", []) + pod_spec["containers"]
+
+
+def test_only_the_proxy_touches_secrets() -> None:
+    pod_spec = render.harness_deployment(agent(), SETTINGS)["spec"]["template"]["spec"]
+    secret_volumes = {v["name"] for v in pod_spec["volumes"] if "secret" in v}
+    assert secret_volumes == {"anthropic-key", "token-key", "host-0"}
+    for container in _containers(pod_spec):
+        mounts = {m["name"] for m in container.get("volumeMounts", [])}
+        references = yaml.safe_dump(container.get("env", []) + container.get("envFrom", []))
+        if container["name"] == "proxy":
+            assert mounts >= secret_volumes
+        else:
+            assert not mounts & secret_volumes, container["name"]
+            assert "secretKeyRef" not in references
+            assert "secretRef" not in references
+    assert pod_spec["automountServiceAccountToken"] is False
+    harness, proxy = pod_spec["containers"]
+    assert harness["securityContext"]["runAsUser"] != proxy["securityContext"]["runAsUser"]
+
+
+def test_sandboxes_are_locked_down() -> None:
+    pod = render.sandbox_pod(environment(), "python-0001", "t")
+    spec = pod["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["enableServiceLinks"] is False
+    assert spec["runtimeClassName"] == "gvisor"
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = spec["containers"]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
+    assert "env" not in container
+    assert not [v for v in spec["volumes"] if "secret" in v or "projected" in v]
+
+
+def test_sandbox_network_policy_allows_only_harness_in_and_proxy_and_dns_out() -> None:
+    policy = render.sandbox_network_policy(environment())["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = policy["ingress"]
+    assert ingress["from"] == [
+        {"podSelector": {"matchLabels": {"paddock.dev/component": "harness"}}}
+    ]
+    to_proxy, to_dns = policy["egress"]
+    assert to_proxy["ports"] == [{"protocol": "TCP", "port": 3128}]
+    assert {p["port"] for p in to_dns["ports"]} == {53}
+    assert to_dns["to"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "kube-system"
+    }
+
+
+def test_changing_the_agent_rolls_the_harness() -> None:
+    before = render.harness_deployment(agent(), SETTINGS)["spec"]["template"]["metadata"][
+        "annotations"
+    ]
+    changed = agent()
+    changed["spec"]["system"] = "Be bold."
+    after = render.harness_deployment(changed, SETTINGS)["spec"]["template"]["metadata"][
+        "annotations"
+    ]
+    assert before["paddock.dev/spec-hash"] != after["paddock.dev/spec-hash"]
+
+
+def test_a_changed_template_changes_the_pool_hash() -> None:
+    changed = environment()
+    changed["spec"]["image"] = "paddock/sandbox:0.2.0"
+    assert render.sandbox_template_hash(changed) != render.sandbox_template_hash(environment())

@@ -1,0 +1,187 @@
+"""Warm pools and sandbox binding, with the test playing kubelet."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from kopf.testing import KopfRunner
+from redis.asyncio import Redis
+
+from paddock.eventlog.sessionstate import SandboxBinding, SessionState
+from paddock.operator import labels as L
+
+from .conftest import Cluster, agent_spec, api_key_secret
+
+
+def state_of(redis_url: str, session_id: str, read: str = "sandbox") -> Any:
+    async def go() -> Any:
+        redis = Redis.from_url(redis_url)
+        try:
+            return await getattr(SessionState(redis), read)(session_id)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(go())
+
+
+def fill_pool(cluster: Cluster, namespace: str, size: int) -> list[str]:
+    """Wait for `size` pooled pods, and make them run."""
+    pods = cluster.wait(
+        f"{size} warm pods",
+        lambda: len(p := cluster.sandboxes(namespace, **{L.SANDBOX_STATE: "warm"})) == size and p,
+    )
+    names = [p["metadata"]["name"] for p in pods]
+    for number, name in enumerate(names, 1):
+        cluster.run_pod(namespace, name, ip=f"10.1.0.{number}")
+    return names
+
+
+def session_ready(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    return cluster.wait(
+        "sandbox bound",
+        lambda: (
+            (c := cluster.condition("Session", namespace, name, "SandboxBound"))
+            and c["status"] == "True"
+            and cluster.get("Session", namespace, name)
+        ),
+    )
+
+
+def test_warm_pool_fills_binds_refills_and_replaces(
+    cluster: Cluster, namespace: str, operator: KopfRunner, redis_url: str
+) -> None:
+    api_key_secret(cluster, namespace)
+    cluster.create("Environment", namespace, "python", {"warmPool": {"size": 2}})
+    cluster.create("Agent", namespace, "coder", agent_spec(environmentRef={"name": "python"}))
+    warm = fill_pool(cluster, namespace, 2)
+    cluster.wait(
+        "pool ready",
+        lambda: (
+            (c := cluster.condition("Environment", namespace, "python", "Ready"))
+            and c["status"] == "True"
+        ),
+    )
+    pod = cluster.get("Pod", namespace, warm[0])
+    assert pod["metadata"]["ownerReferences"][0]["kind"] == "Environment"
+
+    # A claim binds at once from the pool.
+    cluster.create("Session", namespace, "s1", {"agentRef": {"name": "coder"}})
+    session = session_ready(cluster, namespace, "s1")
+    sandbox = session["status"]["sandbox"]
+    assert sandbox["claim"] == "warm"
+    assert sandbox["podName"] in warm
+    session_id = session["metadata"]["labels"][L.SESSION_ID]
+    assert session["status"]["sessionId"] == session_id
+    binding = state_of(redis_url, session_id)
+    assert binding.pod == sandbox["podName"]
+    assert binding.url.startswith("http://10.1.0.")
+    bound = cluster.get("Pod", namespace, sandbox["podName"])
+    assert bound["metadata"]["labels"][L.SANDBOX_STATE] == "bound"
+    assert bound["metadata"]["ownerReferences"][0]["kind"] == "Session"
+    assert binding.token == bound["metadata"]["annotations"][L.SANDBOX_TOKEN]
+
+    # The pool refills to two warm pods.
+    cluster.wait(
+        "refill", lambda: len(cluster.sandboxes(namespace, **{L.SANDBOX_STATE: "warm"})) == 2
+    )
+    fill_pool(cluster, namespace, 2)
+
+    # The bound pod dies: the session gets another one.
+    cluster.delete("Pod", namespace, sandbox["podName"])
+    replaced = cluster.wait(
+        "replacement",
+        lambda: (
+            (s := cluster.get("Session", namespace, "s1"))
+            and s["status"].get("sandbox", {}).get("podName") not in (None, sandbox["podName"])
+            and s
+        ),
+    )
+    new_pod = replaced["status"]["sandbox"]["podName"]
+    assert state_of(redis_url, session_id).pod == new_pod
+    assert "SandboxReplaced" in {e["reason"] for e in cluster.list("Event", namespace)}
+
+
+def test_empty_pool_starts_a_cold_sandbox_for_the_session(
+    cluster: Cluster, namespace: str, operator: KopfRunner, redis_url: str
+) -> None:
+    api_key_secret(cluster, namespace)
+    cluster.create("Environment", namespace, "python", {"warmPool": {"size": 0}})
+    cluster.create("Agent", namespace, "coder", agent_spec())
+    cluster.create(
+        "Session",
+        namespace,
+        "s1",
+        {"agentRef": {"name": "coder"}, "environmentRef": {"name": "python"}},
+    )
+    starting = cluster.wait(
+        "starting",
+        lambda: (
+            (c := cluster.condition("Session", namespace, "s1", "SandboxBound"))
+            and c["reason"] == "Starting"
+            and c
+        ),
+    )
+    assert starting["status"] == "False"
+    (pod,) = cluster.sandboxes(namespace, **{L.SANDBOX_STATE: "bound"})
+    assert pod["metadata"]["annotations"][L.CLAIM] == "cold"
+    cluster.run_pod(namespace, pod["metadata"]["name"], ip="10.2.0.9")
+    session = session_ready(cluster, namespace, "s1")
+    assert session["status"]["sandbox"] == {
+        **session["status"]["sandbox"],
+        "claim": "cold",
+        "podName": pod["metadata"]["name"],
+    }
+
+
+def test_changed_template_replaces_pooled_pods(
+    cluster: Cluster, namespace: str, operator: KopfRunner
+) -> None:
+    cluster.create("Environment", namespace, "python", {"warmPool": {"size": 1}})
+    (old,) = fill_pool(cluster, namespace, 1)
+    cluster.patch("Environment", namespace, "python", {"spec": {"image": "paddock/sandbox:0.2.0"}})
+    new = cluster.wait(
+        "new pod", lambda: [p for p in cluster.sandboxes(namespace) if p["metadata"]["name"] != old]
+    )
+    assert new[0]["spec"]["containers"][0]["image"] == "paddock/sandbox:0.2.0"
+    cluster.wait(
+        "old pod gone",
+        lambda: (
+            not cluster.get("Pod", namespace, old)
+            or cluster.get("Pod", namespace, old)["metadata"].get("deletionTimestamp")
+        ),
+    )
+
+
+def test_a_harness_request_for_a_dead_sandbox_binds_another(
+    cluster: Cluster, namespace: str, operator: KopfRunner, redis_url: str
+) -> None:
+    api_key_secret(cluster, namespace)
+    cluster.create("Environment", namespace, "python", {"warmPool": {"size": 1}})
+    cluster.create("Agent", namespace, "coder", agent_spec(environmentRef={"name": "python"}))
+    fill_pool(cluster, namespace, 1)
+    cluster.create("Session", namespace, "s1", {"agentRef": {"name": "coder"}})
+    session = session_ready(cluster, namespace, "s1")
+    session_id, first = (
+        session["metadata"]["labels"][L.SESSION_ID],
+        session["status"]["sandbox"]["podName"],
+    )
+    fill_pool(cluster, namespace, 1)
+
+    async def report_dead() -> None:
+        redis = Redis.from_url(redis_url)
+        await SessionState(redis).request_sandbox(session_id, dead_pod=first)
+        await redis.aclose()
+
+    asyncio.run(report_dead())
+    cluster.wait(
+        "another sandbox", lambda: (b := state_of(redis_url, session_id)) and b.pod != first
+    )
+    cluster.wait(
+        "dead pod deleted",
+        lambda: (
+            not cluster.get("Pod", namespace, first)
+            or cluster.get("Pod", namespace, first)["metadata"].get("deletionTimestamp")
+        ),
+    )
+    assert isinstance(state_of(redis_url, session_id), SandboxBinding)
