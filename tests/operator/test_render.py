@@ -77,7 +77,7 @@ def rendered(namespace: str = "team-a") -> dict[str, dict[str, Any]]:
         "token-key-secret": render.token_key_secret(a, "0" * 64),
         "harness-deployment": render.harness_deployment(a, SETTINGS),
         "proxy-service": render.proxy_service(a),
-        "harness-networkpolicy": render.harness_network_policy(a),
+        "harness-networkpolicy": render.harness_network_policy(a, SETTINGS),
         "sandbox-pod": render.sandbox_pod(e, "python-0001", "sandbox-token"),
         "sandbox-networkpolicy": render.sandbox_network_policy(e),
     }

@@ -55,7 +55,7 @@ async def reconcile(rt: Runtime, agent: dict[str, Any], *, active_sessions: int)
         render.harness_deployment(agent, rt.settings.render), manager=MANAGER
     )
     await kube.apply(render.proxy_service(agent), manager=MANAGER)
-    await kube.apply(render.harness_network_policy(agent), manager=MANAGER)
+    await kube.apply(render.harness_network_policy(agent, rt.settings.render), manager=MANAGER)
     return await status(rt, agent, deployment=deployment, active_sessions=active_sessions)
 
 

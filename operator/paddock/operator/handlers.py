@@ -182,9 +182,7 @@ async def reconcile_environment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
         await paddock.rt.kube.apply(
             render.sandbox_network_policy(environment), manager=agents.MANAGER
         )
-        await _apply_status(
-            paddock.rt, environment, await paddock.sandboxes.reconcile_pool(environment)
-        )
+        await paddock.sandboxes.reconcile_pool(environment)
         # Every Agent's proxy knows every Environment's egress rules.
         for agent in await paddock.rt.kube.list(
             f"{GROUP}/{VERSION}", "Agent", body.metadata.namespace
@@ -195,7 +193,7 @@ async def reconcile_environment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
 @kopf.timer(GROUP, VERSION, "environments", interval=10, initial_delay=5)
 async def refresh_pool(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     paddock = _paddock(memo)
-    await _apply_status(paddock.rt, dict(body), await paddock.sandboxes.reconcile_pool(dict(body)))
+    await paddock.sandboxes.reconcile_pool(dict(body))
 
 
 @kopf.on.event("", "v1", "pods", labels={L.COMPONENT: "sandbox"})
@@ -211,9 +209,7 @@ async def sandbox_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any)
             f"{GROUP}/{VERSION}", "Environment", namespace, labels[L.ENVIRONMENT]
         )
         if environment is not None and not environment["metadata"].get("deletionTimestamp"):
-            await _apply_status(
-                rt, environment, await paddock.sandboxes.reconcile_pool(environment)
-            )
+            await paddock.sandboxes.reconcile_pool(environment)
 
 
 # --- Sessions ------------------------------------------------------------------------
@@ -233,11 +229,8 @@ async def accept_session(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             await events.post(paddock.rt.kube, session, "Unresolved", str(exc), warning=True)
             raise kopf.TemporaryError(str(exc), delay=10) from exc
         idle_timeout = None
-        if environment:
-            env = await paddock.rt.kube.find(
-                f"{GROUP}/{VERSION}", "Environment", body.metadata.namespace, environment
-            )
-            idle_timeout = parse_duration((env or {}).get("spec", {}).get("idleTimeout", "15m"))
+        if environment is not None:
+            idle_timeout = parse_duration(environment.get("spec", {}).get("idleTimeout", "15m"))
         ttl = body.spec.get("ttl")
         paddock.sync.track(
             session_id,

@@ -56,7 +56,7 @@ class NotFound(ApiError):
 
 
 class Conflict(ApiError):
-    """409, or 422 from a failed JSON-patch `test`: someone else changed the object first."""
+    """Someone else changed the object first (409, or a failed JSON-patch `test`)."""
 
 
 def path(
@@ -108,7 +108,7 @@ class KubeClient:
         response = await self.http.request(method, url, **kwargs)
         if response.status_code == 404:
             raise NotFound(404, response.text)
-        if response.status_code == 409 or (response.status_code == 422 and "test" in response.text):
+        if response.status_code == 409:
             raise Conflict(response.status_code, response.text)
         if response.status_code >= 400:
             raise ApiError(response.status_code, response.text)
@@ -169,12 +169,18 @@ class KubeClient:
         content_type: str = MERGE,
         subresource: str = "",
     ) -> dict[str, Any]:
-        return await self._call(
-            "PATCH",
-            path(api_version, kind, namespace, name, subresource),
-            content=json.dumps(body),
-            headers={"Content-Type": content_type},
-        )
+        """Patch; a JSON patch whose `test` fails raises `Conflict` (the apiserver says 422)."""
+        try:
+            return await self._call(
+                "PATCH",
+                path(api_version, kind, namespace, name, subresource),
+                content=json.dumps(body),
+                headers={"Content-Type": content_type},
+            )
+        except ApiError as exc:
+            if content_type == JSON_PATCH and exc.status == 422:
+                raise Conflict(exc.status, exc.body) from exc
+            raise
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         """Delete; False if it was already gone."""

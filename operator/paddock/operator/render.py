@@ -10,6 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -148,7 +149,7 @@ def proxy_config(
             {"host": c.host, "secret_file": f"{SECRETS_DIR}/hosts/{i}/token", "scheme": c.scheme}
             for i, c in enumerate(model.spec.credentials.hosts)
         ],
-        "blocked_ports": [6379],
+        "blocked_ports": sorted({6379, redis_port(settings.redis_url)}),
     }
 
 
@@ -333,7 +334,11 @@ _CLUSTER_DNS = {
 }
 
 
-def harness_network_policy(agent: dict[str, Any]) -> dict[str, Any]:
+def redis_port(url: str) -> int:
+    return urlsplit(url).port or 6379
+
+
+def harness_network_policy(agent: dict[str, Any], settings: RenderSettings) -> dict[str, Any]:
     """Harness pods: sandboxes may reach the proxy, anyone the metrics; out to DNS, Redis,
     the sandboxes and public HTTPS (the model API and allowlisted hosts), never the
     metadata address or other private addresses."""
@@ -353,7 +358,7 @@ def harness_network_policy(agent: dict[str, Any]) -> dict[str, Any]:
             ],
             "egress": [
                 _DNS,
-                {"ports": [{"protocol": "TCP", "port": 6379}]},
+                {"ports": [{"protocol": "TCP", "port": redis_port(settings.redis_url)}]},
                 {
                     "to": [{"podSelector": {"matchLabels": {L.COMPONENT: "sandbox"}}}],
                     "ports": [{"protocol": "TCP", "port": SANDBOX_PORT}],

@@ -9,7 +9,9 @@ never returned to the pool.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import secrets
 import time
 from datetime import UTC, datetime
@@ -20,7 +22,7 @@ from paddock.eventlog.sessionstate import SandboxBinding
 from paddock.models.environment import EnvironmentSpec
 from paddock.operator import labels as L
 from paddock.operator import metrics, render
-from paddock.operator.kube import Conflict, NotFound
+from paddock.operator.kube import JSON_PATCH, Conflict, NotFound
 from paddock.operator.runtime import Runtime
 from paddock.operator.status import environment_status, pod_dead, pod_ready
 
@@ -47,6 +49,8 @@ class Sandboxes:
         self.rt = rt
         self.kube = rt.kube
         self._cold_started: dict[str, float] = {}
+        self._pool_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._pool_waiting: set[tuple[str, str]] = set()
 
     def _effective(self, environment: dict[str, Any]) -> dict[str, Any]:
         return with_image_default(environment, self.rt.settings.sandbox_image)
@@ -58,8 +62,33 @@ class Sandboxes:
 
     # --- the warm pool ---------------------------------------------------------------
 
-    async def reconcile_pool(self, environment: dict[str, Any]) -> dict[str, Any]:
-        """Replace stale and dead pooled pods, start missing ones; return the status."""
+    async def reconcile_pool(self, environment: dict[str, Any]) -> None:
+        """Replace stale and dead pooled pods, start missing ones, and report the status.
+
+        One reconcile of a pool runs at a time (concurrent ones would each fill the pool),
+        and a burst of pod events coalesces: while one runs, at most one more waits, and it
+        reads the pods afresh when it starts."""
+        key = (environment["metadata"]["namespace"], environment["metadata"]["name"])
+        lock = self._pool_locks.setdefault(key, asyncio.Lock())
+        if key in self._pool_waiting:
+            return
+        self._pool_waiting.add(key)
+        async with lock:
+            self._pool_waiting.discard(key)
+            status = await self._reconcile_pool(environment)
+        meta = environment["metadata"]
+        await self.kube.apply(
+            {
+                "apiVersion": environment["apiVersion"],
+                "kind": "Environment",
+                "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                "status": status,
+            },
+            manager="paddock",
+            subresource="status",
+        )
+
+    async def _reconcile_pool(self, environment: dict[str, Any]) -> dict[str, Any]:
         environment = self._effective(environment)
         namespace, name = environment["metadata"]["namespace"], environment["metadata"]["name"]
         current = render.sandbox_template_hash(environment)
@@ -105,19 +134,24 @@ class Sandboxes:
         namespace = session["metadata"]["namespace"]
         if await self.rt.state.sandbox(session_id) is not None:
             return "existing"
-        own = [
-            p for p in await self.pods(namespace, **{L.SESSION_ID: session_id}) if not pod_dead(p)
+        # One list serves both questions: does the session have a pod already, which are free.
+        pods = [
+            p
+            for p in await self.pods(namespace, **{L.ENVIRONMENT: environment["metadata"]["name"]})
+            if not pod_dead(p)
         ]
+        own = [p for p in pods if p["metadata"]["labels"].get(L.SESSION_ID) == session_id]
         if own:  # a cold sandbox is starting, or one is bound and not recorded yet
             if pod_ready(own[0]):
                 await self.record(session_id, own[0])
             return "existing"
-        warm = await self.pods(
-            namespace, **{L.ENVIRONMENT: environment["metadata"]["name"], L.SANDBOX_STATE: "warm"}
-        )
-        for pod in sorted(
-            (p for p in warm if pod_ready(p)), key=lambda p: p["metadata"]["creationTimestamp"]
-        ):
+        ready = [
+            p
+            for p in pods
+            if p["metadata"]["labels"].get(L.SANDBOX_STATE) == "warm" and pod_ready(p)
+        ]
+        # In random order: concurrent claims then rarely race for the same pod.
+        for pod in random.sample(ready, len(ready)):
             claimed = await self._claim(pod, session, session_id)
             if claimed is not None:
                 await self.record(session_id, claimed)
@@ -153,7 +187,7 @@ class Sandboxes:
                 meta["namespace"],
                 meta["name"],
                 patch,
-                content_type="application/json-patch+json",
+                content_type=JSON_PATCH,
             )
         except (Conflict, NotFound):
             return None  # claimed by someone else, or gone: try the next one

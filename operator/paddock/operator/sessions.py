@@ -76,9 +76,9 @@ def _sandbox_condition(
 
 async def accept(
     rt: Runtime, sandboxes: Sandboxes, session: dict[str, Any]
-) -> tuple[str, dict[str, Any], str | None]:
+) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
     """Resolve references, open the session in the log, bind a sandbox. Returns (session id,
-    agent, environment name). Raises `Unresolved` (after saying why in the status)."""
+    agent, Environment or None). Raises `Unresolved` (after saying why in the status)."""
     kube, meta = rt.kube, session["metadata"]
     namespace = meta["namespace"]
     sid = await ensure_id(kube, session)
@@ -117,6 +117,9 @@ async def accept(
             )
             raise Unresolved(message)
     await open_session(rt.log, rt.state, sid, Session.model_validate(session), environment=env_name)
+    # The sandbox first: a worker may already be waiting for it; statuses can follow.
+    if environment is not None:
+        await bind(rt, sandboxes, session, sid, environment)
     await apply_status(
         kube,
         session,
@@ -143,9 +146,7 @@ async def accept(
             },
             SANDBOX_MANAGER,
         )
-    else:
-        await bind(rt, sandboxes, session, sid, environment)
-    return sid, agent, env_name
+    return sid, agent, environment
 
 
 async def bind(
