@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 
 import kopf
 from prometheus_client import start_http_server
@@ -41,6 +42,8 @@ def main() -> None:
             namespaces=namespaces,
             standalone=peering is None,
             peering_name=peering,
+            # Peers of equal priority all pause: each replica takes its own, one is active.
+            priority=random.randint(1, 2**31) if peering else None,
             liveness_endpoint=f"http://0.0.0.0:{health}/healthz" if health else None,
         )
     )
