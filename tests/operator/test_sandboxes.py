@@ -37,6 +37,14 @@ def fill_pool(cluster: Cluster, namespace: str, size: int) -> list[str]:
     return names
 
 
+def agent_with_pool(cluster: Cluster, namespace: str, size: int) -> list[str]:
+    """An Agent `coder` whose Environment `python` has a filled warm pool of `size`."""
+    api_key_secret(cluster, namespace)
+    cluster.create("Environment", namespace, "python", {"warmPool": {"size": size}})
+    cluster.create("Agent", namespace, "coder", agent_spec(environmentRef={"name": "python"}))
+    return fill_pool(cluster, namespace, size)
+
+
 def session_ready(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     return cluster.wait(
         "sandbox bound",
@@ -51,10 +59,7 @@ def session_ready(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]
 def test_warm_pool_fills_binds_refills_and_replaces(
     cluster: Cluster, namespace: str, operator: KopfRunner, redis_url: str
 ) -> None:
-    api_key_secret(cluster, namespace)
-    cluster.create("Environment", namespace, "python", {"warmPool": {"size": 2}})
-    cluster.create("Agent", namespace, "coder", agent_spec(environmentRef={"name": "python"}))
-    warm = fill_pool(cluster, namespace, 2)
+    warm = agent_with_pool(cluster, namespace, 2)
     cluster.wait(
         "pool ready",
         lambda: (
@@ -156,10 +161,7 @@ def test_changed_template_replaces_pooled_pods(
 def test_a_harness_request_for_a_dead_sandbox_binds_another(
     cluster: Cluster, namespace: str, operator: KopfRunner, redis_url: str
 ) -> None:
-    api_key_secret(cluster, namespace)
-    cluster.create("Environment", namespace, "python", {"warmPool": {"size": 1}})
-    cluster.create("Agent", namespace, "coder", agent_spec(environmentRef={"name": "python"}))
-    fill_pool(cluster, namespace, 1)
+    agent_with_pool(cluster, namespace, 1)
     cluster.create("Session", namespace, "s1", {"agentRef": {"name": "coder"}})
     session = session_ready(cluster, namespace, "s1")
     session_id, first = (

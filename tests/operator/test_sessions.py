@@ -21,8 +21,8 @@ from paddock.eventlog import (
 )
 from paddock.operator import labels as L
 
-from .conftest import Cluster, agent_spec, api_key_secret
-from .test_sandboxes import fill_pool, session_ready
+from .conftest import Cluster, agent_spec
+from .test_sandboxes import agent_with_pool, session_ready
 
 
 def act_as_worker(redis_url: str, session_id: str, *events: Any) -> None:
@@ -64,10 +64,7 @@ def phase(cluster: Cluster, namespace: str, name: str, expected: str) -> dict[st
 def test_a_sessions_life(
     cluster: Cluster, namespace: str, operator: KopfRunner, redis_url: str
 ) -> None:
-    api_key_secret(cluster, namespace)
-    cluster.create("Environment", namespace, "python", {"warmPool": {"size": 1}})
-    cluster.create("Agent", namespace, "coder", agent_spec(environmentRef={"name": "python"}))
-    fill_pool(cluster, namespace, 1)
+    agent_with_pool(cluster, namespace, 1)
     cluster.create(
         "Session",
         namespace,
@@ -169,10 +166,7 @@ def test_missing_environment_is_a_condition(
 def test_cancel_terminates_and_frees_the_sandbox(
     cluster: Cluster, namespace: str, operator: KopfRunner, redis_url: str
 ) -> None:
-    api_key_secret(cluster, namespace)
-    cluster.create("Environment", namespace, "python", {"warmPool": {"size": 1}})
-    cluster.create("Agent", namespace, "coder", agent_spec(environmentRef={"name": "python"}))
-    fill_pool(cluster, namespace, 1)
+    agent_with_pool(cluster, namespace, 1)
     cluster.create(
         "Session",
         namespace,

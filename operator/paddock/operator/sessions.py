@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from paddock.eventlog import (
     SessionNotFound,
@@ -74,6 +74,18 @@ def _sandbox_condition(
     )
 
 
+async def _unresolved(
+    rt: Runtime, session: dict[str, Any], sid: str, reason: str, message: str
+) -> NoReturn:
+    status = {
+        "sessionId": sid,
+        "phase": "Pending",
+        "conditions": [_ready(session, False, reason, message)],
+    }
+    await apply_status(rt.kube, session, status, SESSION_MANAGER)
+    raise Unresolved(message)
+
+
 async def accept(
     rt: Runtime, sandboxes: Sandboxes, session: dict[str, Any]
 ) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
@@ -85,18 +97,13 @@ async def accept(
     agent_name = session["spec"]["agentRef"]["name"]
     agent = await kube.find("paddock.dev/v1alpha1", "Agent", namespace, agent_name)
     if agent is None:
-        message = f'Agent "{agent_name}" not found in namespace "{namespace}"'
-        await apply_status(
-            kube,
+        await _unresolved(
+            rt,
             session,
-            {
-                "sessionId": sid,
-                "phase": "Pending",
-                "conditions": [_ready(session, False, "AgentNotFound", message)],
-            },
-            SESSION_MANAGER,
+            sid,
+            "AgentNotFound",
+            f'Agent "{agent_name}" not found in namespace "{namespace}"',
         )
-        raise Unresolved(message)
     env_name = (
         (session["spec"].get("environmentRef") or agent["spec"].get("environmentRef")) or {}
     ).get("name")
@@ -105,17 +112,7 @@ async def accept(
         environment = await kube.find("paddock.dev/v1alpha1", "Environment", namespace, env_name)
         if environment is None:
             message = f'Environment "{env_name}" not found in namespace "{namespace}"'
-            await apply_status(
-                kube,
-                session,
-                {
-                    "sessionId": sid,
-                    "phase": "Pending",
-                    "conditions": [_ready(session, False, "EnvironmentNotFound", message)],
-                },
-                SESSION_MANAGER,
-            )
-            raise Unresolved(message)
+            await _unresolved(rt, session, sid, "EnvironmentNotFound", message)
     await open_session(rt.log, rt.state, sid, Session.model_validate(session), environment=env_name)
     # The sandbox first: a worker may already be waiting for it; statuses can follow.
     if environment is not None:
