@@ -12,6 +12,7 @@ from paddock.eventlog.ids import (
     decode,
     encode,
     event_id,
+    new_id,
     session_tag,
     stream_id,
 )
@@ -69,6 +70,20 @@ def test_session_ids_are_prefixed_unique_and_sort_by_creation_time() -> None:
     assert all(i.startswith("sesn_") and len(i) == len(later) for i in first)
     assert all(i < later for i in first)
     session_keys(later)  # well-formed
+
+
+@pytest.mark.parametrize("prefix", ["agent_", "env_"])
+def test_other_ids_share_the_format_with_their_own_prefix(prefix: str) -> None:
+    first = [new_id(prefix) for _ in range(1000)]
+    time.sleep(0.002)
+    later = new_id(prefix)
+    assert len(set(first)) == 1000
+    assert all(i < later for i in first)
+    body = later.removeprefix(prefix)
+    assert later.startswith(prefix)
+    assert len(body) == len(new_session_id()) - len("sesn_")
+    assert body.isalnum()
+    assert body.isascii()
 
 
 @pytest.mark.parametrize(

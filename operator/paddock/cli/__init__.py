@@ -1,1 +1,1 @@
-"""paddock.cli"""
+"""The `paddock` command line: start sessions, follow them, answer them. See docs/cli.md."""

@@ -7,6 +7,7 @@ Credentials come from the kubeconfig or the in-cluster service account, loaded b
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import ssl
@@ -105,7 +106,13 @@ class KubeClient:
         await self.http.aclose()
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
-        response = await self.http.request(method, url, **kwargs)
+        # The apiserver sheds load (and answers while its storage starts) with 429: wait
+        # as it says, a few times, before giving the error to the handler's own retry.
+        for _ in range(5):
+            response = await self.http.request(method, url, **kwargs)
+            if response.status_code != 429:
+                break
+            await asyncio.sleep(min(float(response.headers.get("Retry-After", "1") or 1), 5))
         if response.status_code == 404:
             raise NotFound(404, response.text)
         if response.status_code == 409:

@@ -401,7 +401,10 @@ def demo_script(request: ModelRequest) -> Reply | Fail:
             ]
         ),
         Reply([ToolUse("bash", {"command": "python3 primes.py"})]),
-        lambda r: Reply([Text(f"There are {r.tool_result_text().strip()} primes below 100.")]),
+        # The bash result ends with an exit-code line: the count is the first line.
+        lambda r: Reply(
+            [Text(f"There are {r.tool_result_text().splitlines()[0]} primes below 100.")]
+        ),
     )(request)
 
 

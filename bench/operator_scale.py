@@ -15,19 +15,12 @@ Targets: claim p50 <= 50 ms, p95 <= 100 ms.
 
 from __future__ import annotations
 
-# This file is named like the standard library's `operator`: take its folder off the path
-# before anything imports `operator` (os and sys do not).
-import os
-import sys
-
-sys.path = [
-    p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))
-]
-
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time

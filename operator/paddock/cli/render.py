@@ -1,0 +1,147 @@
+"""Session events as readable terminal lines.
+
+Messages are printed whole, tool calls as one `● tool(argument)` line, their results folded
+to a few lines, and model requests as a spinner. Events are plain dicts (the SDK's
+`event.to_dict()`), so the rendering is tested without a server.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from paddock.cli.terminal import Terminal
+
+RESULT_LINES = 4
+"""Lines of a tool result shown before folding."""
+
+# The argument worth showing for each built-in tool.
+_ARGUMENT = {
+    "bash": "command",
+    "read": "file_path",
+    "write": "file_path",
+    "edit": "file_path",
+    "glob": "pattern",
+    "grep": "pattern",
+}
+_TOOL_USES = ("agent.tool_use", "agent.mcp_tool_use", "agent.custom_tool_use")
+_TOOL_RESULTS = ("agent.tool_result", "agent.mcp_tool_result")
+
+
+def text_of(blocks: list[dict[str, Any]] | None) -> str:
+    """The text of content blocks; other blocks as `[image]`, `[document]`, ..."""
+    parts = []
+    for block in blocks or []:
+        if block.get("type") == "text":
+            parts.append(block.get("text", ""))
+        else:
+            parts.append(f"[{block.get('type', 'block')}]")
+    return "\n".join(parts)
+
+
+def shorten(text: str, width: int) -> str:
+    text = text.replace("\t", "    ")
+    return text if len(text) <= width else text[: max(width - 1, 1)] + "…"
+
+
+def tool_call(event: dict[str, Any]) -> str:
+    """`name(argument)`: the command, path or pattern of built-in tools, else compact JSON."""
+    name = event.get("name", "?")
+    tool_input = event.get("input") or {}
+    key = _ARGUMENT.get(name)
+    if key and isinstance(tool_input.get(key), str):
+        argument = tool_input[key].strip().replace("\n", " ⏎ ")
+    else:
+        argument = json.dumps(tool_input, separators=(",", ":"), ensure_ascii=False)
+    if event.get("type") == "agent.mcp_tool_use":
+        name = f"{event.get('mcp_server_name')}.{name}"
+    return f"{name}({argument})"
+
+
+def folded(text: str, width: int, lines: int = RESULT_LINES) -> list[str]:
+    """The first ``lines`` lines of ``text``, each cut to ``width``, and a count of the rest."""
+    rows = text.rstrip("\n").splitlines() or ["(no output)"]
+    shown = [shorten(row, width) for row in rows[:lines]]
+    if len(rows) > lines:
+        shown.append(f"… +{len(rows) - lines} lines")
+    return shown
+
+
+class Renderer:
+    """Prints events as they arrive and keeps what a prompt or summary needs."""
+
+    def __init__(self, terminal: Terminal) -> None:
+        self.term = terminal
+        self.tool_uses: dict[str, dict[str, Any]] = {}
+        self.requests = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+
+    def show(self, event: dict[str, Any]) -> None:
+        term, kind = self.term, event.get("type", "")
+        if kind == "user.message":
+            term.line(
+                term.style("> ", "bold", "cyan") + term.style(text_of(event.get("content")), "bold")
+            )
+        elif kind == "user.interrupt":
+            term.line(term.style("⏹ interrupted", "yellow"))
+        elif kind == "user.tool_confirmation":
+            if event.get("result") == "allow":
+                term.line(term.style("  ✓ allowed", "green"))
+            else:
+                reason = event.get("deny_message")
+                term.line(term.style("  ✗ denied" + (f": {reason}" if reason else ""), "red"))
+        elif kind == "user.custom_tool_result":
+            term.line(term.style("  ⎿ result sent", "dim"))
+        elif kind == "agent.message":
+            term.busy(None)
+            term.line(text_of(event.get("content")))
+        elif kind == "agent.thinking":
+            term.busy("thinking")
+        elif kind in _TOOL_USES:
+            self.tool_uses[event.get("id", "")] = event
+            marker = "?" if event.get("evaluated_permission") == "ask" else "●"
+            if kind == "agent.custom_tool_use":
+                marker = "◆"
+            term.line(term.style(marker + " ", "cyan") + shorten(tool_call(event), term.width - 2))
+        elif kind in _TOOL_RESULTS:
+            self._result(event)
+        elif kind == "session.status_running":
+            term.busy("working")
+        elif kind == "span.model_request_start":
+            self.requests += 1
+            term.busy("waiting for the model")
+        elif kind == "span.model_request_end":
+            usage = event.get("model_usage") or {}
+            self.input_tokens += int(usage.get("input_tokens") or 0)
+            self.output_tokens += int(usage.get("output_tokens") or 0)
+            term.busy("working")
+        elif kind == "session.error":
+            error = event.get("error") or {}
+            retry = (error.get("retry_status") or {}).get("type", "")
+            term.line(
+                term.style(f"! {error.get('type')}: {error.get('message')} ({retry})", "yellow")
+            )
+        elif kind == "session.status_rescheduled":
+            term.line(term.style("↻ rescheduling", "yellow"))
+        elif kind == "session.status_idle":
+            term.busy(None)
+        elif kind in ("session.status_terminated", "session.deleted"):
+            term.busy(None)
+            term.line(
+                term.style(f"■ session {kind.rsplit('.', 1)[-1].removeprefix('status_')}", "red")
+            )
+
+    def _result(self, event: dict[str, Any]) -> None:
+        term = self.term
+        error = bool(event.get("is_error"))
+        rows = folded(text_of(event.get("content")), term.width - 6)
+        for index, row in enumerate(rows):
+            prefix = "  ⎿ " if index == 0 else "    "
+            term.line(term.style(prefix + row, "red" if error else "dim"))
+
+    def summary(self, stop_reason: str, seconds: float) -> str:
+        return (
+            f"{stop_reason} · {self.requests} model request{'s' * (self.requests != 1)} · "
+            f"{self.input_tokens:,} in / {self.output_tokens:,} out tokens · {seconds:.1f}s"
+        )

@@ -1,0 +1,129 @@
+"""What every handler uses: the gateway's services, the caller's namespace, request bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+from redis.asyncio import Redis
+
+from paddock.eventlog import EventLog
+from paddock.eventlog.sessionstate import SessionState
+from paddock.gateway.auth import ApiKeys
+from paddock.gateway.config import GatewayConfig
+from paddock.gateway.errors import ApiError, from_validation, invalid
+from paddock.gateway.fanout import Fanout
+from paddock.gateway.kube import Kube
+from paddock.gateway.objects import Objects
+
+P = TypeVar("P", bound=BaseModel)
+
+OBJECT_BODY_LIMIT = 1024 * 1024
+"""Bodies that become Kubernetes objects: etcd refuses objects over 1.5 MiB anyway."""
+EVENT_BODY_LIMIT = 32 * 1024 * 1024
+"""Event bodies go to Redis and may carry images and documents."""
+_MAX_DEPTH = 64
+
+
+@dataclass
+class Gateway:
+    """The services behind the API."""
+
+    config: GatewayConfig
+    kube: Kube
+    keys: ApiKeys
+    redis: Redis
+    log: EventLog
+    state: SessionState
+    ping_interval_s: float = 15.0
+    """Keep-alive comments on event streams."""
+    streams: set[asyncio.Task[Any]] = field(default_factory=set)
+    """Tasks serving event streams, ended when the server shuts down."""
+    fanout: Fanout = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fanout = Fanout(self.log)
+
+    @classmethod
+    def connect(cls, config: GatewayConfig) -> Gateway:
+        kube = Kube.from_kubeconfig(config.kubeconfig)
+        redis = Redis.from_url(config.redis_url)
+        return cls(
+            config=config,
+            kube=kube,
+            keys=ApiKeys(kube, config.namespace),
+            redis=redis,
+            log=EventLog(redis),
+            state=SessionState(redis),
+        )
+
+    async def close(self) -> None:
+        await self.fanout.close()
+        await self.kube.close()
+        await self.redis.aclose()
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+REQUEST_ID = web.RequestKey("request_id", str)
+STARTED = web.RequestKey("started", float)
+"""`time.perf_counter()` when the request arrived."""
+NAMESPACE = web.RequestKey("namespace", str)
+"""The namespace the caller's API key grants (set by the auth middleware)."""
+BETAS = web.RequestKey("betas", frozenset)
+"""The `anthropic-beta` header as a set."""
+
+
+def gateway(request: web.Request) -> Gateway:
+    return request.app[GATEWAY]
+
+
+def namespace(request: web.Request) -> str:
+    return request[NAMESPACE]
+
+
+def objects(request: web.Request) -> Objects:
+    return Objects(gateway(request).kube, namespace(request))
+
+
+def _too_deep(value: Any) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            return True
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return False
+
+
+async def read_body(request: web.Request, model: type[P], *, limit: int = OBJECT_BODY_LIMIT) -> P:
+    """The JSON body validated as ``model``; 400 (or 413) with the reason otherwise."""
+    raw = await request.read()
+    if len(raw) > limit:
+        raise ApiError(413, f"request body exceeds {limit} bytes")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise invalid("request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise invalid("request body must be a JSON object")
+    if _too_deep(data):
+        raise invalid(f"request body nests deeper than {_MAX_DEPTH} levels")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation(exc) from None
+
+
+def checked(model: type[P], data: dict[str, Any]) -> P:
+    """``data`` validated as ``model`` (a resource spec); 400 naming what is wrong."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation(exc) from None

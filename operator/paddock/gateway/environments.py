@@ -1,0 +1,138 @@
+"""`/v1/environments`: Environment resources as Managed Agents environments.
+
+Only `cloud` configs exist here (Paddock runs the sandboxes); networking maps to the
+Environment's `networking.mode`, packages to `packages`. Image, resources and the warm pool
+keep the Environment's defaults, or whatever a platform team set with kubectl.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from aiohttp import web
+
+from paddock.eventlog.ids import new_id
+from paddock.gateway import convert
+from paddock.gateway.common import checked, objects, read_body
+from paddock.gateway.errors import conflict, unsupported
+from paddock.gateway.objects import ENVIRONMENTS, Objects
+from paddock.gateway.pages import bool_param, limit_param, paginate
+from paddock.gateway.params import EnvironmentCreateParams, EnvironmentUpdateParams, Scope
+from paddock.models.environment import EnvironmentSpec
+
+routes = web.RouteTableDef()
+
+
+def _check_scope(scope: Scope | None) -> None:
+    if scope == "account":
+        raise unsupported("scope account", "environments are visible to the whole namespace")
+
+
+async def _check_name_free(found: Objects, name: str, *, other_than: str | None = None) -> None:
+    # Checked before writing: two concurrent creates with one name can both succeed.
+    for obj in await found.list(ENVIRONMENTS):
+        if convert.display_name(obj) == name and obj["metadata"]["name"] != other_than:
+            raise conflict(f"an environment named {name!r} exists already")
+
+
+@routes.post("/v1/environments")
+async def create_environment(request: web.Request) -> web.Response:
+    params = await read_body(request, EnvironmentCreateParams)
+    _check_scope(params.scope)
+    spec = convert.environment_spec(params.config, {})
+    checked(EnvironmentSpec, spec)
+    found = objects(request)
+    await _check_name_free(found, params.name)
+    annotations = {convert.NAME_ANNOTATION: params.name}
+    if params.description:
+        annotations[convert.DESCRIPTION_ANNOTATION] = params.description
+    if params.metadata:
+        annotations[convert.METADATA_ANNOTATION] = convert.metadata_annotation(params.metadata)
+    created = await found.create(
+        ENVIRONMENTS, convert.object_name(params.name, "env"), new_id("env_"), spec, annotations
+    )
+    return web.json_response(convert.environment_view(created))
+
+
+@routes.get("/v1/environments/{environment_id}")
+async def retrieve_environment(request: web.Request) -> web.Response:
+    found = await objects(request).find(ENVIRONMENTS, request.match_info["environment_id"])
+    return web.json_response(convert.environment_view(found))
+
+
+@routes.get("/v1/environments")
+async def list_environments(request: web.Request) -> web.Response:
+    query = request.query
+    limit = limit_param(query, default=20, maximum=100)
+    archived = bool_param(query, "include_archived")
+    items = [
+        obj
+        for obj in await objects(request).list(ENVIRONMENTS)
+        if archived or not convert.archived_at(obj)
+    ]
+    page = paginate(
+        items,
+        lambda obj: (convert.created_at(obj), convert.labels(obj)[convert.ENVIRONMENT_ID_LABEL]),
+        limit=limit,
+        order="desc",
+        page=query.get("page"),
+    )
+    return web.json_response(
+        {"data": [convert.environment_view(obj) for obj in page.data], "next_page": page.next_page}
+    )
+
+
+@routes.post("/v1/environments/{environment_id}")
+async def update_environment(request: web.Request) -> web.Response:
+    ref = request.match_info["environment_id"]
+    params = await read_body(request, EnvironmentUpdateParams)
+    _check_scope(params.scope)
+    found = objects(request)
+    if params.name is not None:
+        current = await found.find(ENVIRONMENTS, ref)
+        await _check_name_free(found, params.name, other_than=current["metadata"]["name"])
+
+    def change(current: dict[str, Any]) -> dict[str, Any] | None:
+        if convert.archived_at(current):
+            raise conflict(f"environment {ref} is archived")
+        new = copy.deepcopy(current)
+        new["spec"] = convert.environment_spec(params.config, current.get("spec") or {})
+        checked(EnvironmentSpec, new["spec"])
+        annotations = new["metadata"].setdefault("annotations", {})
+        if params.name is not None:
+            annotations[convert.NAME_ANNOTATION] = params.name
+        if "description" in params.model_fields_set:
+            if params.description is None:
+                annotations.pop(convert.DESCRIPTION_ANNOTATION, None)
+            else:
+                annotations[convert.DESCRIPTION_ANNOTATION] = params.description
+        if params.metadata:
+            metadata = convert.patched_metadata(
+                convert.api_metadata(current), params.metadata, empty_deletes=True
+            )
+            annotations[convert.METADATA_ANNOTATION] = convert.metadata_annotation(metadata)
+        if new == current:
+            return None
+        annotations[convert.UPDATED_AT_ANNOTATION] = convert.rfc3339(convert.now())
+        return new
+
+    updated = await found.update(ENVIRONMENTS, ref, change)
+    return web.json_response(convert.environment_view(updated))
+
+
+@routes.delete("/v1/environments/{environment_id}")
+async def delete_environment(request: web.Request) -> web.Response:
+    found = objects(request)
+    obj = await found.find(ENVIRONMENTS, request.match_info["environment_id"])
+    await found.delete(ENVIRONMENTS, obj)
+    environment_id = convert.labels(obj)[convert.ENVIRONMENT_ID_LABEL]
+    return web.json_response({"id": environment_id, "type": "environment_deleted"})
+
+
+@routes.post("/v1/environments/{environment_id}/archive")
+async def archive_environment(request: web.Request) -> web.Response:
+    archived = await objects(request).update(
+        ENVIRONMENTS, request.match_info["environment_id"], convert.archived_copy
+    )
+    return web.json_response(convert.environment_view(archived))

@@ -1,0 +1,296 @@
+"""`/v1/sessions`: Session resources as Managed Agents sessions.
+
+Creating one writes the Session resource, then starts its log in Redis
+(`open_session`, which the operator also calls: whoever comes first starts it), so the
+session takes events at once. Status and usage come from the log; title, metadata and
+resources from the resource.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from paddock.eventlog import SessionNotFound, SessionSnapshot, new_session_id
+from paddock.eventlog.sessionstate import open_session, settings_for
+from paddock.gateway import convert
+from paddock.gateway.common import Gateway, checked, gateway, objects, read_body
+from paddock.gateway.errors import conflict, invalid, not_found, unavailable, unsupported
+from paddock.gateway.objects import AGENTS, ENVIRONMENTS, SESSIONS, Objects
+from paddock.gateway.pages import (
+    bool_param,
+    limit_param,
+    list_param,
+    order_param,
+    paginate,
+    time_filters,
+)
+from paddock.gateway.params import AgentRefParam, SessionCreateParams, SessionUpdateParams
+from paddock.models.session import Session, SessionSpec
+
+routes = web.RouteTableDef()
+_STATUSES = ("idle", "running", "rescheduling", "terminated")
+
+
+def session_id_of(obj: dict[str, Any]) -> str:
+    return convert.labels(obj)[convert.SESSION_ID_LABEL]
+
+
+async def snapshot_or_none(gw: Gateway, session_id: str) -> SessionSnapshot | None:
+    """The log's snapshot; None before the log exists (the operator has not started it)."""
+    try:
+        return await gw.log.snapshot(session_id)
+    except SessionNotFound:
+        return None
+    except RedisError as exc:
+        raise unavailable("the event log is unavailable") from exc
+
+
+def _environment_name(session: dict[str, Any], agent: dict[str, Any] | None) -> str | None:
+    """The Environment a session runs in: its own, else its Agent's."""
+    ref = session["spec"].get("environmentRef") or (agent or {}).get("spec", {}).get(
+        "environmentRef"
+    )
+    return ref["name"] if ref else None
+
+
+class _Resolver:
+    """Agents and environments of one namespace by Kubernetes name, each read once."""
+
+    def __init__(self, found: Objects, agents: list[dict[str, Any]] | None = None) -> None:
+        self.found = found
+        self.agents = {a["metadata"]["name"]: a for a in agents} if agents is not None else None
+        self.environments: dict[str, dict[str, Any] | None] = {}
+
+    async def agent(self, name: str) -> dict[str, Any] | None:
+        if self.agents is not None:
+            return self.agents.get(name)
+        return await self.found.get_by_name(AGENTS, name)
+
+    async def environment_id(self, name: str | None) -> str | None:
+        if name is None:
+            return None
+        if name not in self.environments:
+            self.environments[name] = await self.found.get_by_name(ENVIRONMENTS, name)
+        environment = self.environments[name]
+        return convert.labels(environment)[convert.ENVIRONMENT_ID_LABEL] if environment else None
+
+    async def view(
+        self, obj: dict[str, Any], snapshot: SessionSnapshot | None, at: datetime
+    ) -> dict[str, Any]:
+        agent_name = obj["spec"]["agentRef"]["name"]
+        agent = await self.agent(agent_name)
+        environment_id = await self.environment_id(_environment_name(obj, agent))
+        return convert.session_view(
+            obj, convert.session_agent_view(agent, agent_name), environment_id, snapshot, at
+        )
+
+
+@routes.post("/v1/sessions")
+async def create_session(request: web.Request) -> web.Response:
+    params = await read_body(request, SessionCreateParams)
+    gw, found = gateway(request), objects(request)
+    if isinstance(params.agent, str):
+        agent_ref, version = params.agent, None
+    elif isinstance(params.agent, AgentRefParam):
+        agent_ref, version = params.agent.id, params.agent.version
+    else:
+        raise unsupported("agent_with_overrides", "create an Agent with the overrides instead")
+    agent = await found.find(AGENTS, agent_ref)
+    generation = int(agent["metadata"].get("generation", 1))
+    if version is not None and version != generation:
+        raise not_found(f"version {version} of agent {agent_ref} is not available")
+    if convert.archived_at(agent):
+        raise invalid(f"agent {agent_ref} is archived")
+    explicit_environment = None
+    if params.environment_id is not None:
+        environment = await found.find(ENVIRONMENTS, params.environment_id)
+        if convert.archived_at(environment):
+            raise invalid(
+                f"environment {params.environment_id} is archived",
+                error_code="environment_archived",
+            )
+        explicit_environment = environment["metadata"]["name"]
+    environment_name = explicit_environment or _environment_name({"spec": {}}, agent)
+    if environment_name is None:
+        raise invalid(f"environment_id is required: agent {agent_ref} has no default environment")
+    spec = convert.session_spec(params, agent["metadata"]["name"], explicit_environment)
+    checked(SessionSpec, spec)
+    annotations = {}
+    if params.metadata:
+        annotations[convert.METADATA_ANNOTATION] = convert.metadata_annotation(params.metadata)
+    # Finish even if the client goes away: a resource without its log would wait for the
+    # operator to start it.
+    obj, snapshot = await asyncio.shield(_create(gw, found, spec, annotations, environment_name))
+    return web.json_response(await _Resolver(found, [agent]).view(obj, snapshot, convert.now()))
+
+
+async def _create(
+    gw: Gateway, found: Objects, spec: dict[str, Any], annotations: dict[str, str], environment: str
+) -> tuple[dict[str, Any], SessionSnapshot]:
+    session_id = new_session_id()
+    obj = await found.create(
+        SESSIONS, convert.session_object_name(session_id), session_id, spec, annotations
+    )
+    try:
+        await open_session(
+            gw.log, gw.state, session_id, Session.model_validate(obj), environment=environment
+        )
+        return obj, await gw.log.snapshot(session_id)
+    except RedisError as exc:
+        # Without its log the session cannot take events: take the resource back.
+        await found.delete(SESSIONS, obj)
+        raise unavailable("the event log is unavailable") from exc
+
+
+@routes.get("/v1/sessions/{session_id}")
+async def retrieve_session(request: web.Request) -> web.Response:
+    gw, found = gateway(request), objects(request)
+    obj = await found.find(SESSIONS, request.match_info["session_id"])
+    snapshot = await snapshot_or_none(gw, session_id_of(obj))
+    return web.json_response(await _Resolver(found).view(obj, snapshot, convert.now()))
+
+
+@routes.get("/v1/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    query = request.query
+    gw, found = gateway(request), objects(request)
+    limit = limit_param(query, default=20, maximum=100)
+    order = order_param(query, "desc")
+    archived = bool_param(query, "include_archived")
+    tests = time_filters(query, ("gt", "gte", "lt", "lte"))
+    statuses = set(list_param(query, "statuses"))
+    if statuses - set(_STATUSES):
+        raise invalid(f"statuses: each must be one of {', '.join(_STATUSES)}")
+    sessions, agents = await asyncio.gather(found.list(SESSIONS), found.list(AGENTS))
+    agent_name = None
+    if "agent_id" in query:
+        matches = [
+            a for a in agents if convert.labels(a)[convert.AGENT_ID_LABEL] == query["agent_id"]
+        ]
+        if not matches:
+            return web.json_response({"data": [], "next_page": None, "prev_page": None})
+        agent_name = matches[0]["metadata"]["name"]
+        if "agent_version" in query and query["agent_version"] != str(
+            matches[0]["metadata"].get("generation")
+        ):
+            # Sessions run their Agent's current version: older versions have none.
+            return web.json_response({"data": [], "next_page": None, "prev_page": None})
+    items = [
+        obj
+        for obj in sessions
+        if (archived or not convert.archived_at(obj))
+        and (agent_name is None or obj["spec"]["agentRef"]["name"] == agent_name)
+        and all(test(convert.parse_time(convert.created_at(obj))) for test in tests)
+    ]
+    # Snapshots of many sessions in one round trip; sessions without a log are left out.
+    snapshots: dict[str, SessionSnapshot] = {}
+    if statuses:
+        snapshots = await gw.log.snapshots([session_id_of(obj) for obj in items])
+        items = [
+            obj
+            for obj in items
+            if convert.session_status(obj, snapshots.get(session_id_of(obj))) in statuses
+        ]
+    page = paginate(
+        items,
+        lambda obj: (convert.created_at(obj), session_id_of(obj)),
+        limit=limit,
+        order=order,
+        page=query.get("page"),
+    )
+    if not statuses:
+        snapshots = await gw.log.snapshots([session_id_of(obj) for obj in page.data])
+    resolver, at = _Resolver(found, agents), convert.now()
+    data = [await resolver.view(obj, snapshots.get(session_id_of(obj)), at) for obj in page.data]
+    return web.json_response(
+        {"data": data, "next_page": page.next_page, "prev_page": page.prev_page}
+    )
+
+
+@routes.post("/v1/sessions/{session_id}")
+async def update_session(request: web.Request) -> web.Response:
+    ref = request.match_info["session_id"]
+    params = await read_body(request, SessionUpdateParams)
+    gw, found = gateway(request), objects(request)
+    if params.agent is not None:
+        raise unsupported("agent updates of a session", "update the Agent")
+    if params.vault_ids:
+        raise unsupported("vault_ids")
+    given = params.model_fields_set
+    obj = await found.find(SESSIONS, ref)
+    session_id = session_id_of(obj)
+    snapshot = await snapshot_or_none(gw, session_id)
+    if snapshot is not None and snapshot.status == "terminated":
+        raise conflict(f"session {ref} is terminated")
+
+    def change(current: dict[str, Any]) -> dict[str, Any] | None:
+        new = copy.deepcopy(current)
+        spec = new["spec"]
+        if "title" in given:
+            if params.title:
+                spec["title"] = params.title
+            else:
+                spec.pop("title", None)
+        if "budget" in given:
+            if params.budget is None:
+                spec.pop("budget", None)
+            else:
+                spec["budget"] = {"maxListCost": params.budget.max_list_cost.model_dump()}
+        checked(SessionSpec, spec)
+        annotations = new["metadata"].setdefault("annotations", {})
+        if params.metadata:
+            metadata = convert.patched_metadata(convert.api_metadata(current), params.metadata)
+            annotations[convert.METADATA_ANNOTATION] = convert.metadata_annotation(metadata)
+        if new == current:
+            return None
+        annotations[convert.UPDATED_AT_ANNOTATION] = convert.rfc3339(convert.now())
+        return new
+
+    updated = await found.update(SESSIONS, ref, change)
+    if "budget" in given and snapshot is not None:
+        # Workers read the budget from the session settings, not from the resource.
+        settings = await gw.state.settings(session_id)
+        environment = settings.environment if settings else None
+        session = Session.model_validate(updated)
+        with contextlib.suppress(SessionNotFound):
+            await gw.state.put_settings(session_id, settings_for(session, environment))
+    return web.json_response(await _Resolver(found).view(updated, snapshot, convert.now()))
+
+
+@routes.delete("/v1/sessions/{session_id}")
+async def delete_session(request: web.Request) -> web.Response:
+    gw, found = gateway(request), objects(request)
+    obj = await found.find(SESSIONS, request.match_info["session_id"])
+    session_id = session_id_of(obj)
+    answer = await found.delete(SESSIONS, obj)
+    if answer is not None and not (answer.get("metadata") or {}).get("finalizers"):
+        # Deleted at once: the operator never added its finalizer, so nobody else will
+        # remove the log.
+        try:
+            await gw.log.delete_session(session_id)
+        except RedisError as exc:
+            raise unavailable("the session is deleted but its event log could not be") from exc
+    return web.json_response({"id": session_id, "type": "session_deleted"})
+
+
+@routes.post("/v1/sessions/{session_id}/archive")
+async def archive_session(request: web.Request) -> web.Response:
+    """Archiving makes the session read-only: `spec.cancel`, so the operator terminates it."""
+    gw, found = gateway(request), objects(request)
+
+    def change(current: dict[str, Any]) -> dict[str, Any] | None:
+        new = convert.archived_copy(current)
+        if new is not None:
+            new["spec"]["cancel"] = True
+        return new
+
+    archived = await found.update(SESSIONS, request.match_info["session_id"], change)
+    snapshot = await snapshot_or_none(gw, session_id_of(archived))
+    return web.json_response(await _Resolver(found).view(archived, snapshot, convert.now()))

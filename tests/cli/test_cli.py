@@ -1,0 +1,231 @@
+"""`paddock` end to end: the console script against a running gateway, a real harness
+worker, the scripted model and a real sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pty
+import re
+from typing import Any
+
+import pytest
+from tests.gateway.stack import Stack
+
+from paddock.eventlog import EventLog, SessionStatusTerminatedEvent
+from paddock.testing.fakemodel import Fail, Reply, Text, Thinking, ToolUse, turns
+
+from .conftest import PADDOCK, Result, cli_env, paddock
+
+pytestmark = pytest.mark.timeout(90)
+
+PROGRAM = "print(sum(range(10)))\n"
+ASK_BASH = {
+    "type": "agent_toolset_20260401",
+    "configs": [{"name": "bash", "permission_policy": {"type": "always_ask"}}],
+}
+
+
+def program_script() -> Any:
+    return turns(
+        Reply(
+            [
+                Thinking("Write it, then run it."),
+                Text("I'll write the program and run it."),
+                ToolUse("write", {"file_path": "sum.py", "content": PROGRAM}),
+            ]
+        ),
+        Reply([ToolUse("bash", {"command": "python3 sum.py; seq 1 10"})]),
+        lambda r: Reply([Text(f"The sum is {r.tool_result_text().splitlines()[0]}.")]),
+    )
+
+
+async def agent_with_worker(stack: Stack, script: Any, **body: Any) -> dict[str, Any]:
+    client = stack.client()
+    environment = await client.beta.environments.create(name=f"cli-{os.urandom(3).hex()}")
+    agent = await client.beta.agents.create(
+        name="Coder",
+        model="claude-sonnet-4-6",
+        **{"tools": [{"type": "agent_toolset_20260401"}], **body},
+    )
+    resource = stack.agent_resource(agent.id)
+    with stack.kube() as kube:
+        # Sessions that name no environment use the Agent's.
+        kube.patch(
+            f"/apis/paddock.dev/v1alpha1/namespaces/{stack.a.namespace}/agents/{resource['metadata']['name']}",
+            json={
+                "spec": {
+                    "environmentRef": {
+                        "name": environment.name and _env_name(stack, environment.id)
+                    }
+                }
+            },
+            headers={"Content-Type": "application/merge-patch+json"},
+        ).raise_for_status()
+    stack.start_worker(agent.id, script)
+    return {"id": agent.id, "name": resource["metadata"]["name"], "environment": environment.id}
+
+
+def _env_name(stack: Stack, environment_id: str) -> str:
+    (found,) = [
+        r["metadata"]["name"]
+        for r in stack.resources("environments", stack.a.namespace)
+        if r["metadata"]["labels"]["paddock.dev/environment-id"] == environment_id
+    ]
+    return found
+
+
+def session_of(result: Result) -> str:
+    match = re.search(r"session (sesn_\w+)", result.out)
+    assert match, result.out
+    return match.group(1)
+
+
+async def test_run_streams_a_session_to_end_turn(stack: Stack, sandbox) -> None:
+    agent = await agent_with_worker(stack, program_script())
+    result = await paddock(stack, "run", agent["name"], "Sum the numbers below ten")
+    assert result.code == 0, result.out + result.err
+    lines = result.out.splitlines()
+    assert "\x1b[" not in result.out  # not a terminal: no colours, no spinner
+    assert lines[1] == "> Sum the numbers below ten"
+    assert "I'll write the program and run it." in lines
+    assert "● write(sum.py)" in lines
+    assert "● bash(python3 sum.py; seq 1 10)" in lines
+    # The bash result is folded to four lines and a count.
+    index = lines.index("● bash(python3 sum.py; seq 1 10)")
+    assert lines[index + 1 : index + 6] == ["  ⎿ 45", "    1", "    2", "    3", "    … +8 lines"]
+    assert "The sum is 45." in lines
+    assert re.match(r"✓ end_turn · 3 model requests · [\d,]+ in / [\d,]+ out tokens · ", lines[-1])
+    assert (sandbox.workdir / "sum.py").read_text() == PROGRAM
+
+    session = session_of(result)
+    logs = await paddock(stack, "logs", session)
+    assert logs.code == 0
+    assert "The sum is 45." in logs.out
+    assert "— idle: end_turn" in logs.out
+
+
+async def test_run_stops_for_approval_when_not_interactive(stack: Stack, sandbox) -> None:
+    script = turns(
+        Reply([ToolUse("bash", {"command": "echo approved > approved.txt"})]),
+        lambda r: Reply([Text("Done after approval.")]),
+    )
+    agent = await agent_with_worker(stack, script, tools=[ASK_BASH])
+    result = await paddock(stack, "run", agent["id"], "touch it")
+    assert result.code == 3, result.out + result.err
+    session = session_of(result)
+    assert f"needs approval: paddock approve {session} sevt_" in result.out
+    assert "■ requires_action" in result.out
+    assert not (sandbox.workdir / "approved.txt").exists()
+
+    follow = asyncio.create_task(paddock(stack, "logs", session, "-f"))
+    approved = await paddock(stack, "approve", session)
+    assert approved.code == 0, approved.err
+    assert approved.out.startswith("allowed sevt_")
+    for _ in range(100):
+        logs = await paddock(stack, "logs", session)
+        if "— idle: end_turn" in logs.out:
+            break
+        await asyncio.sleep(0.1)
+    assert "Done after approval." in logs.out
+    assert (sandbox.workdir / "approved.txt").read_text() == "approved\n"
+    # `logs -f` saw it all live and ends when the session does.
+    await EventLog(stack.redis).send(session, [SessionStatusTerminatedEvent()])
+    followed = await asyncio.wait_for(follow, 30)
+    assert followed.code == 7
+    assert "  ✓ allowed" in followed.out
+    assert "Done after approval." in followed.out
+    assert followed.out.rstrip().endswith("■ session terminated")
+
+
+async def test_run_asks_on_a_terminal(stack: Stack, sandbox) -> None:
+    script = turns(
+        Reply([ToolUse("bash", {"command": "echo yes > asked.txt"})]),
+        lambda r: Reply([Text("Ran it.")]),
+    )
+    agent = await agent_with_worker(stack, script, tools=[ASK_BASH])
+    controller, terminal = pty.openpty()
+    process = await asyncio.create_subprocess_exec(
+        str(PADDOCK),
+        "run",
+        agent["id"],
+        "ask me",
+        env={**cli_env(stack), "TERM": "xterm"},
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    output = b""
+    loop = asyncio.get_running_loop()
+    answered = False
+    while process.returncode is None:
+        with contextlib.suppress(OSError):
+            chunk = await asyncio.wait_for(
+                loop.run_in_executor(None, os.read, controller, 4096), 30
+            )
+            output += chunk
+            if not chunk:
+                break
+        if not answered and b"[y/N]" in output:
+            os.write(controller, b"y\n")
+            answered = True
+        if b"end_turn" in output:
+            break
+    await asyncio.wait_for(process.wait(), 30)
+    os.close(controller)
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]|\r", "", output.decode(errors="replace"))
+    assert process.returncode == 0, text
+    assert "Allow bash(echo yes > asked.txt)? [y/N]" in text
+    assert "✓ allowed" in text
+    assert "Ran it." in text
+    assert (sandbox.workdir / "asked.txt").read_text() == "yes\n"
+
+
+async def test_exit_codes_follow_the_stop_reason(stack: Stack) -> None:
+    agent = await agent_with_worker(stack, lambda request: Fail(529, retry_after=0.01))
+    result = await paddock(stack, "run", agent["id"], "fail please")
+    assert result.code == 4, result.out
+    assert "! model_overloaded_error" in result.out
+    assert "■ retries_exhausted" in result.out
+
+
+async def test_send_sessions_and_agents(stack: Stack) -> None:
+    agent = await agent_with_worker(
+        stack, lambda request: Reply([Text(f"echo: {request.last_user_text}")])
+    )
+    first = await paddock(stack, "run", agent["id"], "hello")
+    session = session_of(first)
+    sent = await paddock(stack, "send", session, "again")
+    assert sent.code == 0
+    assert sent.out.startswith("sevt_")
+    for _ in range(100):
+        logs = await paddock(stack, "logs", session)
+        if "echo: again" in logs.out:
+            break
+        await asyncio.sleep(0.1)
+    assert "echo: again" in logs.out
+
+    sessions = await paddock(stack, "sessions")
+    header, row = sessions.out.splitlines()[:2]
+    assert header.split() == ["ID", "STATUS", "AGENT", "TITLE", "AGE"]
+    assert row.split()[:4] == [session, "idle", "Coder", "hello"]
+    agents = await paddock(stack, "agents")
+    assert f"{agent['id']}  Coder  claude-sonnet-4-6  2" in agents.out
+
+
+async def test_usage_and_api_errors(stack: Stack) -> None:
+    missing = await paddock(stack, "agents", env={**cli_env(stack), "PADDOCK_API_KEY": ""})
+    assert missing.code == 2
+    assert "PADDOCK_API_KEY" in missing.err
+    unknown = await paddock(stack, "run", "agent_nothere", "x")
+    assert unknown.code == 1
+    assert "404 agent agent_nothere not found" in unknown.err
+    down = await paddock(
+        stack, "agents", env={**cli_env(stack), "PADDOCK_URL": "http://127.0.0.1:9"}
+    )
+    assert down.code == 1
+    assert "cannot reach the gateway" in down.err
+    nothing = await paddock(stack, "approve", "sesn_0000000000000000000000")
+    assert nothing.code == 1

@@ -1,0 +1,29 @@
+"""Fixtures of the gateway tests: a running gateway (see stack.py) and a sandbox server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from paddock.testing.controlplane import ControlPlane
+from paddock.testing.sandbox import RunningSandbox, launch
+
+from .stack import Stack
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+    running = launch(tmp_path_factory.mktemp("gateway-sandbox"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+async def stack(
+    control_plane: ControlPlane, redis_url: str, sandbox: RunningSandbox
+) -> AsyncIterator[Stack]:
+    """A gateway with two tenants, `stack.a` and `stack.b`."""
+    running = await Stack(control_plane, redis_url, sandbox).start()
+    yield running
+    await running.close()

@@ -1,0 +1,211 @@
+"""A gateway under test, in the test's event loop, over the real apiserver and Redis.
+
+Two tenants (namespaces with an API key each); harness workers started per Agent against
+the scripted model; and the operator's sandbox-binding role played by a loop that answers
+the harness's sandbox requests with a real sandbox server. The CLI tests use it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+import anthropic
+import httpx
+from redis.asyncio import Redis
+
+from paddock.eventlog.sessionstate import SANDBOX_REQUESTS, SandboxBinding, SessionState
+from paddock.gateway.app import create_app, start
+from paddock.gateway.auth import API_KEY_LABEL
+from paddock.gateway.common import Gateway
+from paddock.gateway.config import GatewayConfig
+from paddock.harness.model import RetryPolicy
+from paddock.harness.worker import Worker, WorkerSettings
+from paddock.models.agent import AgentSpec
+from paddock.models.common import SecretKeyReference
+from paddock.testing.controlplane import ControlPlane
+from paddock.testing.fakemodel import FakeModelServer, Script
+from paddock.testing.sandbox import RunningSandbox
+
+
+@dataclass(frozen=True)
+class Tenant:
+    namespace: str
+    key: str
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@dataclass
+class Stack:
+    control_plane: ControlPlane
+    redis_url: str
+    sandbox: RunningSandbox
+    ping_interval_s: float = 15.0
+    tenants: list[Tenant] = field(default_factory=list)
+    system_namespace: str = ""
+    url: str = ""
+    gateway: Gateway | None = None
+    _runner: Any = None
+    _redis: Redis | None = None
+    _binder: asyncio.Task[None] | None = None
+    _workers: list[tuple[asyncio.Event, asyncio.Task[None]]] = field(default_factory=list)
+    _models: list[FakeModelServer] = field(default_factory=list)
+    _clients: list[anthropic.AsyncAnthropic] = field(default_factory=list)
+
+    @property
+    def a(self) -> Tenant:
+        return self.tenants[0]
+
+    @property
+    def b(self) -> Tenant:
+        return self.tenants[1]
+
+    @property
+    def redis(self) -> Redis:
+        assert self._redis is not None
+        return self._redis
+
+    def kube(self) -> httpx.Client:
+        return self.control_plane.client()
+
+    async def start(self) -> Stack:
+        suffix = secrets.token_hex(3)
+        self.system_namespace = f"gw-system-{suffix}"
+        with self.kube() as kube:
+            for namespace in (self.system_namespace, f"gw-a-{suffix}", f"gw-b-{suffix}"):
+                response = kube.post("/api/v1/namespaces", json={"metadata": {"name": namespace}})
+                assert response.status_code == 201, response.text
+            for namespace in (f"gw-a-{suffix}", f"gw-b-{suffix}"):
+                self.tenants.append(self.add_key(namespace, kube=kube))
+        self._redis = Redis.from_url(self.redis_url)
+        config = GatewayConfig(
+            redis_url=self.redis_url,
+            namespace=self.system_namespace,
+            default_anthropic_secret=SecretKeyReference(name="anthropic", key="api-key"),
+            host="127.0.0.1",
+            port=0,
+            metrics_port=0,
+            kubeconfig=str(self.control_plane.kubeconfig),
+        )
+        self.gateway = Gateway.connect(config)
+        self.gateway.ping_interval_s = self.ping_interval_s
+        self.gateway.fanout.block_ms = 1000
+        self._runner, port = await start(create_app(self.gateway), "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{port}"
+        self._binder = asyncio.create_task(self._bind_sandboxes())
+        return self
+
+    def add_key(self, namespace: str, *, kube: httpx.Client | None = None) -> Tenant:
+        """A new API key Secret granting ``namespace``."""
+        key = f"sk-paddock-{secrets.token_urlsafe(16)}"
+        secret = {
+            "metadata": {
+                "name": f"key-{secrets.token_hex(4)}",
+                "labels": {API_KEY_LABEL: "true"},
+            },
+            "data": {"api-key": b64(key + "\n"), "namespace": b64(namespace)},
+        }
+        client = kube or self.kube()
+        response = client.post(f"/api/v1/namespaces/{self.system_namespace}/secrets", json=secret)
+        assert response.status_code == 201, response.text
+        if kube is None:
+            client.close()
+        return Tenant(namespace, key)
+
+    def client(self, tenant: Tenant | None = None, **options: Any) -> anthropic.AsyncAnthropic:
+        """The official SDK, unpatched, pointed at the gateway."""
+        client = anthropic.AsyncAnthropic(
+            base_url=self.url, api_key=(tenant or self.a).key, **{"max_retries": 0, **options}
+        )
+        self._clients.append(client)
+        return client
+
+    def http(self, tenant: Tenant | None = None, *, auth: bool = True) -> httpx.AsyncClient:
+        """A plain HTTP client with the tenant's key, for what the SDK would not send."""
+        headers = {"x-api-key": (tenant or self.a).key} if auth else {}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30)
+
+    def resource(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        with self.kube() as kube:
+            response = kube.get(
+                f"/apis/paddock.dev/v1alpha1/namespaces/{namespace}/{plural}/{name}"
+            )
+        return response.json() if response.status_code == 200 else None
+
+    def resources(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        with self.kube() as kube:
+            response = kube.get(f"/apis/paddock.dev/v1alpha1/namespaces/{namespace}/{plural}")
+        return list(response.json()["items"])
+
+    def agent_resource(self, agent_id: str, tenant: Tenant | None = None) -> dict[str, Any]:
+        namespace = (tenant or self.a).namespace
+        (found,) = [
+            item
+            for item in self.resources("agents", namespace)
+            if item["metadata"].get("labels", {}).get("paddock.dev/agent-id") == agent_id
+        ]
+        return found
+
+    def start_worker(
+        self, agent_id: str, script: Script, tenant: Tenant | None = None
+    ) -> FakeModelServer:
+        """A harness worker for the Agent, calling a scripted model; returns the model."""
+        tenant = tenant or self.a
+        resource = self.agent_resource(agent_id, tenant)
+        model = FakeModelServer(script).start()
+        self._models.append(model)
+        settings = WorkerSettings(
+            agent=f"{tenant.namespace}/{resource['metadata']['name']}",
+            spec=AgentSpec.model_validate(resource["spec"]),
+            worker_id=f"worker-{len(self._workers)}",
+            model_base_url=model.url,
+            lease_ttl_ms=3000,
+            retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.1),
+        )
+        stop = asyncio.Event()
+        self._workers.append((stop, asyncio.create_task(Worker(settings, self.redis).run(stop))))
+        return model
+
+    async def _bind_sandboxes(self) -> None:
+        """The operator's part: bind a sandbox to every session that asks for one."""
+        redis = Redis.from_url(self.redis_url)
+        state = SessionState(redis)
+        last = "0-0"
+        try:
+            while True:
+                reply = await redis.xread({SANDBOX_REQUESTS: last}, block=500)
+                for _, entries in reply or []:
+                    for entry_id, fields in entries:
+                        last = entry_id
+                        session_id = fields[b"session"].decode()
+                        binding = SandboxBinding(
+                            url=self.sandbox.url,
+                            token=self.sandbox.token,
+                            pod=f"sandbox-{secrets.token_hex(3)}",
+                        )
+                        await state.bind_sandbox(session_id, binding)
+        finally:
+            await redis.aclose()
+
+    async def close(self) -> None:
+        for client in self._clients:
+            await client.close()
+        for stop, _ in self._workers:
+            stop.set()
+        tasks = [task for _, task in self._workers]
+        if self._binder is not None:
+            self._binder.cancel()
+            tasks.append(self._binder)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for model in self._models:
+            model.stop()
+        if self._redis is not None:
+            await self._redis.aclose()
