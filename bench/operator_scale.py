@@ -161,7 +161,7 @@ def wait(what: str, check: Any, timeout: float) -> None:
     while not check():
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out: {what}")
-        time.sleep(0.1)
+        time.sleep(1)  # a list of all sessions is not cheap: do not hammer the apiserver
 
 
 def main() -> None:

@@ -75,7 +75,7 @@ def test_a_sessions_life(
         },
     )
     session = session_ready(cluster, namespace, "life")
-    session_id = session["status"]["sessionId"]
+    session_id = session["metadata"]["labels"][L.SESSION_ID]
     pending = phase(cluster, namespace, "life", "Pending")  # the task waits for a worker
     assert pending["status"]["eventCount"] == 1
 
@@ -173,7 +173,7 @@ def test_cancel_terminates_and_frees_the_sandbox(
         "c",
         {"agentRef": {"name": "coder"}, "initialEvents": [{"content": [{"text": "work"}]}]},
     )
-    session_id = session_ready(cluster, namespace, "c")["status"]["sessionId"]
+    session_id = session_ready(cluster, namespace, "c")["metadata"]["labels"][L.SESSION_ID]
     cluster.patch("Session", namespace, "c", {"spec": {"cancel": True}})
     phase(cluster, namespace, "c", "Terminated")
     cluster.wait(

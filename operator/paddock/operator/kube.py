@@ -22,6 +22,7 @@ from kubernetes import config as k8s_config
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 # apiVersion, kind -> plural: the kinds the operator touches.
 PLURALS = {
@@ -164,6 +165,20 @@ class KubeClient:
             {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else {}
         )
         return (await self._call("GET", path(api_version, kind, namespace), params=params))["items"]
+
+    async def count(
+        self, api_version: str, kind: str, namespace: str | None, *, labels: dict[str, str]
+    ) -> int:
+        """How many objects match: a metadata-only list (the server gives no count for a
+        label-selected list), a few hundred bytes an object instead of the whole object."""
+        params = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())}
+        page = await self._call(
+            "GET",
+            path(api_version, kind, namespace),
+            params=params,
+            headers={"Accept": METADATA_LIST},
+        )
+        return len(page.get("items") or [])  # an empty list has "items": null
 
     async def patch(
         self,

@@ -92,13 +92,18 @@ class Sandboxes:
         environment = self._effective(environment)
         namespace, name = environment["metadata"]["namespace"], environment["metadata"]["name"]
         current = render.sandbox_template_hash(environment)
-        pods = await self.pods(namespace, **{L.ENVIRONMENT: name})
-        warm, bound = [], 0
+        # Only the pool's pods are listed: bound ones are counted, never fetched.
+        pods = await self.pods(namespace, **{L.ENVIRONMENT: name, L.SANDBOX_STATE: "warm"})
+        bound = await self.kube.count(
+            "v1",
+            "Pod",
+            namespace,
+            labels={L.COMPONENT: "sandbox", L.ENVIRONMENT: name, L.SANDBOX_STATE: "bound"},
+        )
+        warm = []
         for pod in pods:
             pod_labels = pod["metadata"].get("labels", {})
-            if pod_labels.get(L.SANDBOX_STATE) == "bound":
-                bound += not pod_dead(pod)
-            elif pod_dead(pod) or pod_labels.get(L.TEMPLATE_HASH) != current:
+            if pod_dead(pod) or pod_labels.get(L.TEMPLATE_HASH) != current:
                 if not pod["metadata"].get("deletionTimestamp"):
                     await self.kube.delete("v1", "Pod", namespace, pod["metadata"]["name"])
             else:
@@ -134,22 +139,18 @@ class Sandboxes:
         namespace = session["metadata"]["namespace"]
         if await self.rt.state.sandbox(session_id) is not None:
             return "existing"
-        # One list serves both questions: does the session have a pod already, which are free.
-        pods = [
-            p
-            for p in await self.pods(namespace, **{L.ENVIRONMENT: environment["metadata"]["name"]})
-            if not pod_dead(p)
+        # Label-selected lists stay small however many sandboxes the Environment has bound.
+        own = [
+            p for p in await self.pods(namespace, **{L.SESSION_ID: session_id}) if not pod_dead(p)
         ]
-        own = [p for p in pods if p["metadata"]["labels"].get(L.SESSION_ID) == session_id]
         if own:  # a cold sandbox is starting, or one is bound and not recorded yet
             if pod_ready(own[0]):
                 await self.record(session_id, own[0])
             return "existing"
-        ready = [
-            p
-            for p in pods
-            if p["metadata"]["labels"].get(L.SANDBOX_STATE) == "warm" and pod_ready(p)
-        ]
+        warm = await self.pods(
+            namespace, **{L.ENVIRONMENT: environment["metadata"]["name"], L.SANDBOX_STATE: "warm"}
+        )
+        ready = [p for p in warm if pod_ready(p)]
         # In random order: concurrent claims then rarely race for the same pod.
         for pod in random.sample(ready, len(ready)):
             claimed = await self._claim(pod, session, session_id)
