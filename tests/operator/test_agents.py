@@ -25,7 +25,8 @@ def test_agent_renders_its_harness_and_reports_a_missing_secret(
         ("Secret", "coder-proxy-token-key"),
         ("NetworkPolicy", "coder-harness"),
     ]:
-        assert cluster.get(kind, namespace, name), (kind, name)
+        # Applied one after the other by the same reconcile.
+        cluster.wait(f"{kind} {name}", lambda k=kind, n=name: cluster.get(k, namespace, n))
     ready = cluster.wait(
         "Ready condition", lambda: cluster.condition("Agent", namespace, "coder", "Ready")
     )
