@@ -12,6 +12,7 @@ import redis
 
 from paddock.testing.controlplane import ControlPlane
 from paddock.testing.redis import RedisServer
+from paddock.testing.sandbox import RunningSandbox, launch
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +39,11 @@ def control_plane() -> Iterator[ControlPlane]:
     with ControlPlane() as plane:
         plane.apply_crds()
         yield plane
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+    """A real sandbox server process, shared by the tests of a module."""
+    running = launch(tmp_path_factory.mktemp("sandbox"))
+    yield running
+    running.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import pytest
 from tests.gateway.stack import Stack, Tenant
 
 from paddock.testing.controlplane import ControlPlane
-from paddock.testing.sandbox import RunningSandbox, launch
+from paddock.testing.sandbox import RunningSandbox
 
 PADDOCK = Path(sys.executable).parent / "paddock"
 
@@ -24,13 +24,6 @@ class Result:
     code: int
     out: str
     err: str
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
-    running = launch(tmp_path_factory.mktemp("cli-sandbox"))
-    yield running
-    running.stop()
 
 
 @pytest.fixture

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from paddock.testing.controlplane import ControlPlane
-from paddock.testing.sandbox import RunningSandbox, launch
+from paddock.testing.sandbox import RunningSandbox
 
 from .stack import Stack
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
-    running = launch(tmp_path_factory.mktemp("gateway-sandbox"))
-    yield running
-    running.stop()
 
 
 @pytest.fixture

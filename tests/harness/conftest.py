@@ -19,7 +19,7 @@ from paddock.harness.model import RetryPolicy
 from paddock.harness.worker import Worker, WorkerSettings
 from paddock.models.agent import AgentSpec
 from paddock.testing.fakemodel import FakeModelServer, Script
-from paddock.testing.sandbox import RunningSandbox, launch
+from paddock.testing.sandbox import RunningSandbox
 
 AGENT = "default/hello"
 _pods = itertools.count(1)
@@ -109,13 +109,6 @@ class Harness:
         for _, stop, _ in self.workers:
             stop.set()
         await asyncio.gather(*(task for *_, task in self.workers), return_exceptions=True)
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> RunningSandbox:
-    running = launch(tmp_path_factory.mktemp("harness-sandbox"))
-    yield running
-    running.stop()
 
 
 @pytest.fixture
