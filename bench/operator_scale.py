@@ -69,6 +69,16 @@ def play_kubelet(plane: ControlPlane, stop: threading.Event) -> None:
             stop.wait(0.02)
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if it has not ended soon: a bench must never hang on exit."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -219,8 +229,7 @@ def main() -> None:
                 "PADDOCK_METRICS_PORT": "0",
             },
         )
-        stack.callback(operator.wait)
-        stack.callback(operator.terminate)
+        stack.callback(stop_process, operator)
         stop = threading.Event()
         kubelet = threading.Thread(target=play_kubelet, args=(plane, stop), daemon=True)
         kubelet.start()
