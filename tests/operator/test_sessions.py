@@ -106,12 +106,18 @@ def test_a_sessions_life(
         "Ready": "True",
         "SandboxBound": "True",
     }
-    reasons = [
-        e["reason"]
-        for e in cluster.list("Event", namespace)
-        if e["involvedObject"]["name"] == "life"
-    ]
-    assert {"Running", "Idle"} <= set(reasons)
+    # Each phase change is also an Event, posted right after the status.
+    cluster.wait(
+        "Running and Idle events",
+        lambda: (
+            {"Running", "Idle"}
+            <= {
+                e["reason"]
+                for e in cluster.list("Event", namespace)
+                if e["involvedObject"]["name"] == "life"
+            }
+        ),
+    )
 
     pod = status["sandbox"]["podName"]
     cluster.delete("Session", namespace, "life")
@@ -132,7 +138,10 @@ def test_missing_agent_is_a_condition_and_resolves_when_it_appears(
     assert (ready["status"], ready["reason"]) == ("False", "AgentNotFound")
     assert ready["message"] == f'Agent "later" not found in namespace "{namespace}"'
     assert cluster.get("Session", namespace, "early")["status"]["phase"] == "Pending"
-    assert "Unresolved" in {e["reason"] for e in cluster.list("Event", namespace)}
+    cluster.wait(
+        "Unresolved event",
+        lambda: "Unresolved" in {e["reason"] for e in cluster.list("Event", namespace)},
+    )
     cluster.create("Agent", namespace, "later", agent_spec())
     cluster.wait(
         "accepted",
