@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -112,7 +111,3 @@ async def call_with_retries(
                 return None
             await asyncio.sleep(policy.delay(attempt, failure.retry_after))
     return None
-
-
-def elapsed_ms(start: float) -> float:
-    return (time.monotonic() - start) * 1000

@@ -88,20 +88,6 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await paddock.rt.close()
 
 
-async def _apply_status(rt: Runtime, resource: dict[str, Any], status: dict[str, Any]) -> None:
-    meta = resource["metadata"]
-    await rt.kube.apply(
-        {
-            "apiVersion": resource["apiVersion"],
-            "kind": resource["kind"],
-            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
-            "status": status,
-        },
-        manager=STATUS_MANAGER,
-        subresource="status",
-    )
-
-
 # --- Agents --------------------------------------------------------------------------
 
 
@@ -165,7 +151,7 @@ async def _report_agent(rt: Runtime, agent: dict[str, Any], status: dict[str, An
         await events.post(
             rt.kube, agent, new["reason"], new["message"], warning=new["status"] != "True"
         )
-    await _apply_status(rt, agent, status)
+    await rt.kube.apply_status(agent, status, STATUS_MANAGER)
 
 
 # --- Environments --------------------------------------------------------------------

@@ -136,6 +136,23 @@ class KubeClient:
             params={"fieldManager": manager, "force": "true"},
         )
 
+    async def apply_status(
+        self, resource: dict[str, Any], status: dict[str, Any], manager: str
+    ) -> dict[str, Any]:
+        """Server-side apply of ``status`` to the status subresource of ``resource``: the
+        fields (and, in map lists, the items) ``manager`` sets are its own, others' stay."""
+        meta = resource["metadata"]
+        return await self.apply(
+            {
+                "apiVersion": resource["apiVersion"],
+                "kind": resource["kind"],
+                "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                "status": status,
+            },
+            manager=manager,
+            subresource="status",
+        )
+
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         return await self._call(

@@ -76,17 +76,7 @@ class Sandboxes:
         async with lock:
             self._pool_waiting.discard(key)
             status = await self._reconcile_pool(environment)
-        meta = environment["metadata"]
-        await self.kube.apply(
-            {
-                "apiVersion": environment["apiVersion"],
-                "kind": "Environment",
-                "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
-                "status": status,
-            },
-            manager="paddock",
-            subresource="status",
-        )
+        await self.kube.apply_status(environment, status, "paddock")
 
     async def _reconcile_pool(self, environment: dict[str, Any]) -> dict[str, Any]:
         environment = self._effective(environment)

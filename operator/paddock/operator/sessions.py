@@ -18,7 +18,6 @@ from paddock.models import Session
 from paddock.operator import events
 from paddock.operator import labels as L
 from paddock.operator.identity import ensure_id
-from paddock.operator.kube import KubeClient
 from paddock.operator.runtime import Runtime
 from paddock.operator.sandboxes import Sandboxes
 from paddock.operator.status import condition, pod_dead, pod_ready
@@ -30,22 +29,6 @@ SANDBOX_MANAGER = "paddock-sandbox"
 
 class Unresolved(Exception):
     """A reference does not resolve (yet): the status says so and the handler retries."""
-
-
-async def apply_status(
-    kube: KubeClient, session: dict[str, Any], status: dict[str, Any], manager: str
-) -> None:
-    meta = session["metadata"]
-    await kube.apply(
-        {
-            "apiVersion": "paddock.dev/v1alpha1",
-            "kind": "Session",
-            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
-            "status": status,
-        },
-        manager=manager,
-        subresource="status",
-    )
 
 
 def _ready(session: dict[str, Any], ok: bool, reason: str, message: str) -> dict[str, Any]:
@@ -82,7 +65,7 @@ async def _unresolved(
         "phase": "Pending",
         "conditions": [_ready(session, False, reason, message)],
     }
-    await apply_status(rt.kube, session, status, SESSION_MANAGER)
+    await rt.kube.apply_status(session, status, SESSION_MANAGER)
     raise Unresolved(message)
 
 
@@ -117,8 +100,7 @@ async def accept(
     # The sandbox first: a worker may already be waiting for it; statuses can follow.
     if environment is not None:
         await bind(rt, sandboxes, session, sid, environment)
-    await apply_status(
-        kube,
+    await kube.apply_status(
         session,
         {
             "sessionId": sid,
@@ -128,8 +110,7 @@ async def accept(
         SESSION_MANAGER,
     )
     if environment is None:
-        await apply_status(
-            kube,
+        await kube.apply_status(
             session,
             {
                 "conditions": [
@@ -186,7 +167,7 @@ async def report_binding(rt: Runtime, session: dict[str, Any], sid: str) -> None
                 )
             ],
         }
-    await apply_status(rt.kube, session, status, SANDBOX_MANAGER)
+    await rt.kube.apply_status(session, status, SANDBOX_MANAGER)
 
 
 async def bound_pod_changed(

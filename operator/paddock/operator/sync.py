@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
@@ -27,8 +28,8 @@ from paddock.operator import events, metrics
 from paddock.operator.kube import ApiError
 from paddock.operator.runtime import Runtime
 from paddock.operator.sandboxes import Sandboxes
-from paddock.operator.sessions import apply_status, bind
-from paddock.operator.status import session_log_status
+from paddock.operator.sessions import bind
+from paddock.operator.status import condition, session_log_status
 
 log = logging.getLogger(__name__)
 SYNC_MANAGER = "paddock-sync"
@@ -154,7 +155,7 @@ class StatusSync:
     ) -> None:
         async with self._patches:
             try:
-                await apply_status(self.rt.kube, tracked.resource, status, SYNC_MANAGER)
+                await self.rt.kube.apply_status(tracked.resource, status, SYNC_MANAGER)
             except ApiError as exc:
                 log.warning(
                     "status of %s not synced: %s", tracked.resource["metadata"]["name"], exc
@@ -195,18 +196,19 @@ class StatusSync:
         if await self.rt.state.sandbox(session_id) is None:
             return
         await self.sandboxes.release(tracked.resource["metadata"]["namespace"], session_id)
-        await apply_status(
-            self.rt.kube,
+        await self.rt.kube.apply_status(
             tracked.resource,
             {
                 "conditions": [
-                    {
-                        "type": "SandboxBound",
-                        "status": "False",
-                        "reason": "IdleReclaimed",
-                        "message": "idle past the Environment's idleTimeout: the next tool call gets a fresh sandbox",
-                        "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    }
+                    condition(
+                        "SandboxBound",
+                        False,
+                        "IdleReclaimed",
+                        "idle past the Environment's idleTimeout: the next tool call gets a fresh sandbox",
+                        generation=None,
+                        previous=None,
+                        now=datetime.now(UTC),
+                    )
                 ]
             },
             "paddock-sandbox",
