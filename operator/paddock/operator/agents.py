@@ -7,9 +7,9 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
+from paddock.kube import KubeClient
 from paddock.models import Agent
 from paddock.operator import render
-from paddock.operator.kube import KubeClient
 from paddock.operator.runtime import Runtime
 from paddock.operator.status import agent_status
 

@@ -7,7 +7,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from paddock.operator.kube import ApiError, KubeClient
+from paddock.kube import ApiError, KubeClient
 
 log = logging.getLogger(__name__)
 

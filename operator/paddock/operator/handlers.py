@@ -17,11 +17,11 @@ from typing import Any
 import kopf
 from redis.asyncio import Redis
 
+from paddock.kube import KubeClient
 from paddock.models.common import parse_duration
 from paddock.operator import agents, events, metrics, render, sessions
 from paddock.operator import labels as L
 from paddock.operator.identity import ensure_id
-from paddock.operator.kube import KubeClient
 from paddock.operator.runtime import OperatorSettings, Runtime
 from paddock.operator.sandboxes import Sandboxes
 from paddock.operator.sync import SandboxRequests, StatusSync, Tracked

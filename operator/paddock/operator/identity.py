@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from paddock.eventlog.ids import new_id
+from paddock.kube import KubeClient
 from paddock.operator import labels as L
-from paddock.operator.kube import KubeClient
 
 ID_LABELS = {
     "Agent": (L.AGENT_ID, "agent_"),

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from paddock.eventlog import EventLog
 from paddock.eventlog.sessionstate import SessionState
-from paddock.operator.kube import KubeClient
+from paddock.kube import KubeClient
 from paddock.operator.render import RenderSettings
 
 

@@ -19,10 +19,10 @@ from typing import Any
 
 from paddock.eventlog import SessionNotFound
 from paddock.eventlog.sessionstate import SandboxBinding
+from paddock.kube import JSON_PATCH, Conflict, NotFound
 from paddock.models.environment import EnvironmentSpec
 from paddock.operator import labels as L
 from paddock.operator import metrics, render
-from paddock.operator.kube import JSON_PATCH, Conflict, NotFound
 from paddock.operator.runtime import Runtime
 from paddock.operator.status import environment_status, pod_dead, pod_ready
 

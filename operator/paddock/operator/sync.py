@@ -24,8 +24,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from paddock.eventlog.sessionstate import SANDBOX_REQUESTS
 from paddock.eventlog.storage import stream_entries
+from paddock.kube import ApiError
 from paddock.operator import events, metrics
-from paddock.operator.kube import ApiError
 from paddock.operator.runtime import Runtime
 from paddock.operator.sandboxes import Sandboxes
 from paddock.operator.sessions import bind

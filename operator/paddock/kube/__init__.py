@@ -1,0 +1,23 @@
+"""A small async Kubernetes API client shared by the operator and the local pod runner."""
+
+from paddock.kube.client import (
+    APPLY,
+    JSON_PATCH,
+    MERGE,
+    ApiError,
+    Conflict,
+    KubeClient,
+    NotFound,
+    path,
+)
+
+__all__ = [
+    "APPLY",
+    "JSON_PATCH",
+    "MERGE",
+    "ApiError",
+    "Conflict",
+    "KubeClient",
+    "NotFound",
+    "path",
+]
