@@ -58,7 +58,7 @@ from paddock.eventlog.events import (
 )
 from paddock.eventlog.ids import new_session_id
 from paddock.eventlog.lease import Heartbeat, Lease
-from paddock.eventlog.log import EventLog, EventPage
+from paddock.eventlog.log import EventLog, EventPage, connect
 from paddock.eventlog.snapshot import SessionSnapshot, Usage
 from paddock.eventlog.tail import Tail
 from paddock.eventlog.workqueue import Claim, WorkQueue
@@ -123,6 +123,7 @@ __all__ = [
     "UserToolConfirmationEvent",
     "UserToolResultEvent",
     "WorkQueue",
+    "connect",
     "new_session_id",
     "parse_event",
 ]

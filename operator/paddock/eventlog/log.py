@@ -45,6 +45,19 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode()
 
 
+SOCKET_TIMEOUT_S = 30.0
+"""Longer than any blocking read (tails and work claims block 5 s at most by default)."""
+
+
+def connect(url: str) -> Redis:
+    """A client for the event log. redis-py's default read timeout (5 s) is as long as a
+    blocking read, so an idle tail would fail now and then; this one waits longer, and
+    pings an idle pooled connection before reusing it."""
+    return Redis.from_url(
+        url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=5, health_check_interval=15
+    )
+
+
 class EventLog:
     """Sessions' event logs in Redis (``redis.asyncio``).
 

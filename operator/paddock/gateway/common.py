@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 
-from paddock.eventlog import EventLog
+from paddock.eventlog import EventLog, connect
 from paddock.eventlog.sessionstate import SessionState
 from paddock.gateway.auth import ApiKeys
 from paddock.gateway.config import GatewayConfig
@@ -51,7 +51,7 @@ class Gateway:
     @classmethod
     def connect(cls, config: GatewayConfig) -> Gateway:
         kube = Kube.from_kubeconfig(config.kubeconfig)
-        redis = Redis.from_url(config.redis_url)
+        redis = connect(config.redis_url)
         return cls(
             config=config,
             kube=kube,

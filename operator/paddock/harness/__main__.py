@@ -24,8 +24,8 @@ from pathlib import Path
 
 import yaml
 from prometheus_client import start_http_server
-from redis.asyncio import Redis
 
+from paddock.eventlog import connect
 from paddock.harness.worker import Worker, WorkerSettings
 from paddock.models.agent import Agent
 
@@ -48,7 +48,7 @@ async def serve(settings: WorkerSettings, redis_url: str) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    redis = Redis.from_url(redis_url)
+    redis = connect(redis_url)
     try:
         await Worker(settings, redis).run(stop)
     finally:

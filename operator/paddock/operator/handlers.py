@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
-from redis.asyncio import Redis
 
+from paddock.eventlog import connect
 from paddock.kube import KubeClient
 from paddock.models.common import parse_duration
 from paddock.operator import agents, events, metrics, render, sessions
@@ -69,7 +69,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     settings.posting.level = logging.WARNING
     config = OperatorSettings.from_env(dict(os.environ))
-    rt = Runtime(config, KubeClient.from_environment(), Redis.from_url(config.redis_url))
+    rt = Runtime(config, KubeClient.from_environment(), connect(config.redis_url))
     sandboxes = Sandboxes(rt)
     sync = StatusSync(rt, sandboxes)
     tasks = [
