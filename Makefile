@@ -1,7 +1,7 @@
 .PHONY: demo test crds lint
 # Bring up the local stack and run a demo session.
 demo:
-	bash hack/demo.sh
+	bash hack/demo.sh $(ARGS)
 # Install everything the suite needs, then lint and run every test.
 test:
 	bash hack/test.sh

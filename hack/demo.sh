@@ -1,5 +1,10 @@
 #!/usr/bin/env bash
-# The local stack and a demo session arrive with issue 8 (local pod runner, operator,
-# gateway, CLI). Until then this says so instead of pretending.
-echo "make demo: the local stack is not built yet (see issue 8); 'make test' works today." >&2
-exit 1
+# `make demo`: install what is missing, bring up the whole stack on this machine (control
+# plane, Redis, local pod runner, operator, gateway, and the scripted model unless
+# ANTHROPIC_API_KEY is set and the API answers), apply examples/hello-agent.yaml and a
+# Session, and follow the session with the CLI until it finishes. Needs root (the local pod
+# runner makes network namespaces). `--keep` leaves the stack running afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash hack/setup.sh
+exec .venv/bin/python -m paddock.testing.stack demo "$@"

@@ -119,10 +119,17 @@ async def test_run_stops_for_approval_when_not_interactive(stack: Stack, sandbox
     assert "■ requires_action" in result.out
     assert not (sandbox.workdir / "approved.txt").exists()
 
+    # --until-idle ends at once on a session that waits, with the exit code of `run`.
+    waiting = await asyncio.wait_for(paddock(stack, "logs", session, "-f", "--until-idle"), 30)
+    assert waiting.code == 3, waiting.out + waiting.err
     follow = asyncio.create_task(paddock(stack, "logs", session, "-f"))
     approved = await paddock(stack, "approve", session)
     assert approved.code == 0, approved.err
     assert approved.out.startswith("allowed sevt_")
+    # Once the user answered, it waits for the turn to end.
+    until_idle = await asyncio.wait_for(paddock(stack, "logs", session, "-f", "--until-idle"), 30)
+    assert until_idle.code == 0, until_idle.out + until_idle.err
+    assert "Done after approval." in until_idle.out
     for _ in range(100):
         logs = await paddock(stack, "logs", session)
         if "— idle: end_turn" in logs.out:

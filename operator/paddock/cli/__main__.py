@@ -45,6 +45,11 @@ def parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", parents=[common], help="print a session's events")
     logs.add_argument("session")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    logs.add_argument(
+        "--until-idle",
+        action="store_true",
+        help="with -f: stop when the session waits for the user (exit code by stop reason)",
+    )
     send = sub.add_parser("send", parents=[common], help="send a message to a session")
     send.add_argument("session")
     send.add_argument("text")
@@ -67,7 +72,7 @@ def dispatch(args: argparse.Namespace, client: anthropic.Anthropic, term: Termin
         case "run":
             return commands.run(client, term, args.agent, args.task, args.environment)
         case "logs":
-            return commands.logs(client, term, args.session, args.follow)
+            return commands.logs(client, term, args.session, args.follow, args.until_idle)
         case "send":
             return commands.send(client, term, args.session, args.text)
         case "approve" | "deny":

@@ -123,29 +123,50 @@ def _answer(
     return True
 
 
-def logs(client: Anthropic, term: Terminal, session: str, follow: bool) -> int:
+def logs(client: Anthropic, term: Terminal, session: str, follow: bool, until_idle: bool) -> int:
     """Print the session's events; with ``follow``, go on with new ones until the session
-    is terminated or deleted."""
+    is terminated or deleted, or with ``until_idle`` until it waits for the user (exit code
+    by stop reason, as `run`)."""
     renderer = Renderer(term)
     if not follow:
         for item in client.beta.sessions.events.list(session):
             _show_logged(term, renderer, item.to_dict())
         return EXIT_OK
+    idle: dict[str, Any] | None = None  # the idle event, unless the user spoke after it
+
+    def done(event: dict[str, Any]) -> int | None:
+        nonlocal idle
+        kind = event["type"]
+        if kind == "session.status_idle":
+            idle = event
+        elif kind.startswith("user.") or kind == "session.status_running":
+            idle = None
+        if kind in _LAST_EVENTS:
+            return EXIT_TERMINATED
+        return None
+
     # Stream first, then history: an event appended in between is in one or both.
     with client.beta.sessions.events.stream(session) as stream:
         seen: set[str] = set()
+        code = None
         for item in client.beta.sessions.events.list(session):
             event = item.to_dict()
             seen.add(event["id"])
             _show_logged(term, renderer, event)
+            code = done(event)
+        if code is None and until_idle and idle is not None:
+            return STOP_REASON_EXIT.get(idle["stop_reason"]["type"], EXIT_ERROR)
         try:
             for item in stream:
                 event = item.to_dict()
                 if event["id"] in seen:
                     continue
                 _show_logged(term, renderer, event)
-                if event["type"] in _LAST_EVENTS:
-                    return EXIT_TERMINATED
+                code = done(event)
+                if code is not None:
+                    return code
+                if until_idle and idle is not None:
+                    return STOP_REASON_EXIT.get(idle["stop_reason"]["type"], EXIT_ERROR)
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
     return EXIT_OK

@@ -11,7 +11,8 @@ import asyncio
 import json
 import os
 import ssl
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -24,6 +25,7 @@ MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
+MAX_CONNECTIONS = 64
 # apiVersion, kind -> plural: the kinds the operator touches.
 PLURALS = {
     ("v1", "Pod"): "pods",
@@ -77,6 +79,12 @@ def path(
 @dataclass
 class KubeClient:
     http: httpx.AsyncClient
+    # Requests beyond the connection pool wait here, not in httpcore's pool, whose
+    # bookkeeping costs grow with (waiting requests x connections): with hundreds of
+    # concurrent handlers it took most of the operator's CPU.
+    _slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(MAX_CONNECTIONS), repr=False, compare=False
+    )
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
@@ -97,7 +105,10 @@ class KubeClient:
         )
         if token:
             headers["Authorization"] = token if token.startswith("Bearer ") else f"Bearer {token}"
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+        # Every connection stays open: a new one costs a TLS handshake.
+        limits = httpx.Limits(
+            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS
+        )
         http = httpx.AsyncClient(
             base_url=configuration.host, verify=context, headers=headers, timeout=30, limits=limits
         )
@@ -110,7 +121,8 @@ class KubeClient:
         # The apiserver sheds load (and answers while its storage starts) with 429: wait
         # as it says, a few times, before giving the error to the handler's own retry.
         for _ in range(5):
-            response = await self.http.request(method, url, **kwargs)
+            async with self._slots:
+                response = await self.http.request(method, url, **kwargs)
             if response.status_code != 429:
                 break
             await asyncio.sleep(min(float(response.headers.get("Retry-After", "1") or 1), 5))
@@ -228,3 +240,62 @@ class KubeClient:
         except NotFound:
             return False
         return True
+
+    async def watch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        labels: dict[str, str] | None = None,
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Every object as ("ADDED", obj), then changes as they happen, forever: a list, then
+        watches from the last resourceVersion seen. When history expired (410) it lists
+        again; objects gone meanwhile come as "DELETED", the others as "ADDED" again."""
+        url = path(api_version, kind, namespace)
+        selector = ",".join(f"{k}={v}" for k, v in (labels or {}).items())
+        known: dict[str, dict[str, Any]] = {}
+        while True:
+            listed = await self._call("GET", url, params={"labelSelector": selector})
+            current = {item["metadata"]["uid"]: item for item in listed.get("items") or []}
+            for uid, obj in known.items():
+                if uid not in current:
+                    yield "DELETED", obj
+            for obj in current.values():
+                obj.setdefault("apiVersion", api_version)
+                obj.setdefault("kind", kind)
+                yield "ADDED", obj
+            known = current
+            version = listed["metadata"]["resourceVersion"]
+            while version:
+                params = {
+                    "labelSelector": selector,
+                    "watch": "1",
+                    "resourceVersion": version,
+                    "allowWatchBookmarks": "true",
+                    "timeoutSeconds": "300",
+                }
+                try:
+                    async with self.http.stream("GET", url, params=params, timeout=None) as reply:
+                        if reply.status_code >= 400:
+                            version = ""  # list again, after a breath
+                            await asyncio.sleep(1)
+                            continue
+                        async for line in reply.aiter_lines():
+                            if not line:
+                                continue
+                            event = json.loads(line)
+                            what, obj = event["type"], event["object"]
+                            if what == "ERROR":  # 410 Gone: the history expired
+                                version = ""
+                                break
+                            version = obj["metadata"]["resourceVersion"]
+                            if what == "BOOKMARK":
+                                continue
+                            if what == "DELETED":
+                                known.pop(obj["metadata"]["uid"], None)
+                            else:
+                                known[obj["metadata"]["uid"]] = obj
+                            yield what, obj
+                except (httpx.TransportError, httpx.StreamError):
+                    await asyncio.sleep(1)

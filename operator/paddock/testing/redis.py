@@ -20,12 +20,16 @@ class RedisServer:
     even a SIGKILL of the server, which is what the event log promises its callers.
     """
 
-    def __init__(self, *, appendfsync: str = "always", binary: str | None = None) -> None:
+    def __init__(
+        self, *, appendfsync: str = "always", binary: str | None = None, bind: str = "127.0.0.1"
+    ) -> None:
         found = binary or shutil.which("redis-server")
         if not found:
             raise RuntimeError("redis-server not found: run `bash hack/setup.sh` to install it")
         self.binary = found
         self.appendfsync = appendfsync
+        self.bind = bind
+        """Addresses to listen on, space-separated; 127.0.0.1 comes first."""
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="paddock-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
@@ -40,7 +44,7 @@ class RedisServer:
             "--port",
             str(self.port),
             "--bind",
-            "127.0.0.1",
+            *self.bind.split(),
             "--dir",
             str(self.dir),
             "--appendonly",
@@ -49,8 +53,10 @@ class RedisServer:
             self.appendfsync,
             "--save",
             "",
+            # Protected mode refuses every address but loopback; another address given
+            # here is a host-only one (the local pod network's bridge).
             "--protected-mode",
-            "yes",
+            "yes" if self.bind == "127.0.0.1" else "no",
             "--daemonize",
             "no",
             "--logfile",

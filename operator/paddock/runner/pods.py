@@ -1,0 +1,338 @@
+"""One pod run as local processes: its network namespace, volumes, containers, readiness
+probes, restarts, and the status it reports to the apiserver."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from paddock.kube import KubeClient, NotFound
+from paddock.runner import spec
+from paddock.runner.network import PodNetwork
+
+log = logging.getLogger(__name__)
+
+SUPERVISE_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 30.0
+DEFAULT_GRACE_SECONDS = 10.0
+"""Grace for a pod that names none (Kubernetes' default is 30 s; a dev loop wants less)."""
+
+
+@dataclass
+class Container:
+    name: str
+    definition: dict[str, Any]
+    process: asyncio.subprocess.Process | None = None
+    state: str = "waiting"
+    reason: str = "ContainerCreating"
+    since: datetime = field(default_factory=lambda: datetime.now(UTC))
+    exit_code: int = 0
+    restarts: int = 0
+    ready: bool = False
+    restart_at: float = 0.0
+
+    def seen(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "reason": self.reason,
+            "since": self.since,
+            "exit_code": self.exit_code,
+            "restarts": self.restarts,
+            "ready": self.ready,
+        }
+
+
+class LocalPod:
+    def __init__(
+        self, pod: dict[str, Any], kube: KubeClient, network: PodNetwork, state_dir: Path
+    ) -> None:
+        self.pod = pod
+        self.kube = kube
+        self.network = network
+        meta = pod["metadata"]
+        self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
+        self.dir = state_dir / "pods" / f"{self.namespace}_{self.name}_{self.uid[:8]}"
+        self.netns = ""
+        self.ip = ""
+        self.started = datetime.now(UTC)
+        self.containers = [Container(c["name"], c) for c in pod["spec"]["containers"]]
+        self.phase = "Pending"
+        self.message = ""
+        self._reported = ""
+        self._announced_ready = False
+        self._task: asyncio.Task[None] | None = None
+        self.on_change: Any = None  # called when readiness or the address changes
+
+    @property
+    def ready(self) -> bool:
+        return self.phase == "Running" and all(c.ready for c in self.containers)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"pod {self.namespace}/{self.name}")
+
+    async def _run(self) -> None:
+        try:
+            self.netns, self.ip = await asyncio.to_thread(
+                self.network.add, self.uid.replace("-", "")[:16]
+            )
+            specs = await self._prepare()
+            for container, container_spec in zip(self.containers, specs, strict=True):
+                await self._spawn(container, container_spec)
+            self.phase = "Running"
+            await self._report()
+            await self._supervise(specs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a pod that cannot run is reported, never crashes the runner
+            log.exception("pod %s/%s failed", self.namespace, self.name)
+            self.phase, self.message = "Failed", str(exc)
+            await self._report()
+
+    async def _prepare(self) -> list[Path]:
+        """Wait for the ConfigMaps and Secrets the pod needs (as a kubelet does, reporting
+        why), then write its volumes and one start-up spec per container."""
+        while True:
+            try:
+                configmaps, secrets = await self._sources()
+                env = [
+                    spec.container_env(
+                        self.pod,
+                        c.definition,
+                        pod_ip=self.ip,
+                        configmaps=configmaps,
+                        secrets={
+                            name: {k: v.decode() for k, v in data.items()}
+                            for name, data in secrets.items()
+                        },
+                    )
+                    for c in self.containers
+                ]
+                volumes = spec.volumes(
+                    self.pod, pod_ip=self.ip, configmaps=configmaps, secrets=secrets
+                )
+                break
+            except spec.MissingSource as exc:
+                for container in self.containers:
+                    container.reason = "CreateContainerConfigError"
+                self.message = str(exc)
+                await self._report()
+                await asyncio.sleep(2)
+        self.message = ""
+        return await asyncio.to_thread(self._write, volumes, env)
+
+    async def _sources(self) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, bytes]]]:
+        names: dict[str, set[str]] = {"ConfigMap": set(), "Secret": set()}
+        for volume in self.pod["spec"].get("volumes") or []:
+            if "configMap" in volume:
+                names["ConfigMap"].add(volume["configMap"]["name"])
+            if "secret" in volume:
+                names["Secret"].add(volume["secret"]["secretName"])
+        for container in self.pod["spec"]["containers"]:
+            for var in container.get("env") or []:
+                source = var.get("valueFrom") or {}
+                if "configMapKeyRef" in source:
+                    names["ConfigMap"].add(source["configMapKeyRef"]["name"])
+                if "secretKeyRef" in source:
+                    names["Secret"].add(source["secretKeyRef"]["name"])
+        configmaps: dict[str, dict[str, str]] = {}
+        secrets: dict[str, dict[str, bytes]] = {}
+        for name in names["ConfigMap"]:
+            found = await self.kube.find("v1", "ConfigMap", self.namespace, name)
+            if found is not None:
+                configmaps[name] = found.get("data") or {}
+        for name in names["Secret"]:
+            found = await self.kube.find("v1", "Secret", self.namespace, name)
+            if found is not None:
+                secrets[name] = {
+                    k: base64.b64decode(v) for k, v in (found.get("data") or {}).items()
+                }
+        return configmaps, secrets
+
+    def _write(self, volumes: list[spec.VolumeFiles], envs: list[dict[str, str]]) -> list[Path]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o711)
+        paths = {}
+        for volume in volumes:
+            root = self.dir / "volumes" / volume.name
+            root.mkdir(parents=True, exist_ok=True)
+            for relative, (content, mode) in volume.files.items():
+                target = root / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+                os.chown(target, volume.uid, volume.gid)
+                target.chmod(mode)
+            os.chown(root, volume.uid, volume.gid)
+            root.chmod(volume.dir_mode)
+            paths[volume.name] = root
+        (self.dir / "volumes").chmod(0o711)
+        python_root = str(Path(sys.base_prefix).resolve())
+        specs = []
+        for container, env in zip(self.containers, envs, strict=True):
+            uid, gid = spec.container_uid(self.pod, container.definition)
+            home = self.dir / "home" / container.name
+            home.mkdir(parents=True, exist_ok=True)
+            os.chown(home, uid, gid)
+            env.setdefault("HOME", str(home))
+            (self.dir / "home").chmod(0o711)
+            container_spec = {
+                "argv": spec.container_argv(container.definition, env, sys.executable),
+                "env": env,
+                "uid": uid,
+                "gid": gid,
+                "groups": spec.supplementary_groups(self.pod),
+                "workdir": container.definition.get("workingDir") or "/",
+                "python_root": python_root,
+                "mounts": [
+                    {
+                        "source": str(paths[m["name"]]),
+                        "target": m["mountPath"],
+                        "read_only": bool(m.get("readOnly")),
+                    }
+                    for m in container.definition.get("volumeMounts") or []
+                ],
+            }
+            path = self.dir / f"{container.name}.json"
+            path.write_text(json.dumps(container_spec))
+            path.chmod(0o600)
+            specs.append(path)
+        return specs
+
+    async def _spawn(self, container: Container, container_spec: Path) -> None:
+        log_path = self.dir / f"{container.name}.log"
+        with log_path.open("ab") as out:
+            container.process = await asyncio.create_subprocess_exec(
+                "ip", "netns", "exec", self.netns,
+                sys.executable, "-m", "paddock.runner.container", str(container_spec),
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        container.state, container.since, container.ready = "running", datetime.now(UTC), False
+        log.info(
+            "%s/%s: started %s (pid %d)",
+            self.namespace,
+            self.name,
+            container.name,
+            container.process.pid,
+        )
+
+    async def _supervise(self, specs: list[Path]) -> None:
+        restart_policy = self.pod["spec"].get("restartPolicy", "Always")
+        loop = asyncio.get_running_loop()
+        while True:
+            for container, container_spec in zip(self.containers, specs, strict=True):
+                process = container.process
+                if container.state == "running" and process and process.returncode is not None:
+                    container.state, container.since = "terminated", datetime.now(UTC)
+                    container.exit_code, container.ready = process.returncode, False
+                    log.info(
+                        "%s/%s: %s exited with %d",
+                        self.namespace,
+                        self.name,
+                        container.name,
+                        process.returncode,
+                    )
+                    if restart_policy == "Always" or (
+                        restart_policy == "OnFailure" and process.returncode
+                    ):
+                        backoff = min(2.0**container.restarts, MAX_BACKOFF_SECONDS)
+                        container.restart_at = loop.time() + backoff
+                if (
+                    container.state == "terminated"
+                    and container.restart_at
+                    and loop.time() >= container.restart_at
+                ):
+                    container.restarts += 1
+                    container.restart_at = 0.0
+                    await self._spawn(container, container_spec)
+                if container.state == "running" and not container.ready:
+                    container.ready = await self._probe(container)
+            if all(c.state == "terminated" and not c.restart_at for c in self.containers):
+                self.phase = (
+                    "Succeeded" if all(c.exit_code == 0 for c in self.containers) else "Failed"
+                )
+                await self._report()
+                return
+            await self._report()
+            await asyncio.sleep(SUPERVISE_SECONDS)
+
+    async def _probe(self, container: Container) -> bool:
+        probe = spec.probe_of(container.definition)
+        if probe is None:
+            return True
+        kind, port, path = probe
+        try:
+            if kind == "tcpSocket":
+                await asyncio.to_thread(socket.create_connection((self.ip, port), timeout=1).close)
+                return True
+            async with httpx.AsyncClient(timeout=1) as client:
+                return (await client.get(f"http://{self.ip}:{port}{path}")).status_code < 400
+        except (OSError, httpx.HTTPError):
+            return False
+
+    async def _report(self) -> None:
+        """Patch the pod's status when what it says changed."""
+        status = spec.pod_status(
+            self.pod,
+            pod_ip=self.ip,
+            started=self.started,
+            containers={c.name: c.seen() for c in self.containers},
+            phase=self.phase,
+            message=self.message,
+        )
+        summary = json.dumps(
+            [self.phase, self.ip, self.message, [c.seen() for c in self.containers]], default=str
+        )
+        if summary == self._reported:
+            return
+        try:
+            await self.kube.patch(
+                "v1", "Pod", self.namespace, self.name, {"status": status}, subresource="status"
+            )
+        except NotFound:
+            return
+        self._reported = summary
+        if self.on_change is not None and self._announced_ready != self.ready:
+            self._announced_ready = self.ready
+            self.on_change()
+
+    async def stop(self) -> None:
+        """Stop the containers (SIGTERM, then SIGKILL after the grace period) and remove the
+        namespace, whatever still runs in it, and the pod's files."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        grace = self.pod["spec"].get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
+        running = [c.process for c in self.containers if c.process and c.process.returncode is None]
+        for process in running:
+            _signal_group(process.pid, signal.SIGTERM)
+        if running:
+            _, pending = await asyncio.wait(
+                [asyncio.create_task(p.wait()) for p in running], timeout=grace
+            )
+            for process in running:
+                _signal_group(process.pid, signal.SIGKILL)
+            for task in pending:
+                await task
+        if self.netns:
+            await asyncio.to_thread(self.network.remove, self.netns, self.ip)
+        await asyncio.to_thread(shutil.rmtree, self.dir, True)
+        log.info("%s/%s: stopped", self.namespace, self.name)
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signum)
