@@ -8,6 +8,8 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
+from paddock.eventlog import new_session_id
+from paddock.eventlog.sessionstate import SANDBOX_REQUESTS
 from paddock.testing.fakemodel import Reply, Text, ToolUse, turns
 from paddock.testing.proxy import ProxyProcess, Secrets
 from paddock.testing.sandbox import launch
@@ -86,3 +88,41 @@ async def test_metrics_count_model_calls_tokens_and_tools(make_harness) -> None:
     assert metric("paddock_harness_tool_call_seconds_count", tool="bash") - before["tool"] == 1
     assert metric("paddock_harness_tokens_total", kind="output") - before["output"] == 10
     assert metric("paddock_harness_turns_total", stop_reason="end_turn") - before["turns"] == 1
+
+
+async def test_a_sandbox_that_cannot_be_bound_is_replaced_and_the_model_told(
+    make_harness, tmp_path: Path
+) -> None:
+    """A sandbox bound to another session refuses this one: the call ends as a tool error,
+    a replacement is requested, and the turn goes on (it does not fail and retry forever)."""
+    script = turns(
+        Reply([ToolUse("bash", {"command": "echo hi"})]),
+        lambda r: Reply([Text("Seen: " + r.tool_result_text())]),
+    )
+    harness = make_harness(script, workers=0)
+    secrets = Secrets(tmp_path / "secrets")
+    proxy = ProxyProcess(
+        tmp_path, secrets, upstream=harness.model.url, environments={"default": {"mode": "none"}}
+    ).start()
+    sandbox = launch(tmp_path / "sandbox")
+    egress = f"http://127.0.0.1:{proxy.egress_port}"
+    try:
+        other = new_session_id()
+        async with sandbox.client() as client:
+            await client.bind(other, egress, proxy.mint(other, "default"))
+        harness.start_worker(
+            model_base_url=proxy.api_url, proxy_admin_url=proxy.admin_url, proxy_egress_url=egress
+        )
+        session = await harness.start_session("run it", bind=False)
+        binding = await harness.bind(session, sandbox)
+        events = await harness.wait_idle(session)
+        requests = await harness.redis.xrange(SANDBOX_REQUESTS)
+    finally:
+        sandbox.stop()
+        proxy.stop()
+    (result,) = [e for e in events if e["type"] == "agent.tool_result"]
+    assert result["is_error"] is True
+    assert "cannot serve this session" in result["content"][0]["text"]
+    assert events[-1]["stop_reason"] == {"type": "end_turn"}
+    assert len(harness.model.requests) == 2
+    assert any(binding.pod.encode() in b"".join(f.values()) for _, f in requests)

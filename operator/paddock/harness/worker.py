@@ -596,9 +596,11 @@ class SessionRun:
             ), True
         # A retry in the same sandbox is safe: the sandbox runs each call id at most once.
         await self.w.state.mark_started(self.session_id, call.id, binding.pod)
-        client = await self.client(binding)
         timeout = parse_duration(self.w.spec.limits.tool_timeout)
         try:
+            # Binding fails like a call does (a sandbox bound elsewhere, or broken): the
+            # sandbox is replaced and the model told, instead of the turn failing and retrying.
+            client = await self.client(binding)
             result = await self.interruptible(
                 client.call(call.name, call.input, call_id=call.id, timeout=timeout)
             )
