@@ -20,7 +20,7 @@ import redis
 import yaml
 
 from paddock.testing.controlplane import REPO_ROOT
-from paddock.testing.fakemodel import DEMO_PROGRAM
+from paddock.testing.fakemodel import DEMO_PROGRAM, FakeModelServer, demo_script
 from paddock.testing.ports import wait_until
 from paddock.testing.stack import LocalStack
 
@@ -169,3 +169,26 @@ def test_deleting_the_agent_and_environment_removes_their_pods(stack: LocalStack
     _wait(stack, "every pod and Deployment to go", lambda: not _pods(stack) and not stack.get(
         "apps/v1", "Deployment", "default"
     ))  # fmt: skip
+
+
+def test_with_an_api_key_the_model_is_reached_through_the_proxy_and_relay(tmp_path: Path) -> None:
+    """With ANTHROPIC_API_KEY, the pods reach the upstream API through a relay on the host
+    (the pod network has no NAT), and the key the upstream sees is the one the proxy
+    sidecar read from the Secret. The scripted model stands in for the upstream here."""
+    key = "sk-ant-e2e-" + os.urandom(8).hex()
+    with (
+        FakeModelServer(demo_script) as upstream,
+        LocalStack(
+            bridge="paddock-e2e2", pod_cidr="10.246.0.0/16", anthropic_api_key=key,
+            anthropic_url=upstream.url,
+        ) as stack,
+    ):  # fmt: skip
+        stack.apply_file(EXAMPLES / "hello-agent.yaml")
+        stack.apply(_session("keyed", "How many primes are below 100?"))
+
+        def finished() -> bool:
+            status = stack.get(PADDOCK, "Session", "default", "keyed").get("status") or {}
+            return status.get("stopReason") == "end_turn"
+
+        _wait(stack, "the session's end_turn", finished)
+    assert {r.headers["x-api-key"] for r in upstream.requests} == {key}

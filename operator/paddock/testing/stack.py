@@ -29,6 +29,7 @@ from paddock.testing.controlplane import REPO_ROOT, ControlPlane
 from paddock.testing.fakemodel import FakeModelServer, demo_script
 from paddock.testing.ports import free_port, wait_until
 from paddock.testing.redis import RedisServer
+from paddock.testing.relay import Relay
 
 GATEWAY_NAMESPACE = "paddock-system"
 API_KEY_SECRET = "paddock-demo-api-key"
@@ -44,8 +45,12 @@ class LocalStack:
         bridge: str = "paddock0",
         pod_cidr: str = "10.244.0.0/16",
         anthropic_api_key: str | None = None,
+        anthropic_url: str = "https://api.anthropic.com",
     ) -> None:
+        """Without ``anthropic_api_key``, the scripted model answers; with it, the proxy
+        sidecars reach ``anthropic_url`` through a relay on the host."""
         self.bridge, self.pod_cidr = bridge, pod_cidr
+        self.anthropic_url = anthropic_url
         self.host_ip = pod_cidr.split("/")[0].rsplit(".", 1)[0] + ".1"
         self.anthropic_api_key = anthropic_api_key
         self.dir = Path(tempfile.mkdtemp(prefix="paddock-stack-"))
@@ -92,6 +97,10 @@ class LocalStack:
             self.model = FakeModelServer(demo_script, host=self.host_ip).start()
             self._exit.callback(self.model.stop)
             operator_env["PADDOCK_ANTHROPIC_URL"] = self.model.url
+        else:
+            relay = Relay(self.anthropic_url, host=self.host_ip).start()
+            self._exit.callback(relay.stop)
+            operator_env["PADDOCK_ANTHROPIC_URL"] = relay.url
         self._spawn("operator", [sys.executable, "-m", "paddock.operator"], operator_env)
         gateway_env = {
             **env,
