@@ -10,6 +10,9 @@ command -v redis-server >/dev/null || apt_packages+=(redis-server)
 command -v git >/dev/null || apt_packages+=(git)
 command -v curl >/dev/null || apt_packages+=(curl)
 command -v tmux >/dev/null || apt_packages+=(tmux)
+# The local pod runner (make demo, tests/e2e): network namespaces, bind mounts, other uids.
+command -v ip >/dev/null || apt_packages+=(iproute2)
+command -v setpriv >/dev/null || apt_packages+=(util-linux)
 if ((${#apt_packages[@]})); then
   echo "setup: apt-get install ${apt_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive

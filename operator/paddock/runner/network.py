@@ -19,7 +19,6 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-NETNS_PREFIX = "paddock-"
 HOSTS_DIR = Path("/etc/netns")
 
 
@@ -30,6 +29,9 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 class PodNetwork:
     def __init__(self, bridge: str, cidr: str) -> None:
         self.bridge = bridge
+        # Namespaces are named after the bridge, so runners on other bridges (a demo and a
+        # test run at once) never take each other's for stale ones.
+        self.prefix = f"{bridge}-"
         self.network = ipaddress.ip_network(cidr)
         hosts = self.network.hosts()
         self.gateway = str(next(hosts))
@@ -50,7 +52,7 @@ class PodNetwork:
 
     def clean_stale(self) -> None:
         for name in _ip("netns", "list").stdout.split():
-            if name.startswith(NETNS_PREFIX):
+            if name.startswith(self.prefix):
                 self.remove(name)
 
     def add(self, key: str) -> tuple[str, str]:
@@ -59,7 +61,7 @@ class PodNetwork:
         if not self._free:
             raise RuntimeError(f"the pod network {self.network} has no free address")
         address = self._free.pop()
-        namespace = NETNS_PREFIX + key
+        namespace = self.prefix + key
         host_side = "pd" + key[:12]
         try:
             _ip("netns", "add", namespace)
