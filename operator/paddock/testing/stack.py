@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -291,6 +292,9 @@ def demo(keep: bool) -> int:
             timeout=600,
         ).returncode
         out.write("\n")
+        # The status sync batches its patches: give the Session's status a moment to catch up.
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: _settled(stack), timeout=30, what="the Session's status")
         for resource in ("Agent", "Session"):
             for obj in stack.get("paddock.dev/v1alpha1", resource, "default"):
                 out.write(
@@ -313,6 +317,11 @@ def demo(keep: bool) -> int:
     finally:
         with _step(out, "stopping the stack"):
             stack.close()
+
+
+def _settled(stack: LocalStack) -> bool:
+    session = stack.get("paddock.dev/v1alpha1", "Session", "default", "hello-1") or {}
+    return "stopReason" in (session.get("status") or {})
 
 
 def _brief(status: dict[str, Any]) -> dict[str, Any]:
