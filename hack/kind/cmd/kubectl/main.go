@@ -1,5 +1,5 @@
-// kubectl: upstream's entry point (k8s.io/kubernetes/cmd/kubectl/kubectl.go), built here from
-// the published k8s.io/kubectl module so that nothing outside the Go module proxy is needed.
+// kubectl for hack/kind-up.sh when none is installed: the command tree of the published
+// k8s.io/kubectl module, so that nothing outside the Go module proxy is needed.
 package main
 
 import (
