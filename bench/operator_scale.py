@@ -110,8 +110,14 @@ async def create_sessions(
 
 
 def count_with_phase(http: httpx.Client) -> int:
-    items = http.get(f"{API}/sessions").json()["items"]
-    return sum(1 for s in items if (s.get("status") or {}).get("phase"))
+    """Sessions with a phase, from the table `kubectl get` shows (not the whole objects)."""
+    table = http.get(
+        f"{API}/sessions",
+        params={"includeObject": "None"},
+        headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+    ).json()
+    column = [c["name"] for c in table["columnDefinitions"]].index("Phase")
+    return sum(1 for row in table["rows"] if row["cells"][column])
 
 
 async def claim_latencies(plane: ControlPlane, redis_url: str, count: int) -> list[float]:
@@ -207,6 +213,14 @@ def main() -> None:
                     "credentials": {"anthropicApiKey": {"name": "anthropic", "key": "api-key"}},
                 },
             ),
+            (
+                "agents",
+                "talk",  # no Environment: its sessions get no sandbox
+                {
+                    "model": "claude-sonnet-4-6",
+                    "credentials": {"anthropicApiKey": {"name": "anthropic", "key": "api-key"}},
+                },
+            ),
         ]:
             http.post(
                 f"{API}/{kind}",
@@ -249,7 +263,7 @@ def main() -> None:
         rss_1k = rss_mb(operator.pid)
 
         more = [f"m-{n}" for n in range(args.memory_sessions - args.sessions - args.claims)]
-        asyncio.run(create_sessions(plane, more, {"agentRef": {"name": "bench"}}))
+        asyncio.run(create_sessions(plane, more, {"agentRef": {"name": "talk"}}))
         wait("10k statuses", lambda: count_with_phase(http) >= args.memory_sessions, timeout=1200)
         rss_10k = rss_mb(operator.pid)
 

@@ -15,16 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
+from redis.asyncio import Redis
 
-from paddock.eventlog import connect
-from paddock.kube import KubeClient
-from paddock.models.common import parse_duration
 from paddock.operator import agents, events, metrics, render, sessions
 from paddock.operator import labels as L
+from paddock.operator.apiclient import AioKubeClient, Credentials
+from paddock.operator.controller import SandboxController, informers
 from paddock.operator.identity import ensure_id
+from paddock.operator.leases import Leadership, lease_key
 from paddock.operator.runtime import OperatorSettings, Runtime
 from paddock.operator.sandboxes import Sandboxes
-from paddock.operator.sync import SandboxRequests, StatusSync, Tracked
+from paddock.operator.sync import SandboxRequests, StatusSync
 
 GROUP, VERSION = "paddock.dev", "v1alpha1"
 STATUS_MANAGER = "paddock"
@@ -68,11 +69,23 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         prefix="paddock.dev", key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
+    # Under load the watch can lag kopf's own patches by more than the default 5 s; kopf
+    # would then take an older event for the truth and run a create handler again.
+    settings.persistence.consistency_timeout = 30
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     config = OperatorSettings.from_env(dict(os.environ))
-    rt = Runtime(config, KubeClient.from_environment(), connect(config.redis_url))
+    # Requests through aiohttp; watches (4 kinds, each namespace) through httpx.
+    kube = AioKubeClient(Credentials.load(), watches=4 * max(1, len(config.namespaces)) + 4)
+    rt = Runtime(config, kube, Redis.from_url(config.redis_url))
     sandboxes = Sandboxes(rt)
     sync = StatusSync(rt, sandboxes)
+    controller = SandboxController(
+        rt, sandboxes, Leadership(rt.redis, lease_key(rt, "sandboxes"), config.identity)
+    )
+    rt.informers.update(informers(rt, controller, sync))
     tasks = [
+        *(asyncio.create_task(informer.run()) for informer in rt.informers.values()),
+        asyncio.create_task(controller.run()),
         asyncio.create_task(sync.run()),
         asyncio.create_task(SandboxRequests(rt, sandboxes).run()),
     ]
@@ -124,7 +137,7 @@ async def refresh_agent(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 async def harness_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A worker became ready or went away: the Agent's status says so at once."""
     paddock = _paddock(memo)
-    agent = await paddock.rt.kube.find(
+    agent = await paddock.rt.find(
         f"{GROUP}/{VERSION}",
         "Agent",
         body.metadata.namespace,
@@ -168,34 +181,12 @@ async def reconcile_environment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
         await paddock.rt.kube.apply(
             render.sandbox_network_policy(environment), manager=agents.MANAGER
         )
-        await paddock.sandboxes.reconcile_pool(environment)
+        # The pool is the SandboxController's: it sees the change through its informer.
         # Every Agent's proxy knows every Environment's egress rules.
         for agent in await paddock.rt.kube.list(
             f"{GROUP}/{VERSION}", "Agent", body.metadata.namespace
         ):
             await agents.apply_proxy_config(paddock.rt, agent)
-
-
-@kopf.timer(GROUP, VERSION, "environments", interval=10, initial_delay=5)
-async def refresh_pool(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    paddock = _paddock(memo)
-    await paddock.sandboxes.reconcile_pool(dict(body))
-
-
-@kopf.on.event("", "v1", "pods", labels={L.COMPONENT: "sandbox"})
-async def sandbox_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Pool pods refill the pool; bound pods finish a cold start or are replaced."""
-    paddock = _paddock(memo)
-    rt, pod = paddock.rt, dict(body)
-    labels, namespace = body.metadata.labels, body.metadata.namespace
-    if labels.get(L.SANDBOX_STATE) == "bound":
-        await sessions.bound_pod_changed(rt, paddock.sandboxes, pod, deleted=type == "DELETED")
-    if labels.get(L.ENVIRONMENT) and (type == "DELETED" or labels.get(L.SANDBOX_STATE) == "warm"):
-        environment = await rt.kube.find(
-            f"{GROUP}/{VERSION}", "Environment", namespace, labels[L.ENVIRONMENT]
-        )
-        if environment is not None and not environment["metadata"].get("deletionTimestamp"):
-            await paddock.sandboxes.reconcile_pool(environment)
 
 
 # --- Sessions ------------------------------------------------------------------------
@@ -208,26 +199,11 @@ async def accept_session(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     session = dict(body)
     async with _measured("Session"):
         try:
-            session_id, agent, environment = await sessions.accept(
-                paddock.rt, paddock.sandboxes, session
-            )
+            session_id, _, _ = await sessions.accept(paddock.rt, paddock.sandboxes, session)
         except sessions.Unresolved as exc:
             await events.post(paddock.rt.kube, session, "Unresolved", str(exc), warning=True)
             raise kopf.TemporaryError(str(exc), delay=10) from exc
-        idle_timeout = None
-        if environment is not None:
-            idle_timeout = parse_duration(environment.get("spec", {}).get("idleTimeout", "15m"))
-        ttl = body.spec.get("ttl")
-        paddock.sync.track(
-            session_id,
-            Tracked(
-                resource=session,
-                agent=f"{body.metadata.namespace}/{agent['metadata']['name']}",
-                model=agent["spec"].get("model"),
-                ttl_s=parse_duration(ttl) if ttl else None,
-                idle_timeout_s=idle_timeout,
-            ),
-        )
+        # The status sync learns of the session from its informer (it has an id now).
         if body.spec.get("cancel"):
             await sessions.cancel(paddock.rt, paddock.sandboxes, session, session_id)
 
@@ -249,7 +225,4 @@ async def cancel_session(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.delete(GROUP, VERSION, "sessions", backoff=BACKOFF)
 async def delete_session(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     paddock = _paddock(memo)
-    session_id = body.metadata.labels.get(L.SESSION_ID)
-    if session_id:
-        paddock.sync.forget(session_id)
     await sessions.delete(paddock.rt, paddock.sandboxes, dict(body))

@@ -17,3 +17,4 @@ SESSION_ID = f"{GROUP}/session-id"
 SPEC_HASH = f"{GROUP}/spec-hash"  # annotation: changing it rolls the harness
 SANDBOX_TOKEN = f"{GROUP}/sandbox-token"  # annotation, delivered to the sandbox by the downward API
 CLAIM = f"{GROUP}/claim"  # annotation on bound sandboxes: warm | cold
+CREATED_BY = f"{GROUP}/created-by"  # annotation on sandboxes: the operator replica that made it

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 
 from paddock.eventlog import EventLog
 from paddock.eventlog.sessionstate import SessionState
 from paddock.kube import KubeClient
+from paddock.operator.informer import Informer
 from paddock.operator.render import RenderSettings
 
 
@@ -21,6 +23,8 @@ class OperatorSettings:
     sandbox_image: str | None = None
     """Default sandbox image for Environments that use the built-in default."""
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    namespaces: tuple[str, ...] = ()
+    """Namespaces served; empty: all."""
     sync_interval_s: float = 1.0
     """How often the status sync reads the snapshots of every session."""
 
@@ -36,6 +40,9 @@ class OperatorSettings:
             ),
             sandbox_image=env.get("PADDOCK_SANDBOX_IMAGE") or None,
             identity=env.get("POD_NAME") or cls().identity,
+            namespaces=tuple(
+                n.strip() for n in env.get("PADDOCK_WATCH_NAMESPACES", "").split(",") if n.strip()
+            ),
         )
 
 
@@ -44,12 +51,26 @@ class Runtime:
     settings: OperatorSettings
     kube: KubeClient
     redis: Redis
+    informers: dict[str, Informer] = field(default_factory=dict)
+    """In-memory copies of objects, by kind (`Pod`: sandbox pods, `Environment`, `Agent`)."""
     log: EventLog = field(init=False)
     state: SessionState = field(init=False)
 
     def __post_init__(self) -> None:
         self.log = EventLog(self.redis)
         self.state = SessionState(self.redis)
+
+    async def find(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """The object from its informer, or from the apiserver if the informer does not
+        have it (yet): a cache miss never reports an object missing that exists."""
+        informer = self.informers.get(kind)
+        if informer is not None and informer.transform is None:  # whole objects only
+            found = informer.get(namespace, name)
+            if found is not None:
+                return found
+        return await self.kube.find(api_version, kind, namespace, name)
 
     async def close(self) -> None:
         await self.kube.aclose()

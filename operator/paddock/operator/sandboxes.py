@@ -14,6 +14,8 @@ import logging
 import random
 import secrets
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +25,7 @@ from paddock.kube import JSON_PATCH, Conflict, NotFound
 from paddock.models.environment import EnvironmentSpec
 from paddock.operator import labels as L
 from paddock.operator import metrics, render
+from paddock.operator.informer import Informer
 from paddock.operator.runtime import Runtime
 from paddock.operator.status import environment_status, pod_dead, pod_ready
 
@@ -44,64 +47,90 @@ def with_image_default(environment: dict[str, Any], image: str | None) -> dict[s
     return {**environment, "spec": {**environment.get("spec", {}), "image": image}}
 
 
+def pool_index(pod: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(namespace, Environment, state) of a sandbox pod, for `Informer.by("pool", ...)`."""
+    labels = pod["metadata"].get("labels") or {}
+    if not labels.get(L.ENVIRONMENT):
+        return None
+    return pod["metadata"]["namespace"], labels[L.ENVIRONMENT], labels.get(L.SANDBOX_STATE, "")
+
+
+def session_index(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """(namespace, session id) of a bound sandbox pod, for `Informer.by("session", ...)`."""
+    session_id = (pod["metadata"].get("labels") or {}).get(L.SESSION_ID)
+    return (pod["metadata"]["namespace"], session_id) if session_id else None
+
+
 class Sandboxes:
+    """Pools and bindings; pods are read from the pod informer (`rt.informers["Pod"]`)."""
+
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.kube = rt.kube
         self._cold_started: dict[str, float] = {}
-        self._pool_locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._pool_waiting: set[tuple[str, str]] = set()
+        self._claiming: set[tuple[str, str]] = set()
+        self._refused: dict[tuple[str, str], str] = {}  # pod -> resourceVersion a claim failed at
+        self._binding: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    @property
+    def pods(self) -> Informer:
+        return self.rt.informers["Pod"]
 
     def _effective(self, environment: dict[str, Any]) -> dict[str, Any]:
         return with_image_default(environment, self.rt.settings.sandbox_image)
 
-    async def pods(self, namespace: str, **selector: str) -> list[dict[str, Any]]:
-        return await self.kube.list(
-            "v1", "Pod", namespace, labels={L.COMPONENT: "sandbox", **selector}
-        )
+    def session_pods(self, namespace: str, session_id: str) -> list[dict[str, Any]]:
+        return self.pods.by("session", (namespace, session_id))
+
+    def pool_pods(self, namespace: str, environment: str, state: str) -> list[dict[str, Any]]:
+        return self.pods.by("pool", (namespace, environment, state))
+
+    @asynccontextmanager
+    async def binding(self, session_id: str) -> AsyncIterator[None]:
+        """One change to a session's sandbox at a time in this process: a bind, a release,
+        or the controller's reaction to the pod's events."""
+        entry = self._binding.setdefault(session_id, (asyncio.Lock(), [0]))
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._binding[session_id]
 
     # --- the warm pool ---------------------------------------------------------------
 
     async def reconcile_pool(self, environment: dict[str, Any]) -> None:
         """Replace stale and dead pooled pods, start missing ones, and report the status.
 
-        One reconcile of a pool runs at a time (concurrent ones would each fill the pool),
-        and a burst of pod events coalesces: while one runs, at most one more waits, and it
-        reads the pods afresh when it starts."""
-        key = (environment["metadata"]["namespace"], environment["metadata"]["name"])
-        lock = self._pool_locks.setdefault(key, asyncio.Lock())
-        if key in self._pool_waiting:
-            return
-        self._pool_waiting.add(key)
-        async with lock:
-            self._pool_waiting.discard(key)
-            status = await self._reconcile_pool(environment)
-        await self.kube.apply_status(environment, status, "paddock")
-
-    async def _reconcile_pool(self, environment: dict[str, Any]) -> dict[str, Any]:
+        Only the `SandboxController` calls this: one reconcile of a pool at a time, in the
+        replica that holds the sandbox lease, reading pods from the informer."""
+        original = environment
         environment = self._effective(environment)
         namespace, name = environment["metadata"]["namespace"], environment["metadata"]["name"]
         current = render.sandbox_template_hash(environment)
-        # Only the pool's pods are listed: bound ones are counted, never fetched.
-        pods = await self.pods(namespace, **{L.ENVIRONMENT: name, L.SANDBOX_STATE: "warm"})
-        bound = await self.kube.count(
-            "v1",
-            "Pod",
-            namespace,
-            labels={L.COMPONENT: "sandbox", L.ENVIRONMENT: name, L.SANDBOX_STATE: "bound"},
-        )
-        warm = []
-        for pod in pods:
-            pod_labels = pod["metadata"].get("labels", {})
-            if pod_dead(pod) or pod_labels.get(L.TEMPLATE_HASH) != current:
+        bound = sum(1 for p in self.pool_pods(namespace, name, "bound") if not pod_dead(p))
+        warm, claiming = [], []
+        for pod in self.pool_pods(namespace, name, "warm"):
+            if (namespace, pod["metadata"]["name"]) in self._claiming:
+                claiming.append(pod)  # counted, never deleted: the claim decides its fate
+            elif pod_dead(pod) or pod["metadata"]["labels"].get(L.TEMPLATE_HASH) != current:
                 if not pod["metadata"].get("deletionTimestamp"):
                     await self.kube.delete("v1", "Pod", namespace, pod["metadata"]["name"])
             else:
                 warm.append(pod)
+        warm = claiming + warm
         size = environment.get("spec", {}).get("warmPool", {}).get("size", 0)
-        for _ in range(size - len(warm)):
-            warm.append(await self.kube.create(self._new_pod(environment)))
-        for pod in warm[size:]:  # the pool shrank
+        if size > len(warm):
+            created = await asyncio.gather(
+                *(self.kube.create(self._new_pod(environment)) for _ in range(size - len(warm)))
+            )
+            for pod in created:
+                self.pods.store(pod)
+            warm.extend(created)
+        for pod in warm[max(size, len(claiming)) :]:  # the pool shrank
             await self.kube.delete("v1", "Pod", namespace, pod["metadata"]["name"])
         warm = warm[:size]
         status = environment_status(
@@ -113,36 +142,36 @@ class Sandboxes:
             ("bound", bound),
         ):
             metrics.WARM_POOL.labels(namespace, name, state).set(count)
-        return status
+        if status != original.get("status"):
+            applied = await self.kube.apply_status(original, status, "paddock")
+            environments = self.rt.informers.get("Environment")
+            if environments is not None and applied:
+                environments.store(applied)
 
     def _new_pod(self, environment: dict[str, Any]) -> dict[str, Any]:
         name = f"{environment['metadata']['name']}-{secrets.token_hex(4)}"
-        return render.sandbox_pod(environment, name, secrets.token_urlsafe(32))
+        pod = render.sandbox_pod(environment, name, secrets.token_urlsafe(32))
+        # Who made it: with several replicas, only the holder of the sandbox lease does.
+        pod["metadata"]["annotations"][L.CREATED_BY] = self.rt.settings.identity
+        return pod
 
     # --- binding ---------------------------------------------------------------------
 
     async def bind(
         self, session: dict[str, Any], session_id: str, environment: dict[str, Any]
     ) -> str:
-        """Give the session a sandbox; returns `existing`, `warm` or `cold` (bound when ready)."""
+        """Give the session a sandbox; returns `existing`, `warm` or `cold` (bound when ready).
+        Callers hold `binding(session_id)`."""
         started = time.monotonic()
         namespace = session["metadata"]["namespace"]
         if await self.rt.state.sandbox(session_id) is not None:
             return "existing"
-        # Label-selected lists stay small however many sandboxes the Environment has bound.
-        own = [
-            p for p in await self.pods(namespace, **{L.SESSION_ID: session_id}) if not pod_dead(p)
-        ]
+        own = [p for p in self.session_pods(namespace, session_id) if not pod_dead(p)]
         if own:  # a cold sandbox is starting, or one is bound and not recorded yet
             if pod_ready(own[0]):
                 await self.record(session_id, own[0])
             return "existing"
-        warm = await self.pods(
-            namespace, **{L.ENVIRONMENT: environment["metadata"]["name"], L.SANDBOX_STATE: "warm"}
-        )
-        ready = [p for p in warm if pod_ready(p)]
-        # In random order: concurrent claims then rarely race for the same pod.
-        for pod in random.sample(ready, len(ready)):
+        for pod in self._claimable(namespace, environment["metadata"]["name"]):
             claimed = await self._claim(pod, session, session_id)
             if claimed is not None:
                 await self.record(session_id, claimed)
@@ -152,14 +181,31 @@ class Sandboxes:
         pod["metadata"]["labels"].update({L.SANDBOX_STATE: "bound", L.SESSION_ID: session_id})
         pod["metadata"]["annotations"][L.CLAIM] = "cold"
         pod["metadata"]["ownerReferences"] = _owned_by(session)
-        await self.kube.create(pod)
         self._cold_started[session_id] = started
+        self.pods.store(await self.kube.create(pod))
         return "cold"
+
+    def _claimable(self, namespace: str, environment: str) -> list[dict[str, Any]]:
+        """Ready pooled pods nobody here is claiming, in random order (claims by other
+        replicas then rarely race for the same pod)."""
+        ready = []
+        for pod in self.pool_pods(namespace, environment, "warm"):
+            key = (namespace, pod["metadata"]["name"])
+            if key in self._claiming or not pod_ready(pod):
+                continue
+            refused = self._refused.get(key)
+            if refused is not None:
+                if refused == pod["metadata"]["resourceVersion"]:
+                    continue  # a claim failed at this version: wait for the newer one
+                del self._refused[key]
+            ready.append(pod)
+        return random.sample(ready, len(ready))
 
     async def _claim(
         self, pod: dict[str, Any], session: dict[str, Any], session_id: str
     ) -> dict[str, Any] | None:
         meta = pod["metadata"]
+        key = (meta["namespace"], meta["name"])
         patch = [
             {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
             {
@@ -171,17 +217,18 @@ class Sandboxes:
             {"op": "add", "path": f"/metadata/annotations/{_escape(L.CLAIM)}", "value": "warm"},
             {"op": "replace", "path": "/metadata/ownerReferences", "value": _owned_by(session)},
         ]
+        self._claiming.add(key)
         try:
-            return await self.kube.patch(
-                "v1",
-                "Pod",
-                meta["namespace"],
-                meta["name"],
-                patch,
-                content_type=JSON_PATCH,
+            claimed = await self.kube.patch(
+                "v1", "Pod", meta["namespace"], meta["name"], patch, content_type=JSON_PATCH
             )
         except (Conflict, NotFound):
+            self._refused[key] = meta["resourceVersion"]
             return None  # claimed by someone else, or gone: try the next one
+        finally:
+            self._claiming.discard(key)
+        self.pods.store(claimed)
+        return claimed
 
     async def record(self, session_id: str, pod: dict[str, Any]) -> None:
         """Write the binding the harness reads; a cold start is measured up to here."""
@@ -202,11 +249,13 @@ class Sandboxes:
             metrics.CLAIM_SECONDS.labels("cold").observe(time.monotonic() - started)
 
     async def release(self, namespace: str, session_id: str) -> None:
-        """Delete the session's sandboxes and forget the binding."""
-        for pod in await self.pods(namespace, **{L.SESSION_ID: session_id}):
-            await self.kube.delete("v1", "Pod", namespace, pod["metadata"]["name"])
-        await self.rt.state.unbind_sandbox(session_id)
-        self._cold_started.pop(session_id, None)
+        """Forget the binding (so no worker uses it again), then delete the sandboxes."""
+        async with self.binding(session_id):
+            await self.rt.state.unbind_sandbox(session_id)
+            for pod in self.session_pods(namespace, session_id):
+                if not pod["metadata"].get("deletionTimestamp"):
+                    await self.kube.delete("v1", "Pod", namespace, pod["metadata"]["name"])
+            self._cold_started.pop(session_id, None)
 
 
 def _owned_by(session: dict[str, Any]) -> list[dict[str, Any]]:

@@ -78,7 +78,7 @@ async def accept(
     namespace = meta["namespace"]
     sid = await ensure_id(kube, session)
     agent_name = session["spec"]["agentRef"]["name"]
-    agent = await kube.find("paddock.dev/v1alpha1", "Agent", namespace, agent_name)
+    agent = await rt.find("paddock.dev/v1alpha1", "Agent", namespace, agent_name)
     if agent is None:
         await _unresolved(
             rt,
@@ -92,7 +92,7 @@ async def accept(
     ).get("name")
     environment = None
     if env_name:
-        environment = await kube.find("paddock.dev/v1alpha1", "Environment", namespace, env_name)
+        environment = await rt.find("paddock.dev/v1alpha1", "Environment", namespace, env_name)
         if environment is None:
             message = f'Environment "{env_name}" not found in namespace "{namespace}"'
             await _unresolved(rt, session, sid, "EnvironmentNotFound", message)
@@ -134,8 +134,9 @@ async def bind(
     sid: str,
     environment: dict[str, Any],
 ) -> None:
-    await sandboxes.bind(session, sid, environment)
-    await report_binding(rt, session, sid)
+    async with sandboxes.binding(sid):
+        await sandboxes.bind(session, sid, environment)
+        await report_binding(rt, session, sid)
 
 
 async def report_binding(rt: Runtime, session: dict[str, Any], sid: str) -> None:
@@ -170,23 +171,29 @@ async def report_binding(rt: Runtime, session: dict[str, Any], sid: str) -> None
     await rt.kube.apply_status(session, status, SANDBOX_MANAGER)
 
 
-async def bound_pod_changed(
-    rt: Runtime, sandboxes: Sandboxes, pod: dict[str, Any], *, deleted: bool
+async def reconcile_sandbox(
+    rt: Runtime, sandboxes: Sandboxes, namespace: str, session_id: str
 ) -> None:
-    """A bound sandbox became ready (a cold start completes) or died (another is bound)."""
-    meta = pod["metadata"]
-    session_id = meta["labels"].get(L.SESSION_ID, "")
-    settings = await rt.state.settings(session_id)
-    if settings is None:
-        return
-    session = await rt.kube.find(
-        "paddock.dev/v1alpha1", "Session", meta["namespace"], settings.name
-    )
-    binding = await rt.state.sandbox(session_id)
-    if deleted or pod_dead(pod):
-        if binding is None or binding.pod != meta["name"]:
+    """A bound sandbox became ready (a cold start completes: record it) or died (bind
+    another). Called by the `SandboxController` for every change of a session's pods."""
+    async with sandboxes.binding(session_id):  # after a bind or release in progress
+        binding = await rt.state.sandbox(session_id)
+        live = [p for p in sandboxes.session_pods(namespace, session_id) if not pod_dead(p)]
+        if binding is None:
+            ready = [p for p in live if pod_ready(p)]
+            if ready:
+                await sandboxes.record(session_id, ready[0])
+                await report_binding(rt, _owner(ready[0]), session_id)
             return
-        await rt.state.unbind_sandbox(session_id, meta["name"])
+        if any(p["metadata"]["name"] == binding.pod for p in live):
+            return
+        # The bound pod died or is gone: unless the session is over, bind another.
+        if not await rt.state.unbind_sandbox(session_id, binding.pod):
+            return
+        settings = await rt.state.settings(session_id)
+        if settings is None:
+            return
+        session = await rt.kube.find("paddock.dev/v1alpha1", "Session", namespace, settings.name)
         if (
             session is None
             or session["metadata"].get("deletionTimestamp")
@@ -194,16 +201,24 @@ async def bound_pod_changed(
         ):
             return
         await events.post(
-            rt.kube, session, "SandboxReplaced", f"sandbox {meta['name']} is gone; binding another"
+            rt.kube, session, "SandboxReplaced", f"sandbox {binding.pod} is gone; binding another"
         )
-        environment = await rt.kube.find(
-            "paddock.dev/v1alpha1", "Environment", meta["namespace"], settings.environment or ""
+        environment = await rt.find(
+            "paddock.dev/v1alpha1", "Environment", namespace, settings.environment or ""
         )
         if environment is not None:
-            await bind(rt, sandboxes, session, session_id, environment)
-    elif pod_ready(pod) and binding is None and session is not None:
-        await sandboxes.record(session_id, pod)
-        await report_binding(rt, session, session_id)
+            await sandboxes.bind(session, session_id, environment)
+            await report_binding(rt, session, session_id)
+
+
+def _owner(pod: dict[str, Any]) -> dict[str, Any]:
+    """The Session a bound pod belongs to, as much of it as a status write needs."""
+    owner = pod["metadata"]["ownerReferences"][0]
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "metadata": {"name": owner["name"], "namespace": pod["metadata"]["namespace"]},
+    }
 
 
 async def cancel(rt: Runtime, sandboxes: Sandboxes, session: dict[str, Any], sid: str) -> None:

@@ -6,14 +6,16 @@
   past their `ttl`;
 - the sandbox requests of harness workers (a sandbox is needed, or one died).
 
-Only one operator replica runs the sync at a time (a lease in Redis); the requests are a
-consumer group, so replicas share them.
+Only one operator replica runs the sync at a time (a lease in Redis), whichever kopf
+replica is active: sessions are known from the Session informer, not from kopf's handlers.
+The requests are a consumer group, so replicas share them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -25,7 +27,10 @@ from redis.exceptions import RedisError, ResponseError
 from paddock.eventlog.sessionstate import SANDBOX_REQUESTS
 from paddock.eventlog.storage import stream_entries
 from paddock.kube import ApiError
+from paddock.models.common import parse_duration
 from paddock.operator import events, metrics
+from paddock.operator import labels as L
+from paddock.operator.leases import Leadership, lease_key
 from paddock.operator.runtime import Runtime
 from paddock.operator.sandboxes import Sandboxes
 from paddock.operator.sessions import bind
@@ -34,25 +39,6 @@ from paddock.operator.status import condition, session_log_status
 log = logging.getLogger(__name__)
 SYNC_MANAGER = "paddock-sync"
 ACTIVE_PHASES = frozenset({"Pending", "Running", "Rescheduling"})
-_HOLD = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
-"""
-
-
-class Leadership:
-    """A lease in Redis: at most one holder, kept by calling `hold` more often than the TTL."""
-
-    def __init__(self, rt: Runtime, key: str, ttl_ms: int = 10_000) -> None:
-        self.rt, self.key, self.ttl_ms = rt, key, ttl_ms
-        self._script = rt.redis.register_script(_HOLD)
-
-    async def hold(self) -> bool:
-        return bool(
-            await self._script(keys=[self.key], args=[self.rt.settings.identity, self.ttl_ms])
-        )
 
 
 @dataclass
@@ -60,10 +46,13 @@ class Tracked:
     """What the sync needs to know of a Session besides its log."""
 
     resource: dict[str, Any]
+    """Only what a status write needs (`stub`): ten thousand whole Sessions would weigh."""
     agent: str
-    model: str | None
+    """namespace/name"""
+    environment: str | None
+    """The Session's own `environmentRef` (else the Agent's counts)."""
     ttl_s: float | None
-    idle_timeout_s: float | None
+    deleting: bool = False
     synced: tuple[str | None, str] | None = None
     phase: str | None = None
     stop_reason: str | None = None
@@ -71,25 +60,96 @@ class Tracked:
     expired: bool = False
 
 
+def stub(resource: dict[str, Any]) -> dict[str, Any]:
+    """The identity of ``resource``: enough to write its status or post an Event on it."""
+    meta = resource["metadata"]
+    return {
+        "apiVersion": resource["apiVersion"],
+        "kind": resource["kind"],
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid")},
+    }
+
+
+def slim_session(session: dict[str, Any]) -> dict[str, Any]:
+    """What the Session informer keeps of a Session: what the sync and the handlers read."""
+    meta, spec = session["metadata"], session.get("spec") or {}
+    status = session.get("status") or {}
+    slim_meta = {
+        k: meta[k]
+        for k in ("name", "namespace", "uid", "resourceVersion", "generation", "deletionTimestamp")
+        if k in meta
+    }
+    session_id = (meta.get("labels") or {}).get(L.SESSION_ID)
+    if session_id:
+        slim_meta["labels"] = {L.SESSION_ID: session_id}
+    return {
+        "apiVersion": session.get("apiVersion", "paddock.dev/v1alpha1"),
+        "kind": session.get("kind", "Session"),
+        "metadata": slim_meta,
+        "spec": {k: spec[k] for k in ("agentRef", "environmentRef", "ttl", "cancel") if k in spec},
+        "status": {k: status[k] for k in ("phase", "stopReason", "lastEventId") if k in status},
+    }
+
+
+@functools.lru_cache(maxsize=256)
+def _seconds(duration: str) -> float:
+    return parse_duration(duration)
+
+
 class StatusSync:
+    """Tracks every Session through the Session informer (`session_changed`), so any
+    replica can run the sync: the one holding its lease does."""
+
     def __init__(self, rt: Runtime, sandboxes: Sandboxes) -> None:
         self.rt, self.sandboxes = rt, sandboxes
         self.tracked: dict[str, Tracked] = {}
-        self.leadership = Leadership(rt, "paddock:operator:status-sync")
+        self.leadership = Leadership(rt.redis, lease_key(rt, "status-sync"), rt.settings.identity)
         self._patches = asyncio.Semaphore(16)
 
-    def track(self, session_id: str, tracked: Tracked) -> None:
-        previous = self.tracked.get(session_id)
-        if previous is not None:  # keep what was synced: only the resource changed
-            tracked.synced, tracked.phase, tracked.stop_reason = (
-                previous.synced,
-                previous.phase,
-                previous.stop_reason,
+    def session_changed(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        if new is None:
+            session_id = (old or {}).get("metadata", {}).get("labels", {}).get(L.SESSION_ID)
+            if session_id:
+                self.tracked.pop(session_id, None)
+            return
+        meta, spec = new["metadata"], new.get("spec") or {}
+        session_id = (meta.get("labels") or {}).get(L.SESSION_ID)
+        if not session_id:
+            return  # not accepted yet
+        status = new.get("status") or {}
+        tracked = self.tracked.get(session_id)
+        # What the status says was synced, wherever (by another replica, before a restart);
+        # while this replica syncs, its own record is newer than any echo of its writes.
+        adopt = tracked is None or not self.leadership.held()
+        if tracked is None:
+            tracked = self.tracked[session_id] = Tracked(
+                resource=stub(new),
+                agent=f"{meta['namespace']}/{(spec.get('agentRef') or {}).get('name', '')}",
+                environment=(spec.get("environmentRef") or {}).get("name"),
+                ttl_s=None,
             )
-        self.tracked[session_id] = tracked
+        tracked.ttl_s = _seconds(spec["ttl"]) if spec.get("ttl") else None
+        tracked.deleting = bool(meta.get("deletionTimestamp"))
+        if adopt and status.get("phase"):
+            tracked.phase, tracked.stop_reason = status["phase"], status.get("stopReason")
+            tracked.synced = (status.get("lastEventId"), status["phase"])
 
-    def forget(self, session_id: str) -> None:
-        self.tracked.pop(session_id, None)
+    def _model_and_idle_timeout(self, tracked: Tracked) -> tuple[str | None, float | None]:
+        namespace, _, agent_name = tracked.agent.partition("/")
+        agents = self.rt.informers.get("Agent")
+        agent = agents.get(namespace, agent_name) if agents else None
+        spec = (agent or {}).get("spec") or {}
+        environment_name = tracked.environment or (spec.get("environmentRef") or {}).get("name")
+        environments = self.rt.informers.get("Environment")
+        environment = (
+            environments.get(namespace, environment_name)
+            if environments and environment_name
+            else None
+        )
+        idle = None
+        if environment is not None:
+            idle = _seconds((environment.get("spec") or {}).get("idleTimeout", "15m"))
+        return spec.get("model"), idle
 
     def active_sessions(self, agent: str) -> int:
         """Sessions of ``agent`` that are working or waiting on the user to act."""
@@ -117,9 +177,10 @@ class StatusSync:
         work = []
         for session_id, snapshot in snapshots.items():
             tracked = self.tracked.get(session_id)
-            if tracked is None:
+            if tracked is None or tracked.deleting:
                 continue
-            status = session_log_status(snapshot, tracked.model)
+            model, idle_timeout_s = self._model_and_idle_timeout(tracked)
+            status = session_log_status(snapshot, model)
             key = (snapshot.last_event_id, status["phase"])
             if key != tracked.synced:
                 work.append(self._patch(tracked, status, key))
@@ -133,11 +194,7 @@ class StatusSync:
             ):
                 tracked.expired = True
                 work.append(self._expire(tracked))
-            elif (
-                resting
-                and tracked.idle_timeout_s is not None
-                and quiet_for > tracked.idle_timeout_s
-            ):
+            elif resting and idle_timeout_s is not None and quiet_for > idle_timeout_s:
                 if not tracked.sandbox_reclaimed:
                     tracked.sandbox_reclaimed = True
                     work.append(self._reclaim_sandbox(session_id, tracked))

@@ -1,0 +1,122 @@
+"""The operator's Kubernetes client: `KubeClient`, with its requests sent through aiohttp.
+
+At scale the operator makes thousands of requests a minute. Through httpx each cost 0.5 to
+1 ms of CPU on the development machine (most of it in the connection pool's bookkeeping,
+which grows with the number of connections), through aiohttp about 0.1 ms: measured with
+3,000 GETs against the local apiserver. Watches (`Informer`) stay on the httpx client
+(`http`), where the cost is per event line rather than per request; it gets one
+connection per watch.
+
+Failures to get any answer (connection refused, reset, timeout) raise `ApiError` with
+status 0, so that every caller's `except ApiError` covers them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import httpx
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+from paddock.kube import ApiError, Conflict, KubeClient, NotFound
+
+CONNECTIONS = 16
+"""Requests in flight; more only add waiting on a 2-core apiserver."""
+
+
+@dataclass
+class Credentials:
+    host: str
+    ssl_context: ssl.SSLContext
+    headers: dict[str, str]
+
+    @classmethod
+    def load(cls, kubeconfig: str | None = None) -> Credentials:
+        """In-cluster credentials when running in a pod, else the kubeconfig."""
+        configuration = k8s_client.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException:
+            # The package reads $KUBECONFIG once at import; read it now.
+            config_file = kubeconfig or os.environ.get("KUBECONFIG")
+            k8s_config.load_kube_config(config_file=config_file, client_configuration=configuration)
+        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+        if configuration.cert_file:
+            context.load_cert_chain(configuration.cert_file, configuration.key_file)
+        headers = {}
+        token = configuration.api_key.get("authorization") or configuration.api_key.get(
+            "BearerToken"
+        )
+        if token:
+            headers["Authorization"] = token if token.startswith("Bearer ") else f"Bearer {token}"
+        return cls(configuration.host, context, headers)
+
+
+class AioKubeClient(KubeClient):
+    """`KubeClient` whose requests (`_call`) go through one aiohttp session."""
+
+    def __init__(self, credentials: Credentials, *, watches: int) -> None:
+        limits = httpx.Limits(max_connections=watches, max_keepalive_connections=watches)
+        super().__init__(
+            httpx.AsyncClient(
+                base_url=credentials.host,
+                verify=credentials.ssl_context,
+                headers=credentials.headers,
+                timeout=30,
+                limits=limits,
+            )
+        )
+        self.credentials = credentials
+        self._session: aiohttp.ClientSession | None = None
+
+    def _aiohttp(self) -> aiohttp.ClientSession:
+        if self._session is None:  # made in the event loop that uses it
+            self._session = aiohttp.ClientSession(
+                base_url=self.credentials.host,
+                headers=self.credentials.headers,
+                connector=aiohttp.TCPConnector(limit=CONNECTIONS, ssl=self.credentials.ssl_context),
+                timeout=aiohttp.ClientTimeout(total=30),
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        await super().aclose()
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+        session = self._aiohttp()
+        params = kwargs.get("params")
+        for _ in range(5):
+            try:
+                async with session.request(
+                    method,
+                    url,
+                    params={k: str(v) for k, v in params.items()} if params else None,
+                    data=kwargs.get("content"),
+                    json=kwargs.get("json"),
+                    headers=kwargs.get("headers"),
+                ) as response:
+                    status, text = response.status, await response.text()
+                    retry_after = response.headers.get("Retry-After")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise ApiError(0, f"{method} {url}: {exc!r}") from exc
+            # The apiserver sheds load (and answers while its storage starts) with 429:
+            # wait as it says, a few times, before giving the error to the caller's retry.
+            if status != 429:
+                break
+            await asyncio.sleep(min(float(retry_after or 1), 5))
+        if status == 404:
+            raise NotFound(404, text)
+        if status == 409:
+            raise Conflict(status, text)
+        if status >= 400:
+            raise ApiError(status, text)
+        return json.loads(text) if text else {}

@@ -1,0 +1,86 @@
+"""Leases in Redis: at most one operator replica does a given job at a time.
+
+kopf's peering pauses all but one replica, but not atomically: a replica that is being
+paused can still handle an event or two. Jobs where two actors would do harm (filling a
+warm pool twice, binding two replacement sandboxes) hold a lease in Redis instead, which
+is a mutex: `SET NX PX`, renewed by its holder only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from paddock.operator.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+_HOLD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def lease_key(rt: Runtime, job: str) -> str:
+    """The lease of ``job`` among the replicas that serve the same namespaces."""
+    scope = ",".join(sorted(rt.settings.namespaces)) or "*"
+    return f"paddock:operator:{job}:{scope}"
+
+
+class Leadership:
+    """A lease in Redis: at most one holder, kept by calling `hold` more often than the TTL.
+
+    `held` answers without a round trip: true while a `hold` that succeeded started less
+    than the TTL minus a safety margin ago (the lease cannot have passed to another replica
+    before the TTL ran out from the moment the request was sent)."""
+
+    def __init__(self, redis: Redis, key: str, identity: str, ttl_ms: int = 10_000) -> None:
+        self.redis, self.key, self.identity, self.ttl_ms = redis, key, identity, ttl_ms
+        self._hold = redis.register_script(_HOLD)
+        self._release = redis.register_script(_RELEASE)
+        self._valid_until = 0.0
+
+    async def hold(self) -> bool:
+        sent = time.monotonic()
+        if await self._hold(keys=[self.key], args=[self.identity, self.ttl_ms]):
+            self._valid_until = sent + self.ttl_ms / 1000 * 0.8
+            return True
+        self._valid_until = 0.0
+        return False
+
+    def held(self) -> bool:
+        return time.monotonic() < self._valid_until
+
+    async def release(self) -> None:
+        self._valid_until = 0.0
+        await self._release(keys=[self.key], args=[self.identity])
+
+    async def keep(self, on_gained: asyncio.Event | None = None) -> None:
+        """Hold the lease whenever it is free, forever (run it as a task); sets
+        ``on_gained`` each time this replica becomes the holder."""
+        while True:
+            was = self.held()
+            try:
+                now = await self.hold()
+            except (RedisError, OSError) as exc:
+                log.warning("lease %s: %s", self.key, exc)
+                now = self.held()
+            if now and not was:
+                log.info("lease %s: this replica (%s) holds it", self.key, self.identity)
+                if on_gained is not None:
+                    on_gained.set()
+            elif was and not now:
+                log.info("lease %s: lost", self.key)
+            await asyncio.sleep(self.ttl_ms / 1000 / 4)
