@@ -13,7 +13,8 @@ from paddock.eventlog import (
     SpanModelRequestEndEvent,
     SpanModelRequestStartEvent,
 )
-from paddock.testing.fakemodel import Reply, Text
+from paddock.eventlog.keys import session_keys
+from paddock.testing.fakemodel import Reply, Text, ToolUse, turns
 
 from .conftest import types
 
@@ -98,3 +99,32 @@ async def test_call_that_never_started_runs_on_resume(make_harness, sandbox) -> 
     events = await harness.wait_idle(session)
     assert types(events).count("agent.tool_result") == 1
     assert (sandbox.workdir / "once.txt").read_text() == "once\n"
+
+
+async def test_a_call_outlives_the_lease_of_the_worker_that_started_it(
+    make_harness, sandbox
+) -> None:
+    """A worker that stalls past its lease gives the session up, but leaves its tool call
+    running: the next worker resumes that very call id in the same sandbox and takes its
+    result, so the command runs once and to the end (cancelling it would lose it)."""
+    marker = sandbox.workdir / f"lease-{id(sandbox)}.txt"
+    marker.unlink(missing_ok=True)
+    script = turns(
+        Reply([ToolUse("bash", {"command": f"sleep 1.5; echo finished > {marker.name}"})]),
+        lambda r: Reply([Text("result: " + r.tool_result_text())]),
+    )
+    harness = make_harness(script, workers=0)
+    harness.start_worker(lease_ttl_ms=900)
+    session = await harness.start_session("go")
+    for _ in range(200):
+        if "agent.tool_use" in types(await harness.events(session)):
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)  # the call is running in the sandbox now
+    # What a worker stalled past its TTL finds: someone else holds the lease.
+    await harness.redis.set(session_keys(session).lease, "999999:thief", px=900)
+    events = await harness.wait_idle(session, within=30)
+    (result,) = [e for e in events if e["type"] == "agent.tool_result"]
+    assert result.get("is_error", False) is False, result
+    assert marker.read_text() == "finished\n"
+    assert events[-1]["stop_reason"] == {"type": "end_turn"}

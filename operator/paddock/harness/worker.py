@@ -605,7 +605,10 @@ class SessionRun:
                 client.call(call.name, call.input, call_id=call.id, timeout=timeout)
             )
         except Interrupted:
-            await self._cancel(client, call.id)
+            # A user interrupt stops the call. A lost lease does not: the session's next
+            # worker resumes this very call id in this sandbox and takes its result.
+            if not self.beat.lost.is_set():
+                await self._cancel(client, call.id)
             raise
         except SandboxError as exc:
             if not (isinstance(exc, SandboxAlreadyBound) or exc.status >= 500):
