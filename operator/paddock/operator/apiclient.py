@@ -82,7 +82,9 @@ class AioKubeClient(KubeClient):
                 base_url=self.credentials.host,
                 headers=self.credentials.headers,
                 connector=aiohttp.TCPConnector(limit=CONNECTIONS, ssl=self.credentials.ssl_context),
-                timeout=aiohttp.ClientTimeout(total=30),
+                # Waiting for a free connection is not a timeout (callers bound their own
+                # concurrency); a connect or an answer that takes long is.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
             )
         return self._session
 

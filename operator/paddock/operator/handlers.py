@@ -11,11 +11,11 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from paddock.operator import agents, events, metrics, render, sessions
 from paddock.operator import labels as L
@@ -30,6 +30,7 @@ from paddock.operator.sync import SandboxRequests, StatusSync
 GROUP, VERSION = "paddock.dev", "v1alpha1"
 STATUS_MANAGER = "paddock"
 BACKOFF = 5  # seconds before a failed handler runs again (kopf's default is 60)
+ADMISSIONS = 32
 
 
 @dataclass
@@ -40,6 +41,10 @@ class Paddock:
     sandboxes: Sandboxes
     sync: StatusSync
     tasks: list[asyncio.Task[None]]
+    admission: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(ADMISSIONS))
+    """Sessions accepted at once. kopf runs a handler per object at once, however many:
+    10,000 new Sessions would queue 10,000 requests for a few connections, and wait longer
+    for each than for all of one session's requests."""
 
 
 def _paddock(memo: kopf.Memo) -> Paddock:
@@ -76,7 +81,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     config = OperatorSettings.from_env(dict(os.environ))
     # Requests through aiohttp; watches (4 kinds, each namespace) through httpx.
     kube = AioKubeClient(Credentials.load(), watches=4 * max(1, len(config.namespaces)) + 4)
-    rt = Runtime(config, kube, Redis.from_url(config.redis_url))
+    # Callers wait for a Redis connection rather than fail when all are taken.
+    redis = Redis(
+        connection_pool=BlockingConnectionPool.from_url(
+            config.redis_url, max_connections=64, timeout=None
+        )
+    )
+    rt = Runtime(config, kube, redis)
     sandboxes = Sandboxes(rt)
     sync = StatusSync(rt, sandboxes)
     controller = SandboxController(
@@ -197,7 +208,7 @@ async def reconcile_environment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
 async def accept_session(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     paddock = _paddock(memo)
     session = dict(body)
-    async with _measured("Session"):
+    async with paddock.admission, _measured("Session"):
         try:
             session_id, _, _ = await sessions.accept(paddock.rt, paddock.sandboxes, session)
         except sessions.Unresolved as exc:
