@@ -115,7 +115,7 @@ class LocalPod:
                         pod_ip=self.ip,
                         configmaps=configmaps,
                         secrets={
-                            name: {k: v.decode() for k, v in data.items()}
+                            name: {k: v.decode(errors="replace") for k, v in data.items()}
                             for name, data in secrets.items()
                         },
                     )
