@@ -19,7 +19,7 @@ from redis import Redis
 from paddock.operator import labels as L
 from paddock.testing.controlplane import REPO_ROOT, ControlPlane
 
-from .conftest import Cluster
+from .conftest import Cluster, agent_spec, api_key_secret
 
 PEERING_CRDS = [
     REPO_ROOT / "charts/paddock/crds" / f"{n}.kopf.dev.yaml"
@@ -159,6 +159,25 @@ def test_two_replicas_act_as_one(
         )
         assert set(watch.created_by.values()) == {leader}, (watch.created_by, logs())
         assert len(watch.created_by) == 5
+
+        # A Session is accepted by the active kopf replica and synced by the holder of the
+        # status-sync lease, whichever they are: it gets a sandbox and a phase.
+        for pod in warm_pods():
+            cluster.run_pod(namespace, pod["metadata"]["name"])
+        api_key_secret(cluster, namespace)
+        cluster.create("Agent", namespace, "coder", agent_spec(environmentRef={"name": "python"}))
+        cluster.create("Session", namespace, "s1", {"agentRef": {"name": "coder"}})
+        session = cluster.wait(
+            "a phase and a sandbox",
+            lambda: (
+                (s := cluster.get("Session", namespace, "s1"))
+                and (s.get("status") or {}).get("phase")
+                and (s.get("status") or {}).get("sandbox")
+                and s
+            ),
+        )
+        assert session["status"]["sandbox"]["claim"] == "warm"
+        cluster.wait("refilled after the claim", lambda: len(watch.created_by) == 6)
 
         # The leader goes away: the other replica takes the lease and keeps the pool.
         follower = "operator-1" if leader == "operator-0" else "operator-0"

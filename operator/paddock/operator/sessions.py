@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
@@ -97,32 +98,31 @@ async def accept(
             message = f'Environment "{env_name}" not found in namespace "{namespace}"'
             await _unresolved(rt, session, sid, "EnvironmentNotFound", message)
     await open_session(rt.log, rt.state, sid, Session.model_validate(session), environment=env_name)
-    # The sandbox first: a worker may already be waiting for it; statuses can follow.
-    if environment is not None:
-        await bind(rt, sandboxes, session, sid, environment)
-    await kube.apply_status(
-        session,
-        {
-            "sessionId": sid,
-            "observedGeneration": meta.get("generation"),
-            "conditions": [_ready(session, True, "Accepted", f'run by Agent "{agent_name}"')],
-        },
-        SESSION_MANAGER,
-    )
+    ready = {
+        "sessionId": sid,
+        "observedGeneration": meta.get("generation"),
+        "conditions": [_ready(session, True, "Accepted", f'run by Agent "{agent_name}"')],
+    }
     if environment is None:
-        await kube.apply_status(
-            session,
-            {
-                "conditions": [
-                    _sandbox_condition(
-                        session,
-                        False,
-                        "NoEnvironment",
-                        "neither the Session nor its Agent names an Environment",
-                    )
-                ]
-            },
-            SANDBOX_MANAGER,
+        no_sandbox = {
+            "conditions": [
+                _sandbox_condition(
+                    session,
+                    False,
+                    "NoEnvironment",
+                    "neither the Session nor its Agent names an Environment",
+                )
+            ]
+        }
+        await asyncio.gather(
+            _apply_status(rt, session, ready, SESSION_MANAGER),
+            _apply_status(rt, session, no_sandbox, SANDBOX_MANAGER),
+        )
+    else:
+        # The sandbox as soon as can be: a worker may already be waiting for it.
+        await asyncio.gather(
+            bind(rt, sandboxes, session, sid, environment),
+            _apply_status(rt, session, ready, SESSION_MANAGER),
         )
     return sid, agent, environment
 
@@ -168,7 +168,34 @@ async def report_binding(rt: Runtime, session: dict[str, Any], sid: str) -> None
                 )
             ],
         }
-    await rt.kube.apply_status(session, status, SANDBOX_MANAGER)
+    await _apply_status(rt, session, status, SANDBOX_MANAGER)
+
+
+def says_already(session: dict[str, Any], status: dict[str, Any]) -> bool:
+    """Whether the Session's status already says all that ``status`` would (a session
+    resumed when the operator restarts): then the write is skipped."""
+    current = session.get("status") or {}
+    for key, value in status.items():
+        if key != "conditions":
+            if current.get(key) != value:
+                return False
+            continue
+        have = {c.get("type"): c for c in current.get("conditions") or []}
+        for new in value:
+            old = have.get(new["type"])
+            if old is None or any(
+                old.get(k) != new.get(k)
+                for k in ("status", "reason", "message", "observedGeneration")
+            ):
+                return False
+    return True
+
+
+async def _apply_status(
+    rt: Runtime, session: dict[str, Any], status: dict[str, Any], manager: str
+) -> None:
+    if not says_already(session, status):
+        await rt.kube.apply_status(session, status, manager)
 
 
 async def reconcile_sandbox(
