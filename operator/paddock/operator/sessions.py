@@ -104,20 +104,16 @@ async def accept(
         "conditions": [_ready(session, True, "Accepted", f'run by Agent "{agent_name}"')],
     }
     if environment is None:
-        no_sandbox = {
-            "conditions": [
-                _sandbox_condition(
-                    session,
-                    False,
-                    "NoEnvironment",
-                    "neither the Session nor its Agent names an Environment",
-                )
-            ]
-        }
-        await asyncio.gather(
-            _apply_status(rt, session, ready, SESSION_MANAGER),
-            _apply_status(rt, session, no_sandbox, SANDBOX_MANAGER),
+        # No binder will ever write this session's SandboxBound: one write says both.
+        ready["conditions"].append(
+            _sandbox_condition(
+                session,
+                False,
+                "NoEnvironment",
+                "neither the Session nor its Agent names an Environment",
+            )
         )
+        await _apply_status(rt, session, ready, SESSION_MANAGER)
     else:
         # The sandbox as soon as can be: a worker may already be waiting for it.
         await asyncio.gather(

@@ -218,7 +218,9 @@ class StatusSync:
                     "status of %s not synced: %s", tracked.resource["metadata"]["name"], exc
                 )
                 return
-        changed = (status["phase"], status.get("stopReason")) != (
+        # An Event for each change of phase; not for the first phase a session gets (it
+        # was just created: 10,000 new sessions would be 10,000 Events saying so).
+        changed = tracked.phase is not None and (status["phase"], status.get("stopReason")) != (
             tracked.phase,
             tracked.stop_reason,
         )
