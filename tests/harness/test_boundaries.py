@@ -12,11 +12,20 @@ from paddock.eventlog import new_session_id
 from paddock.eventlog.sessionstate import SANDBOX_REQUESTS
 from paddock.testing.fakemodel import Reply, Text, ToolUse, turns
 from paddock.testing.proxy import ProxyProcess, Secrets
-from paddock.testing.sandbox import launch
+from paddock.testing.sandbox import RunningSandbox, launch
 
 
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def _deployed(harness, tmp_path: Path) -> tuple[Secrets, ProxyProcess, RunningSandbox]:
+    """A credential proxy in front of the harness's model, and a sandbox of its own."""
+    secrets = Secrets(tmp_path / "secrets")
+    proxy = ProxyProcess(
+        tmp_path, secrets, upstream=harness.model.url, environments={"default": {"mode": "none"}}
+    ).start()
+    return secrets, proxy, launch(tmp_path / "sandbox")
 
 
 async def test_model_calls_and_sandbox_egress_go_through_the_proxy(
@@ -36,11 +45,7 @@ async def test_model_calls_and_sandbox_egress_go_through_the_proxy(
         lambda r: Reply([Text(r.tool_result_text())]),
     )
     harness = make_harness(script, workers=0)
-    secrets = Secrets(tmp_path / "secrets")
-    proxy = ProxyProcess(
-        tmp_path, secrets, upstream=harness.model.url, environments={"default": {"mode": "none"}}
-    ).start()
-    sandbox = launch(tmp_path / "sandbox")
+    secrets, proxy, sandbox = _deployed(harness, tmp_path)
     try:
         harness.start_worker(
             model_base_url=proxy.api_url,
@@ -100,11 +105,7 @@ async def test_a_sandbox_that_cannot_be_bound_is_replaced_and_the_model_told(
         lambda r: Reply([Text("Seen: " + r.tool_result_text())]),
     )
     harness = make_harness(script, workers=0)
-    secrets = Secrets(tmp_path / "secrets")
-    proxy = ProxyProcess(
-        tmp_path, secrets, upstream=harness.model.url, environments={"default": {"mode": "none"}}
-    ).start()
-    sandbox = launch(tmp_path / "sandbox")
+    _, proxy, sandbox = _deployed(harness, tmp_path)
     egress = f"http://127.0.0.1:{proxy.egress_port}"
     try:
         other = new_session_id()

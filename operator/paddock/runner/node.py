@@ -132,12 +132,14 @@ class Runner:
             task.add_done_callback(self._stopping.discard)
             self._refresh_hosts()
 
-    async def _patch_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
-        meta = pod["metadata"]
+    async def _patch_status(self, obj: dict[str, Any], status: dict[str, Any]) -> None:
+        """Merge ``status`` into the object's status subresource; gone objects are fine."""
+        meta = obj["metadata"]
+        api_version, kind = obj.get("apiVersion", "v1"), obj.get("kind", "Pod")
         with contextlib.suppress(NotFound):
             await self.kube.patch(
-                "v1",
-                "Pod",
+                api_version,
+                kind,
                 meta["namespace"],
                 meta["name"],
                 {"status": status},
@@ -210,16 +212,7 @@ class Runner:
         status = deployments.status(deployment, list(self.pods.values()))
         uid = deployment["metadata"]["uid"]
         if json.dumps(status, sort_keys=True) != self._reported.get(uid):
-            meta = deployment["metadata"]
-            with contextlib.suppress(NotFound):
-                await self.kube.patch(
-                    "apps/v1",
-                    "Deployment",
-                    meta["namespace"],
-                    meta["name"],
-                    {"status": status},
-                    subresource="status",
-                )
+            await self._patch_status(deployment, status)
             self._reported[uid] = json.dumps(status, sort_keys=True)
 
     # Garbage collection: what the kube-controller-manager would delete.
