@@ -160,13 +160,18 @@ class StatusSync:
         )
 
     async def run(self) -> None:
-        while True:
-            try:
-                if await self.leadership.hold():
-                    await self.sync_once()
-            except (RedisError, ApiError, OSError):
-                log.exception("status sync pass failed; retrying")
-            await asyncio.sleep(self.rt.settings.sync_interval_s)
+        try:
+            while True:
+                try:
+                    if await self.leadership.hold():
+                        await self.sync_once()
+                except (RedisError, ApiError, OSError):
+                    log.exception("status sync pass failed; retrying")
+                await asyncio.sleep(self.rt.settings.sync_interval_s)
+        finally:  # another replica need not wait for the lease to expire
+            if self.leadership.held():
+                with contextlib.suppress(RedisError, OSError):
+                    await self.leadership.release()
 
     async def sync_once(self) -> None:
         ids = list(self.tracked)
