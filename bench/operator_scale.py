@@ -10,7 +10,8 @@
   Environment, so no pods are made for them).
 
 The operator runs as its own process (`python -m paddock.operator`); a thread plays
-kubelet, marking sandbox pods running and ready. Ends with one line of key=value figures.
+kubelet: it watches sandbox pods and marks each new one running and ready. Ends with one
+line of key=value figures.
 Targets: claim p50 <= 50 ms, p95 <= 100 ms.
 """
 
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import json
 import os
 import statistics
 import subprocess
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -41,33 +45,63 @@ API = f"/apis/paddock.dev/v1alpha1/namespaces/{NAMESPACE}"
 
 
 def play_kubelet(plane: ControlPlane, stop: threading.Event) -> None:
-    """Mark every sandbox pod running and ready, as a kubelet would once it started."""
-    with plane.client() as http:
-        number = 0
+    """Mark every sandbox pod running and ready, as kubelets would once they started it:
+    watch the pods (as a kubelet does) and patch each new one's status, 4 at a time."""
+    url = f"/api/v1/namespaces/{NAMESPACE}/pods"
+    selector = "paddock.dev/component=sandbox"
+    numbers = itertools.count(1)
+    started: set[str] = set()
+
+    def start(http: httpx.Client, name: str) -> None:
+        number = next(numbers)
+        http.patch(
+            f"{url}/{name}/status",
+            json={
+                "status": {
+                    "phase": "Running",
+                    "podIP": f"10.{number // 65536 % 256}.{number // 256 % 256}.{number % 256}",
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                }
+            },
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+
+    def seen(pod: dict[str, Any]) -> bool:
+        """Whether the pod needs starting (once)."""
+        meta = pod["metadata"]
+        if pod.get("status", {}).get("podIP") or meta.get("deletionTimestamp"):
+            return False
+        if meta["name"] in started:
+            return False
+        started.add(meta["name"])
+        return True
+
+    with plane.client() as http, ThreadPoolExecutor(4) as kubelets:
+        version = None
         while not stop.is_set():
-            pods = http.get(
-                f"/api/v1/namespaces/{NAMESPACE}/pods",
-                params={
-                    "labelSelector": "paddock.dev/component=sandbox",
-                    "fieldSelector": "status.phase!=Running",
-                },
-            ).json()["items"]
-            for pod in pods:
-                if pod.get("status", {}).get("podIP") or pod["metadata"].get("deletionTimestamp"):
-                    continue
-                number += 1
-                http.patch(
-                    f"/api/v1/namespaces/{NAMESPACE}/pods/{pod['metadata']['name']}/status",
-                    json={
-                        "status": {
-                            "phase": "Running",
-                            "podIP": f"10.{number // 65536 % 256}.{number // 256 % 256}.{number % 256}",
-                            "conditions": [{"type": "Ready", "status": "True"}],
-                        }
-                    },
-                    headers={"Content-Type": "application/merge-patch+json"},
-                )
-            stop.wait(0.02)
+            if version is None:  # at first, and when the watch's history expired
+                listed = http.get(url, params={"labelSelector": selector}).json()
+                for pod in listed["items"]:
+                    if seen(pod):
+                        kubelets.submit(start, http, pod["metadata"]["name"])
+                version = listed["metadata"]["resourceVersion"]
+            params = {
+                "labelSelector": selector,
+                "watch": "1",
+                "resourceVersion": version,
+                "timeoutSeconds": "2",
+            }
+            with http.stream("GET", url, params=params, timeout=None) as reply:
+                for line in reply.iter_lines():
+                    event = json.loads(line) if line else {}
+                    if event.get("type") == "ERROR":
+                        version = None
+                        break
+                    if event.get("type") in ("ADDED", "MODIFIED"):
+                        pod = event["object"]
+                        version = pod["metadata"]["resourceVersion"]
+                        if seen(pod):
+                            kubelets.submit(start, http, pod["metadata"]["name"])
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:
