@@ -36,6 +36,7 @@ from paddock.operator.sync import StatusSync, slim_session
 log = logging.getLogger(__name__)
 RESYNC_S = 10.0
 RETRY_S = 2.0
+POOL_INTERVAL_S = 0.25
 
 
 class WorkQueue:
@@ -82,6 +83,7 @@ class SandboxController:
         self.rt, self.sandboxes, self.lease, self.workers = rt, sandboxes, lease, workers
         self.queue = WorkQueue()
         self._gained = asyncio.Event()
+        self._pool_done: dict[Hashable, float] = {}
 
     # --- what the informers report -------------------------------------------------
 
@@ -167,9 +169,19 @@ class SandboxController:
     async def handle(self, key: Hashable) -> None:
         what, namespace, name = key  # type: ignore[misc]
         if what == "pool":
+            # A burst of sessions changes the pool's count of bound pods with every pod:
+            # reconcile (and write its status) at most every POOL_INTERVAL_S.
+            loop = asyncio.get_running_loop()
+            wait = self._pool_done.get(key, 0.0) + POOL_INTERVAL_S - loop.time()
+            if wait > 0:
+                loop.call_later(wait, self.queue.add, key)
+                return
             environment = self.rt.informers["Environment"].get(namespace, name)
             if environment is not None and not environment["metadata"].get("deletionTimestamp"):
-                await self.sandboxes.reconcile_pool(environment)
+                try:
+                    await self.sandboxes.reconcile_pool(environment)
+                finally:
+                    self._pool_done[key] = loop.time()
         elif what == "sandbox":
             await reconcile_sandbox(self.rt, self.sandboxes, namespace, name)
 
