@@ -124,11 +124,16 @@ class Sandboxes:
         warm = claiming + warm
         size = environment.get("spec", {}).get("warmPool", {}).get("size", 0)
         if size > len(warm):
-            created = await asyncio.gather(
-                *(self.kube.create(self._new_pod(environment)) for _ in range(size - len(warm)))
+            replies = await asyncio.gather(
+                *(self.kube.create(self._new_pod(environment)) for _ in range(size - len(warm))),
+                return_exceptions=True,
             )
-            for pod in created:
+            created = [r for r in replies if isinstance(r, dict)]
+            for pod in created:  # known at once, even if another create failed
                 self.pods.store(pod)
+            for reply in replies:
+                if isinstance(reply, BaseException):
+                    raise reply
             warm.extend(created)
         for pod in warm[max(size, len(claiming)) :]:  # the pool shrank
             await self.kube.delete("v1", "Pod", namespace, pod["metadata"]["name"])
@@ -188,6 +193,8 @@ class Sandboxes:
     def _claimable(self, namespace: str, environment: str) -> list[dict[str, Any]]:
         """Ready pooled pods nobody here is claiming, in random order (claims by other
         replicas then rarely race for the same pod)."""
+        if len(self._refused) > 1000:  # forget pods that are gone
+            self._refused = {k: v for k, v in self._refused.items() if self.pods.get(*k)}
         ready = []
         for pod in self.pool_pods(namespace, environment, "warm"):
             key = (namespace, pod["metadata"]["name"])

@@ -165,7 +165,7 @@ class StatusSync:
                 try:
                     if await self.leadership.hold():
                         await self.sync_once()
-                except (RedisError, ApiError, OSError):
+                except Exception:  # a dead sync task would leave every status behind
                     log.exception("status sync pass failed; retrying")
                 await asyncio.sleep(self.rt.settings.sync_interval_s)
         finally:  # another replica need not wait for the lease to expire
