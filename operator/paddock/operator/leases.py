@@ -34,9 +34,10 @@ return 0
 
 
 def lease_key(rt: Runtime, job: str) -> str:
-    """The lease of ``job`` among the replicas that serve the same namespaces."""
-    scope = ",".join(sorted(rt.settings.namespaces)) or "*"
-    return f"paddock:operator:{job}:{scope}"
+    """The lease of ``job`` among the replicas that serve the same namespaces:
+    `paddock:operator:<job>`, with `:<namespace>,...` when they serve only some."""
+    scope = ",".join(sorted(rt.settings.namespaces))
+    return f"paddock:operator:{job}:{scope}" if scope else f"paddock:operator:{job}"
 
 
 class Leadership:
