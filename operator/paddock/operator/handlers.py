@@ -17,6 +17,7 @@ from typing import Any
 import kopf
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from paddock.eventlog.log import SOCKET_TIMEOUT_S
 from paddock.operator import agents, events, metrics, render, sessions
 from paddock.operator import labels as L
 from paddock.operator.apiclient import AioKubeClient, Credentials
@@ -81,10 +82,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     config = OperatorSettings.from_env(dict(os.environ))
     # Requests through aiohttp; watches (4 kinds, each namespace) through httpx.
     kube = AioKubeClient(Credentials.load(), watches=4 * max(1, len(config.namespaces)) + 4)
-    # Callers wait for a Redis connection rather than fail when all are taken.
+    # The event log's client settings (see `connect`), with a pool whose callers wait for
+    # one of 64 connections rather than fail when all are taken.
     redis = Redis(
         connection_pool=BlockingConnectionPool.from_url(
-            config.redis_url, max_connections=64, timeout=None
+            config.redis_url,
+            max_connections=64,
+            timeout=None,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            socket_connect_timeout=5,
+            health_check_interval=15,
         )
     )
     rt = Runtime(config, kube, redis)
