@@ -6,9 +6,11 @@ from paddock.kube.client import (
     MERGE,
     ApiError,
     Conflict,
+    Credentials,
     KubeClient,
     NotFound,
     path,
+    raise_for_status,
 )
 
 __all__ = [
@@ -17,7 +19,9 @@ __all__ = [
     "MERGE",
     "ApiError",
     "Conflict",
+    "Credentials",
     "KubeClient",
     "NotFound",
     "path",
+    "raise_for_status",
 ]

@@ -76,18 +76,27 @@ def path(
     return url
 
 
+def raise_for_status(status: int, text: str) -> None:
+    """The apiserver's answer as an exception, if it is an error."""
+    if status == 404:
+        raise NotFound(404, text)
+    if status == 409:
+        raise Conflict(status, text)
+    if status >= 400:
+        raise ApiError(status, text)
+
+
 @dataclass
-class KubeClient:
-    http: httpx.AsyncClient
-    # Requests beyond the connection pool wait here, not in httpcore's pool, whose
-    # bookkeeping costs grow with (waiting requests x connections): with hundreds of
-    # concurrent handlers it took most of the operator's CPU.
-    _slots: asyncio.Semaphore = field(
-        default_factory=lambda: asyncio.Semaphore(MAX_CONNECTIONS), repr=False, compare=False
-    )
+class Credentials:
+    """Where the apiserver is and how to authenticate, as the `kubernetes` package resolves
+    them (kubeconfig with client certificates, tokens or exec plugins, or in-cluster)."""
+
+    host: str
+    ssl_context: ssl.SSLContext
+    headers: dict[str, str]
 
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
+    def load(cls, kubeconfig: str | None = None) -> Credentials:
         """In-cluster credentials when running in a pod, else the kubeconfig."""
         configuration = k8s_client.Configuration()
         try:
@@ -105,12 +114,33 @@ class KubeClient:
         )
         if token:
             headers["Authorization"] = token if token.startswith("Bearer ") else f"Bearer {token}"
+        return cls(configuration.host, context, headers)
+
+
+@dataclass
+class KubeClient:
+    http: httpx.AsyncClient
+    # Requests beyond the connection pool wait here, not in httpcore's pool, whose
+    # bookkeeping costs grow with (waiting requests x connections): with hundreds of
+    # concurrent handlers it took most of the operator's CPU.
+    _slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(MAX_CONNECTIONS), repr=False, compare=False
+    )
+
+    @classmethod
+    def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
+        """In-cluster credentials when running in a pod, else the kubeconfig."""
+        credentials = Credentials.load(kubeconfig)
         # Every connection stays open: a new one costs a TLS handshake.
         limits = httpx.Limits(
             max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS
         )
         http = httpx.AsyncClient(
-            base_url=configuration.host, verify=context, headers=headers, timeout=30, limits=limits
+            base_url=credentials.host,
+            verify=credentials.ssl_context,
+            headers=credentials.headers,
+            timeout=30,
+            limits=limits,
         )
         return cls(http)
 
@@ -126,12 +156,7 @@ class KubeClient:
             if response.status_code != 429:
                 break
             await asyncio.sleep(min(float(response.headers.get("Retry-After", "1") or 1), 5))
-        if response.status_code == 404:
-            raise NotFound(404, response.text)
-        if response.status_code == 409:
-            raise Conflict(response.status_code, response.text)
-        if response.status_code >= 400:
-            raise ApiError(response.status_code, response.text)
+        raise_for_status(response.status_code, response.text)
         return response.json() if response.content else {}
 
     async def apply(

@@ -15,48 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import ssl
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import httpx
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
 
-from paddock.kube import ApiError, Conflict, KubeClient, NotFound
+from paddock.kube import ApiError, Credentials, KubeClient, raise_for_status
 
 CONNECTIONS = 16
 """Requests in flight; more only add waiting on a 2-core apiserver."""
-
-
-@dataclass
-class Credentials:
-    host: str
-    ssl_context: ssl.SSLContext
-    headers: dict[str, str]
-
-    @classmethod
-    def load(cls, kubeconfig: str | None = None) -> Credentials:
-        """In-cluster credentials when running in a pod, else the kubeconfig."""
-        configuration = k8s_client.Configuration()
-        try:
-            k8s_config.load_incluster_config(client_configuration=configuration)
-        except k8s_config.ConfigException:
-            # The package reads $KUBECONFIG once at import; read it now.
-            config_file = kubeconfig or os.environ.get("KUBECONFIG")
-            k8s_config.load_kube_config(config_file=config_file, client_configuration=configuration)
-        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
-        if configuration.cert_file:
-            context.load_cert_chain(configuration.cert_file, configuration.key_file)
-        headers = {}
-        token = configuration.api_key.get("authorization") or configuration.api_key.get(
-            "BearerToken"
-        )
-        if token:
-            headers["Authorization"] = token if token.startswith("Bearer ") else f"Bearer {token}"
-        return cls(configuration.host, context, headers)
 
 
 class AioKubeClient(KubeClient):
@@ -115,10 +82,5 @@ class AioKubeClient(KubeClient):
             if status != 429:
                 break
             await asyncio.sleep(min(float(retry_after or 1), 5))
-        if status == 404:
-            raise NotFound(404, text)
-        if status == 409:
-            raise Conflict(status, text)
-        if status >= 400:
-            raise ApiError(status, text)
+        raise_for_status(status, text)
         return json.loads(text) if text else {}

@@ -18,9 +18,10 @@ import kopf
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from paddock.eventlog.log import SOCKET_TIMEOUT_S
+from paddock.kube import Credentials
 from paddock.operator import agents, events, metrics, render, sessions
 from paddock.operator import labels as L
-from paddock.operator.apiclient import AioKubeClient, Credentials
+from paddock.operator.apiclient import AioKubeClient
 from paddock.operator.controller import SandboxController, informers
 from paddock.operator.identity import ensure_id
 from paddock.operator.leases import Leadership, lease_key
