@@ -322,7 +322,7 @@ def proxy_service(agent: dict[str, Any]) -> dict[str, Any]:
 _DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
 _DNS = {"ports": _DNS_PORTS}
 # Sandboxes may resolve names only through the cluster's resolver, not any server (which
-# would be a tunnel out); the resolver itself still recurses: see docs/security.md.
+# would be a tunnel out); the resolver itself still recurses: see docs/security-model.md.
 _CLUSTER_DNS = {
     "to": [
         {
