@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,7 +76,7 @@ class LocalPod:
         self._reported = ""
         self._announced_ready = False
         self._task: asyncio.Task[None] | None = None
-        self.on_change: Any = None  # called when readiness or the address changes
+        self.on_change: Callable[[], None] | None = None  # called when readiness changes
 
     @property
     def ready(self) -> bool:
