@@ -8,17 +8,8 @@ k8s_version=$(awk '$1 == "k8s.io/kubernetes" {print $2}' "$here/go.mod")
 minor=$(echo "$k8s_version" | cut -d. -f2)
 pin=$(cat "$here/go.mod" "$here/go.sum" "$here"/cmd/*/main.go | sha256sum | cut -c1-12)
 out="${PADDOCK_CACHE:-$HOME/.cache/paddock}/controlplane/$k8s_version-$pin"
-if [[ -x "$out/kube-apiserver" && -x "$out/etcd" ]]; then
-  echo "$out"; exit 0
-fi
-# One build at a time (parallel test runs on one machine share the cache).
-mkdir -p "$(dirname "$out")"
-exec 9>"$(dirname "$out")/.lock"
-flock 9
-if [[ -x "$out/kube-apiserver" && -x "$out/etcd" ]]; then
-  echo "$out"; exit 0
-fi
-command -v go >/dev/null || { echo "build-controlplane: no 'go' on PATH (bash hack/setup.sh installs one)" >&2; exit 1; }
+source "$(dirname "$0")/lib/cache.sh"
+cached_or_lock "$out" "$out" kube-apiserver etcd
 mkdir -p "$out.tmp"
 cd "$here"
 export CGO_ENABLED=0 GOFLAGS="-trimpath -mod=readonly" GOTOOLCHAIN=local

@@ -7,17 +7,8 @@ here=$(cd "$(dirname "$0")/helm" && pwd)
 helm_version=$(awk '$1 == "helm.sh/helm/v4" {print $2}' "$here/go.mod")
 pin=$(cat "$here/go.mod" "$here/go.sum" | sha256sum | cut -c1-12)
 out="${PADDOCK_CACHE:-$HOME/.cache/paddock}/helm/$helm_version-$pin"
-if [[ -x "$out/helm" ]]; then
-  echo "$out/helm"; exit 0
-fi
-# One build at a time (parallel test runs on one machine share the cache).
-mkdir -p "$(dirname "$out")"
-exec 9>"$(dirname "$out")/.lock"
-flock 9
-if [[ -x "$out/helm" ]]; then
-  echo "$out/helm"; exit 0
-fi
-command -v go >/dev/null || { echo "build-helm: no 'go' on PATH (bash hack/setup.sh installs one)" >&2; exit 1; }
+source "$(dirname "$0")/lib/cache.sh"
+cached_or_lock "$out/helm" "$out" helm
 mkdir -p "$out.tmp"
 cd "$here"
 export CGO_ENABLED=0 GOFLAGS="-trimpath -mod=readonly" GOTOOLCHAIN=local

@@ -11,17 +11,8 @@ kubectl_version="v1.${kubectl_module#v0.}"
 minor=$(echo "$kubectl_version" | cut -d. -f2)
 pin=$(cat "$here/go.mod" "$here/go.sum" "$here/cmd/kubectl/main.go" | sha256sum | cut -c1-12)
 out="${PADDOCK_CACHE:-$HOME/.cache/paddock}/kind/tools-$kind_version-$pin"
-if [[ -x "$out/kind" && -x "$out/kubectl" ]]; then
-  echo "$out"; exit 0
-fi
-# One build at a time (parallel runs on one machine share the cache).
-mkdir -p "$(dirname "$out")"
-exec 9>"$(dirname "$out")/.lock"
-flock 9
-if [[ -x "$out/kind" && -x "$out/kubectl" ]]; then
-  echo "$out"; exit 0
-fi
-command -v go >/dev/null || { echo "kind/build.sh: no 'go' on PATH (bash hack/setup.sh installs one)" >&2; exit 1; }
+source "$here/../lib/cache.sh"
+cached_or_lock "$out" "$out" kind kubectl
 rm -rf "$out.tmp"; mkdir -p "$out.tmp"
 cd "$here"
 export CGO_ENABLED=0 GOFLAGS="-trimpath -mod=readonly" GOTOOLCHAIN=local
