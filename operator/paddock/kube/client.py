@@ -28,6 +28,7 @@ METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v
 MAX_CONNECTIONS = 64
 # apiVersion, kind -> plural: the kinds the operator touches.
 PLURALS = {
+    ("v1", "Namespace"): "namespaces",
     ("v1", "Pod"): "pods",
     ("v1", "Service"): "services",
     ("v1", "ConfigMap"): "configmaps",

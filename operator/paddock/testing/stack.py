@@ -140,7 +140,7 @@ class LocalStack:
                 if obj["kind"] != "Namespace":
                     meta.setdefault("namespace", namespace)
                 reply = client.patch(
-                    _path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"]),
+                    path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"]),
                     content=json.dumps(obj),
                     headers={"Content-Type": APPLY},
                     params={"fieldManager": MANAGER, "force": "true"},
@@ -158,7 +158,7 @@ class LocalStack:
     def get(self, api_version: str, kind: str, namespace: str | None, name: str = "") -> Any:
         """An object (None if absent), or the items of a list when ``name`` is empty."""
         assert self.control_plane is not None
-        reply = self.control_plane.get(_path(api_version, kind, namespace, name))
+        reply = self.control_plane.get(path(api_version, kind, namespace, name))
         if reply.status_code == 404:
             return None
         reply.raise_for_status()
@@ -167,7 +167,7 @@ class LocalStack:
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         assert self.control_plane is not None
         with self.control_plane.client() as client:
-            client.delete(_path(api_version, kind, namespace, name))
+            client.delete(path(api_version, kind, namespace, name))
 
     def session_id(self, name: str, namespace: str = "default", timeout: float = 60) -> str:
         """The `sesn_` id the operator gives a Session created with kubectl."""
@@ -227,12 +227,6 @@ class LocalStack:
             f"{self.gateway_url}/v1/agents", headers={"x-api-key": self.api_key}, timeout=2
         )
         return reply.status_code == 200
-
-
-def _path(api_version: str, kind: str, namespace: str | None, name: str = "") -> str:
-    if kind == "Namespace":
-        return f"/api/v1/namespaces/{name}" if name else "/api/v1/namespaces"
-    return path(api_version, kind, namespace, name)
 
 
 def _secret(
