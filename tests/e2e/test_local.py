@@ -7,6 +7,7 @@ process, and deleting the resources leaves no pod, Deployment or Redis key behin
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -108,43 +109,115 @@ def test_a_session_runs_its_tools_in_a_sandbox_and_deleting_it_leaves_nothing(
             stack.get(PADDOCK, "Session", "default", "primes") is None
             and not _pods(stack, **{"paddock.dev/session-id": session_id})
             and not list(log.scan_iter(match=f"*{session_id}*"))
+            # The runner removes a pod's files once its processes have stopped.
+            and not written[0].exists()
         )
 
-    _wait(stack, "the session's pods and Redis keys to go", cleaned_up)
-    assert not written[0].exists(), "the runner left the sandbox's files behind"
+    _wait(stack, "the session's pods, Redis keys and pod files to go", cleaned_up)
 
 
 def test_only_the_proxy_container_can_read_the_api_key(stack: LocalStack) -> None:
-    """The runner lays out Secret volumes so that only the container mounting them (the
-    proxy, by its uid) can read them: the harness's and sandboxes' uid cannot."""
+    """Only the container that mounts the Secret (the proxy) sees it: in the harness
+    container the file is not there, and the pod's files on the host are root's alone."""
     stack.apply_file(EXAMPLES / "hello-agent.yaml")
-    _wait(stack, "a ready harness pod", lambda: any(
-        c["type"] == "Ready" and c["status"] == "True"
-        for p in _pods(stack, **{"paddock.dev/component": "harness"})
-        for c in p["status"].get("conditions", [])
-    ))  # fmt: skip
-    pod = _pods(stack, **{"paddock.dev/component": "harness"})[0]
-    (pod_dir,) = (stack.dir / "runner" / "pods").glob(f"default_{pod['metadata']['name']}_*")
-    key_file = pod_dir / "volumes" / "anthropic-key" / "api-key"
-    harness_uid = pod["spec"]["containers"][0]["securityContext"]["runAsUser"]
-    proxy_uid = pod["spec"]["containers"][1]["securityContext"]["runAsUser"]
+    harness = _ready_pod(stack, "harness")
+    name = harness["metadata"]["name"]
+    key_path = "/var/run/secrets/paddock/anthropic/api-key"
+    mounts = {m["mountPath"] for m in harness["spec"]["containers"][1]["volumeMounts"]}
+    assert str(Path(key_path).parent) in mounts, mounts
 
-    def read_as(uid: int) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "cat", str(key_file)],
-            capture_output=True,
-            text=True,
-        )
-
-    denied = read_as(harness_uid)
-    assert denied.returncode != 0
-    assert "Permission denied" in denied.stderr
-    assert read_as(proxy_uid).stdout.startswith("sk-ant-")
+    seen_by_proxy = stack.exec_in("default", name, "proxy", ["cat", key_path])
+    assert seen_by_proxy.stdout.startswith("sk-ant-"), seen_by_proxy.stderr
+    seen_by_harness = stack.exec_in("default", name, "harness", ["cat", key_path])
+    assert seen_by_harness.returncode != 0
+    assert "No such file" in seen_by_harness.stderr
+    # On the host, the pod's directory is root's: no other uid reaches the file.
+    (pod_dir,) = (stack.dir / "runner" / "pods").glob(f"default_{name}_*")
+    harness_uid = harness["spec"]["containers"][0]["securityContext"]["runAsUser"]
+    from_host = subprocess.run(
+        ["setpriv", f"--reuid={harness_uid}", f"--regid={harness_uid}", "--clear-groups",
+         "cat", str(pod_dir / "volumes" / "anthropic-key" / "api-key")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert from_host.returncode != 0
+    assert "Permission denied" in from_host.stderr
     # And nothing of the key is in the harness container's environment or command line.
     for part in ("cmdline", "environ"):
         for proc in Path("/proc").iterdir():
             if proc.name.isdigit() and _owned_by(proc, harness_uid):
                 assert "sk-ant-" not in _read(proc / part)
+
+
+def test_a_sandbox_cannot_reach_another_pods_files(stack: LocalStack) -> None:
+    """Code in one sandbox looks for the other pods' volumes (a bound sandbox's bearer
+    token, the proxy's Secret) the ways that worked before: through the runner's state
+    directory, other processes' /proc entries, and their roots. It finds none of them."""
+    stack.apply_file(EXAMPLES / "hello-agent.yaml")
+    harness = _ready_pod(stack, "harness")
+    _wait(stack, "two warm sandboxes", lambda: len(_ready_pods(stack, "sandbox")) >= 2)
+    attacker, victim = _ready_pods(stack, "sandbox")[:2]
+    state_dir = stack.dir / "runner"
+    victim_dir = next((state_dir / "pods").glob(f"default_{victim['metadata']['name']}_*"))
+    targets = [
+        victim_dir / "volumes" / "token" / "token",
+        *(state_dir / "pods").glob(f"default_{harness['metadata']['name']}_*/volumes/*/*"),
+    ]
+    # What the attack is after, there on the host.
+    assert targets[0].exists()
+    assert len(targets) > 1
+    script = "\n".join(
+        [
+            "import glob, json, os",
+            f"targets = {[str(t) for t in targets]!r}",
+            "found = [t for t in targets if os.path.exists(t)]",
+            f"found += glob.glob({str(state_dir)!r} + '/*')",
+            "tokens = []",
+            "for path in glob.glob('/proc/*/root/var/run/paddock/sandbox/token'):",
+            "    try:",
+            "        tokens.append(open(path).read())",
+            "    except OSError:",
+            "        pass",
+            "pids = [p for p in os.listdir('/proc') if p.isdigit()]",
+            "homes = set()",
+            "for pid in pids:",
+            "    try:",
+            "        environ = open(f'/proc/{pid}/environ').read().split(chr(0))",
+            "    except OSError:",
+            "        continue",
+            "    homes |= {e for e in environ if e.startswith('HOME=')}",
+            "print(json.dumps({'found': found, 'tokens': tokens, 'pids': len(pids),",
+            "                  'homes': sorted(homes)}))",
+        ]
+    )
+    shown = stack.exec_in(
+        "default", attacker["metadata"]["name"], "sandbox", ["python3", "-c", script]
+    )
+    assert shown.returncode == 0, shown.stderr
+    seen = json.loads(shown.stdout)
+    assert seen["found"] == [], seen
+    # Through /proc it reaches its own root only: its own token, never the victim's.
+    assert seen["tokens"], seen
+    assert targets[0].read_text() not in seen["tokens"]
+    # Its own PID namespace: its init, its server and the attacking process; no HOME
+    # points into the runner's directory.
+    assert seen["pids"] <= 3, seen
+    assert not [home for home in seen["homes"] if str(stack.dir) in home], seen
+
+
+def _ready_pods(stack: LocalStack, component: str) -> list[dict[str, Any]]:
+    return [
+        p
+        for p in _pods(stack, **{"paddock.dev/component": component})
+        if any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in (p.get("status") or {}).get("conditions", [])
+        )
+    ]
+
+
+def _ready_pod(stack: LocalStack, component: str) -> dict[str, Any]:
+    _wait(stack, f"a ready {component} pod", lambda: bool(_ready_pods(stack, component)))
+    return _ready_pods(stack, component)[0]
 
 
 def _owned_by(proc: Path, uid: int) -> bool:

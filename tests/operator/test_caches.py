@@ -111,7 +111,14 @@ def test_the_session_informer_keeps_what_is_read_of_a_session() -> None:
             "annotations": {"big": "x" * 1000},
         },
         "spec": {"agentRef": {"name": "coder"}, "ttl": "1h", "initialEvents": [{"x": 1}]},
-        "status": {"phase": "Idle", "usage": {"inputTokens": 5}},
+        "status": {
+            "phase": "Idle",
+            "usage": {"inputTokens": 5},
+            "conditions": [
+                {"type": "Ready", "status": "True"},
+                {"type": "Scheduled", "status": "True"},
+            ],
+        },
     }
     assert slim_session(session) == {
         "apiVersion": "paddock.dev/v1alpha1",
@@ -124,5 +131,5 @@ def test_the_session_informer_keeps_what_is_read_of_a_session() -> None:
             "labels": {L.SESSION_ID: "sesn_1"},
         },
         "spec": {"agentRef": {"name": "coder"}, "ttl": "1h"},
-        "status": {"phase": "Idle"},
+        "status": {"phase": "Idle", "conditions": [{"type": "Scheduled", "status": "True"}]},
     }

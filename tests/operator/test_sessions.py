@@ -78,6 +78,17 @@ def test_a_sessions_life(
     session_id = session["metadata"]["labels"][L.SESSION_ID]
     pending = phase(cluster, namespace, "life", "Pending")  # the task waits for a worker
     assert pending["status"]["eventCount"] == 1
+    # No worker is ready (nothing runs the harness pods here): the status says why.
+    scheduled = cluster.wait(
+        "the reason the session waits",
+        lambda: (
+            (c := cluster.condition("Session", namespace, "life", "Scheduled"))
+            and "HarnessNotReady" in c["message"]
+            and c
+        ),
+    )
+    assert (scheduled["status"], scheduled["reason"]) == ("False", "WaitingForWorker")
+    assert scheduled["message"].startswith("waiting for a harness worker: HarnessNotReady: ")
 
     act_as_worker(redis_url, session_id, SessionStatusRunningEvent(), SpanModelRequestStartEvent())
     running = phase(cluster, namespace, "life", "Running")
@@ -105,6 +116,7 @@ def test_a_sessions_life(
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
         "Ready": "True",
         "SandboxBound": "True",
+        "Scheduled": "True",
     }
     # Each phase change is also an Event, posted right after the status.
     cluster.wait(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +30,34 @@ STOP_REASON_EXIT = {
 }
 """Exit code of `paddock run` by the stop reason of the turn (docs/cli.md)."""
 _LAST_EVENTS = ("session.status_terminated", "session.deleted")
+STALL_POLL_S = 2.0
+"""How often a followed session is asked why it makes no progress."""
+
+
+@contextlib.contextmanager
+def _stalls_reported(client: Anthropic, term: Terminal, session_id: str) -> Iterator[None]:
+    """While the block runs, say (once per reason) why the session makes no progress: the
+    gateway's `status_message`, for example `waiting for a harness worker:
+    HarnessCrashLooping: …`. The event stream alone would only be silent."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        said = ""
+        while not stop.wait(STALL_POLL_S):
+            try:
+                message = client.beta.sessions.retrieve(session_id).to_dict().get("status_message")
+            except anthropic.APIError:
+                continue
+            if message and message != said:
+                term.line(term.style(f"… {message}", "yellow"))
+            said = message or ""
+
+    thread = threading.Thread(target=watch, name="stall-reporter", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def run(client: Anthropic, term: Terminal, agent: str, task: str, environment: str | None) -> int:
@@ -50,7 +80,8 @@ def run(client: Anthropic, term: Terminal, agent: str, task: str, environment: s
             events=[{"type": "user.message", "content": [{"type": "text", "text": task}]}],
         )
         try:
-            return _follow(client, term, renderer, session.id, stream, started)
+            with _stalls_reported(client, term, session.id):
+                return _follow(client, term, renderer, session.id, stream, started)
         except KeyboardInterrupt:
             term.busy(None)
             client.beta.sessions.events.send(session.id, events=[{"type": "user.interrupt"}])
@@ -157,16 +188,17 @@ def logs(client: Anthropic, term: Terminal, session: str, follow: bool, until_id
         if code is None and until_idle and idle is not None:
             return STOP_REASON_EXIT.get(idle["stop_reason"]["type"], EXIT_ERROR)
         try:
-            for item in stream:
-                event = item.to_dict()
-                if event["id"] in seen:
-                    continue
-                _show_logged(term, renderer, event)
-                code = done(event)
-                if code is not None:
-                    return code
-                if until_idle and idle is not None:
-                    return STOP_REASON_EXIT.get(idle["stop_reason"]["type"], EXIT_ERROR)
+            with _stalls_reported(client, term, session):
+                for item in stream:
+                    event = item.to_dict()
+                    if event["id"] in seen:
+                        continue
+                    _show_logged(term, renderer, event)
+                    code = done(event)
+                    if code is not None:
+                        return code
+                    if until_idle and idle is not None:
+                        return STOP_REASON_EXIT.get(idle["stop_reason"]["type"], EXIT_ERROR)
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
     return EXIT_OK

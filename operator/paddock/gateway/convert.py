@@ -622,6 +622,15 @@ def session_view(
     if list_cost:
         usage["list_cost"] = list_cost
     end = updated if status == "terminated" else at
+    # A Paddock extension: why the session makes no progress, as the operator sees it.
+    waiting = next(
+        (
+            c.get("message") or None
+            for c in status_block.get("conditions") or []
+            if c.get("type") == "Scheduled" and c.get("status") == "False"
+        ),
+        None,
+    )
     return {
         "type": "session",
         "id": labels(obj)[SESSION_ID_LABEL],
@@ -643,4 +652,5 @@ def session_view(
         "created_at": created_at(obj),
         "updated_at": rfc3339(updated),
         "archived_at": archived_at(obj),
+        "status_message": waiting if status in ("idle", "rescheduling") else None,
     }

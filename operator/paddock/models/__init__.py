@@ -2,6 +2,7 @@
 
 from paddock.models.agent import Agent, AgentSpec, AgentStatus
 from paddock.models.common import API_VERSION, GROUP, VERSION, Condition
+from paddock.models.conditions import AgentReason, EnvironmentReason, SessionReason
 from paddock.models.environment import Environment, EnvironmentSpec, EnvironmentStatus
 from paddock.models.session import Session, SessionSpec, SessionStatus
 
@@ -10,13 +11,16 @@ __all__ = [
     "GROUP",
     "VERSION",
     "Agent",
+    "AgentReason",
     "AgentSpec",
     "AgentStatus",
     "Condition",
     "Environment",
+    "EnvironmentReason",
     "EnvironmentSpec",
     "EnvironmentStatus",
     "Session",
+    "SessionReason",
     "SessionSpec",
     "SessionStatus",
 ]

@@ -79,11 +79,19 @@ async def status(
         is None
     ):
         missing_environment = environment
+    ready = (deployment or {}).get("status", {}).get("readyReplicas", 0) or 0
+    # Why no worker is ready is in the pods: read them only then.
+    harness_pods = (
+        []
+        if deployment is None or ready
+        else await rt.kube.list("v1", "Pod", namespace, labels=render.harness_labels(agent))
+    )
     return agent_status(
         agent,
         missing_secrets=await missing_secrets(rt.kube, agent),
         missing_environment=missing_environment,
         deployment=deployment,
+        harness_pods=harness_pods,
         active_sessions=active_sessions,
         now=datetime.now(UTC),
     )

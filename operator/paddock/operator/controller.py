@@ -84,6 +84,10 @@ class SandboxController:
         self.queue = WorkQueue()
         self._gained = asyncio.Event()
         self._pool_done: dict[Hashable, float] = {}
+        sandboxes.schedule = self._later
+
+    def _later(self, key: Hashable, delay: float) -> None:
+        asyncio.get_running_loop().call_later(delay, self.queue.add, key)
 
     # --- what the informers report -------------------------------------------------
 
@@ -159,10 +163,10 @@ class SandboxController:
                     await self.handle(key)
             except (ApiError, RedisError, OSError) as exc:
                 log.warning("%s: %s; again in %s s", key, exc, RETRY_S)
-                asyncio.get_running_loop().call_later(RETRY_S, self.queue.add, key)
+                self._later(key, RETRY_S)
             except Exception:
                 log.exception("%s failed; again in %s s", key, RETRY_S)
-                asyncio.get_running_loop().call_later(RETRY_S, self.queue.add, key)
+                self._later(key, RETRY_S)
             finally:
                 self.queue.done(key)
 
@@ -174,7 +178,7 @@ class SandboxController:
             loop = asyncio.get_running_loop()
             wait = self._pool_done.get(key, 0.0) + POOL_INTERVAL_S - loop.time()
             if wait > 0:
-                loop.call_later(wait, self.queue.add, key)
+                self._later(key, wait)
                 return
             environment = self.rt.informers["Environment"].get(namespace, name)
             if environment is not None and not environment["metadata"].get("deletionTimestamp"):

@@ -254,6 +254,7 @@ def harness_deployment(agent: dict[str, Any], settings: RenderSettings) -> dict[
         ],
         "resources": resources,
         "securityContext": _restricted(HARNESS_UID),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     proxy = {
         "name": "proxy",
@@ -270,6 +271,7 @@ def harness_deployment(agent: dict[str, Any], settings: RenderSettings) -> dict[
             "limits": {"cpu": "500m", "memory": "256Mi"},
         },
         "securityContext": _restricted(PROXY_UID),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     template_hash = digest({"spec": spec.to_k8s(), "image": image, "redis": settings.redis_url})
     return {
@@ -421,6 +423,9 @@ def sandbox_pod(environment: dict[str, Any], name: str, token: str) -> dict[str,
                 },
                 "resources": spec.resources.to_k8s(),
                 "securityContext": {**_restricted(SANDBOX_UID), "readOnlyRootFilesystem": False},
+                # The tail of a failed start's log becomes the termination message, which
+                # the operator shows in the Environment's status.
+                "terminationMessagePolicy": "FallbackToLogsOnError",
                 "volumeMounts": [
                     {"name": "workspace", "mountPath": spec.working_dir},
                     {"name": "token", "mountPath": SANDBOX_TOKEN_DIR, "readOnly": True},

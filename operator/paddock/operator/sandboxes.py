@@ -14,8 +14,9 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,10 +28,46 @@ from paddock.operator import labels as L
 from paddock.operator import metrics, render
 from paddock.operator.informer import Informer
 from paddock.operator.runtime import Runtime
-from paddock.operator.status import environment_status, pod_dead, pod_ready
+from paddock.operator.status import environment_status, pod_dead, pod_failure, pod_ready
 
 log = logging.getLogger(__name__)
 DEFAULT_SANDBOX_IMAGE = EnvironmentSpec().image
+BACKOFF_BASE_S = 2.0
+BACKOFF_MAX_S = 300.0
+
+
+@dataclass
+class StartFailures:
+    """Sandbox pods of one Environment that failed to start, in a row. While there are
+    any, one pod at a time is started (for the pool or for a session), each after a
+    backoff that doubles: a broken image costs a few pods a minute, not one a second."""
+
+    count: int = 0
+    message: str = ""
+    retry_at: float = 0.0
+    """`time.monotonic()` before which no new sandbox pod of the Environment is created."""
+    seen: set[str] = field(default_factory=set)
+    """Pods already counted."""
+
+    def failed(self, pod: str, message: str) -> None:
+        if pod in self.seen:
+            return
+        self.seen.add(pod)
+        self.count += 1
+        self.message = message
+        backoff = min(BACKOFF_BASE_S * 2 ** (self.count - 1), BACKOFF_MAX_S)
+        self.retry_at = time.monotonic() + backoff
+
+
+def start_failure(pod: dict[str, Any]) -> str | None:
+    """Why ``pod`` failed, if it did (phase `Failed`): its container's last words."""
+    status = pod.get("status") or {}
+    if status.get("phase") != "Failed":
+        return None
+    failure = pod_failure(pod)
+    return (
+        failure[1] if failure else status.get("message") or f"pod {pod['metadata']['name']} failed"
+    )
 
 
 def _escape(key: str) -> str:
@@ -71,6 +108,46 @@ class Sandboxes:
         self._claiming: set[tuple[str, str]] = set()
         self._refused: dict[tuple[str, str], str] = {}  # pod -> resourceVersion a claim failed at
         self._binding: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self.failures: dict[tuple[str, str], StartFailures] = {}
+        self._served: set[str] = set()  # uids of pods seen ready
+        self.wanting: set[str] = set()
+        """Sessions whose sandbox waits for their Environment's backoff to pass."""
+        self.schedule: Callable[[Hashable, float], None] = lambda key, delay: None
+        """Set by the `SandboxController`: handle ``key`` again after ``delay`` seconds."""
+
+    def _may_start(self, namespace: str, environment: str) -> float:
+        """0 when a sandbox pod of the Environment may be created now, else how many
+        seconds until one may (while failing: after the backoff, one start at a time)."""
+        failures = self.failures.get((namespace, environment))
+        if failures is None or not failures.count:
+            return 0.0
+        wait = failures.retry_at - time.monotonic()
+        if wait > 0:
+            return wait
+        starting = [
+            p
+            for state in ("warm", "bound")
+            for p in self.pool_pods(namespace, environment, state)
+            if not pod_dead(p) and not pod_ready(p)
+        ]
+        return BACKOFF_BASE_S if starting else 0.0
+
+    def note_start(self, pod: dict[str, Any]) -> None:
+        """Count a sandbox pod that failed before it ever served, or clear the count once
+        one serves (a pod that served and then died is a sandbox lost, not a failed start)."""
+        meta = pod["metadata"]
+        key = (meta["namespace"], (meta.get("labels") or {}).get(L.ENVIRONMENT, ""))
+        if pod_ready(pod):
+            if len(self._served) > 10_000:
+                self._served.clear()
+            self._served.add(meta.get("uid", ""))
+            self.failures.pop(key, None)
+            return
+        if meta.get("uid", "") in self._served:
+            return
+        message = start_failure(pod)
+        if message is not None:
+            self.failures.setdefault(key, StartFailures()).failed(pod["metadata"]["name"], message)
 
     @property
     def pods(self) -> Informer:
@@ -114,6 +191,7 @@ class Sandboxes:
         bound = sum(1 for p in self.pool_pods(namespace, name, "bound") if not pod_dead(p))
         warm, claiming = [], []
         for pod in self.pool_pods(namespace, name, "warm"):
+            self.note_start(pod)
             if (namespace, pod["metadata"]["name"]) in self._claiming:
                 claiming.append(pod)  # counted, never deleted: the claim decides its fate
             elif pod_dead(pod) or pod["metadata"]["labels"].get(L.TEMPLATE_HASH) != current:
@@ -123,9 +201,18 @@ class Sandboxes:
                 warm.append(pod)
         warm = claiming + warm
         size = environment.get("spec", {}).get("warmPool", {}).get("size", 0)
-        if size > len(warm):
+        missing = size - len(warm)
+        failures = self.failures.get((namespace, name))
+        if missing > 0 and failures is not None and failures.count:
+            wait = self._may_start(namespace, name)
+            if wait:
+                missing = 0
+                self.schedule(("pool", namespace, name), wait)
+            else:
+                missing = 1  # one start at a time until one serves
+        if missing > 0:
             replies = await asyncio.gather(
-                *(self.kube.create(self._new_pod(environment)) for _ in range(size - len(warm))),
+                *(self.kube.create(self._new_pod(environment)) for _ in range(missing)),
                 return_exceptions=True,
             )
             created = [r for r in replies if isinstance(r, dict)]
@@ -138,8 +225,14 @@ class Sandboxes:
         for pod in warm[max(size, len(claiming)) :]:  # the pool shrank
             await self.kube.delete("v1", "Pod", namespace, pod["metadata"]["name"])
         warm = warm[:size]
+        failures = self.failures.get((namespace, name))
         status = environment_status(
-            environment, warm=warm, bound=bound, template_hash=current, now=datetime.now(UTC)
+            environment,
+            warm=warm,
+            bound=bound,
+            template_hash=current,
+            failures=(failures.count, failures.message) if failures else None,
+            now=datetime.now(UTC),
         )
         for state, count in (
             ("ready", status["warmPool"]["ready"]),
@@ -165,8 +258,9 @@ class Sandboxes:
     async def bind(
         self, session: dict[str, Any], session_id: str, environment: dict[str, Any]
     ) -> str:
-        """Give the session a sandbox; returns `existing`, `warm` or `cold` (bound when ready).
-        Callers hold `binding(session_id)`."""
+        """Give the session a sandbox; returns `existing`, `warm`, `cold` (bound when ready)
+        or `waiting` (its Environment's pods fail to start: a cold start waits for the
+        backoff, and the controller binds again then). Callers hold `binding(session_id)`."""
         started = time.monotonic()
         namespace = session["metadata"]["namespace"]
         if await self.rt.state.sandbox(session_id) is not None:
@@ -182,6 +276,12 @@ class Sandboxes:
                 await self.record(session_id, claimed)
                 metrics.CLAIM_SECONDS.labels("warm").observe(time.monotonic() - started)
                 return "warm"
+        wait = self._may_start(namespace, environment["metadata"]["name"])
+        if wait:
+            self.wanting.add(session_id)
+            self.schedule(("sandbox", namespace, session_id), wait)
+            return "waiting"
+        self.wanting.discard(session_id)
         pod = self._new_pod(self._effective(environment))
         pod["metadata"]["labels"].update({L.SANDBOX_STATE: "bound", L.SESSION_ID: session_id})
         pod["metadata"]["annotations"][L.CLAIM] = "cold"
@@ -259,6 +359,7 @@ class Sandboxes:
         """Forget the binding (so no worker uses it again), then delete the sandboxes."""
         async with self.binding(session_id):
             await self.rt.state.unbind_sandbox(session_id)
+            self.wanting.discard(session_id)
             for pod in self.session_pods(namespace, session_id):
                 if not pod["metadata"].get("deletionTimestamp"):
                     await self.kube.delete("v1", "Pod", namespace, pod["metadata"]["name"])

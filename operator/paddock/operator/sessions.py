@@ -20,7 +20,7 @@ from paddock.operator import events
 from paddock.operator import labels as L
 from paddock.operator.identity import ensure_id
 from paddock.operator.runtime import Runtime
-from paddock.operator.sandboxes import Sandboxes
+from paddock.operator.sandboxes import Sandboxes, start_failure
 from paddock.operator.status import condition, pod_dead, pod_ready
 
 log = logging.getLogger(__name__)
@@ -131,12 +131,15 @@ async def bind(
     environment: dict[str, Any],
 ) -> None:
     async with sandboxes.binding(sid):
-        await sandboxes.bind(session, sid, environment)
-        await report_binding(rt, session, sid)
+        how = await sandboxes.bind(session, sid, environment)
+        await report_binding(rt, session, sid, waiting=how == "waiting")
 
 
-async def report_binding(rt: Runtime, session: dict[str, Any], sid: str) -> None:
-    """The sandbox part of the status, from the binding in Redis."""
+async def report_binding(
+    rt: Runtime, session: dict[str, Any], sid: str, *, waiting: bool = False
+) -> None:
+    """The sandbox part of the status, from the binding in Redis; ``waiting``: the
+    Environment's sandboxes fail to start and this one waits for the backoff."""
     binding = await rt.state.sandbox(sid)
     if binding is None:
         status = {
@@ -144,8 +147,11 @@ async def report_binding(rt: Runtime, session: dict[str, Any], sid: str) -> None
                 _sandbox_condition(
                     session,
                     False,
-                    "Starting",
-                    "no warm sandbox was free: starting one for this session",
+                    "Backoff" if waiting else "Starting",
+                    "the Environment's sandbox pods fail to start (see its status): "
+                    "retrying with backoff"
+                    if waiting
+                    else "no warm sandbox was free: starting one for this session",
                 )
             ]
         }
@@ -201,37 +207,58 @@ async def reconcile_sandbox(
     another). Called by the `SandboxController` for every change of a session's pods."""
     async with sandboxes.binding(session_id):  # after a bind or release in progress
         binding = await rt.state.sandbox(session_id)
-        live = [p for p in sandboxes.session_pods(namespace, session_id) if not pod_dead(p)]
+        pods = sandboxes.session_pods(namespace, session_id)
+        for pod in pods:
+            sandboxes.note_start(pod)
+        live = [p for p in pods if not pod_dead(p)]
         if binding is None:
             ready = [p for p in live if pod_ready(p)]
             if ready:
                 await sandboxes.record(session_id, ready[0])
                 await report_binding(rt, _owner(ready[0]), session_id)
+                return
+            failed = [p for p in pods if start_failure(p) is not None]
+            if not live and (failed or session_id in sandboxes.wanting):
+                # A cold start failed, or waited for the Environment's backoff: again (the
+                # backoff decides when). The failed pod goes; its error is in the status.
+                for pod in failed:
+                    await rt.kube.delete("v1", "Pod", namespace, pod["metadata"]["name"])
+                await _bind_again(rt, sandboxes, namespace, session_id, None)
             return
         if any(p["metadata"]["name"] == binding.pod for p in live):
             return
         # The bound pod died or is gone: unless the session is over, bind another.
         if not await rt.state.unbind_sandbox(session_id, binding.pod):
             return
-        settings = await rt.state.settings(session_id)
-        if settings is None:
-            return
-        session = await rt.kube.find("paddock.dev/v1alpha1", "Session", namespace, settings.name)
-        if (
-            session is None
-            or session["metadata"].get("deletionTimestamp")
-            or session["spec"].get("cancel")
-        ):
-            return
+        await _bind_again(rt, sandboxes, namespace, session_id, binding.pod)
+
+
+async def _bind_again(
+    rt: Runtime, sandboxes: Sandboxes, namespace: str, session_id: str, gone: str | None
+) -> None:
+    """Bind the session another sandbox, unless it is over; ``gone`` is the bound pod that
+    died, if one did."""
+    settings = await rt.state.settings(session_id)
+    if settings is None:
+        return
+    session = await rt.kube.find("paddock.dev/v1alpha1", "Session", namespace, settings.name)
+    if (
+        session is None
+        or session["metadata"].get("deletionTimestamp")
+        or session["spec"].get("cancel")
+    ):
+        sandboxes.wanting.discard(session_id)
+        return
+    if gone is not None:
         await events.post(
-            rt.kube, session, "SandboxReplaced", f"sandbox {binding.pod} is gone; binding another"
+            rt.kube, session, "SandboxReplaced", f"sandbox {gone} is gone; binding another"
         )
-        environment = await rt.find(
-            "paddock.dev/v1alpha1", "Environment", namespace, settings.environment or ""
-        )
-        if environment is not None:
-            await sandboxes.bind(session, session_id, environment)
-            await report_binding(rt, session, session_id)
+    environment = await rt.find(
+        "paddock.dev/v1alpha1", "Environment", namespace, settings.environment or ""
+    )
+    if environment is not None:
+        how = await sandboxes.bind(session, session_id, environment)
+        await report_binding(rt, session, session_id, waiting=how == "waiting")
 
 
 def _owner(pod: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from paddock.eventlog import SessionSnapshot
+from paddock.models import AgentReason, EnvironmentReason
 from paddock.models.pricing import list_cost_cents
 
 
@@ -45,31 +46,98 @@ def _time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+START_ERRORS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+"""Waiting reasons of a container that cannot be started (as a kubelet reports them)."""
+
+
+def _last_line(text: str | None) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def pod_failure(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """("crash", message) when a container of ``pod`` keeps exiting or exited in error,
+    ("start", message) when one cannot be started, else None. The message names the
+    container and carries the last line of its termination message (the log's tail)."""
+    status = pod.get("status") or {}
+    name = pod["metadata"]["name"]
+    for container in status.get("containerStatuses") or []:
+        state = container.get("state") or {}
+        waiting = state.get("waiting") or {}
+        ended = state.get("terminated") or {}
+        if waiting.get("reason") == "CrashLoopBackOff":
+            ended = (container.get("lastState") or {}).get("terminated") or {}
+        if ended.get("exitCode"):
+            line = _last_line(ended.get("message"))
+            restarts = container.get("restartCount", 0)
+            return "crash", (
+                f"container {container['name']} of pod {name} exited with {ended['exitCode']}"
+                + (f" ({restarts} restarts)" if restarts else "")
+                + (f": {line}" if line else "")
+            )
+        if waiting.get("reason") in START_ERRORS:
+            detail = waiting.get("message") or status.get("message") or ""
+            return "start", (
+                f"container {container['name']} of pod {name}: {waiting['reason']}"
+                + (f": {_last_line(detail)}" if detail else "")
+            )
+    return None
+
+
 def agent_ready(
     *,
     missing_secrets: list[str],
     missing_environment: str | None,
     deployment: dict[str, Any] | None,
-    generation: int | None,
-) -> tuple[bool, str, str]:
-    """(ready, reason, message) of an Agent: references first, then its workers."""
+    harness_pods: list[dict[str, Any]],
+) -> tuple[bool, AgentReason, str]:
+    """(ready, reason, message) of an Agent: references first, then its workers; with no
+    worker ready, why the harness pods fail, if they do."""
     if missing_secrets:
-        return False, "SecretNotFound", "Secret not found: " + ", ".join(missing_secrets)
+        return (
+            False,
+            AgentReason.SECRET_NOT_FOUND,
+            "Secret not found: " + ", ".join(missing_secrets),
+        )
     if missing_environment:
-        return False, "EnvironmentNotFound", f'Environment "{missing_environment}" not found'
+        return (
+            False,
+            AgentReason.ENVIRONMENT_NOT_FOUND,
+            f'Environment "{missing_environment}" not found',
+        )
     if deployment is None:
-        return False, "HarnessNotCreated", "the harness Deployment does not exist yet"
+        return False, AgentReason.HARNESS_NOT_CREATED, "the harness Deployment does not exist yet"
     desired = deployment.get("spec", {}).get("replicas", 1)
     ready = deployment.get("status", {}).get("readyReplicas", 0) or 0
     if desired == 0:
         return (
             True,
-            "ScaledToZero",
+            AgentReason.SCALED_TO_ZERO,
             "harness scaled to 0 workers: sessions wait until it is scaled up",
         )
     if ready < 1:
-        return False, "HarnessNotReady", f"0 of {desired} harness workers ready"
-    return True, "Ready", f"{ready} of {desired} harness workers ready"
+        for pod in harness_pods:
+            failure = pod_failure(pod)
+            if failure is not None:
+                kind, message = failure
+                reason = (
+                    AgentReason.HARNESS_CRASH_LOOPING
+                    if kind == "crash"
+                    else AgentReason.HARNESS_CANNOT_START
+                )
+                return False, reason, message
+        return False, AgentReason.HARNESS_NOT_READY, f"0 of {desired} harness workers ready"
+    return True, AgentReason.READY, f"{ready} of {desired} harness workers ready"
 
 
 def agent_status(
@@ -78,6 +146,7 @@ def agent_status(
     missing_secrets: list[str],
     missing_environment: str | None,
     deployment: dict[str, Any] | None,
+    harness_pods: list[dict[str, Any]],
     active_sessions: int,
     now: datetime,
 ) -> dict[str, Any]:
@@ -86,7 +155,7 @@ def agent_status(
         missing_secrets=missing_secrets,
         missing_environment=missing_environment,
         deployment=deployment,
-        generation=generation,
+        harness_pods=harness_pods,
     )
     previous = (agent.get("status") or {}).get("conditions")
     deployment_status = (deployment or {}).get("status", {})
@@ -123,13 +192,22 @@ def environment_status(
     warm: list[dict[str, Any]],
     bound: int,
     template_hash: str,
+    failures: tuple[int, str] | None = None,
     now: datetime,
 ) -> dict[str, Any]:
+    """``failures``: (how many sandbox pods failed to start in a row, the last's error)."""
     generation = environment["metadata"].get("generation")
     desired = environment.get("spec", {}).get("warmPool", {}).get("size", 0)
     ready = sum(1 for pod in warm if pod_ready(pod))
     ok = ready >= desired
+    reason = EnvironmentReason.POOL_READY if ok else EnvironmentReason.POOL_FILLING
     message = f"{ready} of {desired} warm sandboxes ready"
+    if failures is not None and failures[0]:
+        ok, reason = False, EnvironmentReason.SANDBOX_FAILING
+        message = (
+            f"{failures[0]} sandbox pods in a row failed to start (new ones are started with "
+            f"exponential backoff): {failures[1]}"
+        )
     previous = (environment.get("status") or {}).get("conditions")
     return {
         "observedGeneration": generation,
@@ -137,7 +215,7 @@ def environment_status(
             condition(
                 "Ready",
                 ok,
-                "PoolReady" if ok else "PoolFilling",
+                reason,
                 message,
                 generation=generation,
                 previous=previous,

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError, ResponseError
 from paddock.eventlog.sessionstate import SANDBOX_REQUESTS
 from paddock.eventlog.storage import stream_entries
 from paddock.kube import ApiError
+from paddock.models import SessionReason
 from paddock.models.common import parse_duration
 from paddock.operator import events, metrics
 from paddock.operator import labels as L
@@ -53,11 +54,13 @@ class Tracked:
     """The Session's own `environmentRef` (else the Agent's counts)."""
     ttl_s: float | None
     deleting: bool = False
-    synced: tuple[str | None, str] | None = None
+    synced: tuple[str | None, str, str] | None = None
     phase: str | None = None
     stop_reason: str | None = None
     sandbox_reclaimed: bool = False
     expired: bool = False
+    scheduled: dict[str, Any] | None = None
+    """The `Scheduled` condition last written."""
 
 
 def stub(resource: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +90,12 @@ def slim_session(session: dict[str, Any]) -> dict[str, Any]:
         "kind": session.get("kind", "Session"),
         "metadata": slim_meta,
         "spec": {k: spec[k] for k in ("agentRef", "environmentRef", "ttl", "cancel") if k in spec},
-        "status": {k: status[k] for k in ("phase", "stopReason", "lastEventId") if k in status},
+        "status": {
+            **{k: status[k] for k in ("phase", "stopReason", "lastEventId") if k in status},
+            "conditions": [
+                c for c in status.get("conditions") or [] if c.get("type") == "Scheduled"
+            ],
+        },
     }
 
 
@@ -132,7 +140,15 @@ class StatusSync:
         tracked.deleting = bool(meta.get("deletionTimestamp"))
         if adopt and status.get("phase"):
             tracked.phase, tracked.stop_reason = status["phase"], status.get("stopReason")
-            tracked.synced = (status.get("lastEventId"), status["phase"])
+            scheduled = next(
+                (c for c in status.get("conditions") or [] if c.get("type") == "Scheduled"), None
+            )
+            tracked.scheduled = scheduled
+            tracked.synced = (
+                status.get("lastEventId"),
+                status["phase"],
+                (scheduled or {}).get("message", ""),
+            )
 
     def _model_and_idle_timeout(self, tracked: Tracked) -> tuple[str | None, float | None]:
         namespace, _, agent_name = tracked.agent.partition("/")
@@ -150,6 +166,34 @@ class StatusSync:
         if environment is not None:
             idle = _seconds((environment.get("spec") or {}).get("idleTimeout", "15m"))
         return spec.get("model"), idle
+
+    def _agent_not_ready(self, tracked: Tracked) -> str:
+        """Why the session's Agent has no worker ready ("" when it has, or is unknown)."""
+        namespace, _, name = tracked.agent.partition("/")
+        agents = self.rt.informers.get("Agent")
+        agent = agents.get(namespace, name) if agents else None
+        for found in ((agent or {}).get("status") or {}).get("conditions") or []:
+            if found.get("type") == "Ready" and found.get("status") == "False":
+                return f"{found.get('reason')}: {found.get('message')}"
+        return ""
+
+    def _scheduled(self, tracked: Tracked, phase: str) -> dict[str, Any]:
+        """Whether a harness worker took the session's input, and if not, why not."""
+        if phase == "Pending":
+            why = self._agent_not_ready(tracked)
+            ok, reason = False, SessionReason.WAITING_FOR_WORKER
+            message = "waiting for a harness worker" + (f": {why}" if why else "")
+        else:
+            ok, reason, message = True, SessionReason.WORKER_ASSIGNED, "a harness worker took it"
+        return condition(
+            "Scheduled",
+            ok,
+            reason,
+            message,
+            generation=None,
+            previous=[tracked.scheduled] if tracked.scheduled else None,
+            now=datetime.now(UTC),
+        )
 
     def active_sessions(self, agent: str) -> int:
         """Sessions of ``agent`` that are working or waiting on the user to act."""
@@ -186,7 +230,9 @@ class StatusSync:
                 continue
             model, idle_timeout_s = self._model_and_idle_timeout(tracked)
             status = session_log_status(snapshot, model)
-            key = (snapshot.last_event_id, status["phase"])
+            scheduled = self._scheduled(tracked, status["phase"])
+            status["conditions"] = [scheduled]
+            key = (snapshot.last_event_id, status["phase"], scheduled["message"])
             if key != tracked.synced:
                 work.append(self._patch(tracked, status, key))
             resting = status["phase"] in ("Idle", "Terminated")
@@ -213,7 +259,7 @@ class StatusSync:
             metrics.SESSIONS.labels(phase).set(counts.get(phase, 0))
 
     async def _patch(
-        self, tracked: Tracked, status: dict[str, Any], key: tuple[str | None, str]
+        self, tracked: Tracked, status: dict[str, Any], key: tuple[str | None, str, str]
     ) -> None:
         async with self._patches:
             try:
@@ -234,6 +280,7 @@ class StatusSync:
             status["phase"],
             status.get("stopReason"),
         )
+        tracked.scheduled = status["conditions"][0]
         if changed:
             stop = (
                 f" ({status['stopReason']})"

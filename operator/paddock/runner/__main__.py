@@ -33,23 +33,42 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--pod-cidr", default="10.244.0.0/16", help="pod addresses; the first is the host's"
     )
+    parser.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="IMAGE=PYTHON",
+        help="run containers of IMAGE with PYTHON standing in for the image's python "
+        "(repeat); other images run with the runner's own Python",
+    )
     args = parser.parse_args(argv)
+    images = {}
+    for item in args.image:
+        image, _, python = item.partition("=")
+        if not image or not python:
+            parser.error(f"--image {item!r}: expected IMAGE=PYTHON")
+        images[image] = python
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line a request drowns the story
-    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("mount") is None:
+    if os.geteuid() != 0 or not all(shutil.which(tool) for tool in ("ip", "mount", "unshare")):
         sys.exit(
-            "paddock runner: needs root, iproute2 and mount (it makes network and mount namespaces)"
+            "paddock runner: needs root, iproute2 and util-linux (it makes network, mount and "
+            "PID namespaces)"
         )
+    # Only root enters the state directory: containers see their own volumes through bind
+    # mounts into their root filesystem, never the directory that holds every pod's.
     args.state_dir.mkdir(parents=True, exist_ok=True)
-    args.state_dir.chmod(0o711)
-    asyncio.run(_serve(args))
+    args.state_dir.chmod(0o700)
+    asyncio.run(_serve(args, images))
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(args: argparse.Namespace, images: dict[str, str]) -> None:
     kube = KubeClient.from_environment(args.kubeconfig)
-    runner = Runner(kube, PodNetwork(args.bridge, args.pod_cidr), args.state_dir, args.namespace)
+    runner = Runner(
+        kube, PodNetwork(args.bridge, args.pod_cidr), args.state_dir, args.namespace, images
+    )
     task = asyncio.create_task(runner.run())
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -48,9 +48,15 @@ def hosts_file(pod: LocalPod, services: list[dict[str, Any]], pods: list[LocalPo
 
 class Runner:
     def __init__(
-        self, kube: KubeClient, network: PodNetwork, state_dir: Path, namespaces: list[str]
+        self,
+        kube: KubeClient,
+        network: PodNetwork,
+        state_dir: Path,
+        namespaces: list[str],
+        images: dict[str, str] | None = None,
     ) -> None:
         self.kube = kube
+        self.images = images or {}
         self.network = network
         self.state_dir = state_dir
         self.namespaces: list[str | None] = list(namespaces) or [None]
@@ -119,7 +125,7 @@ class Runner:
                 },
             )
             return
-        local = LocalPod(pod, self.kube, self.network, self.state_dir)
+        local = LocalPod(pod, self.kube, self.network, self.state_dir, self.images)
         local.on_change = self._refresh_hosts
         self.local[pod["metadata"]["uid"]] = local
         local.start()

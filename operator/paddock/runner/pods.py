@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 
 SUPERVISE_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 30.0
+TERMINATION_LOG_BYTES = 2048
+"""What a kubelet keeps of a failed container's log for `FallbackToLogsOnError`."""
 DEFAULT_GRACE_SECONDS = 10.0
 """Grace for a pod that names none (Kubernetes' default is 30 s; a dev loop wants less)."""
 
@@ -45,6 +49,12 @@ class Container:
     restarts: int = 0
     ready: bool = False
     restart_at: float = 0.0
+    backoff_s: float = 0.0
+    log_offset: int = 0
+    """Where the current run's output starts in the container's log file."""
+    last: dict[str, Any] | None = None
+    """The previous run's end: exit_code, started, finished, message."""
+    message: str = ""
 
     def seen(self) -> dict[str, Any]:
         return {
@@ -54,16 +64,29 @@ class Container:
             "exit_code": self.exit_code,
             "restarts": self.restarts,
             "ready": self.ready,
+            "backoff_s": self.backoff_s,
+            "message": self.message,
+            "last": self.last,
         }
 
 
 class LocalPod:
     def __init__(
-        self, pod: dict[str, Any], kube: KubeClient, network: PodNetwork, state_dir: Path
+        self,
+        pod: dict[str, Any],
+        kube: KubeClient,
+        network: PodNetwork,
+        state_dir: Path,
+        images: dict[str, str] | None = None,
     ) -> None:
         self.pod = pod
         self.kube = kube
         self.network = network
+        self.images = images or {}
+        # Mount points only: each container mounts its own tmpfs on them, in its own mount
+        # namespace (its root, and the upper layers of its system directories).
+        self.rootfs = state_dir / "rootfs"
+        self.layers = state_dir / "layers"
         meta = pod["metadata"]
         self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
         self.dir = state_dir / "pods" / f"{self.namespace}_{self.name}_{self.uid[:8]}"
@@ -164,8 +187,10 @@ class LocalPod:
         return configmaps, secrets
 
     def _write(self, volumes: list[spec.VolumeFiles], envs: list[dict[str, str]]) -> list[Path]:
+        """The pod's files, in a directory only root may enter: containers see their own
+        volumes and HOME bind-mounted into their root, never this directory."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.dir.chmod(0o711)
+        self.dir.chmod(0o700)
         paths = {}
         for volume in volumes:
             root = self.dir / "volumes" / volume.name
@@ -179,31 +204,39 @@ class LocalPod:
             os.chown(root, volume.uid, volume.gid)
             root.chmod(volume.dir_mode)
             paths[volume.name] = root
-        (self.dir / "volumes").chmod(0o711)
-        python_root = str(Path(sys.base_prefix).resolve())
+        for mount_point in (self.rootfs, self.layers):
+            mount_point.mkdir(mode=0o700, exist_ok=True)
         specs = []
         for container, env in zip(self.containers, envs, strict=True):
-            uid, gid = spec.container_uid(self.pod, container.definition)
-            home = self.dir / "home" / container.name
-            home.mkdir(parents=True, exist_ok=True)
-            os.chown(home, uid, gid)
-            env.setdefault("HOME", str(home))
-            (self.dir / "home").chmod(0o711)
+            definition = container.definition
+            uid, gid = spec.container_uid(self.pod, definition)
+            home_source = self.dir / "home" / container.name
+            home_source.mkdir(parents=True, exist_ok=True)
+            os.chown(home_source, uid, gid)
+            env.setdefault("HOME", f"/home/{container.name}")
+            python = self.images.get(definition.get("image", ""), sys.executable)
+            context = definition.get("securityContext") or {}
             container_spec = {
-                "argv": spec.container_argv(container.definition, env, sys.executable),
+                "argv": spec.container_argv(definition, env, python),
                 "env": env,
                 "uid": uid,
                 "gid": gid,
                 "groups": spec.supplementary_groups(self.pod),
-                "workdir": container.definition.get("workingDir") or "/",
-                "python_root": python_root,
+                "workdir": definition.get("workingDir") or "/",
+                "root": str(self.rootfs),
+                "layers": str(self.layers),
+                "read_only_root": bool(context.get("readOnlyRootFilesystem")),
+                "home": env["HOME"],
+                "home_source": str(home_source),
+                "program_paths": program_paths(python),
+                "no_new_privs": context.get("allowPrivilegeEscalation") is False,
                 "mounts": [
                     {
                         "source": str(paths[m["name"]]),
                         "target": m["mountPath"],
                         "read_only": bool(m.get("readOnly")),
                     }
-                    for m in container.definition.get("volumeMounts") or []
+                    for m in definition.get("volumeMounts") or []
                 ],
             }
             path = self.dir / f"{container.name}.json"
@@ -215,13 +248,18 @@ class LocalPod:
     async def _spawn(self, container: Container, container_spec: Path) -> None:
         log_path = self.dir / f"{container.name}.log"
         with log_path.open("ab") as out:
+            container.log_offset = out.tell()
+            # A PID namespace per container, as a container runtime gives: the program is
+            # PID 1 there and sees no other pod's processes (nor their /proc/PID/root).
             container.process = await asyncio.create_subprocess_exec(
                 "ip", "netns", "exec", self.netns,
+                "unshare", "--pid", "--kill-child",
                 sys.executable, "-m", "paddock.runner.container", str(container_spec),
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
         container.state, container.since, container.ready = "running", datetime.now(UTC), False
+        container.reason, container.message, container.backoff_s = "", "", 0.0
         log.info(
             "%s/%s: started %s (pid %d)",
             self.namespace,
@@ -237,22 +275,27 @@ class LocalPod:
             for container, container_spec in zip(self.containers, specs, strict=True):
                 process = container.process
                 if container.state == "running" and process and process.returncode is not None:
-                    container.state, container.since = "terminated", datetime.now(UTC)
-                    container.exit_code, container.ready = process.returncode, False
-                    log.info(
-                        "%s/%s: %s exited with %d",
-                        self.namespace,
-                        self.name,
-                        container.name,
-                        process.returncode,
-                    )
+                    self._ended(container, process.returncode)
                     if restart_policy == "Always" or (
                         restart_policy == "OnFailure" and process.returncode
                     ):
+                        # As a kubelet: CrashLoopBackOff, the previous run in lastState.
                         backoff = min(2.0**container.restarts, MAX_BACKOFF_SECONDS)
                         container.restart_at = loop.time() + backoff
+                        container.last = {
+                            "exit_code": container.exit_code,
+                            "started": container.since,
+                            "finished": datetime.now(UTC),
+                            "message": container.message,
+                        }
+                        container.state, container.reason = "waiting", "CrashLoopBackOff"
+                        container.backoff_s = backoff
+                        container.message = (
+                            f"back-off {backoff:g}s restarting failed container="
+                            f"{container.name} pod={self.name}"
+                        )
                 if (
-                    container.state == "terminated"
+                    container.state == "waiting"
                     and container.restart_at
                     and loop.time() >= container.restart_at
                 ):
@@ -269,6 +312,16 @@ class LocalPod:
                 return
             await self._report()
             await asyncio.sleep(SUPERVISE_SECONDS)
+
+    def _ended(self, container: Container, code: int) -> None:
+        container.state, container.exit_code, container.ready = "terminated", code, False
+        container.since = datetime.now(UTC)
+        container.message = ""
+        if code and container.definition.get("terminationMessagePolicy") == (
+            "FallbackToLogsOnError"
+        ):
+            container.message = _log_tail(self.dir / f"{container.name}.log", container.log_offset)
+        log.info("%s/%s: %s exited with %d", self.namespace, self.name, container.name, code)
 
     async def _probe(self, container: Container) -> bool:
         probe = spec.probe_of(container.definition)
@@ -332,6 +385,33 @@ class LocalPod:
             await asyncio.to_thread(self.network.remove, self.netns, self.ip)
         await asyncio.to_thread(shutil.rmtree, self.dir, True)
         log.info("%s/%s: stopped", self.namespace, self.name)
+
+
+def _log_tail(path: Path, offset: int) -> str:
+    """The end of one run's output, as a kubelet keeps it for a termination message."""
+    try:
+        with path.open("rb") as log_file:
+            size = log_file.seek(0, os.SEEK_END)
+            log_file.seek(max(offset, size - TERMINATION_LOG_BYTES))
+            return log_file.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+@functools.cache
+def program_paths(python: str) -> list[str]:
+    """What a container running ``python`` needs of the host besides the system
+    directories: the interpreter's prefixes and every `sys.path` entry (the venv, an
+    editable checkout's source root), shortest first so that parents are mounted first."""
+    # Asked of the interpreter itself (with -c, no working directory joins sys.path).
+    shown = subprocess.run(
+        [python, "-c", "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, *sys.path]))"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    found = json.loads(shown.stdout)
+    paths = {str(Path(p).resolve()) for p in found if p and Path(p).is_dir()}
+    paths |= {os.path.abspath(p) for p in found if p and Path(p).is_dir()}
+    return sorted(paths, key=lambda p: (p.count("/"), p))
 
 
 def _signal_group(pid: int, signum: int) -> None:

@@ -220,9 +220,6 @@ def pod_status(
     """The status the runner reports: phase, address, conditions and container states.
     ``containers`` maps a name to {"ready", "restarts", "state", "since", "exit_code"}."""
 
-    def moment(value: datetime) -> str:
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
     statuses = []
     for container in pod["spec"]["containers"]:
         seen = containers.get(
@@ -230,34 +227,36 @@ def pod_status(
         )
         state: dict[str, Any]
         if seen["state"] == "running":
-            state = {"running": {"startedAt": moment(seen["since"])}}
+            state = {"running": {"startedAt": _moment(seen["since"])}}
         elif seen["state"] == "terminated":
-            code = seen["exit_code"]
             state = {
-                "terminated": {
-                    "exitCode": code,
-                    "reason": "Completed" if code == 0 else "Error",
-                    "finishedAt": moment(seen["since"]),
-                }
+                "terminated": _terminated(seen["exit_code"], seen["since"], seen.get("message"))
             }
         else:
-            state = {"waiting": {"reason": seen.get("reason", "ContainerCreating")}}
-        statuses.append(
-            {
-                "name": container["name"],
-                "image": container.get("image", ""),
-                "imageID": "",
-                "ready": seen["ready"],
-                "started": seen["state"] == "running",
-                "restartCount": seen["restarts"],
-                "state": state,
-            }
-        )
+            waiting = {"reason": seen.get("reason") or "ContainerCreating"}
+            if seen.get("message"):
+                waiting["message"] = seen["message"]
+            state = {"waiting": waiting}
+        reported: dict[str, Any] = {
+            "name": container["name"],
+            "image": container.get("image", ""),
+            "imageID": "",
+            "ready": seen["ready"],
+            "started": seen["state"] == "running",
+            "restartCount": seen["restarts"],
+            "state": state,
+        }
+        last = seen.get("last")
+        if last:
+            ended = _terminated(last["exit_code"], last["finished"], last.get("message"))
+            ended["startedAt"] = _moment(last["started"])
+            reported["lastState"] = {"terminated": ended}
+        statuses.append(reported)
     all_ready = phase == "Running" and all(s["ready"] for s in statuses)
-    now = moment(datetime.now(UTC))
+    now = _moment(datetime.now(UTC))
     status: dict[str, Any] = {
         "phase": phase,
-        "startTime": moment(started),
+        "startTime": _moment(started),
         "containerStatuses": statuses,
         "conditions": [
             {"type": "Initialized", "status": "True", "lastTransitionTime": now},
@@ -271,3 +270,18 @@ def pod_status(
     if message:
         status["message"] = message
     return status
+
+
+def _terminated(code: int, finished: datetime, message: str | None) -> dict[str, Any]:
+    ended: dict[str, Any] = {
+        "exitCode": code,
+        "reason": "Completed" if code == 0 else "Error",
+        "finishedAt": _moment(finished),
+    }
+    if message:
+        ended["message"] = message
+    return ended
+
+
+def _moment(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

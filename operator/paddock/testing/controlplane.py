@@ -21,7 +21,7 @@ import httpx
 import yaml
 
 from paddock.testing.certs import TinyCA, service_account_signing_pair
-from paddock.testing.ports import free_port, wait_until
+from paddock.testing.ports import die_with_parent, free_port, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -120,7 +120,9 @@ class ControlPlane:
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = (self.dir / f"{name}.log").open("wb")
-        self.processes.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
+        self.processes.append(
+            subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        )
 
     def _start_etcd(self) -> None:
         client_url = f"http://127.0.0.1:{self.etcd_port}"

@@ -1,10 +1,21 @@
-"""Free loopback ports and readiness polling for locally started services."""
+"""Free loopback ports, readiness polling and parent-bound children for locally started
+services."""
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import socket
 import time
 from collections.abc import Callable
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """`preexec_fn` of a service's process: SIGTERM it when the process that started it
+    dies, however it dies (SIGKILL included), so no service outlives a demo or a test run."""
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import redis
 
-from paddock.testing.ports import free_port, wait_until
+from paddock.testing.ports import die_with_parent, free_port, wait_until
 
 
 class RedisServer:
@@ -62,7 +62,9 @@ class RedisServer:
             "--logfile",
             str(self.dir / "redis.log"),
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+        )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         try:
             wait_until(

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,9 +27,11 @@ import httpx
 import yaml
 
 from paddock.kube.client import APPLY, path
+from paddock.operator.status import pod_failure
+from paddock.runner.spec import CONTAINER_PATH
 from paddock.testing.controlplane import REPO_ROOT, ControlPlane
 from paddock.testing.fakemodel import FakeModelServer, demo_script
-from paddock.testing.ports import free_port, wait_until
+from paddock.testing.ports import die_with_parent, free_port, wait_until
 from paddock.testing.redis import RedisServer
 from paddock.testing.relay import Relay
 
@@ -47,15 +50,17 @@ class LocalStack:
         pod_cidr: str = "10.244.0.0/16",
         anthropic_api_key: str | None = None,
         anthropic_url: str = "https://api.anthropic.com",
+        images: dict[str, str] | None = None,
     ) -> None:
         """Without ``anthropic_api_key``, the scripted model answers; with it, the proxy
-        sidecars reach ``anthropic_url`` through a relay on the host."""
+        sidecars reach ``anthropic_url`` through a relay on the host. ``images`` maps an
+        image to the Python that stands in for it (the runner's `--image`)."""
         self.bridge, self.pod_cidr = bridge, pod_cidr
+        self.images = images or {}
         self.anthropic_url = anthropic_url
         self.host_ip = pod_cidr.split("/")[0].rsplit(".", 1)[0] + ".1"
         self.anthropic_api_key = anthropic_api_key
-        self.dir = Path(tempfile.mkdtemp(prefix="paddock-stack-"))
-        self.dir.chmod(0o711)  # containers run as other uids and need a way to their files
+        self.dir = Path(tempfile.mkdtemp(prefix="paddock-stack-"))  # mode 0700: root's
         self.api_key = "pdk-" + secrets.token_urlsafe(24)
         self.gateway_port = free_port()
         self._exit = ExitStack()
@@ -86,7 +91,8 @@ class LocalStack:
         self._spawn(
             "runner",
             [sys.executable, "-m", "paddock.runner", "--bridge", self.bridge,
-             "--pod-cidr", self.pod_cidr, "--state-dir", str(self.dir / "runner")],
+             "--pod-cidr", self.pod_cidr, "--state-dir", str(self.dir / "runner"),
+             *(f"--image={image}={python}" for image, python in self.images.items())],
             env,
         )  # fmt: skip
         wait_until(self._bridge_up, timeout=30, what=f"the runner's bridge {self.bridge}")
@@ -182,6 +188,75 @@ class LocalStack:
         wait_until(labelled, timeout=timeout, what=f"the id of Session {name}", interval=0.2)
         return found[0]
 
+    def exec_in(
+        self, namespace: str, pod: str, container: str, argv: list[str]
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` inside a running container of a runner pod, as `kubectl exec`
+        would: in its network, mount and PID namespaces, its root, as its uid."""
+        found = self.get("v1", "Pod", namespace, pod)
+        if found is None:
+            raise LookupError(f"no pod {namespace}/{pod}")
+        (definition,) = [c for c in found["spec"]["containers"] if c["name"] == container]
+        context = {
+            **(found["spec"].get("securityContext") or {}),
+            **(definition.get("securityContext") or {}),
+        }
+        uid = context.get("runAsUser", 65534)
+        gid = context.get("runAsGroup", uid)
+        netns = f"{self.bridge}-{found['metadata']['uid'].replace('-', '')[:16]}"
+        pids = subprocess.run(
+            ["ip", "netns", "pids", netns], capture_output=True, text=True
+        ).stdout.split()
+        program = " ".join(definition.get("command", []))
+        for pid in pids:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if program.split()[-1] in cmdline and Path(f"/proc/{pid}").stat().st_uid == uid:
+                return subprocess.run(
+                    ["nsenter", "-t", pid, "-m", "-n", "-p", "-r", "-w",
+                     "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                     "env", "-i", f"PATH={CONTAINER_PATH}", *argv],
+                    capture_output=True, text=True, timeout=60,
+                )  # fmt: skip
+        raise LookupError(f"container {container} of pod {pod} is not running")
+
+    def pod_log(self, namespace: str, pod: str, container: str, lines: int = 20) -> str:
+        """The last lines a container of a runner pod wrote ("" when there are none)."""
+        for pod_dir in (self.dir / "runner" / "pods").glob(f"{namespace}_{pod}_*"):
+            log_file = pod_dir / f"{container}.log"
+            if log_file.exists():
+                return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def conditions(self, namespace: str = "default") -> list[tuple[str, dict[str, Any]]]:
+        """("kind/name", condition) of every Agent, Environment and Session."""
+        found = []
+        for kind in ("Agent", "Environment", "Session"):
+            for obj in self.get("paddock.dev/v1alpha1", kind, namespace) or []:
+                for condition in (obj.get("status") or {}).get("conditions") or []:
+                    found.append((f"{kind.lower()}/{obj['metadata']['name']}", condition))
+        return found
+
+    def diagnose(self, namespace: str = "default") -> str:
+        """What a user needs to see when a session makes no progress: every condition that
+        is not True, then the last lines of each failing container's log."""
+        parts = [
+            f"{what}: {c['type']}={c['status']} {c.get('reason', '')}: {c.get('message', '')}"
+            for what, c in self.conditions(namespace)
+            if c.get("status") != "True"
+        ]
+        for pod in self.get("v1", "Pod", namespace) or []:
+            failure = pod_failure(pod)
+            if failure is None:
+                continue
+            name = pod["metadata"]["name"]
+            parts.append(f"pod/{name}: {failure[1]}")
+            for status in (pod.get("status") or {}).get("containerStatuses") or []:
+                if status.get("restartCount") or "terminated" in (status.get("state") or {}):
+                    tail = self.pod_log(namespace, name, status["name"])
+                    if tail:
+                        parts.append(f"--- last lines of {name}/{status['name']} ---\n{tail}")
+        return "\n".join(parts)
+
     def logs(self) -> str:
         """The last lines each process wrote, for a failure message."""
         parts = []
@@ -206,7 +281,12 @@ class LocalStack:
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         with (self.dir / f"{name}.log").open("ab") as out:
             self._processes[name] = subprocess.Popen(
-                argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT
+                argv,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+                preexec_fn=die_with_parent,
             )
 
     def _check_alive(self) -> None:
@@ -250,8 +330,25 @@ def _step(out: TextIO, what: str) -> Iterator[None]:
     out.flush()
 
 
-def demo(keep: bool) -> int:
-    """Bring the stack up, apply the examples, and follow the session with the CLI."""
+STALL_S = 90.0
+"""A demo session with no new event for this long is stuck."""
+FAILING_S = 20.0
+"""A harness or sandbox that fails this long is broken, not starting."""
+BROKEN = {"HarnessCrashLooping", "HarnessCannotStart", "SandboxFailing"}
+
+
+class Stuck(Exception):
+    """The demo session makes no progress; the message says why."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the demo as Ctrl-C does: everything is cleaned up
+
+
+def demo(keep: bool, bridge: str = "paddock0", pod_cidr: str = "10.244.0.0/16") -> int:
+    """Bring the stack up, apply the examples, and follow the session with the CLI; fail
+    fast, with the reason and the failing container's log, when the session is stuck."""
+    signal.signal(signal.SIGTERM, _interrupt)
     out = sys.stdout
     api_key = os.environ.get("ANTHROPIC_API_KEY") or None
     if api_key and not _reachable("https://api.anthropic.com"):
@@ -259,7 +356,8 @@ def demo(keep: bool) -> int:
             "ANTHROPIC_API_KEY is set but the Claude API is unreachable: using the scripted model\n"
         )
         api_key = None
-    stack = LocalStack(anthropic_api_key=api_key)
+    stack = LocalStack(anthropic_api_key=api_key, bridge=bridge, pod_cidr=pod_cidr)
+    cli: subprocess.Popen[bytes] | None = None
     try:
         with _step(
             out,
@@ -280,11 +378,12 @@ def demo(keep: bool) -> int:
         )
         out.flush()
         cli_env = {**os.environ, "PADDOCK_URL": stack.gateway_url, "PADDOCK_API_KEY": stack.api_key}
-        code = subprocess.run(
+        cli = subprocess.Popen(
             [sys.executable, "-m", "paddock.cli", "logs", "-f", "--until-idle", session],
             env=cli_env,
-            timeout=600,
-        ).returncode
+            preexec_fn=die_with_parent,
+        )
+        code = _watch(stack, cli, "hello-1")
         out.write("\n")
         # The status sync batches its patches: give the Session's status a moment to catch up.
         with contextlib.suppress(TimeoutError):
@@ -305,12 +404,47 @@ def demo(keep: bool) -> int:
         return code
     except KeyboardInterrupt:
         return 130
+    except Stuck as exc:
+        out.write(f"\nthe demo is stuck: {exc}\n{stack.diagnose()}\n")
+        return 1
     except Exception as exc:
         out.write(f"\nthe demo failed: {exc}\n{stack.logs()}\n")
         return 1
     finally:
+        # A second Ctrl-C or SIGTERM must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if cli is not None and cli.poll() is None:
+            cli.terminate()
+            cli.wait()
         with _step(out, "stopping the stack"):
             stack.close()
+
+
+def _watch(stack: LocalStack, cli: subprocess.Popen[bytes], name: str) -> int:
+    """Wait for the CLI to finish; raise `Stuck` when the Agent or Environment says it is
+    broken for `FAILING_S`, or the Session has no new event for `STALL_S`."""
+    progress, progressed_at = None, time.monotonic()
+    broken_since: dict[str, float] = {}
+    while True:
+        try:
+            return cli.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        session = stack.get("paddock.dev/v1alpha1", "Session", "default", name) or {}
+        seen = (session.get("status") or {}).get("lastEventId")
+        if seen != progress:
+            progress, progressed_at = seen, now
+        for what, condition in stack.conditions():
+            key = f"{what} {condition.get('reason')}"
+            if condition.get("status") == "False" and condition.get("reason") in BROKEN:
+                if now - broken_since.setdefault(key, now) >= FAILING_S:
+                    raise Stuck(f"{what}: {condition['reason']}: {condition.get('message')}")
+            else:
+                broken_since.pop(key, None)
+        if now - progressed_at >= STALL_S:
+            raise Stuck(f"session {name} has had no new event for {STALL_S:.0f}s")
 
 
 def _settled(stack: LocalStack) -> bool:
@@ -335,8 +469,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m paddock.testing.stack")
     parser.add_argument("command", choices=["demo"])
     parser.add_argument("--keep", action="store_true", help="keep the stack running afterwards")
+    parser.add_argument("--bridge", default="paddock0", help="the pod network's bridge")
+    parser.add_argument("--pod-cidr", default="10.244.0.0/16", help="the pod network")
     args = parser.parse_args()
-    sys.exit(demo(args.keep))
+    sys.exit(demo(args.keep, args.bridge, args.pod_cidr))
 
 
 if __name__ == "__main__":
