@@ -21,6 +21,9 @@ from paddock.runner.pods import LocalPod
 log = logging.getLogger(__name__)
 
 GC_SECONDS = 5.0
+SHUTDOWN_GRACE_S = 5.0
+"""The most a pod gets to stop when the runner itself stops (the node goes away): a
+harness worker that drains its turn would otherwise hold `make demo`'s Ctrl-C for 30 s."""
 
 
 def hosts_file(pod: LocalPod, services: list[dict[str, Any]], pods: list[LocalPod]) -> str:
@@ -83,7 +86,9 @@ class Runner:
                 tasks.create_task(self._reconcile_deployments())
                 tasks.create_task(self._collect_garbage())
         finally:
-            await asyncio.gather(*(pod.stop() for pod in self.local.values()), *self._stopping)
+            await asyncio.gather(
+                *(pod.stop(SHUTDOWN_GRACE_S) for pod in self.local.values()), *self._stopping
+            )
             await asyncio.to_thread(self.network.down)
 
     async def _follow(

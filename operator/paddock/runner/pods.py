@@ -363,13 +363,16 @@ class LocalPod:
             self._announced_ready = self.ready
             self.on_change()
 
-    async def stop(self) -> None:
-        """Stop the containers (SIGTERM, then SIGKILL after the grace period) and remove the
-        namespace, whatever still runs in it, and the pod's files."""
+    async def stop(self, most_grace: float | None = None) -> None:
+        """Stop the containers (SIGTERM, then SIGKILL after the grace period, at most
+        ``most_grace``) and remove the namespace, whatever still runs in it, and the
+        pod's files."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         grace = self.pod["spec"].get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
+        if most_grace is not None:
+            grace = min(grace, most_grace)
         running = [c.process for c in self.containers if c.process and c.process.returncode is None]
         for process in running:
             _signal_group(process.pid, signal.SIGTERM)

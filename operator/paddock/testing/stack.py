@@ -383,7 +383,7 @@ def demo(keep: bool, bridge: str = "paddock0", pod_cidr: str = "10.244.0.0/16") 
             env=cli_env,
             preexec_fn=die_with_parent,
         )
-        code = _watch(stack, cli, "hello-1")
+        code = watch_session(stack, cli, "hello-1")
         out.write("\n")
         # The status sync batches its patches: give the Session's status a moment to catch up.
         with contextlib.suppress(TimeoutError):
@@ -421,7 +421,7 @@ def demo(keep: bool, bridge: str = "paddock0", pod_cidr: str = "10.244.0.0/16") 
             stack.close()
 
 
-def _watch(stack: LocalStack, cli: subprocess.Popen[bytes], name: str) -> int:
+def watch_session(stack: LocalStack, cli: subprocess.Popen[bytes], name: str) -> int:
     """Wait for the CLI to finish; raise `Stuck` when the Agent or Environment says it is
     broken for `FAILING_S`, or the Session has no new event for `STALL_S`."""
     progress, progressed_at = None, time.monotonic()
