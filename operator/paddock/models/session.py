@@ -205,7 +205,8 @@ class SessionStatus(Model):
     conditions: Annotated[list[Condition], Field(json_schema_extra=map_list("type"))] = Field(
         default_factory=list
     )
-    """`Ready`: references resolve and the session is accepted; `SandboxBound`."""
+    """`Ready`: references resolve and the session is accepted; `SandboxBound`; `Scheduled`:
+    a harness worker took its input (False with `WaitingForWorker` and why, when none can)."""
 
 
 class Session(Model):
