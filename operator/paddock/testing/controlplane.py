@@ -121,7 +121,9 @@ class ControlPlane:
     def _spawn(self, name: str, args: list[str]) -> None:
         log = (self.dir / f"{name}.log").open("wb")
         self.processes.append(
-            subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+            subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent()
+            )
         )
 
     def _start_etcd(self) -> None:

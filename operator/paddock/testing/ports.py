@@ -6,16 +6,25 @@ from __future__ import annotations
 import ctypes
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """`preexec_fn` of a service's process: SIGTERM it when the process that started it
-    dies, however it dies (SIGKILL included), so no service outlives a demo or a test run."""
+def _set_parent_death_signal() -> None:
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` for a service's process: SIGTERM it when the process that started it
+    dies, however it dies (SIGKILL included), so no service outlives a demo or a test run.
+    The kernel ties this to the starting *thread*, so it is set only from the main thread
+    (a service a worker thread starts would die with that thread)."""
+    if threading.current_thread() is threading.main_thread():
+        return _set_parent_death_signal
+    return None
 
 
 def free_port() -> int:

@@ -63,7 +63,7 @@ class RedisServer:
             str(self.dir / "redis.log"),
         ]
         self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=die_with_parent()
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         try:

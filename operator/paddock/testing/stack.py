@@ -286,7 +286,7 @@ class LocalStack:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=REPO_ROOT,
-                preexec_fn=die_with_parent,
+                preexec_fn=die_with_parent(),
             )
 
     def _check_alive(self) -> None:
@@ -381,7 +381,7 @@ def demo(keep: bool, bridge: str = "paddock0", pod_cidr: str = "10.244.0.0/16") 
         cli = subprocess.Popen(
             [sys.executable, "-m", "paddock.cli", "logs", "-f", "--until-idle", session],
             env=cli_env,
-            preexec_fn=die_with_parent,
+            preexec_fn=die_with_parent(),
         )
         code = watch_session(stack, cli, "hello-1")
         out.write("\n")
