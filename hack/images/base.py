@@ -90,7 +90,7 @@ def _hooks(name: str, spec: ImageSpec) -> list[str]:
             raise ValueError(f"refusing to remove {path!r}")
         # Globs stay unquoted so the shell expands them inside the root.
         hooks.append(f'rm -rf "$1"{path}')
-    hooks.append("cd \"$1\" && rm -rf " + " ".join(_SCRUB))
+    hooks.append('cd "$1" && rm -rf ' + " ".join(_SCRUB))
     return hooks
 
 

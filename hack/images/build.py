@@ -90,9 +90,13 @@ def source_files() -> list[Path]:
 def keys(specs: dict[str, ImageSpec], refs: dict[str, tuple[str, str]]) -> tuple[str, str]:
     """(base key, image key): hashes of what the bases and the whole images are made from."""
     recipes = {name: base.recipe(name, specs[name]) for name in NAMES}
-    base_key = _digest(json.dumps(recipes, sort_keys=True).encode(), str(SOURCE_DATE_EPOCH).encode())
-    parts = [path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes()
-             for path in source_files()]
+    base_key = _digest(
+        json.dumps(recipes, sort_keys=True).encode(), str(SOURCE_DATE_EPOCH).encode()
+    )
+    parts = [
+        path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes()
+        for path in source_files()
+    ]
     image_key = _digest(base_key.encode(), json.dumps(refs).encode(), *parts)
     return base_key, image_key
 
@@ -118,12 +122,15 @@ def ensure_bases(specs: dict[str, ImageSpec], base_dir: Path) -> dict[str, float
             shutil.rmtree(rootfs)
         done.write_text(layer.to_json())
         spent[name] = time.monotonic() - start
-        log(f"{name}: base layer {layer.digest[:19]} ({layer.size >> 20} MiB) "
-            f"in {spent[name]:.0f}s")
+        log(
+            f"{name}: base layer {layer.digest[:19]} ({layer.size >> 20} MiB) in {spent[name]:.0f}s"
+        )
     facts = {name: base.read_facts(base_dir / name / "facts.json") for name in NAMES}
     if facts["paddock"].python_version != facts["sandbox"].python_version:
-        raise SystemExit(f"the two bases got different python3 versions: {facts}; "
-                         f"remove {base_dir} and build again")
+        raise SystemExit(
+            f"the two bases got different python3 versions: {facts}; "
+            f"remove {base_dir} and build again"
+        )
     return spent
 
 
@@ -133,12 +140,29 @@ def build_wheel(work: Path) -> Path:
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
-    shutil.copytree(ROOT / "operator", src / "operator",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    shutil.copytree(
+        ROOT / "operator",
+        src / "operator",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"),
+    )
     dist = work / "dist"
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(SOURCE_DATE_EPOCH)}
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir",
-                    str(dist), str(src)], check=True, env=env, stdout=sys.stderr)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--wheel-dir",
+            str(dist),
+            str(src),
+        ],
+        check=True,
+        env=env,
+        stdout=sys.stderr,
+    )
     (wheel,) = dist.glob("paddock-*.whl")
     return wheel
 
@@ -182,8 +206,20 @@ def in_builder(builder: Path, work: Path, binds: dict[str, Path], command: str) 
         env["PIP_CERT"] = "/run/build-ca.crt"
     assignments = " ".join(f"{k}={q(v)}" for k, v in env.items())
     lines.append(f"exec chroot {q(str(merged))} env -i {assignments} sh -euc {q(command)}")
-    subprocess.run(["unshare", "--mount", "--propagation", "private", "--fork", "sh", "-euc",
-                    "\n".join(lines)], check=True, stdout=sys.stderr)
+    subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--fork",
+            "sh",
+            "-euc",
+            "\n".join(lines),
+        ],
+        check=True,
+        stdout=sys.stderr,
+    )
 
 
 def host_ca_bundle() -> Path | None:
@@ -226,10 +262,13 @@ def build_app_layers(
         raise SystemExit("images/paddock/Dockerfile no longer copies /opt/paddock")
     stage = work / "paddock-layer"
     (stage / "opt/paddock").mkdir(parents=True)
-    made_by = (f"python3 -m venv --without-pip /opt/paddock && python3 -m pip --python "
-               f"/opt/paddock/bin/python install /dist/{wheel.name}")
-    in_builder(builder, work / "paddock-build", {**dist, "/opt/paddock": stage / "opt/paddock"},
-               made_by)
+    made_by = (
+        f"python3 -m venv --without-pip /opt/paddock && python3 -m pip --python "
+        f"/opt/paddock/bin/python install /dist/{wheel.name}"
+    )
+    in_builder(
+        builder, work / "paddock-build", {**dist, "/opt/paddock": stage / "opt/paddock"}, made_by
+    )
     site = stage / f"opt/paddock/lib/python{minor}/site-packages"
     layer = oci.write_layer(oci.tar_directory(stage, SOURCE_DATE_EPOCH), work / "blobs")
     out["paddock"] = (layer, distributions(site), made_by)
@@ -260,16 +299,14 @@ def image_config(spec: ImageSpec) -> dict[str, object]:
     if spec.cmd:
         config["Cmd"] = spec.cmd
     if spec.exposed_ports:
-        config["ExposedPorts"] = {
-            (p if "/" in p else f"{p}/tcp"): {} for p in spec.exposed_ports
-        }
+        config["ExposedPorts"] = {(p if "/" in p else f"{p}/tcp"): {} for p in spec.exposed_ports}
     return config
 
 
 def prune(parent: Path, keep: int, current: str) -> None:
     dirs = [d for d in parent.iterdir() if d.is_dir() and re.fullmatch(r"[0-9a-f]{12}", d.name)]
     dirs.sort(key=lambda d: d.stat().st_mtime, reverse=True)
-    for old in [d for d in dirs if d.name != current][max(keep - 1, 0):]:
+    for old in [d for d in dirs if d.name != current][max(keep - 1, 0) :]:
         log(f"pruning {old}")
         shutil.rmtree(old, ignore_errors=True)
 
@@ -311,31 +348,40 @@ def main() -> None:
                 repository, tag = refs[name]
                 packages = ",".join(base.packages(name, spec))
                 history = [
-                    {"created": created,
-                     "created_by": f"mmdebstrap --variant=minbase {spec.debian_suite} "
-                                   f"--include={packages}; users, dirs and removals of "
-                                   f"images/{name}/Dockerfile"},
+                    {
+                        "created": created,
+                        "created_by": f"mmdebstrap --variant=minbase {spec.debian_suite} "
+                        f"--include={packages}; users, dirs and removals of "
+                        f"images/{name}/Dockerfile",
+                    },
                     {"created": created, "created_by": made_by},
                 ]
                 labels = {
                     "org.opencontainers.image.title": name,
                     "org.opencontainers.image.version": tag,
                     "org.opencontainers.image.base.name": f"debian:{facts.codename}",
-                    "org.opencontainers.image.description":
-                        f"images/{name}/Dockerfile built without Docker (hack/build-images.sh)",
+                    "org.opencontainers.image.description": f"images/{name}/Dockerfile built without Docker (hack/build-images.sh)",
                     "dev.paddock.debian-version": facts.debian_version,
                     "dev.paddock.python-version": facts.python_version,
                     "dev.paddock.inputs": image_key,
                 }
                 digest = oci.write_archive(
-                    out / f"{name}.tar", repository=repository, tag=tag,
-                    layers=[base_layer, app_layer], config=image_config(spec), history=history,
-                    created=created, labels=labels, source_date_epoch=SOURCE_DATE_EPOCH,
+                    out / f"{name}.tar",
+                    repository=repository,
+                    tag=tag,
+                    layers=[base_layer, app_layer],
+                    config=image_config(spec),
+                    history=history,
+                    created=created,
+                    labels=labels,
+                    source_date_epoch=SOURCE_DATE_EPOCH,
                 )
                 record["images"][name] = {  # type: ignore[index]
-                    "ref": f"{repository}:{tag}", "manifest": digest,
+                    "ref": f"{repository}:{tag}",
+                    "manifest": digest,
                     "layers": [base_layer.digest, app_layer.digest],
-                    "debian": facts.debian_version, "python3": facts.python_version,
+                    "debian": facts.debian_version,
+                    "python3": facts.python_version,
                     "distributions": dists,
                 }
                 log(f"{name}: {repository}:{tag} {digest[:19]} -> {out / (name + '.tar')}")

@@ -130,9 +130,7 @@ def _run(command: str, spec: dict[str, object]) -> None:
         options, rest = _options(words[1:], {"--gid"})
         spec.setdefault("_groups", {})[rest[0]] = int(options["--gid"])  # type: ignore[index]
     elif head == "useradd":
-        options, rest = _options(
-            words[1:], {"--uid", "--gid", "--home-dir", "--shell"}
-        )
+        options, rest = _options(words[1:], {"--uid", "--gid", "--home-dir", "--shell"})
         gid = int(options["--gid"])
         groups: dict[str, int] = spec.get("_groups", {})  # type: ignore[assignment]
         group = next((name for name, g in groups.items() if g == gid), "")

@@ -197,7 +197,9 @@ def write_archive(
         tar.addfile(entry("blobs", 0, tarfile.DIRTYPE))
         tar.addfile(entry("blobs/sha256", 0, tarfile.DIRTYPE))
         files: list[tuple[str, bytes | Path]] = [*small.items()]
-        files += [("blobs/sha256/" + layer.digest.removeprefix("sha256:"), layer.path) for layer in layers]
+        files += [
+            ("blobs/sha256/" + layer.digest.removeprefix("sha256:"), layer.path) for layer in layers
+        ]
         for name, content in sorted(files, key=lambda item: item[0]):
             if isinstance(content, Path):
                 with content.open("rb") as f:
@@ -242,9 +244,17 @@ def unpack(path: Path, rootfs: Path) -> Image:
             member = outer.extractfile("blobs/sha256/" + layer["digest"].removeprefix("sha256:"))
             assert member is not None
             proc = subprocess.Popen(
-                ["tar", "--extract", "--gzip", "--file=-", f"--directory={rootfs}",
-                 "--numeric-owner", "--same-permissions", "--xattrs",
-                 "--xattrs-include=security.capability"],
+                [
+                    "tar",
+                    "--extract",
+                    "--gzip",
+                    "--file=-",
+                    f"--directory={rootfs}",
+                    "--numeric-owner",
+                    "--same-permissions",
+                    "--xattrs",
+                    "--xattrs-include=security.capability",
+                ],
                 stdin=subprocess.PIPE,
             )
             assert proc.stdin is not None

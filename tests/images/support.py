@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +21,7 @@ sys.path.insert(0, str(ROOT / "hack" / "images"))
 
 import oci  # noqa: E402  (hack/images/oci.py: reads and unpacks the archives)
 
-__all__ = ["ROOT", "Bundle", "Container", "build_images", "oci"]
+__all__ = ["ROOT", "Bundle", "Container", "build_images", "entries", "oci", "read_text"]
 
 
 def build_images() -> Path:
@@ -55,12 +57,24 @@ def _mounts() -> list[dict[str, Any]]:
             "source": "shm",
             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
         },
-        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-         "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-         "options": ["nosuid", "noexec", "nodev", "ro"]},
-        {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "nodev", "mode=1777"]},
+        {
+            "destination": "/dev/mqueue",
+            "type": "mqueue",
+            "source": "mqueue",
+            "options": ["nosuid", "noexec", "nodev"],
+        },
+        {
+            "destination": "/sys",
+            "type": "sysfs",
+            "source": "sysfs",
+            "options": ["nosuid", "noexec", "nodev", "ro"],
+        },
+        {
+            "destination": "/tmp",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "nodev", "mode=1777"],
+        },
     ]
 
 
@@ -93,8 +107,14 @@ class Bundle:
             args = [*config.get("Entrypoint", []), *config.get("Cmd", [])]
         mounts = _mounts()
         for destination, source in (binds or {}).items():
-            mounts.append({"destination": destination, "type": "bind", "source": str(source),
-                           "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]})
+            mounts.append(
+                {
+                    "destination": destination,
+                    "type": "bind",
+                    "source": str(source),
+                    "options": ["rbind", "ro", "nosuid", "nodev", "noexec"],
+                }
+            )
         return {
             "ociVersion": "1.0.2",
             "process": {
@@ -103,8 +123,9 @@ class Bundle:
                 "args": args,
                 "env": config["Env"],
                 "cwd": config.get("WorkingDir") or "/",
-                "capabilities": {k: [] for k in
-                                 ("bounding", "effective", "inheritable", "permitted", "ambient")},
+                "capabilities": {
+                    k: [] for k in ("bounding", "effective", "inheritable", "permitted", "ambient")
+                },
                 "noNewPrivileges": True,
             },
             "root": {"path": "rootfs", "readonly": readonly},
@@ -112,11 +133,25 @@ class Bundle:
             "mounts": mounts,
             "linux": {
                 "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
-                "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
-                                "/proc/scsi", "/sys/firmware"],
-                "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq",
-                                  "/proc/sys", "/proc/sysrq-trigger"],
+                "maskedPaths": [
+                    "/proc/acpi",
+                    "/proc/kcore",
+                    "/proc/keys",
+                    "/proc/latency_stats",
+                    "/proc/timer_list",
+                    "/proc/timer_stats",
+                    "/proc/sched_debug",
+                    "/proc/scsi",
+                    "/sys/firmware",
+                ],
+                "readonlyPaths": [
+                    "/proc/asound",
+                    "/proc/bus",
+                    "/proc/fs",
+                    "/proc/irq",
+                    "/proc/sys",
+                    "/proc/sysrq-trigger",
+                ],
             },
         }
 
@@ -130,9 +165,16 @@ class Container:
     process: subprocess.Popen[bytes]
     log: Path
 
-    def runc(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["runc", "--root", str(self.state), *args], check=check,
-                              capture_output=True, text=True, timeout=timeout)
+    def runc(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["runc", "--root", str(self.state), *args],
+            check=check,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def exec(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run args in the container (same namespaces, user and env as its process)."""
@@ -142,18 +184,27 @@ class Container:
         return self.log.read_text(errors="replace")
 
 
-def run_once(bundle: Bundle, spec: dict[str, Any], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_once(
+    bundle: Bundle, spec: dict[str, Any], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run the bundle to the end: exit code and output of the container's process."""
     (bundle.path / "config.json").write_text(json.dumps(spec))
     state = bundle.path.parent / "runc-state"
     cid = "paddock-img-" + secrets.token_hex(4)
     try:
-        return subprocess.run(["runc", "--root", str(state), "run", "--bundle", str(bundle.path),
-                               cid], capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            ["runc", "--root", str(state), "run", "--bundle", str(bundle.path), cid],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
     finally:
-        subprocess.run(["runc", "--root", str(state), "delete", "--force", cid],
-                       capture_output=True, check=False)
+        subprocess.run(
+            ["runc", "--root", str(state), "delete", "--force", cid],
+            capture_output=True,
+            check=False,
+        )
 
 
 @contextmanager
@@ -166,7 +217,9 @@ def running(bundle: Bundle, spec: dict[str, Any]) -> Iterator[Container]:
     with log.open("wb") as out:
         process = subprocess.Popen(
             ["runc", "--root", str(state), "run", "--bundle", str(bundle.path), cid],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     container = Container(cid, state, process, log)
     try:
@@ -198,3 +251,49 @@ def can_run_containers() -> str | None:
     if os.geteuid() != 0:
         return "runc needs root here (rootless runc is not set up)"
     return None
+
+
+# Small files the tests read, kept while listing the layers (one pass over each image).
+READ = frozenset({"etc/passwd", "etc/group", "usr/lib/os-release", "var/lib/dpkg/status"})
+
+
+@functools.lru_cache(maxsize=4)
+def _scan(archive: Path) -> tuple[dict[str, tarfile.TarInfo], dict[str, bytes]]:
+    image = oci.read_archive(archive)
+    found: dict[str, tarfile.TarInfo] = {}
+    contents: dict[str, bytes] = {}
+    with tarfile.open(archive) as outer:
+        for layer in image.manifest["layers"]:
+            blob = outer.extractfile("blobs/sha256/" + layer["digest"].removeprefix("sha256:"))
+            assert blob is not None
+            with tarfile.open(fileobj=blob, mode="r|gz") as inner:
+                for info in inner:
+                    name = info.name.removeprefix("./").rstrip("/")
+                    found[name] = info
+                    if name in READ and info.isfile():
+                        f = inner.extractfile(info)
+                        assert f is not None
+                        contents[name] = f.read()
+    return found, contents
+
+
+def entries(archive: Path) -> dict[str, tarfile.TarInfo]:
+    """Every path in the image (names without ./), as the last layer that has it leaves it."""
+    return _scan(archive)[0]
+
+
+def read_text(archive: Path, name: str) -> str:
+    """One of the READ files of the image, following symlinks (etc/os-release)."""
+    files, contents = _scan(archive)
+    for _ in range(8):
+        info = files.get(name)
+        if info is None or not info.issym():
+            break
+        target = (
+            info.linkname
+            if info.linkname.startswith("/")
+            else f"/{Path(name).parent}/{info.linkname}"
+        )
+        name = os.path.normpath(target).lstrip("/")
+    assert name in contents, f"{name} is not in {archive} or not in READ"
+    return contents[name].decode()

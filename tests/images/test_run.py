@@ -90,8 +90,13 @@ def test_paddock_image_is_unprivileged_and_has_no_shell_or_pip(paddock_bundle: B
     result = run_once(paddock_bundle, paddock_bundle.spec(["python", "-c", probe], readonly=True))
     assert result.returncode == 0, result.stderr
     facts = json.loads(result.stdout)
-    assert facts == {"uid": 10001, "gid": 10001, "sh": [None, None, None], "pip": False,
-                     "home": "/nonexistent"}
+    assert facts == {
+        "uid": 10001,
+        "gid": 10001,
+        "sh": [None, None, None],
+        "pip": False,
+        "home": "/nonexistent",
+    }
 
 
 def test_sandbox_image_serves_its_api_with_the_token_from_the_file(
@@ -114,8 +119,11 @@ def test_sandbox_image_serves_its_api_with_the_token_from_the_file(
             status, _, text = result.stdout.strip().partition(" ")
             return int(status), text
 
-        health = wait_until(lambda: call("GET", "/healthz")[0] == 200 and call("GET", "/healthz"),
-                            60, f"the sandbox server's /healthz; output: {container.output()}")
+        health = wait_until(
+            lambda: call("GET", "/healthz")[0] == 200 and call("GET", "/healthz"),
+            60,
+            f"the sandbox server's /healthz; output: {container.output()}",
+        )
         assert json.loads(health[1]) == {"status": "ok"}
         assert call("GET", "/readyz")[0] == 200
         assert call("GET", "/v1/stats")[0] == 401
