@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -247,44 +248,102 @@ def distributions(site: Path) -> list[str]:
     return found
 
 
-def build_app_layers(
-    specs: dict[str, ImageSpec], base_dir: Path, work: Path, wheel: Path, pip_cache: Path
-) -> dict[str, tuple[oci.Layer, list[str], str]]:
-    """The top layer of each image: (layer, installed distributions, what made it)."""
-    builder = base_dir / "sandbox" / "rootfs"
-    minor = specs["sandbox"].python_minor
-    out: dict[str, tuple[oci.Layer, list[str], str]] = {}
-    pip_cache.mkdir(parents=True, exist_ok=True)
-    dist = {"/dist": wheel.parent, "/root/.cache/pip": pip_cache}
+def requirements() -> list[str]:
+    """The project's dependencies, as pyproject.toml lists them."""
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        return list(tomllib.load(f)["project"]["dependencies"])
 
-    # paddock: the Dockerfile's build stage, a venv without pip that is copied whole.
+
+# How the two upper layers are made (in the builder, as root). The dependencies go into a layer
+# of their own, cached by the dependency list, so a source change reinstalls only the wheel.
+VENV_DEPS = (
+    "python3 -m venv --without-pip /opt/paddock && "
+    "python3 -m pip --python /opt/paddock/bin/python install -r /reqs/requirements.txt"
+)
+VENV_APP = (
+    "python3 -m pip --python /opt/paddock/bin/python install --no-deps --root /stage /dist/{wheel}"
+)
+SYSTEM_DEPS = "python3 -m pip install --root /stage -r /reqs/requirements.txt"
+SYSTEM_APP = "python3 -m pip install --no-deps --root /stage /dist/{wheel}"
+PIP_FLAGS = " --no-warn-script-location"
+
+
+def _check_specs(specs: dict[str, ImageSpec]) -> None:
     if not specs["paddock"].copies_venv:
         raise SystemExit("images/paddock/Dockerfile no longer copies /opt/paddock")
-    stage = work / "paddock-layer"
-    (stage / "opt/paddock").mkdir(parents=True)
-    made_by = (
-        f"python3 -m venv --without-pip /opt/paddock && python3 -m pip --python "
-        f"/opt/paddock/bin/python install /dist/{wheel.name}"
-    )
-    in_builder(
-        builder, work / "paddock-build", {**dist, "/opt/paddock": stage / "opt/paddock"}, made_by
-    )
-    site = stage / f"opt/paddock/lib/python{minor}/site-packages"
-    layer = oci.write_layer(oci.tar_directory(stage, SOURCE_DATE_EPOCH), work / "blobs")
-    out["paddock"] = (layer, distributions(site), made_by)
-
-    # sandbox: `pip install` of the wheel into the system Python (/usr/local, as root).
     if specs["sandbox"].pip_installs != 1:
         raise SystemExit("images/sandbox/Dockerfile no longer pip-installs the wheel once")
-    stage = work / "sandbox-layer"
-    stage.mkdir()
-    made_by = f"python3 -m pip install --root /stage --no-warn-script-location /dist/{wheel.name}"
-    in_builder(builder, work / "sandbox-build", {**dist, "/stage": stage}, made_by)
-    site = stage / f"usr/local/lib/python{minor}/dist-packages"
-    if not site.is_dir():
-        raise SystemExit(f"pip did not install into {site.relative_to(stage)}")
-    layer = oci.write_layer(oci.tar_directory(stage, SOURCE_DATE_EPOCH), work / "blobs")
-    out["sandbox"] = (layer, distributions(site), made_by)
+
+
+def _site(name: str, spec: ImageSpec) -> str:
+    if name == "paddock":  # the Dockerfile's build stage: a venv without pip, copied whole
+        return f"opt/paddock/lib/python{spec.python_minor}/site-packages"
+    return f"usr/local/lib/python{spec.python_minor}/dist-packages"  # `pip install` as root
+
+
+def ensure_deps(
+    specs: dict[str, ImageSpec], base_dir: Path, deps_dir: Path, pip_cache: Path
+) -> dict[str, float]:
+    """The dependency layer of each image, from PyPI, into deps_dir unless there."""
+    _check_specs(specs)
+    builder = base_dir / "sandbox" / "rootfs"
+    spent: dict[str, float] = {}
+    for name in NAMES:
+        done = deps_dir / name / "layer.json"
+        if done.exists():
+            continue
+        start = time.monotonic()
+        work = deps_dir / name
+        shutil.rmtree(work, ignore_errors=True)
+        stage, reqs = work / "stage", work / "reqs"
+        reqs.mkdir(parents=True)
+        (reqs / "requirements.txt").write_text("\n".join(requirements()) + "\n")
+        binds = {"/reqs": reqs, "/root/.cache/pip": pip_cache}
+        if name == "paddock":
+            (stage / "opt/paddock").mkdir(parents=True)
+            binds["/opt/paddock"] = stage / "opt/paddock"
+            command = VENV_DEPS
+        else:
+            stage.mkdir()
+            binds["/stage"] = stage
+            command = SYSTEM_DEPS + PIP_FLAGS
+        log(f"{name}: dependencies from PyPI")
+        with tempfile.TemporaryDirectory(dir=deps_dir, prefix=".work-") as tmp:
+            in_builder(builder, Path(tmp), binds, command)
+        site = stage / _site(name, specs[name])
+        if not site.is_dir():
+            raise SystemExit(f"pip did not install into {site.relative_to(stage)}")
+        layer = oci.write_layer(oci.tar_directory(stage, SOURCE_DATE_EPOCH), deps_dir / "blobs")
+        (work / "distributions.json").write_text(json.dumps(distributions(site)))
+        if name == "sandbox":
+            shutil.rmtree(stage)  # the paddock venv stays: the wheel is installed against it
+        done.write_text(layer.to_json())
+        spent[name] = time.monotonic() - start
+    return spent
+
+
+def build_app_layers(
+    specs: dict[str, ImageSpec], base_dir: Path, deps_dir: Path, work: Path, wheel: Path
+) -> dict[str, tuple[oci.Layer, list[str], str]]:
+    """The top layer of each image, the wheel alone: (layer, distributions, what made it)."""
+    builder = base_dir / "sandbox" / "rootfs"
+    out: dict[str, tuple[oci.Layer, list[str], str]] = {}
+    for name in NAMES:
+        stage = work / f"{name}-layer"
+        stage.mkdir()
+        binds = {"/dist": wheel.parent, "/stage": stage}
+        if name == "paddock":
+            binds["/opt/paddock"] = deps_dir / "paddock/stage/opt/paddock"
+            command = VENV_APP.format(wheel=wheel.name)
+        else:
+            command = SYSTEM_APP.format(wheel=wheel.name)
+        in_builder(builder, work / f"{name}-build", binds, command + PIP_FLAGS)
+        site = stage / _site(name, specs[name])
+        if not (site / "paddock").is_dir():
+            raise SystemExit(f"pip did not install paddock into {site.relative_to(stage)}")
+        layer = oci.write_layer(oci.tar_directory(stage, SOURCE_DATE_EPOCH), work / "blobs")
+        deps = json.loads((deps_dir / name / "distributions.json").read_text())
+        out[name] = (layer, sorted([*deps, *distributions(site)]), command)
     return out
 
 
@@ -332,11 +391,21 @@ def main() -> None:
         start = time.monotonic()
         base_dir = images / "base" / base_key
         base_seconds = ensure_bases(specs, base_dir)
+        deps_key = _digest(
+            base_key.encode(),
+            json.dumps(requirements()).encode(),
+            (VENV_DEPS + SYSTEM_DEPS + PIP_FLAGS).encode(),
+        )
+        deps_dir = images / "deps" / deps_key
+        pip_cache = images / "pip-cache"
+        pip_cache.mkdir(parents=True, exist_ok=True)
+        deps_seconds = ensure_deps(specs, base_dir, deps_dir, pip_cache)
         with tempfile.TemporaryDirectory(dir=images, prefix=".work-") as tmp:
             work = Path(tmp)
             app_start = time.monotonic()
             wheel = build_wheel(work)
-            layers = build_app_layers(specs, base_dir, work, wheel, images / "pip-cache")
+            layers = build_app_layers(specs, base_dir, deps_dir, work, wheel)
+            app_seconds = time.monotonic() - app_start
             out.mkdir(exist_ok=True)
             created = datetime.fromtimestamp(SOURCE_DATE_EPOCH, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             record: dict[str, object] = {"key": image_key, "base_key": base_key, "images": {}}
@@ -344,6 +413,7 @@ def main() -> None:
                 spec = specs[name]
                 facts = base.read_facts(base_dir / name / "facts.json")
                 base_layer = oci.Layer.from_json((base_dir / name / "layer.json").read_text())
+                deps_layer = oci.Layer.from_json((deps_dir / name / "layer.json").read_text())
                 app_layer, dists, made_by = layers[name]
                 repository, tag = refs[name]
                 packages = ",".join(base.packages(name, spec))
@@ -353,6 +423,11 @@ def main() -> None:
                         "created_by": f"mmdebstrap --variant=minbase {spec.debian_suite} "
                         f"--include={packages}; users, dirs and removals of "
                         f"images/{name}/Dockerfile",
+                    },
+                    {
+                        "created": created,
+                        "created_by": (VENV_DEPS if name == "paddock" else SYSTEM_DEPS)
+                        + " (requirements.txt: the dependencies in pyproject.toml)",
                     },
                     {"created": created, "created_by": made_by},
                 ]
@@ -369,7 +444,7 @@ def main() -> None:
                     out / f"{name}.tar",
                     repository=repository,
                     tag=tag,
-                    layers=[base_layer, app_layer],
+                    layers=[base_layer, deps_layer, app_layer],
                     config=image_config(spec),
                     history=history,
                     created=created,
@@ -379,7 +454,7 @@ def main() -> None:
                 record["images"][name] = {  # type: ignore[index]
                     "ref": f"{repository}:{tag}",
                     "manifest": digest,
-                    "layers": [base_layer.digest, app_layer.digest],
+                    "layers": [base_layer.digest, deps_layer.digest, app_layer.digest],
                     "debian": facts.debian_version,
                     "python3": facts.python_version,
                     "distributions": dists,
@@ -387,12 +462,15 @@ def main() -> None:
                 log(f"{name}: {repository}:{tag} {digest[:19]} -> {out / (name + '.tar')}")
             record["seconds"] = {
                 "bases": {k: round(v, 1) for k, v in base_seconds.items()},
-                "top_layers": round(time.monotonic() - app_start, 1),
+                "dependencies": {k: round(v, 1) for k, v in deps_seconds.items()},
+                "top_layers": round(app_seconds, 1),
+                "archives": round(time.monotonic() - app_start - app_seconds, 1),
                 "total": round(time.monotonic() - start, 1),
             }
             (out / "build.json").write_text(json.dumps(record, indent=2) + "\n")
         prune(images, KEEP_BUILDS, image_key)
         prune(images / "base", KEEP_BASES, base_key)
+        prune(images / "deps", KEEP_BASES, deps_key)
         log(f"built in {time.monotonic() - start:.0f}s")
     print(out)
 
