@@ -12,6 +12,7 @@ import json
 import re
 import shlex
 import sys
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,8 +81,11 @@ class FinalStage:
         ]
 
 
+Built = dict[str, tuple[FinalStage, oci.Image, dict[str, tarfile.TarInfo]]]
+
+
 @pytest.fixture(scope="module")
-def built(images: Path) -> dict[str, tuple[FinalStage, oci.Image, dict]]:
+def built(images: Path) -> Built:
     return {
         name: (
             FinalStage.read(ROOT / "images" / name / "Dockerfile"),
@@ -109,7 +113,7 @@ def _text(archive: Path, name: str) -> str:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_config_is_the_dockerfiles(built: dict, name: str) -> None:
+def test_config_is_the_dockerfiles(built: Built, name: str) -> None:
     stage, image, _ = built[name]
     config = image.config["config"]
     assert config["Entrypoint"] == json.loads(stage.instructions["ENTRYPOINT"])
@@ -126,7 +130,7 @@ def test_config_is_the_dockerfiles(built: dict, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_base_family_is_the_dockerfiles(built: dict, images: Path, name: str) -> None:
+def test_base_family_is_the_dockerfiles(built: Built, images: Path, name: str) -> None:
     """python:X.Y.Z-slim-<suite> is Debian <suite> + CPython X.Y; so is the image."""
     stage, image, files = built[name]
     archive = images / f"{name}.tar"
@@ -141,7 +145,7 @@ def test_base_family_is_the_dockerfiles(built: dict, images: Path, name: str) ->
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_users_and_groups_are_the_dockerfiles(built: dict, images: Path, name: str) -> None:
+def test_users_and_groups_are_the_dockerfiles(built: Built, images: Path, name: str) -> None:
     stage, image, files = built[name]
     archive = images / f"{name}.tar"
     passwd = _text(archive, "etc/passwd").splitlines()
@@ -164,7 +168,7 @@ def test_users_and_groups_are_the_dockerfiles(built: dict, images: Path, name: s
         assert (info.isdir(), info.uid, info.gid) == (True, users[0][1], users[0][2])
 
 
-def test_sandbox_has_the_dockerfiles_apt_packages(built: dict, images: Path) -> None:
+def test_sandbox_has_the_dockerfiles_apt_packages(built: Built, images: Path) -> None:
     stage, _, _ = built["sandbox"]
     wanted = stage.apt_packages()
     assert "git" in wanted
@@ -173,7 +177,7 @@ def test_sandbox_has_the_dockerfiles_apt_packages(built: dict, images: Path) -> 
     assert sorted(set(wanted) - set(_installed(status))) == []
 
 
-def test_paddock_image_has_no_shell_and_no_pip(built: dict) -> None:
+def test_paddock_image_has_no_shell_and_no_pip(built: Built) -> None:
     stage, _, files = built["paddock"]
     removed = stage.removed()
     assert "/bin/sh" in removed
@@ -189,14 +193,14 @@ def test_paddock_image_has_no_shell_and_no_pip(built: dict) -> None:
     assert f"opt/paddock/lib/python{minor}/site-packages/paddock/__init__.py" in files
 
 
-def test_sandbox_server_is_in_the_system_python(built: dict) -> None:
+def test_sandbox_server_is_in_the_system_python(built: Built) -> None:
     stage, _, files = built["sandbox"]
     site = f"usr/local/lib/python{stage.python_minor}/dist-packages"
     assert f"{site}/paddock/sandbox/__main__.py" in files
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_names_are_what_the_chart_pulls(built: dict, name: str) -> None:
+def test_names_are_what_the_chart_pulls(built: Built, name: str) -> None:
     values = yaml.safe_load((ROOT / "charts/paddock/values.yaml").read_text())
     chart = yaml.safe_load((ROOT / "charts/paddock/Chart.yaml").read_text())
     key = {"paddock": "image", "sandbox": "sandboxImage"}[name]
