@@ -120,6 +120,14 @@ def build(name: str, spec: ImageSpec, rootfs: Path, source_date_epoch: int) -> N
     ]
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(source_date_epoch)}
     subprocess.run(cmd, check=True, env=env, stdin=subprocess.DEVNULL)
+    # apt leaves its partial/ directories owned by _apt or by root, depending on whether _apt
+    # could reach the build directory (and mmdebstrap's cleanup makes them again): make them
+    # _apt's every time, as in Debian's own images, so equal packages give equal layers.
+    passwd = (rootfs / "etc/passwd").read_text()
+    apt_uid = re.search(r"^_apt:x:(\d+):", passwd, re.M)
+    for partial in ("var/lib/apt/lists/partial", "var/cache/apt/archives/partial"):
+        if apt_uid and (rootfs / partial).is_dir():
+            os.chown(rootfs / partial, int(apt_uid[1]), 0)
 
 
 def facts(rootfs: Path) -> BaseFacts:

@@ -1,13 +1,14 @@
 """Builds the paddock and sandbox images without Docker (run through hack/build-images.sh).
 
-Each image has two layers:
+Each image has three layers, each cached by a hash of what it is made from:
 1. the Debian base (hack/images/base.py): mmdebstrap from the Debian archive, plus the
-   Dockerfile's apt packages, users, directories and removed files; cached by a hash of
-   those and rebuilt only when they change;
-2. the Paddock wheel with its dependencies from PyPI, the way the Dockerfile installs it:
+   Dockerfile's apt packages, users, directories and removed files;
+2. the dependencies from PyPI (pyproject.toml's list), the way the Dockerfile installs them:
    into a venv at /opt/paddock (paddock image), into the system Python under /usr/local
-   (sandbox image). It is made by pip in a chroot of the sandbox base (the only base with pip)
-   on an overlay, so the cached base stays untouched.
+   (sandbox image);
+3. the Paddock wheel alone (`pip install --no-deps`), so a source change rebuilds only this.
+pip runs in a chroot of the sandbox base (the only base with pip) on an overlay, so the
+cached base stays untouched; the results land in bind-mounted directories.
 The config (ENV, USER, WORKDIR, EXPOSE, ENTRYPOINT, CMD) comes from the Dockerfile too
 (hack/images/dockerfile.py). Output: <cache>/images/<hash of the inputs>/{paddock,sandbox}.tar,
 printed on stdout; a second run with the same inputs prints the same directory at once.
