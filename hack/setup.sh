@@ -13,6 +13,9 @@ command -v tmux >/dev/null || apt_packages+=(tmux)
 # The local pod runner (make demo, tests/e2e): network namespaces, bind mounts, other uids.
 command -v ip >/dev/null || apt_packages+=(iproute2)
 command -v setpriv >/dev/null || apt_packages+=(util-linux)
+# The images without Docker (hack/build-images.sh) and the tests that run them (tests/images).
+command -v mmdebstrap >/dev/null || apt_packages+=(mmdebstrap)
+command -v runc >/dev/null || apt_packages+=(runc)
 if ((${#apt_packages[@]})); then
   echo "setup: apt-get install ${apt_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive
