@@ -7,6 +7,7 @@
 #   kube-router                                                (hack/node/kube-router)
 #   coredns                                                    (hack/node/coredns)
 #   cni/bridge cni/host-local cni/loopback cni/portmap         (hack/node/cni)
+#   pause                    (Kubernetes' build/pause/linux/pause.c at the pin, static, by cc)
 # kube-apiserver and etcd come from hack/build-controlplane.sh; containerd, runc, iptables and
 # ipset from Debian (hack/setup.sh installs them).
 set -euo pipefail
@@ -17,10 +18,12 @@ pin=$(cd "$here" && find . -name go.mod -o -name go.sum -o -name '*.go' | LC_ALL
   xargs cat | sha256sum | cut -c1-12)
 out="${PADDOCK_CACHE:-$HOME/.cache/paddock}/node/$k8s_version-$pin"
 binaries=(kubelet kube-controller-manager kube-scheduler kube-proxy kube-router coredns
-  cni/bridge cni/host-local cni/loopback cni/portmap)
+  cni/bridge cni/host-local cni/loopback cni/portmap pause)
 source "$(dirname "$0")/lib/cache.sh"
 cached_or_lock "$out" "$out" "${binaries[@]}"
 mkdir -p "$out.tmp/cni"
+# Keep what an earlier run of the same pin built (a binary added to the list builds alone).
+[[ -d "$out" ]] && cp -a "$out/." "$out.tmp/"
 export CGO_ENABLED=0 GOFLAGS="-trimpath -mod=readonly" GOTOOLCHAIN=local
 echo "build-node: building the node's binaries for $k8s_version (a cold build takes many minutes)" >&2
 start=$(date +%s)
@@ -49,6 +52,14 @@ for plugin in main/bridge ipam/host-local main/loopback meta/portmap; do
   [[ -x "$out.tmp/cni/${plugin#*/}" ]] || go build -ldflags "-s -w" -o "$out.tmp/cni/${plugin#*/}" \
     "github.com/containernetworking/plugins/plugins/$plugin" >&2
 done
+
+# The pod sandbox image's binary, as upstream builds it (build/pause/Makefile).
+cd "$here/kube"
+if [[ ! -x "$out.tmp/pause" ]]; then
+  pause_src="$(go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
+  pause_tag=$(awk '$1 == "TAG" {print $3}' "$(dirname "$pause_src")/../Makefile")
+  cc -Os -Wall -Werror -static -DVERSION="v$pause_tag" -o "$out.tmp/pause" "$pause_src" >&2
+fi
 
 rm -rf "$out"; mv "$out.tmp" "$out"
 echo "build-node: built in $(( $(date +%s) - start ))s" >&2
