@@ -19,6 +19,7 @@ from paddock.testing.ociimage import BUSYBOX_IMAGE
 from paddock.testing.ports import wait_until
 
 _names = itertools.count()
+# Requests are bounded with `timeout N wget`: Debian's busybox 1.35 wget crashes on its own -T.
 
 
 def _namespace(node: LocalNode) -> str:
@@ -143,10 +144,10 @@ def test_two_pods_talk_over_the_pod_network_and_a_service_found_by_coredns(
     web_ip = _web_server(local_node, namespace)
     service = f"web.{namespace}.svc.cluster.local"
     script = (
-        f"set -e; wget -q -T 5 -O- http://{web_ip}:8080/; "
+        f"set -e; timeout 5 wget -q -O- http://{web_ip}:8080/; "
         f"nslookup {service}; "
         f"ip=$(nslookup {service} | awk '/^Address/ {{a=$NF}} END {{print a}}'); "
-        'echo "service-ip=$ip"; wget -q -T 5 -O- "http://$ip/"'
+        'echo "service-ip=$ip"; timeout 5 wget -q -O- "http://$ip/"'
     )
     ok, log = _run_to_end(local_node, namespace, "client", script)
     assert ok, log
@@ -168,33 +169,63 @@ def _deny(namespace: str, name: str, selector: dict[str, str], types: list[str])
     }
 
 
+def _prober(node: LocalNode, namespace: str, name: str, checks: dict[str, str]) -> None:
+    """A long-lived pod labelled app=client that runs each check (a shell command) in a loop
+    and logs `<check> ok` or `<check> blocked`. One pod for the whole test: kube-router
+    installs a new pod's firewall chains shortly after the pod starts, so a fresh pod per
+    request could race the policy."""
+    rounds = "; ".join(
+        f"if {command} >/dev/null 2>&1; then echo '{check} ok'; else echo '{check} blocked'; fi"
+        for check, command in checks.items()
+    )
+    script = f"while true; do {rounds}; sleep 0.5; done"
+    node.apply(_pod(name, namespace, script, labels={"app": "client"}, restart="Always"))
+    _wait_ready(node, namespace, name)
+
+
+def _outcomes(node: LocalNode, namespace: str, name: str, check: str, last: int) -> list[str]:
+    with node.client() as client:
+        log = client.get(f"/api/v1/namespaces/{namespace}/pods/{name}/log").text
+    return re.findall(rf"^{re.escape(check)} (ok|blocked)$", log, flags=re.M)[-last:]
+
+
+def _wait_outcome(
+    node: LocalNode, namespace: str, name: str, check: str, outcome: str, what: str
+) -> None:
+    """Wait until the prober's last three rounds of ``check`` all gave ``outcome``."""
+    wait_until(
+        lambda: _outcomes(node, namespace, name, check, 3) == [outcome] * 3,
+        timeout=90,
+        what=what,
+        interval=0.5,
+    )
+
+
+def _policy_path(namespace: str, name: str = "") -> str:
+    base = f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies"
+    return f"{base}/{name}" if name else base
+
+
 @pytest.mark.parametrize("direction", ["Ingress", "Egress"])
 def test_a_default_deny_network_policy_blocks_what_succeeds_without_it(
     local_node: LocalNode, direction: str
 ) -> None:
     namespace = _namespace(local_node)
     web_ip = _web_server(local_node, namespace)
-    request = f"wget -q -T 3 -O- http://{web_ip}:8080/"
-    # Control: without a policy the same request from the same kind of pod succeeds.
-    ok, log = _run_to_end(local_node, namespace, "control", request, labels={"app": "client"})
-    assert ok, log
-    assert "hello-from-web" in log, log
+    _prober(
+        local_node, namespace, "client", {"web": f"timeout 3 wget -q -O- http://{web_ip}:8080/"}
+    )
+    # Control: without a policy the same request from the same pod succeeds.
+    _wait_outcome(local_node, namespace, "client", "web", "ok", "the control request")
     # Ingress: the server denies all ingress. Egress: the client denies all egress.
     selector = {"app": "web"} if direction == "Ingress" else {"app": "client"}
-    local_node.apply(_deny(namespace, f"deny-{direction.lower()}", selector, [direction]))
-    attempts = itertools.count()
-
-    def blocked() -> bool:
-        ok, _ = _run_to_end(
-            local_node, namespace, f"probe-{next(attempts)}", request, labels={"app": "client"}
-        )
-        return not ok
-
-    # kube-router applies a policy within a sync; probe until it does (bounded, no sleep).
-    wait_until(blocked, timeout=90, what=f"{direction} policy enforced", interval=0.1)
-    ok, log = _run_to_end(local_node, namespace, "after", request, labels={"app": "client"})
-    assert not ok, log
-    assert "hello-from-web" not in log
+    name = f"deny-{direction.lower()}"
+    local_node.apply(_deny(namespace, name, selector, [direction]))
+    _wait_outcome(local_node, namespace, "client", "web", "blocked", f"{direction} denied")
+    # And it is the policy: without it the request goes through again.
+    with local_node.client() as client:
+        client.delete(_policy_path(namespace, name)).raise_for_status()
+    _wait_outcome(local_node, namespace, "client", "web", "ok", "the policy lifted")
 
 
 def test_a_default_deny_of_both_directions_blocks_pod_and_dns_traffic(
@@ -202,25 +233,16 @@ def test_a_default_deny_of_both_directions_blocks_pod_and_dns_traffic(
 ) -> None:
     namespace = _namespace(local_node)
     web_ip = _web_server(local_node, namespace)
-    request = (
-        f"wget -q -T 3 -O- http://{web_ip}:8080/ && nslookup kubernetes.default.svc.cluster.local"
-    )
-    ok, log = _run_to_end(local_node, namespace, "control", request)
-    assert ok, log
+    checks = {
+        "web": f"timeout 3 wget -q -O- http://{web_ip}:8080/",
+        "dns": "nslookup -timeout=2 kubernetes.default.svc.cluster.local",
+    }
+    _prober(local_node, namespace, "client", checks)
+    for check in checks:
+        _wait_outcome(local_node, namespace, "client", check, "ok", f"control {check}")
     local_node.apply(_deny(namespace, "default-deny", {}, ["Ingress", "Egress"]))
-    attempts = itertools.count()
-    wait_until(
-        lambda: not _run_to_end(local_node, namespace, f"probe-{next(attempts)}", request)[0],
-        timeout=90,
-        what="default deny enforced",
-        interval=0.1,
-    )
-    for name, script in (
-        ("pod-ip", f"wget -q -T 3 -O- http://{web_ip}:8080/"),
-        ("dns", "nslookup -timeout=2 kubernetes.default.svc.cluster.local"),
-    ):
-        ok, log = _run_to_end(local_node, namespace, f"after-{name}", script)
-        assert not ok, f"{name} still reachable under default deny: {log}"
+    for check in checks:
+        _wait_outcome(local_node, namespace, "client", check, "blocked", f"{check} denied")
 
 
 def test_a_restricted_pod_runs_with_the_security_context_it_asked_for(

@@ -163,6 +163,8 @@ class LocalNode:
                 bind_address=self.host_ip,
                 service_cluster_ip_range=str(self.service_cidr),
                 disable_admission_plugins=(),
+                # Reach the kubelet at its address, never by resolving the node's name.
+                extra_args=("--kubelet-preferred-address-types=InternalIP",),
             ).start()
             self._stamp("control_plane", started)
             self._start_containerd()
