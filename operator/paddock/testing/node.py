@@ -535,6 +535,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "kube-proxy",
             [str(self.binaries / "kube-proxy"), f"--config={self.dir / 'kube-proxy.yaml'}"],
         )
+
     def _start_kube_router(self) -> None:
         """After the node is registered: kube-router looks its own node up and exits otherwise."""
         kubeconfig = str(self._kubeconfig_for_components())
@@ -561,7 +562,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 "--iptables-sync-period=1m",
             ],
         )
-
 
     def _wait_node_ready(self) -> None:
         def ready() -> bool:
