@@ -194,17 +194,22 @@ class LocalNode:
             self._kill_leftover_shims,
             self._unmount_all,
             self._remove_cgroups,
+            # Before the bridge goes: the apiserver reaches itself at the bridge's address,
+            # and without it its shutdown waits out a minute-long deadline.
+            self._stop_control_plane,
             self._undo_host_network,
         ):
             try:
                 step()
             except Exception as exc:  # keep cleaning; report at the end
                 errors.append(repr(exc))
-        if self.control_plane is not None:
-            self.control_plane.close()
         shutil.rmtree(self.dir, ignore_errors=True)
         if errors:
             print(f"paddock.testing.node: cleanup errors: {errors}", file=sys.stderr)
+
+    def _stop_control_plane(self) -> None:
+        if self.control_plane is not None:
+            self.control_plane.close()
 
     def __enter__(self) -> LocalNode:
         return self.start()
