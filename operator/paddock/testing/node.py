@@ -143,6 +143,10 @@ class LocalNode:
         self._sysctls: dict[str, str] = {}
         self._route_added = False
         self._guard_added = False
+        # Set once this node made its bridge: only then are the host's chains, ipsets,
+        # cgroups and bridge its own to remove (a second node on the machine stops at the
+        # bridge and must not tear down the first one's).
+        self._owns_host = False
         self.timings: dict[str, float] = {}
 
     # ----------------------------------------------------------------- public surface
@@ -186,6 +190,11 @@ class LocalNode:
     def close(self) -> None:
         """Stop everything and undo every change to the host, also after a failed start."""
         errors: list[str] = []
+        if not self._owns_host:
+            self._stop(*list(self.processes))
+            self._stop_control_plane()
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return
         for step in (
             self._drain,
             lambda: self._stop("kube-controller-manager", "kube-scheduler", "kubelet"),
@@ -284,6 +293,7 @@ class LocalNode:
         if Path(f"/sys/class/net/{self.bridge}").exists():
             raise RuntimeError(f"{self.bridge} exists already: is another node running?")
         _sh("ip", "link", "add", self.bridge, "type", "bridge")
+        self._owns_host = True
         _sh("ip", "addr", "add", f"{self.host_ip}/{self.pod_cidr.prefixlen}", "dev", self.bridge)
         _sh("ip", "link", "set", self.bridge, "up")
         _sh("ip", "route", "add", str(self.service_cidr), "dev", self.bridge, "src", self.host_ip)
