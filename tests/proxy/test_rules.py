@@ -157,6 +157,18 @@ class TestAllowlist:
             "credentials: [{host: a.com, secret_file: /a}, {host: a.com, secret_file: /b}]\n",
             "only once",
         ),
+        (
+            "credentials: [{host: a.com, secret_file: /a, api_routes: [{methods: [TRACE], path_prefix: /}]}]\n",
+            "credentials.0.api_routes.0.methods.0: Input should be 'GET'",
+        ),
+        (
+            "credentials: [{host: a.com, secret_file: /a, api_routes: [{methods: [GET], path_prefix: /a/../}]}]\n",
+            "must not hold . or .. segments",
+        ),
+        (
+            "credentials: [{host: a.com, secret_file: /a, api_routes: [{methods: [GET], path_prefix: /api}]}]\n",
+            "should match pattern",
+        ),
     ],
 )
 def test_bad_configs_are_explained(yaml_text: str, message: str) -> None:
