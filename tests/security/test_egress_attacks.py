@@ -203,6 +203,48 @@ class TestCredentialsOnlyOnGitSmartHttp:
         assert_no_secret(response, secrets_)
 
 
+class TestRequestTargets:
+    @pytest.mark.parametrize("route", ["git", "forward"])
+    def test_a_tab_in_the_request_target_is_refused(
+        self, proxy: ProxyProcess, echo: EchoHost, route: str
+    ) -> None:
+        before = len(echo.seen)
+        target = (
+            f"/git/localhost:{echo.port}/repo.git/info/refs\t?service=git-upload-pack"
+            if route == "git"
+            else f"http://localhost:{echo.port}/a\tb"
+        )
+        response = send(proxy, "open", f"GET {target}")
+        assert status_of(response) == 400
+        assert rule(response) == "malformed-request"
+        assert len(echo.seen) == before
+
+    @pytest.mark.parametrize(
+        "character", ["\x00", "\x0b", "\x0c", "\x1b", "\x7f", "\xff", "\r"], ids=repr
+    )
+    def test_control_characters_and_non_ascii_in_the_target_are_refused(
+        self, proxy: ProxyProcess, echo: EchoHost, character: str
+    ) -> None:
+        before = len(echo.seen)
+        response = send(proxy, "open", f"GET http://localhost:{echo.port}/a{character}b")
+        assert status_of(response) == 400
+        assert len(echo.seen) == before
+
+    def test_a_space_in_the_target_is_refused(self, proxy: ProxyProcess, echo: EchoHost) -> None:
+        before = len(echo.seen)
+        response = send(proxy, "open", f"GET http://localhost:{echo.port}/a b")
+        assert status_of(response) == 400
+        assert len(echo.seen) == before
+
+    def test_a_control_character_in_a_header_value_is_refused(
+        self, proxy: ProxyProcess, echo: EchoHost
+    ) -> None:
+        before = len(echo.seen)
+        response = send(proxy, "open", f"GET http://localhost:{echo.port}/", "X-A: a\x00b\r\n")
+        assert status_of(response) == 400
+        assert len(echo.seen) == before
+
+
 class TestSpecialPurposeAddresses:
     @pytest.mark.parametrize(("address", "category"), REPORTED_BYPASSES.items())
     @pytest.mark.parametrize("form", ["absolute", "connect", "git"])

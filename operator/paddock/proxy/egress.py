@@ -36,6 +36,7 @@ from paddock.proxy.http1 import (
     Framing,
     Head,
     HttpError,
+    check_request_line,
     end_to_end,
     pipe,
     read_head,
@@ -231,6 +232,7 @@ class _Connection:
     async def _serve(self, head: Head) -> None:
         """Authorize and carry out one request. Raises `Refused` or `HttpError` for anything the
         proxy answers itself."""
+        check_request_line(head)
         method, raw_target, version = head.start
         if version not in ("HTTP/1.1", "HTTP/1.0"):
             raise HttpError(505, "only HTTP/1.x is supported")
