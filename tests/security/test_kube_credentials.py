@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from paddock.gateway.kube import Kube, KubeError
 from paddock.kube import ApiError, Credentials, KubeClient
@@ -171,3 +172,40 @@ async def test_a_token_rewritten_in_place_is_picked_up_too(
     assert await credentials.headers() == {"Authorization": f"Bearer {cluster['nobody']}"}
     token.write_text(cluster["reader"])
     assert await credentials.headers() == {"Authorization": f"Bearer {cluster['reader']}"}
+
+
+async def test_a_kubeconfig_token_file_is_reread_too(
+    control_plane: ControlPlane, cluster: dict[str, str], tmp_path: Path
+) -> None:
+    volume = TokenVolume(tmp_path / "sa")
+    volume.write(cluster["nobody"])
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {
+                            "server": control_plane.url,
+                            "certificate-authority": str(control_plane.ca_file),
+                        },
+                    }
+                ],
+                "users": [{"name": "u", "user": {"tokenFile": "sa/token"}}],  # relative
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            }
+        )
+    )
+    client = KubeClient.from_environment(str(kubeconfig))
+    try:
+
+        async def read() -> None:
+            await client.get("v1", "ConfigMap", cluster["namespace"], "probe")
+
+        await rotation_is_picked_up(volume, cluster, read, ApiError)
+    finally:
+        await client.aclose()

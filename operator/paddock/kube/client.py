@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.config import incluster_config
@@ -119,15 +120,17 @@ class Credentials:
     (client certificates, tokens, exec plugins); in a pod, the ServiceAccount.
 
     The bearer token is asked for on every request (`authorization`), never cached by the
-    caller: the in-cluster token file is re-read when the kubelet rotates it, and an exec
-    plugin's token is refreshed by the `kubernetes` package when it expires."""
+    caller: a token file (the in-cluster ServiceAccount's, or a kubeconfig's ``tokenFile``)
+    is re-read when it changes, and an exec plugin's token is refreshed by the `kubernetes`
+    package when it expires."""
 
     host: str
     ssl_context: ssl.SSLContext
     configuration: k8s_client.Configuration | None = None
     """The kubeconfig's resolved configuration (its token and refresh hook), if any."""
     token_file: Path | None = None
-    """The in-cluster ServiceAccount token file."""
+    """The bearer token file, re-read as it changes: the in-cluster ServiceAccount token,
+    or a kubeconfig user's ``tokenFile``."""
     _token_file: _TokenFile | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -144,7 +147,8 @@ class Credentials:
         # The package reads $KUBECONFIG once at import; read it now.
         config_file = kubeconfig or os.environ.get("KUBECONFIG")
         k8s_config.load_kube_config(config_file=config_file, client_configuration=configuration)
-        return cls(configuration.host, _tls(configuration), configuration)
+        token_file = _kubeconfig_token_file(config_file)
+        return cls(configuration.host, _tls(configuration), configuration, token_file)
 
     @classmethod
     def in_cluster(
@@ -206,6 +210,24 @@ class _HttpxAuth(httpx.Auth):
         if value:
             request.headers["Authorization"] = value
         yield request
+
+
+def _kubeconfig_token_file(config_file: str | None) -> Path | None:
+    """The current user's ``tokenFile`` (absolute), which the `kubernetes` package reads only
+    once; None if the user has none, or a ``token`` (which wins, as in kubectl), or the
+    kubeconfig is a merged list of files."""
+    name = config_file or os.path.expanduser(k8s_config.KUBE_CONFIG_DEFAULT_LOCATION)
+    if os.pathsep in name:
+        return None
+    path = Path(name)
+    data = yaml.safe_load(path.read_text()) or {}
+    current = data.get("current-context")
+    contexts = {c.get("name"): c.get("context") or {} for c in data.get("contexts") or []}
+    users = {u.get("name"): u.get("user") or {} for u in data.get("users") or []}
+    user = users.get(contexts.get(current, {}).get("user"), {})
+    if "token" in user or not user.get("tokenFile"):
+        return None
+    return path.parent / Path(user["tokenFile"]).expanduser()
 
 
 def _tls(configuration: k8s_client.Configuration) -> ssl.SSLContext:
