@@ -101,16 +101,12 @@ class ApiRoute(_Strict):
 
     methods: Annotated[list[ApiMethod], Field(min_length=1)]
     """Methods that get the credential (never TRACE, OPTIONS or CONNECT)."""
-    path_prefix: Annotated[str, Field(pattern=r"^/([A-Za-z0-9._~!$&'()*+,;=:@-]+/)*$")]
-    """A path ending in `/`, for example `/api/v4/`; `/` means every path. No dot segments or
-    percent-encoding, so that upstream normalization cannot lead outside it."""
-
-    @field_validator("path_prefix")
-    @classmethod
-    def _no_dot_segments(cls, prefix: str) -> str:
-        if any(segment in (".", "..") for segment in prefix.split("/")):
-            raise ValueError("path_prefix must not hold . or .. segments")
-        return prefix
+    path_prefix: Annotated[
+        str, Field(pattern=r"^/([A-Za-z0-9_~!$&'()*+,;=:@-][A-Za-z0-9._~!$&'()*+,;=:@-]*/)*$")
+    ]
+    """A path ending in `/`, for example `/api/v4/`; `/` means every path. No segment starts
+    with a dot and nothing is percent-encoded, so upstream normalization cannot lead outside
+    it."""
 
 
 class Credential(_Strict):
