@@ -102,14 +102,20 @@ class _TokenFile:
         self._token = ""
 
     def token(self) -> str:
-        stat = os.stat(self.path)  # follows the symlinks
-        signature = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        # A file changed within the last two seconds may change again within the same mtime
-        # tick: read it every time until it is older.
-        recent = time.time() - stat.st_mtime < 2
-        if signature != self._signature or recent:
-            self._token = self.path.read_text().strip()
-            self._signature = signature
+        """The current token. Raises OSError if the file was never readable; after that, a
+        read that fails (a rotation caught half-way) keeps the last token."""
+        try:
+            stat = os.stat(self.path)  # follows the symlinks
+            signature = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+            # A file changed within the last two seconds may change again within the same
+            # mtime tick: read it every time until it is older.
+            recent = time.time() - stat.st_mtime < 2
+            if signature != self._signature or recent:
+                self._token = self.path.read_text().strip()
+                self._signature = signature
+        except OSError:
+            if not self._token:
+                raise
         return self._token
 
 
@@ -185,7 +191,8 @@ class Credentials:
     async def async_authorization(self) -> str | None:
         """`authorization`, with a refresh hook (an exec plugin may run a command) off the
         event loop."""
-        if self.configuration is not None and self.configuration.refresh_api_key_hook:
+        refresh = self.configuration is not None and self.configuration.refresh_api_key_hook
+        if self._token_file is None and refresh:
             return await asyncio.to_thread(self.authorization)
         return self.authorization()
 
