@@ -12,6 +12,7 @@ import yaml
 
 from paddock.models.render import to_yaml
 from paddock.operator import render
+from paddock.proxy.config import parse_config
 
 from .conftest import Cluster, agent_spec
 
@@ -194,3 +195,16 @@ def test_a_changed_template_changes_the_pool_hash() -> None:
     changed = environment()
     changed["spec"]["image"] = "paddock/sandbox:0.2.0"
     assert render.sandbox_template_hash(changed) != render.sandbox_template_hash(environment())
+
+
+def test_api_routes_of_a_host_credential_reach_the_proxy_config() -> None:
+    a = agent()
+    a["spec"]["credentials"]["hosts"][0]["apiRoutes"] = [
+        {"methods": ["GET", "POST"], "pathPrefix": "/repos/"}
+    ]
+    config = render.proxy_config(a, [environment()], SETTINGS)
+    assert config["credentials"][0]["api_routes"] == [
+        {"methods": ["GET", "POST"], "path_prefix": "/repos/"}
+    ]
+    parsed = parse_config(yaml.safe_dump(config))
+    assert parsed.credentials[0].api_routes[0].path_prefix == "/repos/"

@@ -120,3 +120,26 @@ def test_a_key_that_would_add_headers_is_refused(
     assert httpx.get(f"{proxy.admin_url}/readyz").json()["problems"] == [
         f"{secret_files.path('api_key')}: not a single token of visible ASCII"
     ]
+
+
+@pytest.mark.parametrize("method", ["TRACE", "OPTIONS", "PROPFIND", "MKCOL"])
+def test_methods_outside_the_api_get_405_and_never_the_key(
+    proxy: ProxyProcess, upstream: Upstream, secret_files: Secrets, method: str
+) -> None:
+    before = len(upstream.seen)
+    reply = httpx.request(method, f"{proxy.api_url}/v1/messages")
+    assert reply.status_code == 405
+    assert reply.json()["type"] == "error"
+    assert reply.json()["error"]["type"] == "invalid_request_error"
+    assert secret_files.api_key not in reply.text
+    assert len(upstream.seen) == before
+
+
+def test_a_method_the_http_parser_does_not_know_is_never_forwarded(
+    proxy: ProxyProcess, upstream: Upstream, secret_files: Secrets
+) -> None:
+    before = len(upstream.seen)
+    reply = httpx.request("TRACK", f"{proxy.api_url}/v1/messages")
+    assert reply.status_code == 400  # aiohttp's parser refuses it before the proxy sees it
+    assert secret_files.api_key not in reply.text
+    assert len(upstream.seen) == before

@@ -43,7 +43,7 @@ def test_the_logs_hold_no_secret(
         curl(
             "-x",
             via,
-            f"http://127.0.0.1:{proxy.egress_port}/git/localhost:{git_server.port}/repo.git/info/refs",
+            f"http://127.0.0.1:{proxy.egress_port}/git/localhost:{git_server.port}/repo.git/info/refs?service=git-upload-pack",
         )
         curl("-p", "-x", via, f"http://localhost:{upstream.port}/tunneled")
         raw_exchange(

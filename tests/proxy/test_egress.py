@@ -384,13 +384,13 @@ class TestGitPath:
     ) -> None:
         authorization = proxy_authorization("s-origin", proxy.mint("s-origin", "limited"))
         request = (
-            f"GET /git/localhost:{module_upstream.port}/org/repo?x=1 HTTP/1.1\r\nHost: proxy\r\n"
+            f"GET /git/localhost:{module_upstream.port}/org/repo/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: proxy\r\n"
             f"Proxy-Authorization: {authorization}\r\nAuthorization: Bearer sandbox-made-this-up\r\n\r\n"
         )
         response = raw_exchange(proxy.egress_port, request.encode())
         assert status_of(response) == 200
         seen = module_upstream.seen[-1]
-        assert seen.path == "/org/repo?x=1"
+        assert seen.path == "/org/repo/info/refs?service=git-upload-pack"
         assert seen.headers["host"] == f"localhost:{module_upstream.port}"
         assert seen.headers["authorization"].startswith("Basic ")
         assert "proxy-authorization" not in seen.headers

@@ -43,8 +43,10 @@ BASE = "api_key_file: /k\ntoken_key_file: /t\n"
         ("239.0.0.1", "multicast"),
         ("ff02::1", "multicast"),
         ("255.255.255.255", "broadcast"),
-        ("::7f00:1", "reserved"),  # IPv4-compatible, deprecated
-        ("192.0.2.1", "reserved"),  # documentation
+        ("::7f00:1", "loopback"),  # IPv4-compatible, deprecated, around 127.0.0.1
+        ("::8.8.8.8", "ipv4-translation"),  # refused whatever it embeds
+        ("fec0::a9fe:a9fe", "site-local"),  # Python's ipaddress calls it global
+        ("192.0.2.1", "documentation"),
         ("240.0.0.1", "reserved"),
     ],
 )
@@ -154,6 +156,18 @@ class TestAllowlist:
         (
             "credentials: [{host: a.com, secret_file: /a}, {host: a.com, secret_file: /b}]\n",
             "only once",
+        ),
+        (
+            "credentials: [{host: a.com, secret_file: /a, api_routes: [{methods: [TRACE], path_prefix: /}]}]\n",
+            "credentials.0.api_routes.0.methods.0: Input should be 'GET'",
+        ),
+        (
+            "credentials: [{host: a.com, secret_file: /a, api_routes: [{methods: [GET], path_prefix: /a/../}]}]\n",
+            "should match pattern",
+        ),
+        (
+            "credentials: [{host: a.com, secret_file: /a, api_routes: [{methods: [GET], path_prefix: /api}]}]\n",
+            "should match pattern",
         ),
     ],
 )

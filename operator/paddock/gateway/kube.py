@@ -1,23 +1,20 @@
 """The few Kubernetes API calls the gateway makes, asynchronous, over httpx.
 
-The `kubernetes` package only resolves the configuration (kubeconfig with client
-certificates, tokens or exec plugins; or the in-cluster ServiceAccount, whose token file
-it re-reads as it rotates). Requests go through one `httpx.AsyncClient`, so the gateway's
-event loop never waits on a thread pool and calls to the apiserver multiplex over a few
-connections.
+Credentials come from `paddock.kube.Credentials`, the loader every Paddock client shares
+(kubeconfig with client certificates, tokens or exec plugins; or the in-cluster
+ServiceAccount, whose token file it re-reads as it rotates). Requests go through one
+`httpx.AsyncClient`, so the gateway's event loop never waits on a thread pool (except for an
+exec plugin's refresh) and calls to the apiserver multiplex over a few connections.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import ssl
 from typing import Any
 
 import httpx
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
 
+from paddock.kube import Credentials
 from paddock.models.common import GROUP, VERSION
 
 _JSON_MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -48,19 +45,11 @@ class Kube:
     returns None on 404 instead) or cannot be reached.
     """
 
-    def __init__(self, configuration: k8s_client.Configuration) -> None:
-        self._configuration = configuration
-        # An exec plugin may run a command to refresh the token: not on the event loop.
-        self._refresh_in_thread = configuration.refresh_api_key_hook is not None
-        tls = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
-        if not configuration.verify_ssl:  # insecure-skip-tls-verify
-            tls.check_hostname = False
-            tls.verify_mode = ssl.CERT_NONE
-        if configuration.cert_file:
-            tls.load_cert_chain(configuration.cert_file, configuration.key_file)
+    def __init__(self, credentials: Credentials) -> None:
+        self.credentials = credentials
         self.http = httpx.AsyncClient(
-            base_url=configuration.host,
-            verify=tls,
+            base_url=credentials.host,
+            verify=credentials.ssl_context,
             timeout=httpx.Timeout(15, connect=5),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
         )
@@ -68,25 +57,11 @@ class Kube:
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str | None) -> Kube:
         """The client of ``kubeconfig``; with None, the in-cluster ServiceAccount when
-        running in a pod, else the default kubeconfig (~/.kube/config)."""
-        configuration = k8s_client.Configuration()
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            k8s_config.load_incluster_config(client_configuration=configuration)
-        else:
-            k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-        return cls(configuration)
+        running in a pod, else the default kubeconfig ($KUBECONFIG or ~/.kube/config)."""
+        return cls(Credentials.load(kubeconfig))
 
     async def close(self) -> None:
         await self.http.aclose()
-
-    async def _headers(self) -> dict[str, str]:
-        if self._refresh_in_thread:
-            token = await asyncio.to_thread(
-                self._configuration.get_api_key_with_prefix, "BearerToken"
-            )
-        else:
-            token = self._configuration.get_api_key_with_prefix("BearerToken")
-        return {"Authorization": token} if token else {}
 
     async def request(
         self,
@@ -106,7 +81,7 @@ class Kube:
                     path,
                     params=params,
                     json=json,
-                    headers={**await self._headers(), **(headers or {})},
+                    headers={**await self.credentials.headers(), **(headers or {})},
                 )
             except httpx.HTTPError as exc:
                 raise KubeError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from exc

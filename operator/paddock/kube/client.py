@@ -1,8 +1,9 @@
 """A small async client of the Kubernetes API, for what kopf does not do: server-side apply
 (each writer owns its fields, including its own conditions), creates, deletes, lists.
 
-Credentials come from the kubeconfig or the in-cluster service account, loaded by the
-`kubernetes` package; requests go through httpx.
+Credentials come from the kubeconfig (resolved by the `kubernetes` package) or the in-cluster
+ServiceAccount, through `Credentials`, which every Kubernetes client of Paddock uses and which
+gives each request the current token; requests go through httpx.
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ import asyncio
 import json
 import os
 import ssl
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from kubernetes.config import incluster_config
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
@@ -87,35 +92,161 @@ def raise_for_status(status: int, text: str) -> None:
         raise ApiError(status, text)
 
 
+class _TokenFile:
+    """A bearer token file (the ServiceAccount token the kubelet rotates), re-read whenever
+    it changed: the kubelet swaps a ``..data`` symlink (new inode) or rewrites the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._signature: tuple[int, int, int, int] | None = None
+        self._token = ""
+
+    def token(self) -> str:
+        """The current token. Raises OSError if the file was never readable; after that, a
+        read that fails (a rotation caught half-way) keeps the last token."""
+        try:
+            stat = os.stat(self.path)  # follows the symlinks
+            signature = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+            # A file changed within the last two seconds may change again within the same
+            # mtime tick: read it every time until it is older.
+            recent = time.time() - stat.st_mtime < 2
+            if signature != self._signature or recent:
+                self._token = self.path.read_text().strip()
+                self._signature = signature
+        except OSError:
+            if not self._token:
+                raise
+        return self._token
+
+
 @dataclass
 class Credentials:
-    """Where the apiserver is and how to authenticate, as the `kubernetes` package resolves
-    them (kubeconfig with client certificates, tokens or exec plugins, or in-cluster)."""
+    """Where the apiserver is and how to authenticate: the one loader of every Kubernetes
+    client (operator, gateway, runner). Kubeconfigs are resolved by the `kubernetes` package
+    (client certificates, tokens, exec plugins); in a pod, the ServiceAccount.
+
+    The bearer token is asked for on every request (`authorization`), never cached by the
+    caller: a token file (the in-cluster ServiceAccount's, or a kubeconfig's ``tokenFile``)
+    is re-read when it changes, and an exec plugin's token is refreshed by the `kubernetes`
+    package when it expires."""
 
     host: str
     ssl_context: ssl.SSLContext
-    headers: dict[str, str]
+    configuration: k8s_client.Configuration | None = None
+    """The kubeconfig's resolved configuration (its token and refresh hook), if any."""
+    token_file: Path | None = None
+    """The bearer token file, re-read as it changes: the in-cluster ServiceAccount token,
+    or a kubeconfig user's ``tokenFile``."""
+    _token_file: _TokenFile | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.token_file is not None:
+            self._token_file = _TokenFile(self.token_file)
 
     @classmethod
     def load(cls, kubeconfig: str | None = None) -> Credentials:
-        """In-cluster credentials when running in a pod, else the kubeconfig."""
+        """``kubeconfig`` if given; else the in-cluster ServiceAccount when running in a pod;
+        else $KUBECONFIG or ~/.kube/config."""
+        if kubeconfig is None and os.environ.get(incluster_config.SERVICE_HOST_ENV_NAME):
+            return cls.in_cluster()
         configuration = k8s_client.Configuration()
-        try:
-            k8s_config.load_incluster_config(client_configuration=configuration)
-        except k8s_config.ConfigException:
-            # The package reads $KUBECONFIG once at import; read it now.
-            config_file = kubeconfig or os.environ.get("KUBECONFIG")
-            k8s_config.load_kube_config(config_file=config_file, client_configuration=configuration)
-        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
-        if configuration.cert_file:
-            context.load_cert_chain(configuration.cert_file, configuration.key_file)
-        headers = {}
-        token = configuration.api_key.get("authorization") or configuration.api_key.get(
-            "BearerToken"
+        # The package reads $KUBECONFIG once at import; read it now.
+        config_file = kubeconfig or os.environ.get("KUBECONFIG")
+        k8s_config.load_kube_config(config_file=config_file, client_configuration=configuration)
+        token_file = _kubeconfig_token_file(config_file)
+        return cls(configuration.host, _tls(configuration), configuration, token_file)
+
+    @classmethod
+    def in_cluster(
+        cls,
+        token_file: Path = Path(incluster_config.SERVICE_TOKEN_FILENAME),
+        ca_file: Path = Path(incluster_config.SERVICE_CERT_FILENAME),
+        environ: Mapping[str, str] = os.environ,
+    ) -> Credentials:
+        """The pod's ServiceAccount: the apiserver from ``KUBERNETES_SERVICE_HOST``/``_PORT``,
+        the cluster CA and the token file (re-read as it rotates)."""
+        configuration = k8s_client.Configuration()
+        loader = incluster_config.InClusterConfigLoader(
+            token_filename=str(token_file),
+            cert_filename=str(ca_file),
+            try_refresh_token=False,
+            environ=environ,
         )
-        if token:
-            headers["Authorization"] = token if token.startswith("Bearer ") else f"Bearer {token}"
-        return cls(configuration.host, context, headers)
+        loader.load_and_set(configuration)
+        return cls(configuration.host, _tls(configuration), token_file=token_file)
+
+    def authorization(self) -> str | None:
+        """The ``Authorization`` value for the next request, None without a token. May run
+        an exec plugin (blocking): call `async_authorization` on an event loop."""
+        if self._token_file is not None:
+            token = self._token_file.token()
+            return f"Bearer {token}" if token else None
+        if self.configuration is None:
+            return None
+        value = self.configuration.get_api_key_with_prefix("BearerToken")
+        if not value:
+            return None
+        return str(value) if str(value).lower().startswith("bearer ") else f"Bearer {value}"
+
+    async def async_authorization(self) -> str | None:
+        """`authorization`, with a refresh hook (an exec plugin may run a command) off the
+        event loop."""
+        refresh = self.configuration is not None and self.configuration.refresh_api_key_hook
+        if self._token_file is None and refresh:
+            return await asyncio.to_thread(self.authorization)
+        return self.authorization()
+
+    async def headers(self) -> dict[str, str]:
+        """The authentication headers of the next request."""
+        value = await self.async_authorization()
+        return {"Authorization": value} if value else {}
+
+    def httpx_auth(self) -> httpx.Auth:
+        """An httpx ``auth`` that sets the current token on every request."""
+        return _HttpxAuth(self)
+
+
+class _HttpxAuth(httpx.Auth):
+    def __init__(self, credentials: Credentials) -> None:
+        self.credentials = credentials
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        value = await self.credentials.async_authorization()
+        if value:
+            request.headers["Authorization"] = value
+        yield request
+
+
+def _kubeconfig_token_file(config_file: str | None) -> Path | None:
+    """The current user's ``tokenFile`` (absolute), which the `kubernetes` package reads only
+    once; None if the user has none, or a ``token`` (which wins, as in kubectl), or the
+    kubeconfig is a merged list of files."""
+    name = config_file or os.path.expanduser(k8s_config.KUBE_CONFIG_DEFAULT_LOCATION)
+    if os.pathsep in name:
+        return None
+    path = Path(name)
+    data = yaml.safe_load(path.read_text()) or {}
+    current = data.get("current-context")
+    contexts = {c.get("name"): c.get("context") or {} for c in data.get("contexts") or []}
+    users = {u.get("name"): u.get("user") or {} for u in data.get("users") or []}
+    user = users.get(contexts.get(current, {}).get("user"), {})
+    if "token" in user or not user.get("tokenFile"):
+        return None
+    return path.parent / Path(user["tokenFile"]).expanduser()
+
+
+def _tls(configuration: k8s_client.Configuration) -> ssl.SSLContext:
+    """The TLS context of a resolved configuration: its CA, client certificate, and
+    ``insecure-skip-tls-verify``."""
+    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+    if not configuration.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, configuration.key_file)
+    return context
 
 
 @dataclass
@@ -130,8 +261,13 @@ class KubeClient:
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
-        """In-cluster credentials when running in a pod, else the kubeconfig."""
-        credentials = Credentials.load(kubeconfig)
+        """``kubeconfig``; else in-cluster credentials when running in a pod, else the
+        default kubeconfig."""
+        return cls.from_credentials(Credentials.load(kubeconfig))
+
+    @classmethod
+    def from_credentials(cls, credentials: Credentials) -> KubeClient:
+        """A client that authenticates every request with the current ``credentials``."""
         # Every connection stays open: a new one costs a TLS handshake.
         limits = httpx.Limits(
             max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS
@@ -139,7 +275,7 @@ class KubeClient:
         http = httpx.AsyncClient(
             base_url=credentials.host,
             verify=credentials.ssl_context,
-            headers=credentials.headers,
+            auth=credentials.httpx_auth(),
             timeout=30,
             limits=limits,
         )

@@ -117,9 +117,30 @@ class Tools(Model):
     """Toolsets of the servers in `mcpServers`."""
 
 
+class ApiRoute(Model):
+    """Requests to a credential host, besides git, that get its token."""
+
+    methods: Annotated[
+        list[Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]],
+        Field(min_length=1, max_length=6),
+    ]
+    """Methods that get the token."""
+    path_prefix: Annotated[
+        str,
+        Field(
+            max_length=256,
+            pattern=r"^/([A-Za-z0-9_~!$&'()*+,;=:@-][A-Za-z0-9._~!$&'()*+,;=:@-]*/)*$",
+        ),
+    ]
+    """A path ending in `/`, for example `/api/v4/` (`/` for every path); no segment starting
+    with a dot, no percent-encoding. Request paths with `.` or `..` segments never get the
+    token."""
+
+
 class HostCredential(Model):
-    """A token the credential proxy adds to sandbox requests for one host (git over HTTPS,
-    MCP servers). The sandbox never sees it."""
+    """A token the credential proxy adds to sandbox requests for one host: git smart-HTTP
+    (clone, fetch, push) always, other requests only as `apiRoutes` say. The sandbox never
+    sees it."""
 
     host: Hostname
     """Host the token is for, for example `github.com`."""
@@ -128,6 +149,8 @@ class HostCredential(Model):
     scheme: Literal["bearer", "basic"] = "bearer"
     """`bearer` sends `Authorization: Bearer <token>`; `basic` sends the token as the password of
     HTTP basic auth (what git hosts expect)."""
+    api_routes: Annotated[list[ApiRoute], Field(max_length=16)] = Field(default_factory=list)
+    """HTTPS API calls through the proxy's `/git/<host>/` route that get the token too."""
 
 
 class Credentials(Model):

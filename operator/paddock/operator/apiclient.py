@@ -35,7 +35,7 @@ class AioKubeClient(KubeClient):
             httpx.AsyncClient(
                 base_url=credentials.host,
                 verify=credentials.ssl_context,
-                headers=credentials.headers,
+                auth=credentials.httpx_auth(),
                 timeout=30,
                 limits=limits,
             )
@@ -47,7 +47,6 @@ class AioKubeClient(KubeClient):
         if self._session is None:  # made in the event loop that uses it
             self._session = aiohttp.ClientSession(
                 base_url=self.credentials.host,
-                headers=self.credentials.headers,
                 connector=aiohttp.TCPConnector(limit=CONNECTIONS, ssl=self.credentials.ssl_context),
                 # Waiting for a free connection is not a timeout (callers bound their own
                 # concurrency); a connect or an answer that takes long is.
@@ -64,6 +63,8 @@ class AioKubeClient(KubeClient):
         session = self._aiohttp()
         params = kwargs.get("params")
         for _ in range(5):
+            # Asked for every time: a rotated ServiceAccount token applies at once.
+            headers = {**await self.credentials.headers(), **(kwargs.get("headers") or {})}
             try:
                 async with session.request(
                     method,
@@ -71,7 +72,7 @@ class AioKubeClient(KubeClient):
                     params={k: str(v) for k, v in params.items()} if params else None,
                     data=kwargs.get("content"),
                     json=kwargs.get("json"),
-                    headers=kwargs.get("headers"),
+                    headers=headers,
                 ) as response:
                     status, text = response.status, await response.text()
                     retry_after = response.headers.get("Retry-After")

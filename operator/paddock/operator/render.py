@@ -146,7 +146,20 @@ def proxy_config(
         "token_key_file": f"{SECRETS_DIR}/token-key/key",
         "environments": policies,
         "credentials": [
-            {"host": c.host, "secret_file": f"{SECRETS_DIR}/hosts/{i}/token", "scheme": c.scheme}
+            {
+                "host": c.host,
+                "secret_file": f"{SECRETS_DIR}/hosts/{i}/token",
+                "scheme": c.scheme,
+                **(
+                    {
+                        "api_routes": [
+                            r.model_dump(include={"methods", "path_prefix"}) for r in c.api_routes
+                        ]
+                    }
+                    if c.api_routes
+                    else {}
+                ),
+            }
             for i, c in enumerate(model.spec.credentials.hosts)
         ],
         "blocked_ports": sorted({6379, redis_port(settings.redis_url)}),

@@ -27,15 +27,20 @@ _DROP_REQUEST = HOP_BY_HOP | {
     "authorization",
 }
 _DROP_RESPONSE = HOP_BY_HOP | {"content-length", "transfer-encoding"}
+# Methods that get the key. TRACE (an upstream that echoes the request would return the
+# key), OPTIONS, CONNECT and anything else are answered here and never forwarded.
+API_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 
 
-def _error(status: int, message: str) -> web.Response:
+def _error(
+    status: int, message: str, kind: str = "api_error", headers: dict[str, str] | None = None
+) -> web.Response:
     """An error in the Claude API's envelope, so the SDK reports (and retries) it normally."""
     body = {
         "type": "error",
-        "error": {"type": "api_error", "message": f"credential proxy: {message}"},
+        "error": {"type": kind, "message": f"credential proxy: {message}"},
     }
-    return web.json_response(body, status=status)
+    return web.json_response(body, status=status, headers=headers)
 
 
 class ApiProxy:
@@ -72,6 +77,12 @@ class ApiProxy:
         parts = urlsplit(upstream)
         entry = Entry("api", method=request.method, host=parts.hostname, rule="api")
         entry.port = parts.port or (443 if parts.scheme == "https" else 80)
+        if request.method not in API_METHODS:
+            entry.rule, entry.status = "api-method", 405
+            self._audit.record(entry)
+            allow = {"Allow": ", ".join(sorted(API_METHODS))}
+            message = f"method {request.method} is not forwarded"
+            return _error(405, message, "invalid_request_error", allow)
         try:
             api_key = self._runtime.api_key()
         except SecretUnavailable:

@@ -92,8 +92,26 @@ class EnvironmentPolicy(_Strict):
         return self
 
 
+ApiMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+
+class ApiRoute(_Strict):
+    """Requests on the git path that get the host's credential besides git smart-HTTP: one of
+    `methods` to a path under `path_prefix`."""
+
+    methods: Annotated[list[ApiMethod], Field(min_length=1)]
+    """Methods that get the credential (never TRACE, OPTIONS or CONNECT)."""
+    path_prefix: Annotated[
+        str, Field(pattern=r"^/([A-Za-z0-9_~!$&'()*+,;=:@-][A-Za-z0-9._~!$&'()*+,;=:@-]*/)*$")
+    ]
+    """A path ending in `/`, for example `/api/v4/`; `/` means every path. No segment starts
+    with a dot and nothing is percent-encoded, so upstream normalization cannot lead outside
+    it."""
+
+
 class Credential(_Strict):
-    """A token the proxy adds to requests for `host` that go through the git path."""
+    """A token the proxy adds to git smart-HTTP requests for `host` on the git path, and to
+    the requests `api_routes` name."""
 
     host: Hostname
     """Host the token is for; `*.example.com` matches every subdomain."""
@@ -102,6 +120,8 @@ class Credential(_Strict):
     scheme: Literal["bearer", "basic"] = "bearer"
     """`bearer`: `Authorization: Bearer <token>`; `basic`: user `x-access-token`, password
     `<token>` (what GitHub and most git hosts accept)."""
+    api_routes: list[ApiRoute] = Field(default_factory=list)
+    """Non-git requests that get the credential too (an HTTPS API of the host)."""
 
 
 class AddressException(_Strict):

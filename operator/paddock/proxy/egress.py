@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import ipaddress
 import json
 import ssl
 import time
@@ -27,7 +28,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from paddock.proxy import policy
-from paddock.proxy.addresses import IPAddress, normalize_host
+from paddock.proxy.addresses import IPAddress, normalize_host, parse_ip
 from paddock.proxy.audit import Audit, Entry
 from paddock.proxy.files import SecretUnavailable
 from paddock.proxy.http1 import (
@@ -35,6 +36,7 @@ from paddock.proxy.http1 import (
     Framing,
     Head,
     HttpError,
+    check_request_line,
     end_to_end,
     pipe,
     read_head,
@@ -101,9 +103,18 @@ def split_authority(authority: str, default_port: int | None) -> tuple[str, int]
 
 
 def parse_target(
-    method: str, target: str, *, egress_port: int, overrides: dict[str, str]
+    method: str,
+    target: str,
+    *,
+    egress_port: int,
+    overrides: dict[str, str],
+    own_addresses: frozenset[str] = frozenset(),
 ) -> Target:
-    """The route and destination of a request line. Raises `HttpError` (400)."""
+    """The route and destination of a request line. Raises `HttpError` (400).
+
+    An absolute-form ``http://<authority>/git/...`` is the git path only when the authority is
+    the proxy itself: the egress port at one of ``own_addresses`` (the address the client
+    connected to, as an IP literal). Any other authority is plain forwarding to it."""
     if method == "CONNECT":
         host, port = split_authority(target, None)
         return Target("connect", host, port, target)
@@ -116,7 +127,7 @@ def parse_target(
             raise HttpError(400, "userinfo in the request target is not allowed")
         host, port = split_authority(parts.netloc, 80)
         path = target[7 + len(parts.netloc) :] or "/"
-        if path.startswith(GIT_PREFIX) and port == egress_port:
+        if path.startswith(GIT_PREFIX) and port == egress_port and host in own_addresses:
             return _git_target(path, overrides)
         return Target("forward", host, port, parts.netloc, path)
     if target[:8].lower() == "https://":
@@ -221,6 +232,7 @@ class _Connection:
     async def _serve(self, head: Head) -> None:
         """Authorize and carry out one request. Raises `Refused` or `HttpError` for anything the
         proxy answers itself."""
+        check_request_line(head)
         method, raw_target, version = head.start
         if version not in ("HTTP/1.1", "HTTP/1.0"):
             raise HttpError(505, "only HTTP/1.x is supported")
@@ -230,6 +242,7 @@ class _Connection:
             raw_target,
             egress_port=config.listeners.egress.port,
             overrides=config.upstream_scheme_overrides,
+            own_addresses=self._own_addresses(),
         )
         self.entry.host, self.entry.port = target.host, target.port
         environment = self._authenticate(head)
@@ -238,7 +251,7 @@ class _Connection:
         self.entry.rule = decision.rule
         if not decision.allowed:
             raise Refused(502 if decision.rule == "dns" else 403, decision.rule, decision.message)
-        authorization = self._credential(target)
+        authorization = self._credential(method, target)
         self.entry.decision = "allow"
         up_reader, up_writer = await self._open(target, decision.addresses)
         try:
@@ -274,12 +287,23 @@ class _Connection:
         self.entry.session = claims.session_id
         return claims.environment
 
-    def _credential(self, target: Target) -> str | None:
-        """The ``Authorization`` to add on the git path, if ``target.host`` has a credential."""
+    def _own_addresses(self) -> frozenset[str]:
+        """The address this connection reached, as normalized IP literals (an IPv4 client of
+        a dual-stack socket arrives on ``::ffff:a.b.c.d``: both spellings)."""
+        sockname = self.writer.get_extra_info("sockname")
+        ip = parse_ip(str(sockname[0])) if sockname else None
+        if ip is None:
+            return frozenset()
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        return frozenset(str(a) for a in (ip, mapped) if a is not None)
+
+    def _credential(self, method: str, target: Target) -> str | None:
+        """The ``Authorization`` to add: only on the git path, only for git smart-HTTP and the
+        credential's API routes (see `policy.credential_applies`)."""
         if target.route != "git":
             return None
         credential = self.runtime.credential_for(target.host)
-        if credential is None:
+        if credential is None or not policy.credential_applies(credential, method, target.path):
             return None
         try:
             authorization = self.runtime.authorization(credential)

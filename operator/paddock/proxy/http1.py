@@ -3,7 +3,15 @@
 Bodies are relayed byte for byte in their original framing (``Content-Length`` or chunked), so
 nothing is decoded or re-encoded. Parsing is strict where lenient parsers disagree (request
 smuggling): no obsolete line folding, no space before a header colon, no request that has both
-``Content-Length`` and ``Transfer-Encoding``, no transfer coding but ``chunked``.
+``Content-Length`` and ``Transfer-Encoding``, no transfer coding but ``chunked``, no control
+character in a header value, and a request line of exactly ``method SP target SP version``
+whose target is visible ASCII only (a tab, a space or any other control character in it is a
+400, never forwarded).
+
+Why not h11: it relays nothing byte for byte (bodies come out decoded and would have to be
+re-framed), and it accepts two things this proxy must refuse, a request with both
+``Content-Length`` and ``Transfer-Encoding`` (it uses the latter) and obsolete line folding
+(it unfolds), so the checks here would stay on top of it.
 """
 
 from __future__ import annotations
@@ -17,6 +25,12 @@ MAX_HEAD_BYTES = 64 * 1024
 CHUNK = 64 * 1024
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+# RFC 9112 §3: request-line = method SP request-target SP HTTP-version; the target is visible
+# ASCII (RFC 3986 characters; anything else, tabs and spaces included, is refused).
+_REQUEST_TARGET = re.compile(r"[\x21-\x7e]+")
+_HTTP_VERSION = re.compile(r"HTTP/[0-9]\.[0-9]")
+# Field values: visible characters, spaces, tabs and obs-text; no other control character.
+_FIELD_VALUE_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus the proxy's own.
 HOP_BY_HOP = frozenset(
     {
@@ -78,10 +92,22 @@ async def read_head(reader: asyncio.StreamReader) -> Head | None:
     headers: Headers = []
     for line in lines[1:]:
         name, colon, value = line.partition(":")
-        if not colon or not _TOKEN.fullmatch(name) or "\r" in value or "\n" in value:
+        if not colon or not _TOKEN.fullmatch(name) or _FIELD_VALUE_CTL.search(value):
             raise HttpError(400, "malformed header field")
         headers.append((name, value.strip(" \t")))
     return Head((start[0], start[1], start[2]), headers)
+
+
+def check_request_line(head: Head) -> None:
+    """Raise `HttpError` (400) unless ``head`` starts with a well-formed request line:
+    a token method, a target of visible ASCII, ``HTTP/x.y``."""
+    method, target, version = head.start
+    if not _TOKEN.fullmatch(method):
+        raise HttpError(400, "malformed request method")
+    if not _REQUEST_TARGET.fullmatch(target):
+        raise HttpError(400, "the request target holds a space or a control character")
+    if not _HTTP_VERSION.fullmatch(version):
+        raise HttpError(400, "malformed HTTP version")
 
 
 @dataclass(frozen=True)

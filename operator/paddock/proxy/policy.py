@@ -7,11 +7,12 @@ a sentence the sandbox user can act on.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from paddock.proxy.addresses import IPAddress, classify, parse_ip, resolve
-from paddock.proxy.config import AddressException, EnvironmentPolicy, ProxyConfig
+from paddock.proxy.config import AddressException, Credential, EnvironmentPolicy, ProxyConfig
 
 # Public registries allowed by `allow_package_managers` in limited mode.
 PACKAGE_REGISTRIES = (
@@ -79,6 +80,34 @@ def check_host(environment: str, policy: EnvironmentPolicy | None, host: str) ->
         return Decision(True, "package-registry", "")
     return deny(
         "allowlist", f'host "{host}" is not in the allowlist of environment "{environment}"'
+    )
+
+
+GIT_SERVICES = ("git-upload-pack", "git-receive-pack")
+_GIT_QUERIES = frozenset(f"service={service}" for service in GIT_SERVICES)
+_GIT_POSTS = tuple(f"/{service}" for service in GIT_SERVICES)
+# Spellings an upstream may decode or normalize into another path: encoded dots, slashes,
+# backslashes, "?", "#" and NUL, raw backslashes and fragments.
+_AMBIGUOUS_PATH = re.compile(r"%(2e|2f|5c|3f|23|00)|[\\#]", re.IGNORECASE)
+
+
+def credential_applies(credential: Credential, method: str, target: str) -> bool:
+    """Whether a git-path request (``method``, origin-form ``target`` as sent upstream) gets
+    ``credential``: git smart-HTTP (``GET .../info/refs?service=git-upload-pack`` or
+    ``git-receive-pack``, ``POST .../git-upload-pack`` or ``.../git-receive-pack``) and the
+    credential's `api_routes`; nothing else, whatever the method or path."""
+    path, _, query = target.partition("?")
+    if _AMBIGUOUS_PATH.search(target) or not path.startswith("/"):
+        return False
+    if any(segment.split(";", 1)[0] in (".", "..") for segment in path.split("/")):
+        return False
+    if method == "GET" and path.endswith("/info/refs") and query in _GIT_QUERIES:
+        return True
+    if method == "POST" and not query and path.endswith(_GIT_POSTS):
+        return True
+    return any(
+        method in route.methods and path.startswith(route.path_prefix)
+        for route in credential.api_routes
     )
 
 

@@ -96,6 +96,8 @@ class ProxyProcess:
             **config,
         }
         self.process: subprocess.Popen[bytes] | None = None
+        self.wrapper: list[str] = []
+        """A command line the proxy runs under, for example one that gives it a hosts file."""
 
     def write_config(self) -> None:
         """Replace the config file atomically, as a ConfigMap update does."""
@@ -107,7 +109,7 @@ class ProxyProcess:
         self.write_config()
         with self.stdout_path.open("ab") as out, self.stderr_path.open("ab") as err:
             self.process = subprocess.Popen(
-                [PYTHON, "-m", "paddock.proxy", "--config", str(self.config_path)],
+                [*self.wrapper, PYTHON, "-m", "paddock.proxy", "--config", str(self.config_path)],
                 stdout=out,
                 stderr=err,
             )
