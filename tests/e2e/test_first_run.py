@@ -293,6 +293,8 @@ def test_a_harness_that_keeps_failing_says_why_in_the_agent_and_in_paddock_logs(
     scheduled = _condition(stack, "Session", "waits", "Scheduled")
     assert scheduled is not None
     assert (scheduled["status"], scheduled["reason"]) == ("False", "WaitingForWorker")
+    for kind, name in (("Session", "waits"), ("Agent", "broken")):
+        stack.delete(PADDOCK, kind, "default", name)
 
 
 def test_sandboxes_that_fail_to_start_back_off_and_the_environment_says_why(
@@ -362,7 +364,7 @@ def test_the_demo_gives_up_on_a_broken_harness_with_the_reason_and_its_log(
         env={**os.environ, "PADDOCK_URL": stack.gateway_url, "PADDOCK_API_KEY": stack.api_key},
     )  # fmt: skip
     try:
-        with pytest.raises(Stuck, match="agent/stuck: HarnessCrashLooping: container harness"):
+        with pytest.raises(Stuck, match=r"agent/\S+: HarnessCrashLooping: container harness"):
             watch_session(stack, cli, "stuck-1")
     finally:
         cli.terminate()
