@@ -80,6 +80,13 @@ def kubectl_binary() -> str:
     return str(built / "kubectl")
 
 
+class KubectlError(subprocess.CalledProcessError):
+    """A failed kubectl call, with what it said."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{(self.stderr or '').strip()[-3000:]}"
+
+
 @dataclass
 class Installation:
     """The chart installed on a node: how to reach it."""
@@ -110,9 +117,7 @@ class Installation:
             timeout=timeout,
         )
         if result.returncode != 0:
-            raise subprocess.CalledProcessError(
-                result.returncode, result.args, result.stdout, result.stderr
-            )
+            raise KubectlError(result.returncode, result.args, result.stdout, result.stderr)
         return result.stdout
 
     def json(self, *args: str) -> Any:
