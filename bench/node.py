@@ -167,6 +167,8 @@ def _session(inst: Installation, namespace: str, name: str) -> tuple[float, floa
     url = f"{inst.gateway_url}/v1/sessions/{status['sessionId']}/events"
     events = httpx.get(url, headers=headers, params={"types": "span.model_request_start"}).json()
     first = datetime.fromisoformat(events["data"][0]["processed_at"].replace("Z", "+00:00"))
+    # Its sandbox goes with it: two cores hold few 250m sandboxes.
+    inst.kubectl("-n", namespace, "delete", "session", name, "--wait=false")
     return bound_s, first.timestamp() - wall, status["sandbox"]["claim"]
 
 

@@ -307,6 +307,13 @@ def install(
         f"operator.anthropicUrl={anthropic_url}",
         "--set-json",
         f"networkPolicy.apiServer={json.dumps(api_server)}",
+        # Two cores: the example Environment's sandboxes request 250m each, and a rolling
+        # upgrade needs room for one more operator and gateway pod.
+        *[
+            arg
+            for component in ("operator", "gateway", "redis")
+            for arg in ("--set-string", f"{component}.resources.requests.cpu=20m")
+        ],
         *helm_args,
     )
     timings["helm_install_s"] = round(time.monotonic() - started, 2)
