@@ -438,8 +438,15 @@ def demo(keep: bool) -> int:
                 break
             time.sleep(2)
         print(follow.stdout, end="", flush=True)
-        session = inst.json("-n", inst.user_namespace, "get", "session", SESSION)
-        status = session.get("status") or {}
+        # The CLI reads the event log; the Session's status follows it a moment later.
+        status: dict[str, Any] = {}
+        synced = time.monotonic() + 60
+        while follow.returncode == 0 and time.monotonic() < synced:
+            session = inst.json("-n", inst.user_namespace, "get", "session", SESSION)
+            status = session.get("status") or {}
+            if status.get("stopReason"):
+                break
+            time.sleep(1)
         if status.get("stopReason") != "end_turn":
             say(
                 f"the session did not reach end_turn (CLI exit {follow.returncode}: "
