@@ -1,7 +1,10 @@
-.PHONY: demo test crds lint
+.PHONY: demo cluster test crds lint
 # Bring up the local stack and run a demo session.
 demo:
 	bash hack/demo.sh $(ARGS)
+# The chart on a real one-node cluster (kubelet, containerd, runc), a session to end_turn.
+cluster:
+	bash hack/cluster.sh $(ARGS)
 # Install everything the suite needs, then lint and run every test.
 test:
 	bash hack/test.sh

@@ -1,4 +1,5 @@
-"""Fixtures shared by every test folder: real Redis and a real Kubernetes control plane.
+"""Fixtures shared by every test folder: real Redis, a real Kubernetes control plane and the
+one-node cluster (tests/node, and tests/e2e's local-node provider: one node per machine).
 
 Both are started once per test run and torn down at the end, also when tests fail.
 """
@@ -11,6 +12,7 @@ import pytest
 import redis
 
 from paddock.testing.controlplane import ControlPlane
+from paddock.testing.node import LocalNode, container_support
 from paddock.testing.redis import RedisServer
 from paddock.testing.sandbox import RunningSandbox, launch
 
@@ -47,3 +49,16 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox
     running = launch(tmp_path_factory.mktemp("sandbox"))
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def local_node() -> Iterator[LocalNode]:
+    """kubelet + containerd + kube-proxy + kube-router + CoreDNS on this machine, Ready.
+    Skips only where the kernel refuses containers, found by running one with runc; any
+    other failure to bring the node up is an error, not a skip."""
+    reason = container_support()
+    if reason is not None:
+        print(f"local node skipped: {reason}")
+        pytest.skip(f"this kernel refuses containers: {reason}")
+    with LocalNode() as node:
+        yield node

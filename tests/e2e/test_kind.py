@@ -1,21 +1,26 @@
-"""End to end on kind: the examples applied to a real cluster whose CNI enforces NetworkPolicy.
+"""End to end on a real cluster whose network enforces NetworkPolicy, one suite over two
+providers (the `cluster` fixture's parameters):
 
-`hack/kind-up.sh` brings the cluster up (or checks it and upgrades the release: it is
-idempotent), with the scripted model unless ANTHROPIC_API_KEY is set. Then, in a fresh
-namespace: the example Agent and Session run to `end_turn` (tool calls approved through the
-gateway with the `paddock` CLI); the session's sandbox reaches an allowlisted host only through
-the credential proxy, is refused any other, and cannot connect anywhere directly, where a
-control pod without the policies can; and nothing inside the sandbox (`env`, `/proc/*/environ`,
-`/var/run/secrets`, its mounts) holds the API key, the proxy's token key or a ServiceAccount
-token.
+- `kind`: `hack/kind-up.sh` brings a kind cluster up with Calico (or checks it and upgrades
+  the release: it is idempotent). Needs a Docker engine; skipped elsewhere, before anything
+  is started. kind and kubectl come from PATH or are built from `hack/kind/go.mod`. The
+  cluster is `PADDOCK_KIND_CLUSTER` (default `paddock`), left running when it existed before
+  the run; one this run created is deleted unless `--keep-cluster` is given.
+- `node`: the one-node cluster on this machine (`paddock.testing.node`: kubelet, containerd +
+  runc, kube-proxy, kube-router), the chart installed by `paddock.testing.cluster.install`
+  as `make cluster` does. Skipped only where the kernel refuses containers (tried with runc).
 
-Needs a Docker engine; skipped elsewhere, before anything is started. kind and kubectl come
-from PATH or are built from `hack/kind/go.mod` (needs go). The cluster is
-`PADDOCK_KIND_CLUSTER` (default `paddock`, the one kind-up.sh makes by default), and is left
-running when it existed before the run; one this run created is deleted unless
-`--keep-cluster` is given.
+Both use the scripted model unless ANTHROPIC_API_KEY is set. Then, in a fresh namespace: the
+example Agent and Session run to `end_turn`; the sandbox reaches an allowlisted host only
+through the credential proxy, is refused any other, and cannot connect anywhere directly
+(the Kubernetes API, Redis, the harness pods' ports but the proxy's, the metadata address),
+where a control pod without the policies can; nothing inside the sandbox holds a secret, nor
+the API key inside the harness container; the security context holds from inside; a sandbox
+or the harness pods killed mid-session, `helm upgrade` and `helm uninstall` lose nothing and
+leave nothing.
 
-    pytest -m kind tests/e2e
+    pytest -m kind tests/e2e                 # both providers
+    pytest tests/e2e/test_kind.py -k node    # the one-node cluster only
 """
 
 from __future__ import annotations
@@ -136,6 +141,25 @@ def kind_cluster_up(
     delete()
 
 
+@pytest.fixture(scope="module", params=["kind", "node"])
+def cluster(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The cluster the module's tests run on, one provider per parameter: kind (where a
+    Docker engine answers) or the one-node cluster on this machine (paddock.testing.node,
+    with the chart installed by paddock.testing.cluster.install; where the kernel runs
+    containers). Both offer `kubectl(*args, input=)`, `kubectl_path` and `kubeconfig_path`."""
+    if request.param == "kind":
+        yield request.getfixturevalue("kind_cluster_up")
+        return
+    from paddock.testing.cluster import install, uninstall
+
+    node = request.getfixturevalue("local_node")
+    installation = install(node)
+    try:
+        yield installation
+    finally:
+        uninstall(installation)
+
+
 def kubectl_json(cluster: Any, *args: str) -> Any:
     return json.loads(cluster.kubectl(*args, "-o", "json"))
 
@@ -200,8 +224,8 @@ class Stack:
     anthropic_key: str
     gateway_key: str
 
-    def kubectl(self, *args: str) -> str:
-        return self.cluster.kubectl("-n", self.namespace, *args)
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        return self.cluster.kubectl("-n", self.namespace, *args, input=input)
 
     def session(self) -> dict[str, Any]:
         return kubectl_json(self.cluster, "-n", self.namespace, "get", "session", SESSION)
@@ -254,10 +278,9 @@ def uses_scripted_model(cluster: Any) -> bool:
 
 
 @pytest.fixture(scope="module")
-def stack(kind_cluster_up: Any) -> Iterator[Stack]:
-    """A fresh namespace with the `anthropic` Secret (copied from the one kind-up.sh made),
-    a gateway API key for it, and examples/hello-agent.yaml + hello-session.yaml applied."""
-    cluster = kind_cluster_up
+def stack(cluster: Any) -> Iterator[Stack]:
+    """A fresh namespace with the `anthropic` Secret (copied from the one the installer
+    made), a gateway API key for it, and examples/hello-agent.yaml + hello-session.yaml."""
     namespace = f"paddock-e2e-{secrets.token_hex(3)}"
     scripted = uses_scripted_model(cluster)
     source = kubectl_json(cluster, "-n", USER_NAMESPACE, "get", "secret", "anthropic")
@@ -605,3 +628,450 @@ def test_no_secret_inside_the_sandbox(stack: Stack, bound_sandbox: Sandbox) -> N
     assert "cannot access '/var/run/secrets'" in seen, seen
     mounts = seen.split("== mounts", 1)[1]
     assert "/run/secrets" not in mounts, mounts  # nor /var/run/secrets
+
+
+def tcp(host: str, port: int) -> str:
+    """A bash snippet printing `open` when a TCP connection to host:port succeeds within
+    5 s, `closed` otherwise (no proxy involved: bash's /dev/tcp)."""
+    return (
+        f"if timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/{port}' 2>/dev/null; "
+        "then echo open; else echo closed; fi"
+    )
+
+
+def first_line(output: str) -> str:
+    """The first line of a tool's output (the bash tool appends `[exit code N]`)."""
+    return output.strip().splitlines()[0]
+
+
+def release_service(stack: Stack, component: str) -> dict[str, Any]:
+    services = kubectl_json(
+        stack.cluster,
+        "-n",
+        RELEASE_NAMESPACE,
+        "get",
+        "services",
+        "-l",
+        f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}",
+    )["items"]
+    plain = [s for s in services if s["spec"].get("clusterIP") not in (None, "None")]
+    assert plain, f"no {component} Service of release {RELEASE}"
+    return plain[0]
+
+
+def harness_pods(stack: Stack) -> list[dict[str, Any]]:
+    pods = kubectl_json(
+        stack.cluster,
+        "-n",
+        stack.namespace,
+        "get",
+        "pods",
+        "-l",
+        f"paddock.dev/agent={AGENT},paddock.dev/component=harness",
+    )["items"]
+    running = [
+        p
+        for p in pods
+        if p.get("status", {}).get("phase") == "Running"
+        and not p["metadata"].get("deletionTimestamp")
+    ]
+    assert running, "no running harness pod"
+    return running
+
+
+def test_sandbox_cannot_reach_redis_the_api_server_harness_ports_or_metadata(
+    stack: Stack, bound_sandbox: Sandbox, control: Callable[[str], str]
+) -> None:
+    """TCP connections from the sandbox to Redis, the kube-apiserver (its own address and
+    port, what the `kubernetes` Service leads to), every port of a harness pod but the
+    proxy's, and the cloud metadata address all fail; the control pod (no policy selects
+    it) connects to the apiserver and the harness metrics port, and the harness container
+    (which Redis's policy admits) to Redis, so it is the policy engine that stops the
+    sandbox. The proxy's port stays open to the sandbox. Nothing listens on the metadata
+    address here, so for it only the sandbox's side is checked."""
+    redis = release_service(stack, "redis")
+    endpoints = kubectl_json(stack.cluster, "-n", "default", "get", "endpoints", "kubernetes")
+    subset = endpoints["subsets"][0]
+    api = (subset["addresses"][0]["ip"], subset["ports"][0]["port"])
+    harness = harness_pods(stack)[0]
+    harness_ip = harness["status"]["podIP"]
+    ports = {
+        (c["name"], p["containerPort"])
+        for c in harness["spec"]["containers"]
+        for p in c.get("ports", [])
+    }
+    proxy_ports = {port for name, port in ports if name == "proxy"}
+    assert proxy_ports, ports
+    redis_address = (redis["spec"]["clusterIP"], redis["spec"]["ports"][0]["port"])
+    controlled = {"kube-apiserver": api, "harness metrics": (harness_ip, 9090)}
+    for what, (host, port) in controlled.items():
+        assert control(tcp(host, port)).strip() == "open", (
+            f"the control pod cannot reach the {what} at {host}:{port} either"
+        )
+    # Redis admits only Paddock's pods (its own policy): the harness container reaches it.
+    probe = (
+        "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 5); "
+        "print('open')"
+    )
+    opened = stack.kubectl(
+        "exec",
+        harness["metadata"]["name"],
+        "-c",
+        "harness",
+        "--",
+        "python",
+        "-c",
+        probe,
+        redis_address[0],
+        str(redis_address[1]),
+    )
+    assert opened.strip() == "open", "the harness cannot reach Redis either"
+    controlled["Redis"] = redis_address
+    # Every listening port of the harness pod (the model and admin listeners included).
+    unreachable = {
+        **controlled,
+        **{
+            f"harness port {port}": (harness_ip, port)
+            for port in (8081, 8082, 9090, *[p for n, p in ports if n != "proxy"])
+        },
+        "metadata address": ("169.254.169.254", 80),
+    }
+    for what, (host, port) in unreachable.items():
+        assert first_line(bound_sandbox.bash(tcp(host, port))) == "closed", (
+            f"the sandbox reached the {what} at {host}:{port}"
+        )
+    for port in proxy_ports:
+        assert first_line(bound_sandbox.bash(tcp(harness_ip, port))) == "open", (
+            f"the sandbox cannot reach the proxy's port {port}"
+        )
+
+
+def test_no_api_key_inside_the_harness_container(stack: Stack) -> None:
+    """The harness container (the model's caller) never holds the Anthropic API key: only
+    the proxy container mounts it."""
+    pod = harness_pods(stack)[0]
+    harness = next(c for c in pod["spec"]["containers"] if c["name"] == "harness")
+    assert not [v for v in harness.get("volumeMounts", []) if "secret" in v["name"]], harness
+    # The Paddock image has no shell: Python reads what a shell would print.
+    seen = stack.kubectl(
+        "exec", pod["metadata"]["name"], "-c", "harness", "--", "python", "-c", HARNESS_PROBE
+    )
+    assert "== mounts" in seen, seen[-2000:]
+    assert stack.anthropic_key not in seen, "the API key is visible in the harness container"
+    assert base64.b64encode(stack.anthropic_key.encode()).decode() not in seen
+    assert stack.gateway_key not in seen
+
+
+HARNESS_PROBE = """
+import glob, os, pathlib
+print("== env"); print(os.environ)
+for path in glob.glob("/proc/[0-9]*/environ"):
+    try: print(pathlib.Path(path).read_bytes())
+    except OSError: pass
+print("== files")
+for root in ("/etc/paddock", "/tmp", "/var/run", "/run"):
+    for path in pathlib.Path(root).rglob("*"):
+        try: print(path, path.read_bytes()[:100000]) if path.is_file() else None
+        except OSError: pass
+print("== mounts"); print(pathlib.Path("/proc/self/mounts").read_text())
+"""
+
+# What a container reports about itself: uid, capabilities, no_new_privs, seccomp, whether
+# its root is writable, whether a ServiceAccount token is mounted. In Python: the Paddock
+# image has no shell.
+SECURITY_PROBE_PY = """
+import os, re
+print(os.getuid())
+for line in open("/proc/self/status"):
+    if re.match(r"(CapEff|CapPrm|CapBnd|NoNewPrivs|Seccomp):", line): print(line.strip())
+try:
+    open("/rootfs-probe", "w").close(); os.remove("/rootfs-probe"); print("root-writable")
+except OSError:
+    print("root-read-only")
+token = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+print("sa-token" if os.path.exists(token) else "no-sa-token")
+"""
+
+SECURITY_PROBE = (
+    "id -u; grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; "
+    "if touch /rootfs-probe 2>/dev/null; then rm -f /rootfs-probe; echo root-writable; "
+    "else echo root-read-only; fi; "
+    "if [ -e /var/run/secrets/kubernetes.io/serviceaccount/token ]; then echo sa-token; "
+    "else echo no-sa-token; fi"
+)
+
+
+def check_security(output: str, pod: dict[str, Any], container: dict[str, Any]) -> None:
+    """What a container reports from inside against what its pod spec asks for."""
+    pod_context = pod["spec"].get("securityContext", {})
+    context = container.get("securityContext", {})
+    uid = context.get("runAsUser", pod_context.get("runAsUser"))
+    lines = output.strip().splitlines()
+    where = f"{pod['metadata']['name']}/{container['name']}"
+    assert uid, (where, pod["spec"])
+    assert int(lines[0]) == uid, (where, output)
+    status = dict(re.findall(r"^(\w+):\s+(\S+)$", output, flags=re.M))
+    assert status["CapEff"] == "0000000000000000", (where, output)
+    assert status["CapPrm"] == "0000000000000000", (where, output)
+    assert status["NoNewPrivs"] == "1", (where, output)
+    assert status["Seccomp"] == "2", (where, output)  # filter mode: RuntimeDefault
+    if context.get("readOnlyRootFilesystem"):
+        assert "root-read-only" in lines, (where, output)
+    if pod["spec"].get("automountServiceAccountToken") is False:
+        assert "no-sa-token" in lines, (where, output)
+
+
+def test_security_context_holds_inside_the_containers(stack: Stack, bound_sandbox: Sandbox) -> None:
+    """uid, no capabilities, seccomp filter, no_new_privs, read-only root where set, no
+    ServiceAccount token where none is mounted: read from /proc inside the sandbox (through
+    its own bash tool), the harness pod's two containers, the operator and the gateway."""
+    sandbox = bound_sandbox.pod
+    check_security(bound_sandbox.bash(SECURITY_PROBE), sandbox, sandbox["spec"]["containers"][0])
+    targets: list[tuple[str, dict[str, Any]]] = [(stack.namespace, harness_pods(stack)[0])]
+    for component in ("operator", "gateway"):
+        pods = kubectl_json(
+            stack.cluster,
+            "-n",
+            RELEASE_NAMESPACE,
+            "get",
+            "pods",
+            "-l",
+            f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}",
+        )["items"]
+        assert pods, component
+        targets.append((RELEASE_NAMESPACE, pods[0]))
+    for namespace, pod in targets:
+        for container in pod["spec"]["containers"]:
+            output = stack.cluster.kubectl(
+                "-n",
+                namespace,
+                "exec",
+                pod["metadata"]["name"],
+                "-c",
+                container["name"],
+                "--",
+                "python",
+                "-c",
+                SECURITY_PROBE_PY,
+            )
+            check_security(output, pod, container)
+
+
+# --- pods dying under a session ---------------------------------------------------------------
+
+
+def start_session(stack: Stack, name: str, text: str) -> None:
+    session = {
+        "apiVersion": "paddock.dev/v1alpha1",
+        "kind": "Session",
+        "metadata": {"name": name},
+        "spec": {
+            "agentRef": {"name": AGENT},
+            "initialEvents": [
+                {"type": "user.message", "content": [{"type": "text", "text": text}]}
+            ],
+        },
+    }
+    stack.kubectl("apply", "-f", "-", input=json.dumps(session))
+
+
+def session_status(stack: Stack, name: str) -> dict[str, Any]:
+    found = kubectl_json(stack.cluster, "-n", stack.namespace, "get", "session", name)
+    return found.get("status") or {}
+
+
+def wait_stopped(stack: Stack, name: str, timeout: float = 300) -> dict[str, Any]:
+    def stopped() -> dict[str, Any] | None:
+        status = session_status(stack, name)
+        return status if status.get("phase") == "Idle" and status.get("stopReason") else None
+
+    return wait_for(f"session {name} to stop", stopped, timeout=timeout, diagnose=stack.diagnose)
+
+
+def wait_bound(stack: Stack, name: str) -> str:
+    return wait_for(
+        f"session {name}'s sandbox",
+        lambda: (session_status(stack, name).get("sandbox") or {}).get("podName"),
+        diagnose=stack.diagnose,
+    )
+
+
+def test_a_sandbox_killed_during_a_tool_call_gives_a_tool_error_and_a_fresh_sandbox(
+    stack: Stack, finished: dict[str, Any]
+) -> None:
+    if not stack.scripted:
+        pytest.skip("needs the scripted model (its `Run:` script)")
+    name = "killed-sandbox"
+    start_session(stack, name, "Run: sleep 60; echo slept")
+    killed = wait_bound(stack, name)
+    time.sleep(3)  # the bash call is in flight
+    stack.kubectl("delete", "pod", killed, "--grace-period=0", "--force", "--wait=false")
+    status = wait_stopped(stack, name)
+    assert status["stopReason"] == "end_turn", status
+    assert status["sandbox"]["podName"] != killed, status
+    with gateway(stack) as url:
+        logs = stack.paddock(url, "logs", name)
+    assert logs.returncode == 0, logs.stderr
+    assert "The command failed" in logs.stdout, logs.stdout
+    assert "recovered" in logs.stdout, logs.stdout
+    assert "slept" not in logs.stdout.replace("sleep 60; echo slept", ""), logs.stdout
+
+
+def test_harness_pods_deleted_mid_session_another_worker_finishes(
+    stack: Stack, finished: dict[str, Any]
+) -> None:
+    if not stack.scripted:
+        pytest.skip("needs the scripted model (its `Run:` script)")
+    name = "killed-harness"
+    start_session(stack, name, "Run: sleep 15; echo slept")
+    wait_bound(stack, name)
+    time.sleep(2)
+    before = {p["metadata"]["name"] for p in harness_pods(stack)}
+    stack.kubectl(
+        "delete",
+        "pod",
+        "-l",
+        f"paddock.dev/agent={AGENT},paddock.dev/component=harness",
+        "--wait=false",
+    )
+    status = wait_stopped(stack, name)
+    assert status["stopReason"] == "end_turn", status
+    after = {p["metadata"]["name"] for p in harness_pods(stack)}
+    assert not before & after, (before, after)
+
+
+# --- the release's life cycle ----------------------------------------------------------------
+
+
+def helm(cluster: Any, *args: str) -> str:
+    from paddock.testing.cluster import helm_binary
+
+    result = subprocess.run(
+        [str(helm_binary()), *args],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def session_events(stack: Stack, name: str) -> int:
+    status = kubectl_json(stack.cluster, "-n", stack.namespace, "get", "session", name)["status"]
+    return int(status.get("eventCount") or 0)
+
+
+def test_helm_upgrade_with_a_changed_value_loses_no_session(
+    stack: Stack, finished: dict[str, Any]
+) -> None:
+    """A second Session starts, and while it runs `helm upgrade` changes a value that rolls
+    the operator and the gateway; the new Session still reaches `end_turn`, and the finished
+    one keeps every event."""
+    before = session_events(stack, SESSION)
+    session = {
+        "apiVersion": "paddock.dev/v1alpha1",
+        "kind": "Session",
+        "metadata": {"name": "during-upgrade"},
+        "spec": {
+            "agentRef": {"name": AGENT},
+            "initialEvents": [
+                {
+                    "type": "user.message",
+                    "content": [{"type": "text", "text": "Count the primes below 100."}],
+                }
+            ],
+        },
+    }
+    stack.kubectl("apply", "-f", "-", input=json.dumps(session))
+    stamp = secrets.token_hex(4)
+    helm(
+        stack.cluster,
+        "upgrade",
+        RELEASE,
+        str(ROOT / "charts/paddock"),
+        "-n",
+        RELEASE_NAMESPACE,
+        "--reuse-values",
+        "--set-string",
+        f"operator.podAnnotations.e2e-upgrade={stamp}",
+        "--set-string",
+        f"gateway.podAnnotations.e2e-upgrade={stamp}",
+        "--wait",
+        "--timeout",
+        "300s",
+    )
+    operators = kubectl_json(
+        stack.cluster,
+        "-n",
+        RELEASE_NAMESPACE,
+        "get",
+        "pods",
+        "-l",
+        f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator",
+    )["items"]
+    assert any(
+        (p["metadata"].get("annotations") or {}).get("e2e-upgrade") == stamp for p in operators
+    ), "the upgrade rolled no operator pod"
+
+    def done() -> dict[str, Any] | None:
+        found = kubectl_json(
+            stack.cluster, "-n", stack.namespace, "get", "session", "during-upgrade"
+        )
+        status = found.get("status") or {}
+        return status if status.get("phase") == "Idle" and status.get("stopReason") else None
+
+    status = wait_for("the session started before the upgrade", done, diagnose=stack.diagnose)
+    assert status["stopReason"] == "end_turn", status
+    assert session_events(stack, SESSION) == before
+
+
+def test_helm_uninstall_leaves_no_paddock_object(
+    request: pytest.FixtureRequest, stack: Stack, finished: dict[str, Any]
+) -> None:
+    """The Agents, Environments and Sessions deleted while the operator runs, then `helm
+    uninstall`: nothing of the release nor anything the operator made is left in any
+    namespace, only what is documented to stay (the CRDs, Redis's claim)."""
+    if request.node.callspec.params.get("cluster") == "kind":
+        pytest.skip("the kind cluster is kept between runs: its release stays installed")
+    for kind in ("sessions", "agents", "environments"):
+        stack.kubectl("delete", kind, "--all", "--timeout=120s")
+    wait_for(
+        "the operator to remove the harness and sandbox pods",
+        lambda: (
+            not kubectl_json(
+                stack.cluster, "-n", stack.namespace, "get", "pods", "-l", "paddock.dev/component"
+            )["items"]
+        ),
+        timeout=180,
+        diagnose=stack.diagnose,
+    )
+    helm(stack.cluster, "uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait")
+    kinds = (
+        "pods,deployments,statefulsets,replicasets,services,configmaps,secrets,"
+        "networkpolicies,serviceaccounts,roles,rolebindings,poddisruptionbudgets"
+    )
+
+    def leftovers() -> list[str]:
+        found = []
+        for selector in (f"app.kubernetes.io/instance={RELEASE}", "paddock.dev/component"):
+            items = kubectl_json(stack.cluster, "get", kinds, "-A", "-l", selector)["items"]
+            cluster_wide = kubectl_json(
+                stack.cluster, "get", "clusterroles,clusterrolebindings", "-l", selector
+            )["items"]
+            found += [
+                f"{i['kind']} {i['metadata'].get('namespace', '')}/{i['metadata']['name']}"
+                for i in items + cluster_wide
+                if i["kind"] != "PersistentVolumeClaim"
+            ]
+        return found
+
+    wait_for(
+        "nothing of Paddock to remain",
+        lambda: not leftovers() or None,
+        timeout=120,
+        diagnose=lambda: "\n".join(leftovers()),
+    )
+    assert leftovers() == []
+    remaining = kubectl_json(stack.cluster, "get", "agents,environments,sessions", "-A")["items"]
+    assert remaining == [], remaining

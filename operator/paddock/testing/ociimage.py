@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import subprocess
 import tarfile
 from dataclasses import dataclass, field
@@ -169,4 +170,37 @@ def pause_image(pause: Path) -> ImageSpec:
         entrypoint=["/pause"],
         user="65535:65535",
         env=[],
+    )
+
+
+REDIS_IMAGE = "paddock.local/redis:7.0"
+_REDIS_PASSWD = _PASSWD + "redis:x:999:999:redis:/data:/bin/false\n"
+_REDIS_GROUP = _GROUP + "redis:x:999:\n"
+
+
+def _shared_libraries(binary: Path) -> list[Path]:
+    """The shared libraries ``binary`` loads (ldd), the dynamic loader included."""
+    listing = subprocess.run(["ldd", str(binary)], check=True, capture_output=True, text=True)
+    return [Path(p) for p in re.findall(r"(/\S+\.so[.\d]*)\s", listing.stdout + " ")]
+
+
+def redis_image(bindir: Path = Path("/usr/bin")) -> ImageSpec:
+    """A Redis image from Debian's redis-server and redis-cli on this machine, with exactly
+    the shared libraries they load: what the chart's bundled Redis runs (`redis-server
+    /etc/redis/redis.conf`, readiness `redis-cli ping`), as uid 999 like the official image."""
+    files: dict[str, tuple[bytes, int]] = {
+        "/etc/passwd": (_REDIS_PASSWD.encode(), 0o644),
+        "/etc/group": (_REDIS_GROUP.encode(), 0o644),
+    }
+    for name in ("redis-server", "redis-cli"):
+        binary = bindir / name
+        files[f"/usr/bin/{name}"] = (binary.read_bytes(), 0o755)
+        for library in _shared_libraries(binary):
+            files[str(library)] = (library.resolve().read_bytes(), 0o755)
+    return ImageSpec(
+        name=REDIS_IMAGE,
+        files=files,
+        directories={"/data": 0o777, "/tmp": 0o1777, "/proc": 0o555, "/sys": 0o555},
+        cmd=["redis-server"],
+        user="999:999",
     )
