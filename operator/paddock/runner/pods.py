@@ -49,7 +49,6 @@ class Container:
     restarts: int = 0
     ready: bool = False
     restart_at: float = 0.0
-    backoff_s: float = 0.0
     log_offset: int = 0
     """Where the current run's output starts in the container's log file."""
     last: dict[str, Any] | None = None
@@ -64,7 +63,6 @@ class Container:
             "exit_code": self.exit_code,
             "restarts": self.restarts,
             "ready": self.ready,
-            "backoff_s": self.backoff_s,
             "message": self.message,
             "last": self.last,
         }
@@ -259,7 +257,7 @@ class LocalPod:
                 start_new_session=True,
             )  # fmt: skip
         container.state, container.since, container.ready = "running", datetime.now(UTC), False
-        container.reason, container.message, container.backoff_s = "", "", 0.0
+        container.reason, container.message = "", ""
         log.info(
             "%s/%s: started %s (pid %d)",
             self.namespace,
@@ -289,7 +287,6 @@ class LocalPod:
                             "message": container.message,
                         }
                         container.state, container.reason = "waiting", "CrashLoopBackOff"
-                        container.backoff_s = backoff
                         container.message = (
                             f"back-off {backoff:g}s restarting failed container="
                             f"{container.name} pod={self.name}"

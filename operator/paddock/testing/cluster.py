@@ -34,6 +34,7 @@ from typing import Any
 from paddock.testing.controlplane import REPO_ROOT
 from paddock.testing.node import LocalNode, container_support
 from paddock.testing.ociimage import REDIS_IMAGE, redis_image, write_oci_archive
+from paddock.testing.ports import wait_until
 
 RELEASE = "paddock"
 RELEASE_NAMESPACE = "paddock-system"
@@ -440,13 +441,16 @@ def demo(keep: bool) -> int:
         print(follow.stdout, end="", flush=True)
         # The CLI reads the event log; the Session's status follows it a moment later.
         status: dict[str, Any] = {}
-        synced = time.monotonic() + 60
-        while follow.returncode == 0 and time.monotonic() < synced:
+
+        def settled() -> bool:
             session = inst.json("-n", inst.user_namespace, "get", "session", SESSION)
-            status = session.get("status") or {}
-            if status.get("stopReason"):
-                break
-            time.sleep(1)
+            status.clear()
+            status.update(session.get("status") or {})
+            return bool(status.get("stopReason"))
+
+        if follow.returncode == 0:
+            with contextlib.suppress(TimeoutError):
+                wait_until(settled, timeout=60, what="the Session's status", interval=1)
         if status.get("stopReason") != "end_turn":
             say(
                 f"the session did not reach end_turn (CLI exit {follow.returncode}: "

@@ -738,9 +738,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                     f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
                     params={"gracePeriodSeconds": "0"},
                 )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and self._running_tasks():
-            time.sleep(0.25)
+        with contextlib.suppress(TimeoutError):
+            wait_until(
+                lambda: not self._running_tasks(), timeout=60, what="no task left", interval=0.25
+            )
 
     def _running_tasks(self) -> list[str]:
         result = subprocess.run(
