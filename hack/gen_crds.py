@@ -1,7 +1,5 @@
 """Writes crds/*.yaml, their copy in the Helm chart and docs/resources.md from the models.
 
-The chart's crds/ also holds kopf's peering CRDs, written by hand; they are left alone here.
-
 python hack/gen_crds.py           # regenerate
 python hack/gen_crds.py --check   # exit 1 if the committed files are stale
 """

@@ -1,6 +1,6 @@
-"""Fixtures of the chart tests: the shared test apiserver with the chart's extra CRDs (kopf
-peering) and stand-ins for the Prometheus Operator's, removed again after the module so that
-later test folders (kopf auto-detects peering CRDs) see the cluster as it was."""
+"""Fixtures of the chart tests: the shared test apiserver with stand-ins for the Prometheus
+Operator's CRDs, removed again after the module so that later test folders see the cluster
+as it was."""
 
 from __future__ import annotations
 
@@ -11,17 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from tests.chart.support import CHART, Cluster
+from tests.chart.support import Cluster
 
 from paddock.testing.controlplane import ControlPlane
 from paddock.testing.ports import wait_until
 
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-EXTRA_CRDS = [
-    CHART / "crds" / "kopfpeerings.kopf.dev.yaml",
-    CHART / "crds" / "clusterkopfpeerings.kopf.dev.yaml",
-    *sorted((Path(__file__).parent / "crds").glob("*.yaml")),
-]
+EXTRA_CRDS = sorted((Path(__file__).parent / "crds").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")

@@ -141,8 +141,6 @@ def _grants(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
 OPERATOR_GRANTS = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
     ("", "namespaces"): {"list", "watch"},
-    ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
-    ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
     **{("paddock.dev", r): {"get", "list", "watch", "patch"} for r in ("agents", "environments")},
     ("paddock.dev", "sessions"): {"get", "list", "watch", "patch", "delete"},
     **{
@@ -198,7 +196,7 @@ def test_rbac_is_least_privilege(case: tuple[str, Rendered]) -> None:
     }
 
 
-def test_watched_namespaces_scope_permissions_and_peering(full: Rendered) -> None:
+def test_watched_namespaces_scope_permissions(full: Rendered) -> None:
     watched = ALL["watchNamespaces"]
     for component in ("operator", "gateway"):
         bindings = [
@@ -209,13 +207,8 @@ def test_watched_namespaces_scope_permissions_and_peering(full: Rendered) -> Non
     # Cluster-wide, the operator only discovers CRDs and namespaces.
     bound = [b["roleRef"]["name"] for b in full.of("ClusterRoleBinding")]
     assert bound == ["paddock-all-operator-cluster"]
-    peerings = full.of("KopfPeering")
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == sorted(watched)
-    assert {p["metadata"]["name"] for p in peerings} == {"paddock-peers"}
-    assert not full.of("ClusterKopfPeering")
     operator = container(full.one("Deployment", "paddock-all-operator"), "operator")
     assert env_of(operator)["PADDOCK_WATCH_NAMESPACES"] == ",".join(watched)
-    assert env_of(operator)["PADDOCK_PEERING"] == "paddock-peers"
     assert env_of(operator)["PADDOCK_ANTHROPIC_URL"] == ALL["operator"]["anthropicUrl"]
     redis_policy = full.one("NetworkPolicy", "paddock-all-redis")
     harness_peer = redis_policy["spec"]["ingress"][0]["from"][2]
@@ -234,7 +227,6 @@ def test_operator_contract(default: Rendered) -> None:
         "PADDOCK_IMAGE": "paddock/paddock:0.1.0",
         "PADDOCK_SANDBOX_IMAGE": "paddock/sandbox:0.1.0",
         "PADDOCK_WATCH_NAMESPACES": "",
-        "PADDOCK_PEERING": "paddock",
         "PADDOCK_METRICS_PORT": "9090",
         "PADDOCK_HEALTH_PORT": "8080",
         "POD_NAME": {"fieldRef": {"fieldPath": "metadata.name"}},
@@ -250,15 +242,10 @@ def test_operator_contract(default: Rendered) -> None:
     pdb = default.one("PodDisruptionBudget", "paddock-operator")
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
-    assert default.one("ClusterKopfPeering", "paddock")
 
 
-def test_a_single_operator_runs_without_peering_or_disruption_budget() -> None:
+def test_a_single_operator_runs_without_disruption_budget() -> None:
     single = Rendered(render(NAMESPACE, sets=["operator.replicas=1"]), NAMESPACE)
-    operator = container(single.one("Deployment", "paddock-operator"), "operator")
-    assert "PADDOCK_PEERING" not in env_of(operator)
-    assert not single.of("ClusterKopfPeering")
-    assert not single.of("KopfPeering")
     assert [p["metadata"]["name"] for p in single.of("PodDisruptionBudget")] == ["paddock-gateway"]
 
 
@@ -410,11 +397,7 @@ def test_helm_lint_passes(values: list[Path]) -> None:
 def test_the_chart_crds_are_the_generated_ones() -> None:
     chart = {p.name: p.read_text() for p in (CHART / "crds").glob("*.yaml")}
     generated = {p.name: p.read_text() for p in (ROOT / "crds").glob("*.yaml")}
-    assert {name: chart[name] for name in generated if name in chart} == generated
-    assert sorted(set(chart) - set(generated)) == [
-        "clusterkopfpeerings.kopf.dev.yaml",
-        "kopfpeerings.kopf.dev.yaml",
-    ]
+    assert chart == generated
 
 
 def _leaves(value: Any, path: str = "") -> set[str]:

@@ -1,5 +1,5 @@
-"""Two operator replicas with kopf peering: one acts, the other waits; the warm pool is
-filled only by the replica holding the sandbox lease in Redis."""
+"""Two operator replicas: the one holding the leader lease in Redis acts, the other waits
+with its informers current; when the leader goes, the other takes over."""
 
 from __future__ import annotations
 
@@ -8,48 +8,15 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
 from redis import Redis
 
 from paddock.operator import labels as L
-from paddock.testing.controlplane import REPO_ROOT, ControlPlane
+from paddock.testing.controlplane import ControlPlane
 
 from .conftest import Cluster, agent_spec, api_key_secret
-
-PEERING_CRDS = [
-    REPO_ROOT / "charts/paddock/crds" / f"{n}.kopf.dev.yaml"
-    for n in ("clusterkopfpeerings", "kopfpeerings")
-]
-
-
-@pytest.fixture
-def peering(cluster: Cluster, namespace: str) -> Iterator[str]:
-    """kopf's peering CRDs and a peering object, as the chart installs them; removed
-    afterwards so that other tests' standalone operators do not see them."""
-    for path in PEERING_CRDS:
-        response = cluster.http.post(
-            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-            json=yaml.safe_load(path.read_text()),
-        )
-        assert response.status_code in (201, 409), response.text
-    cluster.wait(
-        "peering CRDs served",
-        lambda: cluster.http.get("/apis/kopf.dev/v1/clusterkopfpeerings").status_code == 200,
-    )
-    # Operators that watch namespaces peer through a KopfPeering in each (as the chart makes).
-    response = cluster.http.post(
-        f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings",
-        json={"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "paddock"}},
-    )
-    assert response.status_code == 201, response.text
-    yield "paddock"
-    for name in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
-        cluster.http.delete(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
 
 
 class PoolWatch:
@@ -104,7 +71,6 @@ class PoolWatch:
 def test_two_replicas_act_as_one(
     cluster: Cluster,
     namespace: str,
-    peering: str,
     control_plane: ControlPlane,
     redis_server,
     tmp_path: Path,
@@ -114,11 +80,10 @@ def test_two_replicas_act_as_one(
         "KUBECONFIG": str(control_plane.kubeconfig),
         "PADDOCK_REDIS_URL": redis_server.url,
         "PADDOCK_METRICS_PORT": "0",
-        "PADDOCK_PEERING": peering,
         "PADDOCK_WATCH_NAMESPACES": namespace,
     }
     redis = Redis.from_url(redis_server.url)
-    lease = f"paddock:operator:sandboxes:{namespace}"
+    lease = f"paddock:operator:leader:{namespace}"
 
     def logs() -> list[str]:
         return [(tmp_path / f"operator-{n}.log").read_text() for n in range(2)]
@@ -143,7 +108,7 @@ def test_two_replicas_act_as_one(
             )
     watch = PoolWatch(cluster, namespace)
     try:
-        # Both replicas are up, peering, and one holds the sandbox lease before the work.
+        # Both replicas are up and one holds the leader lease before the work.
         leader = cluster.wait("a lease holder", holder, timeout=30)
         cluster.create("Environment", namespace, "python", {"warmPool": {"size": 3}})
         cluster.wait("pool filled", lambda: len(warm_pods()) >= 3, timeout=60)
@@ -160,8 +125,7 @@ def test_two_replicas_act_as_one(
         assert set(watch.created_by.values()) == {leader}, (watch.created_by, logs())
         assert len(watch.created_by) == 5
 
-        # A Session is accepted by the active kopf replica and synced by the holder of the
-        # status-sync lease, whichever they are: it gets a sandbox and a phase.
+        # A Session is accepted, bound and synced by the leader: a sandbox and a phase.
         for pod in warm_pods():
             cluster.run_pod(namespace, pod["metadata"]["name"])
         api_key_secret(cluster, namespace)
@@ -189,6 +153,14 @@ def test_two_replicas_act_as_one(
             "pool refilled by the new holder",
             lambda: len(warm_pods()) >= 3 and follower in watch.created_by.values(),
             timeout=60,
+        )
+        # The new leader accepts Sessions too.
+        cluster.create("Session", namespace, "s2", {"agentRef": {"name": "coder"}})
+        cluster.wait(
+            "the new leader accepted a Session",
+            lambda: ((cluster.get("Session", namespace, "s2") or {}).get("status") or {}).get(
+                "sessionId"
+            ),
         )
         # Two replicas filling the pool independently would have had more than 3 at once.
         assert watch.most_warm == 3, (watch.created_by, logs())

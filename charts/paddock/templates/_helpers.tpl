@@ -54,10 +54,6 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-gateway" (include "paddock.fullname" .)) .Values.gateway.serviceAccount.name -}}
 {{- end -}}
 
-{{- define "paddock.peeringName" -}}
-{{- default (include "paddock.fullname" .) .Values.operator.peering.name -}}
-{{- end -}}
-
 {{/* The Redis URL every component uses, harness pods in other namespaces included. */}}
 {{- define "paddock.redisUrl" -}}
 {{- if .Values.redis.external.url -}}

@@ -4,12 +4,14 @@ proxy Service and NetworkPolicy, and the Agent's status."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from paddock.kube import KubeClient
 from paddock.models import Agent
-from paddock.operator import render
+from paddock.operator import events, render
+from paddock.operator.identity import ensure_id
 from paddock.operator.runtime import Runtime
 from paddock.operator.status import agent_status
 
@@ -95,3 +97,44 @@ async def status(
         active_sessions=active_sessions,
         now=datetime.now(UTC),
     )
+
+
+class AgentReconciler:
+    """The Agent's handler on the `Controller`'s work queue: applies what the Agent renders
+    to when its spec is new to this replica (once per generation and leadership), and
+    writes its status every time (workers come and go, Secrets appear)."""
+
+    def __init__(self, rt: Runtime, active_sessions: Callable[[str], int]) -> None:
+        self.rt, self.active_sessions = rt, active_sessions
+        self._applied: dict[str, int] = {}  # uid -> generation
+
+    def forget_applied(self) -> None:
+        self._applied.clear()
+
+    async def reconcile(self, agent: dict[str, Any]) -> None:
+        meta = agent["metadata"]
+        uid, generation = meta.get("uid", ""), meta.get("generation", 0)
+        active = self.active_sessions(f"{meta['namespace']}/{meta['name']}")
+        if self._applied.get(uid) != generation:
+            await ensure_id(self.rt.kube, agent)
+            new = await reconcile(self.rt, agent, active_sessions=active)
+            self._applied[uid] = generation
+        else:
+            new = await status(self.rt, agent, active_sessions=active)
+        await self._report(agent, new)
+
+    async def _report(self, agent: dict[str, Any], new: dict[str, Any]) -> None:
+        old = next(
+            (c for c in (agent.get("status") or {}).get("conditions", []) if c["type"] == "Ready"),
+            None,
+        )
+        ready = new["conditions"][0]
+        if old is None or (old["status"], old["reason"]) != (ready["status"], ready["reason"]):
+            warning = ready["status"] != "True"
+            await events.post(
+                self.rt.kube, agent, ready["reason"], ready["message"], warning=warning
+            )
+        if new != agent.get("status"):
+            applied = await self.rt.kube.apply_status(agent, new, MANAGER)
+            if applied:
+                self.rt.informers["Agent"].store(applied)

@@ -1,9 +1,10 @@
-"""Leases in Redis: at most one operator replica does a given job at a time.
+"""The operator's one leadership mechanism: a lease in Redis.
 
-kopf's peering pauses all but one replica, but not atomically: a replica that is being
-paused can still handle an event or two. Jobs where two actors would do harm (filling a
-warm pool twice, binding two replacement sandboxes) hold a lease in Redis instead, which
-is a mutex: `SET NX PX`, renewed by its holder only.
+Only the replica holding `paddock:operator:leader` reconciles anything; the others keep
+their informers current and take over when the lease is free. It is a mutex (`SET NX PX`,
+renewed by its holder only), and its holder stops acting before the lease can have passed
+to another replica. (kopf's peering, used before, paused replicas but not atomically: a
+replica being paused could still handle an event, and two replicas filled one pool.)
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import time
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-
-from paddock.operator.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +32,12 @@ return 0
 """
 
 
-def lease_key(rt: Runtime, job: str) -> str:
-    """The lease of ``job`` among the replicas that serve the same namespaces:
-    `paddock:operator:<job>`, with `:<namespace>,...` when they serve only some."""
-    scope = ",".join(sorted(rt.settings.namespaces))
-    return f"paddock:operator:{job}:{scope}" if scope else f"paddock:operator:{job}"
+def lease_key(namespaces: tuple[str, ...]) -> str:
+    """The lease among the replicas that serve the same namespaces: `paddock:operator:leader`,
+    with `:<namespace>,...` when they serve only some (operators serving different
+    namespaces can share a Redis)."""
+    scope = ",".join(sorted(namespaces))
+    return f"paddock:operator:leader:{scope}" if scope else "paddock:operator:leader"
 
 
 class Leadership:

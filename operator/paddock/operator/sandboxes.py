@@ -14,7 +14,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,20 +27,20 @@ from paddock.models.environment import EnvironmentSpec
 from paddock.operator import labels as L
 from paddock.operator import metrics, render
 from paddock.operator.informer import Informer
+from paddock.operator.retry import FIRST_S, retry_delay_s
 from paddock.operator.runtime import Runtime
 from paddock.operator.status import environment_status, pod_dead, pod_failure, pod_ready
 
 log = logging.getLogger(__name__)
 DEFAULT_SANDBOX_IMAGE = EnvironmentSpec().image
-BACKOFF_BASE_S = 2.0
-BACKOFF_MAX_S = 300.0
 
 
 @dataclass
 class StartFailures:
     """Sandbox pods of one Environment that failed to start, in a row. While there are
-    any, one pod at a time is started (for the pool or for a session), each after a
-    backoff that doubles: a broken image costs a few pods a minute, not one a second."""
+    any, one pod at a time is started (for the pool or for a session), each after the
+    operator's retry delay (`retry.retry_delay_s`, doubling): a broken image costs a few
+    pods a minute, not one a second."""
 
     count: int = 0
     message: str = ""
@@ -55,8 +55,7 @@ class StartFailures:
         self.seen.add(pod)
         self.count += 1
         self.message = message
-        backoff = min(BACKOFF_BASE_S * 2 ** (self.count - 1), BACKOFF_MAX_S)
-        self.retry_at = time.monotonic() + backoff
+        self.retry_at = time.monotonic() + retry_delay_s(self.count)
 
 
 def start_failure(pod: dict[str, Any]) -> str | None:
@@ -112,8 +111,9 @@ class Sandboxes:
         self._served: set[str] = set()  # uids of pods seen ready
         self.wanting: set[str] = set()
         """Sessions whose sandbox waits for their Environment's backoff to pass."""
-        self.schedule: Callable[[Hashable, float], None] = lambda key, delay: None
-        """Set by the `SandboxController`: handle ``key`` again after ``delay`` seconds."""
+        self.schedule: Callable[[tuple[str, str, str], float], None] = lambda key, delay: None
+        """Set by the `Controller`: handle ``key`` (kind, namespace, name) again after
+        ``delay`` seconds."""
 
     def _may_start(self, namespace: str, environment: str) -> float:
         """0 when a sandbox pod of the Environment may be created now, else how many
@@ -130,7 +130,7 @@ class Sandboxes:
             for p in self.pool_pods(namespace, environment, state)
             if not pod_dead(p) and not pod_ready(p)
         ]
-        return BACKOFF_BASE_S if starting else 0.0
+        return FIRST_S if starting else 0.0
 
     def note_start(self, pod: dict[str, Any]) -> None:
         """Count a sandbox pod that failed before it ever served, or clear the count once
@@ -182,8 +182,8 @@ class Sandboxes:
     async def reconcile_pool(self, environment: dict[str, Any]) -> None:
         """Replace stale and dead pooled pods, start missing ones, and report the status.
 
-        Only the `SandboxController` calls this: one reconcile of a pool at a time, in the
-        replica that holds the sandbox lease, reading pods from the informer."""
+        Only the `Controller` calls this: one reconcile of a pool at a time, in the
+        replica that holds the leader lease, reading pods from the informer."""
         original = environment
         environment = self._effective(environment)
         namespace, name = environment["metadata"]["namespace"], environment["metadata"]["name"]
@@ -249,7 +249,7 @@ class Sandboxes:
     def _new_pod(self, environment: dict[str, Any]) -> dict[str, Any]:
         name = f"{environment['metadata']['name']}-{secrets.token_hex(4)}"
         pod = render.sandbox_pod(environment, name, secrets.token_urlsafe(32))
-        # Who made it: with several replicas, only the holder of the sandbox lease does.
+        # Who made it: with several replicas, only the holder of the leader lease does.
         pod["metadata"]["annotations"][L.CREATED_BY] = self.rt.settings.identity
         return pod
 

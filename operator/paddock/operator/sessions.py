@@ -1,4 +1,7 @@
-"""A Session's life: accepted (id, references, log, sandbox), cancelled, deleted."""
+"""A Session's life: accepted (id, references, log, sandbox), cancelled, deleted.
+
+`SessionReconciler.reconcile` is the Session's handler on the `Controller`'s work queue;
+the rest are the steps it and the sandbox handlers take."""
 
 from __future__ import annotations
 
@@ -14,11 +17,12 @@ from paddock.eventlog import (
     SessionTerminated,
     UserInterruptEvent,
 )
+from paddock.eventlog.ids import new_id
 from paddock.eventlog.sessionstate import open_session
+from paddock.kube import JSON_PATCH
 from paddock.models import Session
 from paddock.operator import events
 from paddock.operator import labels as L
-from paddock.operator.identity import ensure_id
 from paddock.operator.runtime import Runtime
 from paddock.operator.sandboxes import Sandboxes, start_failure
 from paddock.operator.status import condition, pod_dead, pod_ready
@@ -26,6 +30,8 @@ from paddock.operator.status import condition, pod_dead, pod_ready
 log = logging.getLogger(__name__)
 SESSION_MANAGER = "paddock-session"
 SANDBOX_MANAGER = "paddock-sandbox"
+FINALIZER = "paddock.dev/cleanup"
+"""Held by every accepted Session until its sandboxes and Redis keys are gone."""
 
 
 class Unresolved(Exception):
@@ -75,9 +81,9 @@ async def accept(
 ) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
     """Resolve references, open the session in the log, bind a sandbox. Returns (session id,
     agent, Environment or None). Raises `Unresolved` (after saying why in the status)."""
-    kube, meta = rt.kube, session["metadata"]
+    meta = session["metadata"]
     namespace = meta["namespace"]
-    sid = await ensure_id(kube, session)
+    sid = await _take(rt, session)
     agent_name = session["spec"]["agentRef"]["name"]
     agent = await rt.find("paddock.dev/v1alpha1", "Agent", namespace, agent_name)
     if agent is None:
@@ -204,7 +210,7 @@ async def reconcile_sandbox(
     rt: Runtime, sandboxes: Sandboxes, namespace: str, session_id: str
 ) -> None:
     """A bound sandbox became ready (a cold start completes: record it) or died (bind
-    another). Called by the `SandboxController` for every change of a session's pods."""
+    another). Called by the `Controller` for every change of a session's pods."""
     async with sandboxes.binding(session_id):  # after a bind or release in progress
         binding = await rt.state.sandbox(session_id)
         pods = sandboxes.session_pods(namespace, session_id)
@@ -284,3 +290,105 @@ async def delete(rt: Runtime, sandboxes: Sandboxes, session: dict[str, Any]) -> 
     if sid:
         await sandboxes.release(session["metadata"]["namespace"], sid)
         await rt.log.delete_session(sid)
+
+
+def _precondition(meta: dict[str, Any]) -> dict[str, Any]:
+    """A JSON patch `test` that keeps another writer's finalizer from being lost (a
+    conflict is retried by the work queue with a fresh copy)."""
+    if meta.get("finalizers"):
+        return {"op": "test", "path": "/metadata/finalizers", "value": meta["finalizers"]}
+    return {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}
+
+
+async def _patch_session(rt: Runtime, meta: dict[str, Any], patch: list[dict[str, Any]]) -> None:
+    await rt.kube.patch(
+        "paddock.dev/v1alpha1",
+        "Session",
+        meta["namespace"],
+        meta["name"],
+        patch,
+        content_type=JSON_PATCH,
+    )
+
+
+async def _take(rt: Runtime, session: dict[str, Any]) -> str:
+    """The session's id; the id label (when the gateway did not set it) and the finalizer
+    are added in one patch."""
+    meta = session["metadata"]
+    labels, finalizers = meta.get("labels") or {}, meta.get("finalizers") or []
+    sid: str = labels.get(L.SESSION_ID) or new_id("sesn_")
+    patch = []
+    if FINALIZER not in finalizers:
+        patch.append(
+            {"op": "add", "path": "/metadata/finalizers", "value": [*finalizers, FINALIZER]}
+        )
+    if L.SESSION_ID not in labels:
+        patch.append(
+            {"op": "add", "path": "/metadata/labels", "value": {**labels, L.SESSION_ID: sid}}
+        )
+    if patch:
+        await _patch_session(rt, meta, [_precondition(meta), *patch])
+    return sid
+
+
+class SessionReconciler:
+    """Accepts, cancels and finalizes Sessions. What a Session needs is read from it (it
+    is new to this replica, `spec.cancel` is set, it is being deleted); what this replica
+    has done since it became the leader is remembered, so each step runs once per
+    leadership, as a resumed kopf handler would, and writes nothing the status already
+    says."""
+
+    def __init__(self, rt: Runtime, sandboxes: Sandboxes) -> None:
+        self.rt, self.sandboxes = rt, sandboxes
+        self._accepted: set[str] = set()  # uids
+        self._cancelled: set[str] = set()
+        self.unresolved: dict[str, set[str]] = {}
+        """Namespace → Sessions waiting for an Agent or Environment to appear."""
+
+    def wants(self, session: dict[str, Any]) -> bool:
+        meta, uid = session["metadata"], session["metadata"].get("uid", "")
+        if meta.get("deletionTimestamp"):
+            return FINALIZER in (meta.get("finalizers") or [])
+        cancel = bool((session.get("spec") or {}).get("cancel"))
+        return uid not in self._accepted or (cancel and uid not in self._cancelled)
+
+    def forget_accepted(self) -> None:
+        """A new leadership: every Session is resumed once."""
+        self._accepted.clear()
+        self._cancelled.clear()
+
+    async def reconcile(self, slim: dict[str, Any]) -> None:
+        """``slim`` is the informer's copy; the whole Session is read when it is accepted."""
+        meta, rt = slim["metadata"], self.rt
+        namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid", "")
+        if meta.get("deletionTimestamp"):
+            if FINALIZER in (meta.get("finalizers") or []):
+                await delete(rt, self.sandboxes, slim)
+                session = await rt.kube.find("paddock.dev/v1alpha1", "Session", namespace, name)
+                if session is not None:
+                    current = session["metadata"]
+                    rest = [f for f in current.get("finalizers") or [] if f != FINALIZER]
+                    remove = {"op": "add", "path": "/metadata/finalizers", "value": rest}
+                    await _patch_session(rt, current, [_precondition(current), remove])
+            self._accepted.discard(uid)
+            self._cancelled.discard(uid)
+            return
+        session_id = (meta.get("labels") or {}).get(L.SESSION_ID)
+        if uid not in self._accepted:
+            session = await rt.kube.find("paddock.dev/v1alpha1", "Session", namespace, name)
+            if session is None:
+                return
+            try:
+                session_id, _, _ = await accept(rt, self.sandboxes, session)
+            except Unresolved as exc:
+                self.unresolved.setdefault(namespace, set()).add(name)
+                await events.post(rt.kube, session, "Unresolved", str(exc), warning=True)
+                raise
+            self._accepted.add(uid)
+            self.unresolved.get(namespace, set()).discard(name)
+        if (slim.get("spec") or {}).get("cancel") and uid not in self._cancelled and session_id:
+            await cancel(rt, self.sandboxes, slim, session_id)
+            await events.post(
+                rt.kube, slim, "Cancelled", "spec.cancel is set: the session is terminated"
+            )
+            self._cancelled.add(uid)

@@ -6,9 +6,10 @@
   past their `ttl`;
 - the sandbox requests of harness workers (a sandbox is needed, or one died).
 
-Only one operator replica runs the sync at a time (a lease in Redis), whichever kopf
-replica is active: sessions are known from the Session informer, not from kopf's handlers.
-The requests are a consumer group, so replicas share them.
+Both run in the replica holding the leader lease (`leases.py`) only. Sessions are known
+from the Session informer, which every replica keeps, so a new leader knows them all. The
+requests are a consumer group: those a previous leader read and never handled are
+claimed again.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from paddock.models import SessionReason
 from paddock.models.common import parse_duration
 from paddock.operator import events, metrics
 from paddock.operator import labels as L
-from paddock.operator.leases import Leadership, lease_key
+from paddock.operator.leases import Leadership
 from paddock.operator.runtime import Runtime
 from paddock.operator.sandboxes import Sandboxes
 from paddock.operator.sessions import bind
@@ -85,6 +86,8 @@ def slim_session(session: dict[str, Any]) -> dict[str, Any]:
     session_id = (meta.get("labels") or {}).get(L.SESSION_ID)
     if session_id:
         slim_meta["labels"] = {L.SESSION_ID: session_id}
+    if meta.get("finalizers"):
+        slim_meta["finalizers"] = meta["finalizers"]
     return {
         "apiVersion": session.get("apiVersion", "paddock.dev/v1alpha1"),
         "kind": session.get("kind", "Session"),
@@ -108,10 +111,9 @@ class StatusSync:
     """Tracks every Session through the Session informer (`session_changed`), so any
     replica can run the sync: the one holding its lease does."""
 
-    def __init__(self, rt: Runtime, sandboxes: Sandboxes) -> None:
-        self.rt, self.sandboxes = rt, sandboxes
+    def __init__(self, rt: Runtime, sandboxes: Sandboxes, lease: Leadership) -> None:
+        self.rt, self.sandboxes, self.lease = rt, sandboxes, lease
         self.tracked: dict[str, Tracked] = {}
-        self.leadership = Leadership(rt.redis, lease_key(rt, "status-sync"), rt.settings.identity)
         self._patches = asyncio.Semaphore(16)
 
     def session_changed(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
@@ -128,7 +130,7 @@ class StatusSync:
         tracked = self.tracked.get(session_id)
         # What the status says was synced, wherever (by another replica, before a restart);
         # while this replica syncs, its own record is newer than any echo of its writes.
-        adopt = tracked is None or not self.leadership.held()
+        adopt = tracked is None or not self.lease.held()
         if tracked is None:
             tracked = self.tracked[session_id] = Tracked(
                 resource=stub(new),
@@ -204,18 +206,13 @@ class StatusSync:
         )
 
     async def run(self) -> None:
-        try:
-            while True:
-                try:
-                    if await self.leadership.hold():
-                        await self.sync_once()
-                except Exception:  # a dead sync task would leave every status behind
-                    log.exception("status sync pass failed; retrying")
-                await asyncio.sleep(self.rt.settings.sync_interval_s)
-        finally:  # another replica need not wait for the lease to expire
-            if self.leadership.held():
-                with contextlib.suppress(RedisError, OSError):
-                    await self.leadership.release()
+        while True:
+            try:
+                if self.lease.held():
+                    await self.sync_once()
+            except Exception:  # a dead sync task would leave every status behind
+                log.exception("status sync pass failed; retrying")
+            await asyncio.sleep(self.rt.settings.sync_interval_s)
 
     async def sync_once(self) -> None:
         ids = list(self.tracked)
@@ -331,8 +328,8 @@ class SandboxRequests:
 
     GROUP = "operators"
 
-    def __init__(self, rt: Runtime, sandboxes: Sandboxes) -> None:
-        self.rt, self.sandboxes = rt, sandboxes
+    def __init__(self, rt: Runtime, sandboxes: Sandboxes, lease: Leadership) -> None:
+        self.rt, self.sandboxes, self.lease = rt, sandboxes, lease
 
     async def run(self) -> None:
         while True:
@@ -348,11 +345,11 @@ class SandboxRequests:
                     )
             except (RedisError, ApiError, OSError):
                 log.exception("sandbox requests: retrying")
-                await asyncio.sleep(1)
+            await asyncio.sleep(0.5)  # after a failure, or while another replica leads
 
     async def _serve(self) -> None:
         redis, consumer = self.rt.redis, self.rt.settings.identity
-        while True:
+        while self.lease.held():
             # Requests a dead replica took but never handled come first.
             reclaimed = await redis.xautoclaim(
                 SANDBOX_REQUESTS, self.GROUP, consumer, 30_000, count=50

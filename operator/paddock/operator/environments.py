@@ -1,0 +1,19 @@
+"""Reconciling an Environment: its sandboxes' NetworkPolicy, and its egress rules in the
+proxy config of every Agent of the namespace. (Its warm pool is the `pool` key's work.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from paddock.operator import agents, render
+from paddock.operator.identity import ensure_id
+from paddock.operator.runtime import Runtime
+
+
+async def reconcile_environment(rt: Runtime, environment: dict[str, Any]) -> None:
+    await ensure_id(rt.kube, environment)
+    await rt.kube.apply(render.sandbox_network_policy(environment), manager=agents.MANAGER)
+    namespace = environment["metadata"]["namespace"]
+    for agent in list(rt.informers["Agent"].values()):
+        if agent["metadata"]["namespace"] == namespace:
+            await agents.apply_proxy_config(rt, agent)
