@@ -254,6 +254,74 @@ async def test_a_session_is_a_session_resource_with_a_live_log(stack: Stack) -> 
     assert not await stack.redis.exists(*session_keys(session.id))
 
 
+async def test_a_session_the_apiserver_refuses_leaves_no_log(stack: Stack) -> None:
+    """The gateway starts the log before it writes the resource: when the write is refused
+    (here by an admission policy, as a platform team might have), the log is taken back."""
+    client = stack.client()
+    environment = await client.beta.environments.create(name="policy-env")
+    agent = await client.beta.agents.create(name="p", model="claude-sonnet-4-6")
+    namespace = stack.a.namespace
+    admission = "/apis/admissionregistration.k8s.io/v1"
+    policy = f"no-sessions-{namespace}"
+    with stack.kube() as kube:
+        kube.post(
+            f"{admission}/validatingadmissionpolicies",
+            json={
+                "metadata": {"name": policy},
+                "spec": {
+                    "failurePolicy": "Fail",
+                    "matchConstraints": {
+                        "resourceRules": [
+                            {
+                                "apiGroups": ["paddock.dev"],
+                                "apiVersions": ["*"],
+                                "operations": ["CREATE"],
+                                "resources": ["sessions"],
+                            }
+                        ]
+                    },
+                    "validations": [{"expression": "false", "message": "no sessions today"}],
+                },
+            },
+        ).raise_for_status()
+        kube.post(
+            f"{admission}/validatingadmissionpolicybindings",
+            json={
+                "metadata": {"name": policy},
+                "spec": {
+                    "policyName": policy,
+                    "validationActions": ["Deny"],
+                    "matchResources": {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": namespace}
+                        }
+                    },
+                },
+            },
+        ).raise_for_status()
+    try:
+        before = {k async for k in stack.redis.scan_iter(match="paddock:{sesn_*")}
+        async with stack.http() as http:
+            # The apiserver loads a new policy within a moment: until then sessions are made.
+            for _ in range(100):
+                refused = await http.post(
+                    "/v1/sessions", json={"agent": agent.id, "environment_id": environment.id}
+                )
+                if refused.status_code != 200:
+                    break
+                await http.delete(f"/v1/sessions/{refused.json()['id']}")
+                before = {k async for k in stack.redis.scan_iter(match="paddock:{sesn_*")}
+        assert 400 <= refused.status_code < 500, refused.text
+        assert refused.json()["type"] == "error"
+        assert "no sessions today" in refused.json()["error"]["message"]
+        after = {k async for k in stack.redis.scan_iter(match="paddock:{sesn_*")}
+        assert after == before
+    finally:
+        with stack.kube() as kube:
+            kube.delete(f"{admission}/validatingadmissionpolicybindings/{policy}")
+            kube.delete(f"{admission}/validatingadmissionpolicies/{policy}")
+
+
 async def test_session_without_environment_uses_the_agents(stack: Stack) -> None:
     client = stack.client()
     environment = await client.beta.environments.create(name="agent-default")

@@ -1,9 +1,10 @@
 """`/v1/sessions`: Session resources as Managed Agents sessions.
 
-Creating one writes the Session resource, then starts its log in Redis
-(`open_session`, which the operator also calls: whoever comes first starts it), so the
-session takes events at once. Status and usage come from the log; title, metadata and
-resources from the resource.
+Creating one starts its log in Redis (`open_session`), then writes the Session resource:
+the session takes events at once, and the resource never exists without its log. The
+gateway is the one writer that starts the sessions it creates; the operator starts only
+Sessions applied without it (kubectl, GitOps), which have no log when it first sees them.
+Status and usage come from the log; title, metadata and resources from the resource.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from paddock.gateway.pages import (
     time_filters,
 )
 from paddock.gateway.params import AgentRefParam, SessionCreateParams, SessionUpdateParams
+from paddock.models import AgentSpec, environment_name
 from paddock.models.session import Session, SessionSpec
 
 routes = web.RouteTableDef()
@@ -53,7 +55,8 @@ async def snapshot_or_none(gw: Gateway, session_id: str) -> SessionSnapshot | No
 
 
 def _environment_name(session: dict[str, Any], agent: dict[str, Any] | None) -> str | None:
-    """The Environment a session runs in: its own, else its Agent's."""
+    """The Environment a session shows: its own, else its Agent's (as `environment_name`
+    resolves it, without validating every listed object)."""
     ref = session["spec"].get("environmentRef") or (agent or {}).get("spec", {}).get(
         "environmentRef"
     )
@@ -117,17 +120,16 @@ async def create_session(request: web.Request) -> web.Response:
                 error_code="environment_archived",
             )
         explicit_environment = environment["metadata"]["name"]
-    environment_name = explicit_environment or _environment_name({"spec": {}}, agent)
-    if environment_name is None:
-        raise invalid(f"environment_id is required: agent {agent_ref} has no default environment")
     spec = convert.session_spec(params, agent["metadata"]["name"], explicit_environment)
-    checked(SessionSpec, spec)
+    resolved = environment_name(checked(SessionSpec, spec), AgentSpec.model_validate(agent["spec"]))
+    if resolved is None:
+        raise invalid(f"environment_id is required: agent {agent_ref} has no default environment")
     annotations = {}
     if params.metadata:
         annotations[convert.METADATA_ANNOTATION] = convert.metadata_annotation(params.metadata)
     # Finish even if the client goes away: a resource without its log would wait for the
     # operator to start it.
-    obj, snapshot = await asyncio.shield(_create(gw, found, spec, annotations, environment_name))
+    obj, snapshot = await asyncio.shield(_create(gw, found, spec, annotations, resolved))
     return web.json_response(await _Resolver(found, [agent]).view(obj, snapshot, convert.now()))
 
 
@@ -135,18 +137,22 @@ async def _create(
     gw: Gateway, found: Objects, spec: dict[str, Any], annotations: dict[str, str], environment: str
 ) -> tuple[dict[str, Any], SessionSnapshot]:
     session_id = new_session_id()
-    obj = await found.create(
-        SESSIONS, convert.session_object_name(session_id), session_id, spec, annotations
+    name = convert.session_object_name(session_id)
+    session = Session.model_validate(
+        {"metadata": {"name": name, "namespace": found.namespace}, "spec": spec}
     )
     try:
-        await open_session(
-            gw.log, gw.state, session_id, Session.model_validate(obj), environment=environment
-        )
-        return obj, await gw.log.snapshot(session_id)
+        await open_session(gw.log, gw.state, session_id, session, environment=environment)
     except RedisError as exc:
-        # Without its log the session cannot take events: take the resource back.
-        await found.delete(SESSIONS, obj)
         raise unavailable("the event log is unavailable") from exc
+    try:
+        obj = await found.create(SESSIONS, name, session_id, spec, annotations)
+        return obj, await gw.log.snapshot(session_id)
+    except BaseException:
+        # No resource, no session: its log goes (nothing else would ever delete it).
+        with contextlib.suppress(RedisError):
+            await gw.log.delete_session(session_id)
+        raise
 
 
 @routes.get("/v1/sessions/{session_id}")

@@ -4,7 +4,7 @@ from paddock.models.agent import Agent, AgentSpec, AgentStatus
 from paddock.models.common import API_VERSION, GROUP, VERSION, Condition
 from paddock.models.conditions import AgentReason, EnvironmentReason, SessionReason
 from paddock.models.environment import Environment, EnvironmentSpec, EnvironmentStatus
-from paddock.models.session import Session, SessionSpec, SessionStatus
+from paddock.models.session import Session, SessionSpec, SessionStatus, environment_name
 
 __all__ = [
     "API_VERSION",
@@ -23,4 +23,5 @@ __all__ = [
     "SessionReason",
     "SessionSpec",
     "SessionStatus",
+    "environment_name",
 ]

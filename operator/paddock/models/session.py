@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from paddock.models.agent import Money
+from paddock.models.agent import AgentSpec, Money
 from paddock.models.common import (
     Condition,
     Duration,
@@ -207,6 +207,13 @@ class SessionStatus(Model):
     )
     """`Ready`: references resolve and the session is accepted; `SandboxBound`; `Scheduled`:
     a harness worker took its input (False with `WaitingForWorker` and why, when none can)."""
+
+
+def environment_name(session: SessionSpec, agent: AgentSpec | None) -> str | None:
+    """The Environment a session runs in: its own, else its Agent's default. Resolved once,
+    by whoever starts the session, and kept in its settings in Redis."""
+    ref = session.environment_ref or (agent.environment_ref if agent is not None else None)
+    return ref.name if ref is not None else None
 
 
 class Session(Model):

@@ -1,5 +1,11 @@
 """A Session's life: accepted (id, references, log, sandbox), cancelled, deleted.
 
+One writer starts a session's log (`open_session`): the gateway, for a session created
+through the API, before the Session resource exists (so the resource never exists without
+its log); the operator, for a Session applied with kubectl or by GitOps, when it accepts
+it and finds no log. The writers never overlap in time, and the Environment is resolved
+once, by the writer, and read from the session's settings ever after.
+
 `SessionReconciler.reconcile` is the Session's handler on the `Controller`'s work queue;
 the rest are the steps it and the sandbox handlers take."""
 
@@ -20,7 +26,7 @@ from paddock.eventlog import (
 from paddock.eventlog.ids import new_id
 from paddock.eventlog.sessionstate import open_session
 from paddock.kube import JSON_PATCH
-from paddock.models import Session
+from paddock.models import Agent, Session, environment_name
 from paddock.operator import events
 from paddock.operator import labels as L
 from paddock.operator.runtime import Runtime
@@ -94,16 +100,20 @@ async def accept(
             "AgentNotFound",
             f'Agent "{agent_name}" not found in namespace "{namespace}"',
         )
-    env_name = (
-        (session["spec"].get("environmentRef") or agent["spec"].get("environmentRef")) or {}
-    ).get("name")
+    model = Session.model_validate(session)
+    settings = await rt.state.settings(sid)
+    if settings is None:  # not started: a Session applied with kubectl or by GitOps
+        env_name = environment_name(model.spec, Agent.model_validate(agent).spec)
+    else:  # started by the gateway before the resource existed (or here, before a restart)
+        env_name = settings.environment
     environment = None
     if env_name:
         environment = await rt.find("paddock.dev/v1alpha1", "Environment", namespace, env_name)
         if environment is None:
             message = f'Environment "{env_name}" not found in namespace "{namespace}"'
             await _unresolved(rt, session, sid, "EnvironmentNotFound", message)
-    await open_session(rt.log, rt.state, sid, Session.model_validate(session), environment=env_name)
+    if settings is None:
+        await open_session(rt.log, rt.state, sid, model, environment=env_name)
     ready = {
         "sessionId": sid,
         "observedGeneration": meta.get("generation"),
