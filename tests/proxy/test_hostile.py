@@ -18,6 +18,7 @@ import os
 import secrets
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ import httpx
 import pytest
 from tests.proxy.support import CLIENT_ENV, GitServer, Upstream
 
+import paddock
 from paddock.testing.ports import free_port, wait_until
 from paddock.testing.proxy import ProxyProcess, Secrets
 
@@ -49,25 +51,47 @@ def _run_as_nobody(base: Path) -> list[str]:
     probe = [sys.executable, "-c", "import paddock.sandbox"]
     if subprocess.run([*drop, *probe], capture_output=True, timeout=30).returncode == 0:
         return drop
-    # This Python lives in root's private home (pyenv under /root, mode 0700). In a private
-    # mount namespace, /root becomes an empty tmpfs holding only the interpreter's tree, so the
-    # sandbox user can run Python and still sees nothing else of root's home.
-    prefix = Path(sys.base_prefix).resolve()
-    if not prefix.is_relative_to("/root") or shutil.which("unshare") is None:
-        pytest.skip(f"uid {NOBODY} cannot run {sys.executable}")
-    top = Path("/root", prefix.relative_to("/root").parts[0])
-    stage = base / "stage"
-    stage.mkdir()
-    script = (
-        f"set -e; mount --bind {shlex.quote(str(top))} {shlex.quote(str(stage))}; "
-        "mount -t tmpfs -o mode=0755 tmpfs /root; "
-        f"mkdir -p {shlex.quote(str(top))}; mount --bind {shlex.quote(str(stage))} {shlex.quote(str(top))}; "
-        f'umount {shlex.quote(str(stage))}; exec "$@"'
+    # This Python (or the clone holding the venv and the paddock package) lies under a
+    # directory the sandbox user cannot traverse: root's home (pyenv, mode 0700), or a
+    # private folder (`mktemp -d`). In a private mount namespace each such directory becomes an
+    # empty tmpfs holding only the trees Python needs, so the sandbox user can run Python
+    # and still sees nothing else there.
+    trees = _blocked_trees(
+        [Path(sys.base_prefix), Path(sys.prefix), Path(paddock.__file__).parent.parent]
     )
+    if not trees or shutil.which("unshare") is None:
+        pytest.skip(f"uid {NOBODY} cannot run {sys.executable}")
+    staged = [(tree, base / f"stage-{n}") for n, tree in enumerate(trees)]
+    steps = ["set -e"]
+    for tree, stage in staged:
+        stage.mkdir()
+        steps.append(f"mount --bind {shlex.quote(str(tree))} {shlex.quote(str(stage))}")
+    for blocked in sorted({tree.parent for tree in trees}):
+        steps.append(f"mount -t tmpfs -o mode=0755 tmpfs {shlex.quote(str(blocked))}")
+    for tree, stage in staged:
+        steps += [
+            f"mkdir -p {shlex.quote(str(tree))}",
+            f"mount --bind {shlex.quote(str(stage))} {shlex.quote(str(tree))}",
+            f"umount {shlex.quote(str(stage))}",
+        ]
+    script = "; ".join([*steps, 'exec "$@"'])
     wrapper = ["unshare", "-m", "sh", "-c", script, "sh", *drop]
     if subprocess.run([*wrapper, *probe], capture_output=True, timeout=30).returncode != 0:
         pytest.skip(f"uid {NOBODY} cannot run {sys.executable}, even in a private mount namespace")
     return wrapper
+
+
+def _blocked_trees(paths: list[Path]) -> list[Path]:
+    """For each path, the child of its topmost ancestor that others cannot traverse (the
+    tree to make reachable), if it has one; nested trees are left out."""
+    trees: set[Path] = set()
+    for path in paths:
+        resolved = path.resolve()
+        for ancestor in reversed(resolved.parents):
+            if not ancestor.stat().st_mode & stat.S_IXOTH:
+                trees.add(ancestor / resolved.relative_to(ancestor).parts[0])
+                break
+    return sorted(t for t in trees if not any(o != t and t.is_relative_to(o) for o in trees))
 
 
 @dataclass
