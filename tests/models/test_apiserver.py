@@ -272,6 +272,42 @@ INVALID: list[tuple[str, str, dict[str, Any] | None, str]] = [
         {"resources": {"limits": {"memory": "lots"}}},
         'spec.resources.limits.memory: Invalid value: "lots"',
     ),
+    (
+        "negative memory request",
+        "Environment",
+        {"resources": {"requests": {"memory": "-1Gi"}}},
+        'spec.resources.requests.memory: Invalid value: "-1Gi"',
+    ),
+    (
+        "negative cpu limit",
+        "Environment",
+        {"resources": {"limits": {"cpu": -1}}},
+        "spec.resources.limits.cpu: Invalid value: -1",
+    ),
+    (
+        "negative harness request",
+        "Agent",
+        agent_spec(harness={"resources": {"requests": {"cpu": "-250m"}}}),
+        'spec.harness.resources.requests.cpu: Invalid value: "-250m"',
+    ),
+    (
+        "agent in another namespace",
+        "Session",
+        session_spec(agentRef={"name": "hello", "namespace": "other"}),
+        "spec.agentRef.namespace: Invalid value",
+    ),
+    (
+        "environment in another namespace",
+        "Session",
+        session_spec(environmentRef={"name": "python", "namespace": "other"}),
+        "references name objects of the same namespace",
+    ),
+    (
+        "default environment in another namespace",
+        "Agent",
+        agent_spec(environmentRef={"name": "python", "namespace": "other"}),
+        "references name objects of the same namespace",
+    ),
 ]
 
 
@@ -284,6 +320,22 @@ def test_invalid_objects_are_rejected_with_a_clear_message(
     response = api.create(kind, spec)
     assert response.status_code in (400, 422), response.text
     assert message in response.json()["message"]
+
+
+def test_a_reference_to_another_namespace_is_refused_even_without_strict_fields(
+    api: Api,
+) -> None:
+    """Clients that do not ask for strict field validation (Argo CD, most SDKs) would have the
+    field pruned, and the Session would run the same-named Agent of its own namespace."""
+    body = {
+        "apiVersion": "paddock.dev/v1alpha1",
+        "kind": "Session",
+        "metadata": {"name": f"session-{next(_names)}"},
+        "spec": session_spec(agentRef={"name": "hello", "namespace": "other"}),
+    }
+    response = api.http.post(api.path("Session"), json=body)
+    assert response.status_code == 422, response.text
+    assert "references name objects of the same namespace" in response.json()["message"]
 
 
 @pytest.mark.parametrize(

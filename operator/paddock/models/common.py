@@ -32,9 +32,10 @@ def parse_duration(text: str) -> float:
 # A DNS-1123 subdomain: what Kubernetes accepts as an object name.
 OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=OBJECT_NAME_PATTERN)]
-# Resource quantities as in core/v1 ("500m", "2Gi", 1).
-QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-Quantity = Annotated[int | str, Field(json_schema_extra={"pattern": QUANTITY_PATTERN})]
+# Resource quantities as in core/v1 ("500m", "2Gi", 1), not negative: the apiserver refuses
+# a pod that requests less than nothing, and that must be said when the resource is applied.
+QUANTITY_PATTERN = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+Quantity = Annotated[int, Field(ge=0)] | Annotated[str, Field(pattern=QUANTITY_PATTERN)]
 
 
 def map_list(*keys: str) -> dict[str, Any]:
@@ -68,6 +69,19 @@ class LocalObjectReference(Model):
 
     name: ObjectName
     """Name of the referenced object."""
+    namespace: Annotated[
+        None,
+        Field(
+            json_schema_extra={
+                "type": "string",
+                "x-kubernetes-validations": [
+                    cel_rule("false", "references name objects of the same namespace: remove it")
+                ],
+            }
+        ),
+    ] = None
+    """Not supported: a reference names an object of the same namespace. (Declared so that
+    a manifest that sets it is refused, not silently run against a same-named object.)"""
 
 
 class SecretKeyReference(Model):
