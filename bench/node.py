@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 import yaml
 
+from paddock.models import Environment
 from paddock.operator.render import sandbox_pod
 from paddock.testing.cluster import Installation, install
 from paddock.testing.controlplane import REPO_ROOT, control_plane_binaries
@@ -118,7 +119,9 @@ def _cold_sandboxes(inst: Installation, namespace: str, count: int) -> list[floa
     environment["metadata"].setdefault("uid", "00000000-0000-0000-0000-000000000000")
     samples = []
     for index in range(count):
-        pod = sandbox_pod(environment, f"bench-sandbox-{index}", f"token-{index}")
+        pod = sandbox_pod(
+            Environment.model_validate(environment), f"bench-sandbox-{index}", f"token-{index}"
+        )
         pod["metadata"].pop("ownerReferences", None)
         # Not one of the operator's: its pool must neither count nor reap it.
         pod["metadata"]["labels"] = {"app": "bench-sandbox"}

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from paddock.models import Agent, Environment
 from paddock.models.render import to_yaml
 from paddock.operator import render
 from paddock.proxy.config import parse_config
@@ -71,7 +72,8 @@ def environment(namespace: str = "team-a") -> dict[str, Any]:
 
 
 def rendered(namespace: str = "team-a") -> dict[str, dict[str, Any]]:
-    a, e = agent(namespace), environment(namespace)
+    a = Agent.model_validate(agent(namespace))
+    e = Environment.model_validate(environment(namespace))
     return {
         "agent-configmap": render.agent_config_map(a),
         "proxy-configmap": render.proxy_config_map(a, [e], SETTINGS),
@@ -131,7 +133,9 @@ def _containers(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_only_the_proxy_touches_secrets() -> None:
-    pod_spec = render.harness_deployment(agent(), SETTINGS)["spec"]["template"]["spec"]
+    pod_spec = render.harness_deployment(Agent.model_validate(agent()), SETTINGS)["spec"][
+        "template"
+    ]["spec"]
     secret_volumes = {v["name"] for v in pod_spec["volumes"] if "secret" in v}
     assert secret_volumes == {"anthropic-key", "token-key", "host-0"}
     for container in _containers(pod_spec):
@@ -149,7 +153,7 @@ def test_only_the_proxy_touches_secrets() -> None:
 
 
 def test_sandboxes_are_locked_down() -> None:
-    pod = render.sandbox_pod(environment(), "python-0001", "t")
+    pod = render.sandbox_pod(Environment.model_validate(environment()), "python-0001", "t")
     spec = pod["spec"]
     assert spec["automountServiceAccountToken"] is False
     assert spec["enableServiceLinks"] is False
@@ -165,7 +169,7 @@ def test_sandboxes_are_locked_down() -> None:
 
 
 def test_sandbox_network_policy_allows_only_harness_in_and_proxy_and_dns_out() -> None:
-    policy = render.sandbox_network_policy(environment())["spec"]
+    policy = render.sandbox_network_policy(Environment.model_validate(environment()))["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     (ingress,) = policy["ingress"]
     assert ingress["from"] == [
@@ -180,21 +184,22 @@ def test_sandbox_network_policy_allows_only_harness_in_and_proxy_and_dns_out() -
 
 
 def test_changing_the_agent_rolls_the_harness() -> None:
-    before = render.harness_deployment(agent(), SETTINGS)["spec"]["template"]["metadata"][
-        "annotations"
-    ]
+    def annotations(body: dict[str, Any]) -> dict[str, str]:
+        deployment = render.harness_deployment(Agent.model_validate(body), SETTINGS)
+        return dict(deployment["spec"]["template"]["metadata"]["annotations"])
+
     changed = agent()
     changed["spec"]["system"] = "Be bold."
-    after = render.harness_deployment(changed, SETTINGS)["spec"]["template"]["metadata"][
-        "annotations"
-    ]
+    before, after = annotations(agent()), annotations(changed)
     assert before["paddock.dev/spec-hash"] != after["paddock.dev/spec-hash"]
 
 
 def test_a_changed_template_changes_the_pool_hash() -> None:
     changed = environment()
     changed["spec"]["image"] = "paddock/sandbox:0.2.0"
-    assert render.sandbox_template_hash(changed) != render.sandbox_template_hash(environment())
+    assert render.sandbox_template_hash(
+        Environment.model_validate(changed)
+    ) != render.sandbox_template_hash(Environment.model_validate(environment()))
 
 
 def test_api_routes_of_a_host_credential_reach_the_proxy_config() -> None:
@@ -202,7 +207,9 @@ def test_api_routes_of_a_host_credential_reach_the_proxy_config() -> None:
     a["spec"]["credentials"]["hosts"][0]["apiRoutes"] = [
         {"methods": ["GET", "POST"], "pathPrefix": "/repos/"}
     ]
-    config = render.proxy_config(a, [environment()], SETTINGS)
+    config = render.proxy_config(
+        Agent.model_validate(a), [Environment.model_validate(environment())], SETTINGS
+    )
     assert config["credentials"][0]["api_routes"] == [
         {"methods": ["GET", "POST"], "path_prefix": "/repos/"}
     ]

@@ -34,6 +34,7 @@ from paddock.gateway.params import (
     SessionCreateParams,
     UnrestrictedNetworkParam,
 )
+from paddock.models import ConditionType
 from paddock.models.agent import BUILTIN_TOOL_NAMES, AgentSpec
 from paddock.models.environment import EnvironmentSpec
 from paddock.models.session import SessionSpec
@@ -627,7 +628,7 @@ def session_view(
         (
             c.get("message") or None
             for c in status_block.get("conditions") or []
-            if c.get("type") == "Scheduled" and c.get("status") == "False"
+            if c.get("type") == ConditionType.SCHEDULED and c.get("status") == "False"
         ),
         None,
     )

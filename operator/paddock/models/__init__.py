@@ -1,8 +1,16 @@
 """The API types of `paddock.dev/v1alpha1`: Agent, Environment and Session."""
 
 from paddock.models.agent import Agent, AgentSpec, AgentStatus
-from paddock.models.common import API_VERSION, GROUP, VERSION, Condition
-from paddock.models.conditions import AgentReason, EnvironmentReason, SessionReason
+from paddock.models.common import API_VERSION, GROUP, VERSION, Condition, ObjectMeta, ObjectStub
+from paddock.models.conditions import (
+    AgentReason,
+    ConditionType,
+    EnvironmentReason,
+    EventReason,
+    SandboxReason,
+    SchedulingReason,
+    SessionReason,
+)
 from paddock.models.environment import Environment, EnvironmentSpec, EnvironmentStatus
 from paddock.models.session import Session, SessionSpec, SessionStatus, environment_name
 
@@ -15,10 +23,16 @@ __all__ = [
     "AgentSpec",
     "AgentStatus",
     "Condition",
+    "ConditionType",
     "Environment",
     "EnvironmentReason",
     "EnvironmentSpec",
     "EnvironmentStatus",
+    "EventReason",
+    "ObjectMeta",
+    "ObjectStub",
+    "SandboxReason",
+    "SchedulingReason",
     "Session",
     "SessionReason",
     "SessionSpec",

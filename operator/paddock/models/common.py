@@ -135,3 +135,14 @@ class ObjectMeta(Model):
     uid: str | None = None
     labels: dict[str, str] | None = None
     annotations: dict[str, str] | None = None
+
+
+class ObjectStub(Model):
+    """A resource's identity without its spec: what an Event about it, or a write of its
+    status, needs (the operator keeps stubs of ten thousand Sessions, not whole ones)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: str = API_VERSION
+    kind: str
+    metadata: ObjectMeta

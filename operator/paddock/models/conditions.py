@@ -1,38 +1,121 @@
-"""The reasons of the conditions the operator writes: stable, CamelCase, documented in
-docs/operator.md. Scripts and alerts may match on them."""
+"""The condition types, condition reasons and Event reasons the operator writes: stable,
+CamelCase, listed in docs/resources.md (generated from the docstrings here: every member has
+one, its meaning in a line). Scripts and alerts may match on them."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
 
+class ConditionType(StrEnum):
+    """The `type` of a condition in `status.conditions`."""
+
+    READY = "Ready"
+    """Agent: a harness worker is ready and every reference resolves. Environment: the warm
+    pool is full. Session: its references resolve and it is open in the event log."""
+    SANDBOX_BOUND = "SandboxBound"
+    """Session: a sandbox pod is bound to it."""
+    SCHEDULED = "Scheduled"
+    """Session: a harness worker took its input."""
+
+
 class AgentReason(StrEnum):
     """Reasons of an Agent's `Ready` condition."""
 
     READY = "Ready"
+    """At least one harness worker is ready."""
     SCALED_TO_ZERO = "ScaledToZero"
+    """`harness.replicas` is 0: sessions wait until it is scaled up."""
     SECRET_NOT_FOUND = "SecretNotFound"
+    """A referenced Secret or key does not exist; the message names which."""
     ENVIRONMENT_NOT_FOUND = "EnvironmentNotFound"
+    """The `environmentRef` names no Environment."""
     HARNESS_NOT_CREATED = "HarnessNotCreated"
+    """The harness Deployment does not exist yet."""
     HARNESS_NOT_READY = "HarnessNotReady"
+    """No harness worker is ready yet."""
     HARNESS_CRASH_LOOPING = "HarnessCrashLooping"
-    """A harness pod's container keeps exiting; the message has its last log line."""
+    """No worker is ready and a harness pod's container keeps exiting; the message has its
+    last log line."""
     HARNESS_CANNOT_START = "HarnessCannotStart"
-    """A harness container cannot be created (image, configuration); the kubelet's words."""
+    """No worker is ready and a harness container cannot be created (`ErrImagePull`,
+    `CreateContainerConfigError`, …); the message has the kubelet's words."""
 
 
 class EnvironmentReason(StrEnum):
     """Reasons of an Environment's `Ready` condition."""
 
     POOL_READY = "PoolReady"
+    """The warm pool has as many ready sandboxes as `warmPool.size`."""
     POOL_FILLING = "PoolFilling"
+    """The warm pool is filling."""
     SANDBOX_FAILING = "SandboxFailing"
-    """Sandbox pods fail to start: new ones are made with exponential backoff."""
+    """Sandbox pods fail before they ever serve: new ones are made with exponential backoff;
+    the message has how many failed in a row and the last one's error."""
 
 
 class SessionReason(StrEnum):
+    """Reasons of a Session's `Ready` condition."""
+
+    ACCEPTED = "Accepted"
+    """Its references resolve and the session is open in the event log."""
+    AGENT_NOT_FOUND = "AgentNotFound"
+    """The `agentRef` names no Agent; the operator retries."""
+    ENVIRONMENT_NOT_FOUND = "EnvironmentNotFound"
+    """The Environment it (or its Agent) names does not exist; the operator retries."""
+
+
+class SandboxReason(StrEnum):
+    """Reasons of a Session's `SandboxBound` condition."""
+
+    BOUND = "Bound"
+    """A sandbox pod is bound; the message names it and how it was claimed (warm or cold)."""
+    STARTING = "Starting"
+    """No warm sandbox was free: one is starting for this session."""
+    BACKOFF = "Backoff"
+    """The Environment's sandbox pods fail to start: this one waits for the backoff."""
+    NO_ENVIRONMENT = "NoEnvironment"
+    """Neither the Session nor its Agent names an Environment: it never gets a sandbox."""
+    IDLE_RECLAIMED = "IdleReclaimed"
+    """Idle past the Environment's `idleTimeout`: the sandbox was freed and the next tool call
+    gets a fresh one."""
+
+
+class SchedulingReason(StrEnum):
     """Reasons of a Session's `Scheduled` condition (whether a harness worker runs it)."""
 
     WORKER_ASSIGNED = "WorkerAssigned"
+    """A harness worker took its input."""
     WAITING_FOR_WORKER = "WaitingForWorker"
-    """Input is waiting and no worker of the Agent can take it; the message says why."""
+    """Input is waiting and no worker of the Agent can take it; the message says why (the
+    gateway returns it as the session's `status_message`)."""
+
+
+class EventReason(StrEnum):
+    """Reasons of the Kubernetes Events the operator posts besides these: a change of an
+    Agent's `Ready` reason is posted with that reason, a Session's change of phase with the
+    new phase (`Running`, `Idle`, …)."""
+
+    UNRESOLVED = "Unresolved"
+    """A Session's reference does not resolve (yet); a warning."""
+    CANCELLED = "Cancelled"
+    """`spec.cancel` is set: the session is terminated."""
+    SANDBOX_REPLACED = "SandboxReplaced"
+    """A Session's sandbox died or is gone: another is bound."""
+    EXPIRED = "Expired"
+    """The Session's `ttl` ran out: it is deleted."""
+
+
+CONDITIONS: dict[str, dict[ConditionType, type[StrEnum]]] = {
+    "Agent": {ConditionType.READY: AgentReason},
+    "Environment": {ConditionType.READY: EnvironmentReason},
+    "Session": {
+        ConditionType.READY: SessionReason,
+        ConditionType.SANDBOX_BOUND: SandboxReason,
+        ConditionType.SCHEDULED: SchedulingReason,
+    },
+}
+"""Each resource's condition types, and the reasons of each."""
+
+Reason = AgentReason | EnvironmentReason | SessionReason | SandboxReason | SchedulingReason
+"""Any condition's reason."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
+from enum import StrEnum
 from typing import Any
 
+from paddock.models.conditions import CONDITIONS, ConditionType, EventReason
 from paddock.models.crd import RESOURCES, Resource, structural_schema
 
 INTRO = """# Resources
@@ -112,5 +116,62 @@ def _section(resource: Resource) -> str:
     return "\n".join(out)
 
 
+def member_docs(enum: type[StrEnum]) -> dict[str, str]:
+    """Each member's docstring (the string literal after it), on one line. Raises if a
+    member has none: every reason a user may see is explained."""
+    (body,) = ast.parse(inspect.getsource(enum)).body
+    assert isinstance(body, ast.ClassDef)
+    docs = {}
+    for statement, following in zip(body.body, body.body[1:], strict=False):
+        if (
+            isinstance(statement, ast.Assign)
+            and isinstance(statement.targets[0], ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[statement.targets[0].id] = " ".join(following.value.value.split())
+    missing = [m.name for m in enum if m.name not in docs]
+    if missing:
+        raise ValueError(f"{enum.__name__}: no docstring for {', '.join(missing)}")
+    return {enum[name].value: text for name, text in docs.items()}
+
+
+def _enum_doc(enum: type[StrEnum]) -> str:
+    return " ".join((enum.__doc__ or "").split())
+
+
+def conditions_markdown() -> str:
+    """The condition types and reasons of each resource, and the Events' reasons."""
+    types = member_docs(ConditionType)
+    out = [
+        "## Conditions and Events",
+        "",
+        "Condition types and reasons are stable: scripts and alerts may match them. They are "
+        "the enums of `paddock.models.conditions`.",
+        "",
+        "| Condition | Meaning |",
+        "|---|---|",
+        *(f"| `{kind}` | {text} |" for kind, text in types.items()),
+        "",
+        "| Resource | Condition | Reason | Meaning |",
+        "|---|---|---|---|",
+    ]
+    for resource, conditions in CONDITIONS.items():
+        for kind, reasons in conditions.items():
+            for reason, text in member_docs(reasons).items():
+                out.append(f"| {resource} | `{kind}` | `{reason}` | {text} |")
+    out += [
+        "",
+        _enum_doc(EventReason),
+        "",
+        "| Event reason | Meaning |",
+        "|---|---|",
+        *(f"| `{reason}` | {text} |" for reason, text in member_docs(EventReason).items()),
+        "",
+    ]
+    return "\n".join(out)
+
+
 def resources_markdown() -> str:
-    return INTRO + "\n" + "\n".join(_section(r) for r in RESOURCES)
+    return INTRO + "\n" + "\n".join(_section(r) for r in RESOURCES) + "\n" + conditions_markdown()

@@ -6,22 +6,22 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from paddock.kube import KubeClient
-from paddock.models import Agent
+from paddock.models import API_VERSION, Agent, AgentReason, ConditionType, Environment
 from paddock.operator import events, render
 from paddock.operator.identity import ensure_id
+from paddock.operator.observed import Deployment, Pod
 from paddock.operator.runtime import Runtime
-from paddock.operator.status import agent_status
+from paddock.operator.status import AgentStatusBody, agent_status
 
 MANAGER = "paddock"
 
 
-async def missing_secrets(kube: KubeClient, agent: dict[str, Any]) -> list[str]:
+async def missing_secrets(kube: KubeClient, agent: Agent) -> list[str]:
     """The referenced Secret keys that do not exist, described for a user."""
-    namespace = agent["metadata"]["namespace"]
-    credentials = Agent.model_validate(agent).spec.credentials
+    namespace = render.namespace_of(agent)
+    credentials = agent.spec.credentials
     references = [("credentials.anthropicApiKey", credentials.anthropic_api_key)] + [
         (f"credentials.hosts[{c.host}]", c.secret_ref) for c in credentials.hosts
     ]
@@ -35,19 +35,19 @@ async def missing_secrets(kube: KubeClient, agent: dict[str, Any]) -> list[str]:
     return missing
 
 
-async def apply_proxy_config(rt: Runtime, agent: dict[str, Any]) -> None:
+async def apply_proxy_config(rt: Runtime, agent: Agent) -> None:
     """The proxy config lists every Environment of the namespace; it is reloaded live."""
-    namespace = agent["metadata"]["namespace"]
-    environments = await rt.kube.list("paddock.dev/v1alpha1", "Environment", namespace)
+    found = await rt.kube.list(API_VERSION, "Environment", render.namespace_of(agent))
+    environments = [Environment.model_validate(e) for e in found]
     await rt.kube.apply(
         render.proxy_config_map(agent, environments, rt.settings.render), manager=MANAGER
     )
 
 
-async def reconcile(rt: Runtime, agent: dict[str, Any], *, active_sessions: int) -> dict[str, Any]:
+async def reconcile(rt: Runtime, agent: Agent, *, active_sessions: int) -> AgentStatusBody:
     """Apply everything the Agent renders to; return its status. Objects are applied even
     while a reference is missing: pods wait for a Secret that GitOps applies later."""
-    kube, namespace = rt.kube, agent["metadata"]["namespace"]
+    kube, namespace = rt.kube, render.namespace_of(agent)
     names = render.harness_names(agent)
     if await kube.find("v1", "Secret", namespace, names["token_key"]) is None:
         await kube.create(render.token_key_secret(agent, secrets.token_hex(32)))
@@ -58,35 +58,40 @@ async def reconcile(rt: Runtime, agent: dict[str, Any], *, active_sessions: int)
     )
     await kube.apply(render.proxy_service(agent), manager=MANAGER)
     await kube.apply(render.harness_network_policy(agent, rt.settings.render), manager=MANAGER)
-    return await status(rt, agent, deployment=deployment, active_sessions=active_sessions)
+    return await status(
+        rt, agent, deployment=Deployment(deployment), active_sessions=active_sessions
+    )
 
 
 async def status(
     rt: Runtime,
-    agent: dict[str, Any],
+    agent: Agent,
     *,
-    deployment: dict[str, Any] | None = None,
+    deployment: Deployment | None = None,
     active_sessions: int,
-) -> dict[str, Any]:
-    namespace = agent["metadata"]["namespace"]
+) -> AgentStatusBody:
+    """The Agent's status; ``deployment``: its harness Deployment if the caller has it."""
+    namespace = render.namespace_of(agent)
     if deployment is None:
-        deployment = await rt.kube.find(
+        found = await rt.kube.find(
             "apps/v1", "Deployment", namespace, render.harness_names(agent)["deployment"]
         )
-    environment = (agent.get("spec") or {}).get("environmentRef", {}).get("name")
+        deployment = Deployment(found) if found is not None else None
+    environment = agent.spec.environment_ref.name if agent.spec.environment_ref else None
     missing_environment = None
     if (
         environment
-        and await rt.kube.find("paddock.dev/v1alpha1", "Environment", namespace, environment)
-        is None
+        and await rt.kube.find(API_VERSION, "Environment", namespace, environment) is None
     ):
         missing_environment = environment
-    ready = (deployment or {}).get("status", {}).get("readyReplicas", 0) or 0
     # Why no worker is ready is in the pods: read them only then.
     harness_pods = (
         []
-        if deployment is None or ready
-        else await rt.kube.list("v1", "Pod", namespace, labels=render.harness_labels(agent))
+        if deployment is None or deployment.ready_replicas
+        else [
+            Pod(p)
+            for p in await rt.kube.list("v1", "Pod", namespace, labels=render.harness_labels(agent))
+        ]
     )
     return agent_status(
         agent,
@@ -111,10 +116,10 @@ class AgentReconciler:
     def forget_applied(self) -> None:
         self._applied.clear()
 
-    async def reconcile(self, agent: dict[str, Any]) -> None:
-        meta = agent["metadata"]
-        uid, generation = meta.get("uid", ""), meta.get("generation", 0)
-        active = self.active_sessions(f"{meta['namespace']}/{meta['name']}")
+    async def reconcile(self, agent: Agent) -> None:
+        meta = agent.metadata
+        uid, generation = meta.uid or "", meta.generation or 0
+        active = self.active_sessions(f"{meta.namespace}/{meta.name}")
         if self._applied.get(uid) != generation:
             await ensure_id(self.rt.kube, agent)
             new = await reconcile(self.rt, agent, active_sessions=active)
@@ -123,18 +128,18 @@ class AgentReconciler:
             new = await status(self.rt, agent, active_sessions=active)
         await self._report(agent, new)
 
-    async def _report(self, agent: dict[str, Any], new: dict[str, Any]) -> None:
-        old = next(
-            (c for c in (agent.get("status") or {}).get("conditions", []) if c["type"] == "Ready"),
-            None,
-        )
+    async def _report(self, agent: Agent, new: AgentStatusBody) -> None:
+        current = agent.status.to_k8s() if agent.status else None
+        conditions = agent.status.conditions if agent.status else []
+        old = next((c for c in conditions if c.type == ConditionType.READY), None)
         ready = new["conditions"][0]
-        if old is None or (old["status"], old["reason"]) != (ready["status"], ready["reason"]):
+        if old is None or (old.status, old.reason) != (ready["status"], ready["reason"]):
             warning = ready["status"] != "True"
             await events.post(
-                self.rt.kube, agent, ready["reason"], ready["message"], warning=warning
+                self.rt.kube, agent, AgentReason(ready["reason"]), ready["message"], warning=warning
             )
-        if new != agent.get("status"):
-            applied = await self.rt.kube.apply_status(agent, new, MANAGER)
+        # The validated status dumps back to what the API stores: equal when nothing changed.
+        if new != current:
+            applied = await self.rt.kube.apply_status(agent.to_k8s(), new, MANAGER)
             if applied:
                 self.rt.informers["Agent"].store(applied)

@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 from redis.exceptions import RedisError
 
 from paddock.kube import ApiError
+from paddock.models import Agent, Environment
 from paddock.operator import agents, environments, metrics, sessions
 from paddock.operator import labels as L
 from paddock.operator.informer import Informer
@@ -265,12 +266,14 @@ class Controller:
     async def _agent(self, key: Key) -> None:
         agent = self.rt.informers["Agent"].get(key.namespace, key.name)
         if agent is not None and not agent["metadata"].get("deletionTimestamp"):
-            await self.agents.reconcile(agent)
+            await self.agents.reconcile(Agent.model_validate(agent))
 
     async def _environment(self, key: Key) -> None:
         environment = self.rt.informers["Environment"].get(key.namespace, key.name)
         if environment is not None and not environment["metadata"].get("deletionTimestamp"):
-            await environments.reconcile_environment(self.rt, environment)
+            await environments.reconcile_environment(
+                self.rt, Environment.model_validate(environment)
+            )
 
     async def _pool(self, key: Key) -> None:
         # A burst of sessions changes the pool's count of bound pods with every pod:

@@ -3,17 +3,16 @@ proxy config of every Agent of the namespace. (Its warm pool is the `pool` key's
 
 from __future__ import annotations
 
-from typing import Any
-
+from paddock.models import Agent, Environment
 from paddock.operator import agents, render
 from paddock.operator.identity import ensure_id
 from paddock.operator.runtime import Runtime
 
 
-async def reconcile_environment(rt: Runtime, environment: dict[str, Any]) -> None:
+async def reconcile_environment(rt: Runtime, environment: Environment) -> None:
     await ensure_id(rt.kube, environment)
     await rt.kube.apply(render.sandbox_network_policy(environment), manager=agents.MANAGER)
-    namespace = environment["metadata"]["namespace"]
+    namespace = render.namespace_of(environment)
     for agent in list(rt.informers["Agent"].values()):
         if agent["metadata"]["namespace"] == namespace:
-            await agents.apply_proxy_config(rt, agent)
+            await agents.apply_proxy_config(rt, Agent.model_validate(agent))

@@ -5,35 +5,45 @@ from __future__ import annotations
 import logging
 import secrets
 from datetime import UTC, datetime
-from typing import Any
 
 from paddock.kube import ApiError, KubeClient
+from paddock.models import Agent, AgentReason, Environment, EventReason, ObjectStub, Session
+from paddock.models.session import SessionPhase
 
 log = logging.getLogger(__name__)
 
+Regarding = Agent | Environment | Session | ObjectStub
+"""What an Event can be about: a resource, or the stub of one (enough to name it)."""
+
 
 async def post(
-    kube: KubeClient, resource: dict[str, Any], reason: str, message: str, *, warning: bool = False
+    kube: KubeClient,
+    resource: Regarding,
+    reason: EventReason | AgentReason | SessionPhase,
+    message: str,
+    *,
+    warning: bool = False,
 ) -> None:
     """Post an Event about ``resource``; failures are logged, never raised (an Event is
-    information, not part of the reconcile)."""
-    meta = resource["metadata"]
+    information, not part of the reconcile). ``reason``: one of `EventReason`, an Agent's
+    new `Ready` reason, or a Session's new phase."""
+    meta = resource.metadata
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     event = {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {
-            "name": f"{meta['name']}.{secrets.token_hex(8)}",
-            "namespace": meta["namespace"],
+            "name": f"{meta.name}.{secrets.token_hex(8)}",
+            "namespace": meta.namespace,
         },
         "involvedObject": {
-            "apiVersion": resource["apiVersion"],
-            "kind": resource["kind"],
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "uid": meta.get("uid"),
+            "apiVersion": resource.api_version,
+            "kind": resource.kind,
+            "name": meta.name,
+            "namespace": meta.namespace,
+            "uid": meta.uid,
         },
-        "reason": reason,
+        "reason": str(reason),
         "message": message[:1024],
         "type": "Warning" if warning else "Normal",
         "source": {"component": "paddock-operator"},
@@ -44,4 +54,4 @@ async def post(
     try:
         await kube.create(event)
     except ApiError as exc:
-        log.warning("could not post event %s on %s: %s", reason, meta["name"], exc)
+        log.warning("could not post event %s on %s: %s", reason, meta.name, exc)

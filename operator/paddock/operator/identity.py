@@ -3,10 +3,9 @@ cannot hold `_`. The gateway sets them on what it creates; the operator on the r
 
 from __future__ import annotations
 
-from typing import Any
-
 from paddock.eventlog.ids import new_id
 from paddock.kube import KubeClient
+from paddock.models import Agent, Environment, Session
 from paddock.operator import labels as L
 
 ID_LABELS = {
@@ -16,19 +15,21 @@ ID_LABELS = {
 }
 
 
-async def ensure_id(kube: KubeClient, resource: dict[str, Any]) -> str:
+async def ensure_id(kube: KubeClient, resource: Agent | Environment | Session) -> str:
     """The resource's id, labelling it with a new one first if it has none."""
-    label, prefix = ID_LABELS[resource["kind"]]
-    meta = resource["metadata"]
-    existing = (meta.get("labels") or {}).get(label)
+    label, prefix = ID_LABELS[resource.kind]
+    meta = resource.metadata
+    existing = (meta.labels or {}).get(label)
     if existing:
-        return str(existing)
+        return existing
+    if not meta.namespace or not meta.name:
+        raise ValueError(f"{resource.kind} has no name or namespace: it was not read from the API")
     new = new_id(prefix)
     await kube.patch(
-        resource["apiVersion"],
-        resource["kind"],
-        meta["namespace"],
-        meta["name"],
+        resource.api_version,
+        resource.kind,
+        meta.namespace,
+        meta.name,
         {"metadata": {"labels": {label: new}}},
     )
     return new

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,24 +44,40 @@ class RenderSettings:
     anthropic_url: str = "https://api.anthropic.com"
 
 
-def _owner(resource: dict[str, Any]) -> list[dict[str, Any]]:
-    meta = resource["metadata"]
+Owner = Agent | Environment
+
+
+def _required(value: str | None, owner: Owner, field: str) -> str:
+    if not value:
+        raise ValueError(f"{owner.kind} has no metadata.{field}: it was not read from the API")
+    return value
+
+
+def name_of(owner: Owner) -> str:
+    return _required(owner.metadata.name, owner, "name")
+
+
+def namespace_of(owner: Owner) -> str:
+    return _required(owner.metadata.namespace, owner, "namespace")
+
+
+def _owner(resource: Owner) -> list[dict[str, Any]]:
     return [
         {
-            "apiVersion": resource["apiVersion"],
-            "kind": resource["kind"],
-            "name": meta["name"],
-            "uid": meta["uid"],
+            "apiVersion": resource.api_version,
+            "kind": resource.kind,
+            "name": name_of(resource),
+            "uid": _required(resource.metadata.uid, resource, "uid"),
             "controller": True,
             "blockOwnerDeletion": True,
         }
     ]
 
 
-def _meta(name: str, owner: dict[str, Any], extra_labels: dict[str, str]) -> dict[str, Any]:
+def _meta(name: str, owner: Owner, extra_labels: dict[str, str]) -> dict[str, Any]:
     return {
         "name": name,
-        "namespace": owner["metadata"]["namespace"],
+        "namespace": namespace_of(owner),
         "labels": {**L.MANAGED_BY, **extra_labels},
         "ownerReferences": _owner(owner),
     }
@@ -85,8 +102,8 @@ def digest(value: Any) -> str:
 # --- Agent ---------------------------------------------------------------------------
 
 
-def harness_names(agent: dict[str, Any]) -> dict[str, str]:
-    name = agent["metadata"]["name"]
+def harness_names(agent: Agent) -> dict[str, str]:
+    name = name_of(agent)
     return {
         "deployment": f"{name}-harness",
         "agent_config": f"{name}-agent",
@@ -97,21 +114,17 @@ def harness_names(agent: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def harness_labels(agent: dict[str, Any]) -> dict[str, str]:
-    return {L.COMPONENT: "harness", L.AGENT: agent["metadata"]["name"]}
+def harness_labels(agent: Agent) -> dict[str, str]:
+    return {L.COMPONENT: "harness", L.AGENT: name_of(agent)}
 
 
-def agent_config_map(agent: dict[str, Any]) -> dict[str, Any]:
+def agent_config_map(agent: Agent) -> dict[str, Any]:
     """The Agent as the harness reads it (a file, so a 100k system prompt is no env var)."""
-    model = Agent.model_validate(agent)
     document = {
-        "apiVersion": agent["apiVersion"],
+        "apiVersion": agent.api_version,
         "kind": "Agent",
-        "metadata": {
-            "name": agent["metadata"]["name"],
-            "namespace": agent["metadata"]["namespace"],
-        },
-        "spec": model.spec.to_k8s(),
+        "metadata": {"name": name_of(agent), "namespace": namespace_of(agent)},
+        "spec": agent.spec.to_k8s(),
     }
     return {
         "apiVersion": "v1",
@@ -122,15 +135,14 @@ def agent_config_map(agent: dict[str, Any]) -> dict[str, Any]:
 
 
 def proxy_config(
-    agent: dict[str, Any], environments: list[dict[str, Any]], settings: RenderSettings
+    agent: Agent, environments: Sequence[Environment], settings: RenderSettings
 ) -> dict[str, Any]:
     """The credential proxy's configuration: every Environment of the namespace (a session
     may name any of them), and a file for each credential."""
-    model = Agent.model_validate(agent)
     policies = {}
-    for environment in sorted(environments, key=lambda e: e["metadata"]["name"]):
-        networking = Environment.model_validate(environment).spec.networking
-        policies[environment["metadata"]["name"]] = {
+    for environment in sorted(environments, key=name_of):
+        networking = environment.spec.networking
+        policies[name_of(environment)] = {
             "mode": networking.mode,
             "allowed_domains": list(networking.allowed_domains),
             "allow_package_managers": networking.allow_package_managers,
@@ -160,14 +172,14 @@ def proxy_config(
                     else {}
                 ),
             }
-            for i, c in enumerate(model.spec.credentials.hosts)
+            for i, c in enumerate(agent.spec.credentials.hosts)
         ],
         "blocked_ports": sorted({6379, redis_port(settings.redis_url)}),
     }
 
 
 def proxy_config_map(
-    agent: dict[str, Any], environments: list[dict[str, Any]], settings: RenderSettings
+    agent: Agent, environments: Sequence[Environment], settings: RenderSettings
 ) -> dict[str, Any]:
     config = yaml.safe_dump(proxy_config(agent, environments, settings), sort_keys=False)
     return {
@@ -178,7 +190,7 @@ def proxy_config_map(
     }
 
 
-def token_key_secret(agent: dict[str, Any], key: str) -> dict[str, Any]:
+def token_key_secret(agent: Agent, key: str) -> dict[str, Any]:
     """The HMAC key the proxy signs sandbox egress tokens with (generated once)."""
     return {
         "apiVersion": "v1",
@@ -200,13 +212,12 @@ def _secret_volume(name: str, secret: str, key: str, path: str) -> dict[str, Any
     }
 
 
-def harness_deployment(agent: dict[str, Any], settings: RenderSettings) -> dict[str, Any]:
+def harness_deployment(agent: Agent, settings: RenderSettings) -> dict[str, Any]:
     """The Agent's workers: the harness container and the credential-proxy sidecar. Only the
     proxy mounts Secrets; no container gets a ServiceAccount token or API permissions."""
-    model = Agent.model_validate(agent)
-    spec = model.spec
+    spec = agent.spec
     names = harness_names(agent)
-    namespace = agent["metadata"]["namespace"]
+    namespace = namespace_of(agent)
     image = spec.harness.image or settings.image
     pod_labels = harness_labels(agent)
     credentials = spec.credentials
@@ -244,7 +255,7 @@ def harness_deployment(agent: dict[str, Any], settings: RenderSettings) -> dict[
         "image": image,
         "command": ["python", "-m", "paddock.harness"],
         "env": [
-            {"name": "PADDOCK_AGENT", "value": f"{namespace}/{agent['metadata']['name']}"},
+            {"name": "PADDOCK_AGENT", "value": f"{namespace}/{name_of(agent)}"},
             {"name": "PADDOCK_AGENT_FILE", "value": "/etc/paddock/agent/agent.yaml"},
             {"name": "PADDOCK_REDIS_URL", "value": settings.redis_url},
             {
@@ -321,7 +332,7 @@ def harness_deployment(agent: dict[str, Any], settings: RenderSettings) -> dict[
     }
 
 
-def proxy_service(agent: dict[str, Any]) -> dict[str, Any]:
+def proxy_service(agent: Agent) -> dict[str, Any]:
     """How sandboxes reach their Agent's proxies: any worker's proxy verifies any token."""
     return {
         "apiVersion": "v1",
@@ -353,7 +364,7 @@ def redis_port(url: str) -> int:
     return urlsplit(url).port or 6379
 
 
-def harness_network_policy(agent: dict[str, Any], settings: RenderSettings) -> dict[str, Any]:
+def harness_network_policy(agent: Agent, settings: RenderSettings) -> dict[str, Any]:
     """Harness pods: sandboxes may reach the proxy, anyone the metrics; out to DNS, Redis,
     the sandboxes and public HTTPS (the model API and allowlisted hosts), never the
     metadata address or other private addresses."""
@@ -390,19 +401,19 @@ def harness_network_policy(agent: dict[str, Any], settings: RenderSettings) -> d
 # --- Environment ---------------------------------------------------------------------
 
 
-def sandbox_labels(environment: dict[str, Any]) -> dict[str, str]:
-    return {L.COMPONENT: "sandbox", L.ENVIRONMENT: environment["metadata"]["name"]}
+def sandbox_labels(environment: Environment) -> dict[str, str]:
+    return {L.COMPONENT: "sandbox", L.ENVIRONMENT: name_of(environment)}
 
 
-def sandbox_template_hash(environment: dict[str, Any]) -> str:
+def sandbox_template_hash(environment: Environment) -> str:
     """Changes whenever a pooled sandbox would be rendered differently."""
-    return digest(Environment.model_validate(environment).spec.to_k8s())
+    return digest(environment.spec.to_k8s())
 
 
-def sandbox_pod(environment: dict[str, Any], name: str, token: str) -> dict[str, Any]:
+def sandbox_pod(environment: Environment, name: str, token: str) -> dict[str, Any]:
     """A warm sandbox: the Environment's template, locked down. It holds no secret and no
     ServiceAccount token; its own bearer token reaches it through the downward API."""
-    spec = Environment.model_validate(environment).spec
+    spec = environment.spec
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -475,9 +486,9 @@ def sandbox_pod(environment: dict[str, Any], name: str, token: str) -> dict[str,
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
 
 
-def sandbox_network_policy(environment: dict[str, Any]) -> dict[str, Any]:
+def sandbox_network_policy(environment: Environment) -> dict[str, Any]:
     """Sandboxes accept calls only from harness pods and reach only the proxies and DNS."""
-    name = environment["metadata"]["name"]
+    name = name_of(environment)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

@@ -23,10 +23,11 @@ from typing import Any
 from paddock.eventlog import SessionNotFound
 from paddock.eventlog.sessionstate import SandboxBinding
 from paddock.kube import JSON_PATCH, Conflict, NotFound
-from paddock.models.environment import EnvironmentSpec
+from paddock.models.environment import Environment, EnvironmentSpec
 from paddock.operator import labels as L
 from paddock.operator import metrics, render
 from paddock.operator.informer import Informer
+from paddock.operator.observed import Pod
 from paddock.operator.retry import FIRST_S, retry_delay_s
 from paddock.operator.runtime import Runtime
 from paddock.operator.status import environment_status, pod_dead, pod_failure, pod_ready
@@ -63,7 +64,7 @@ def start_failure(pod: dict[str, Any]) -> str | None:
     status = pod.get("status") or {}
     if status.get("phase") != "Failed":
         return None
-    failure = pod_failure(pod)
+    failure = pod_failure(Pod(pod))
     return (
         failure[1] if failure else status.get("message") or f"pod {pod['metadata']['name']} failed"
     )
@@ -187,7 +188,8 @@ class Sandboxes:
         original = environment
         environment = self._effective(environment)
         namespace, name = environment["metadata"]["namespace"], environment["metadata"]["name"]
-        current = render.sandbox_template_hash(environment)
+        model = Environment.model_validate(environment)
+        current = render.sandbox_template_hash(model)
         bound = sum(1 for p in self.pool_pods(namespace, name, "bound") if not pod_dead(p))
         warm, claiming = [], []
         for pod in self.pool_pods(namespace, name, "warm"):
@@ -212,7 +214,7 @@ class Sandboxes:
                 missing = 1  # one start at a time until one serves
         if missing > 0:
             replies = await asyncio.gather(
-                *(self.kube.create(self._new_pod(environment)) for _ in range(missing)),
+                *(self.kube.create(self._new_pod(model)) for _ in range(missing)),
                 return_exceptions=True,
             )
             created = [r for r in replies if isinstance(r, dict)]
@@ -227,8 +229,8 @@ class Sandboxes:
         warm = warm[:size]
         failures = self.failures.get((namespace, name))
         status = environment_status(
-            environment,
-            warm=warm,
+            model,
+            ready=sum(1 for pod in warm if pod_ready(pod)),
             bound=bound,
             template_hash=current,
             failures=(failures.count, failures.message) if failures else None,
@@ -246,8 +248,8 @@ class Sandboxes:
             if environments is not None and applied:
                 environments.store(applied)
 
-    def _new_pod(self, environment: dict[str, Any]) -> dict[str, Any]:
-        name = f"{environment['metadata']['name']}-{secrets.token_hex(4)}"
+    def _new_pod(self, environment: Environment) -> dict[str, Any]:
+        name = f"{render.name_of(environment)}-{secrets.token_hex(4)}"
         pod = render.sandbox_pod(environment, name, secrets.token_urlsafe(32))
         # Who made it: with several replicas, only the holder of the leader lease does.
         pod["metadata"]["annotations"][L.CREATED_BY] = self.rt.settings.identity
@@ -282,7 +284,7 @@ class Sandboxes:
             self.schedule(("sandbox", namespace, session_id), wait)
             return "waiting"
         self.wanting.discard(session_id)
-        pod = self._new_pod(self._effective(environment))
+        pod = self._new_pod(Environment.model_validate(self._effective(environment)))
         pod["metadata"]["labels"].update({L.SANDBOX_STATE: "bound", L.SESSION_ID: session_id})
         pod["metadata"]["annotations"][L.CLAIM] = "cold"
         pod["metadata"]["ownerReferences"] = _owned_by(session)

@@ -26,12 +26,21 @@ from paddock.eventlog import (
 from paddock.eventlog.ids import new_id
 from paddock.eventlog.sessionstate import open_session
 from paddock.kube import JSON_PATCH
-from paddock.models import Agent, Session, environment_name
+from paddock.models import (
+    Agent,
+    ConditionType,
+    EventReason,
+    ObjectStub,
+    SandboxReason,
+    Session,
+    SessionReason,
+    environment_name,
+)
 from paddock.operator import events
 from paddock.operator import labels as L
 from paddock.operator.runtime import Runtime
 from paddock.operator.sandboxes import Sandboxes, start_failure
-from paddock.operator.status import condition, pod_dead, pod_ready
+from paddock.operator.status import ConditionBody, condition, pod_dead, pod_ready
 
 log = logging.getLogger(__name__)
 SESSION_MANAGER = "paddock-session"
@@ -44,9 +53,9 @@ class Unresolved(Exception):
     """A reference does not resolve (yet): the status says so and the handler retries."""
 
 
-def _ready(session: dict[str, Any], ok: bool, reason: str, message: str) -> dict[str, Any]:
+def _ready(session: dict[str, Any], ok: bool, reason: SessionReason, message: str) -> ConditionBody:
     return condition(
-        "Ready",
+        ConditionType.READY,
         ok,
         reason,
         message,
@@ -57,10 +66,10 @@ def _ready(session: dict[str, Any], ok: bool, reason: str, message: str) -> dict
 
 
 def _sandbox_condition(
-    session: dict[str, Any], ok: bool, reason: str, message: str
-) -> dict[str, Any]:
+    session: dict[str, Any], ok: bool, reason: SandboxReason, message: str
+) -> ConditionBody:
     return condition(
-        "SandboxBound",
+        ConditionType.SANDBOX_BOUND,
         ok,
         reason,
         message,
@@ -71,7 +80,7 @@ def _sandbox_condition(
 
 
 async def _unresolved(
-    rt: Runtime, session: dict[str, Any], sid: str, reason: str, message: str
+    rt: Runtime, session: dict[str, Any], sid: str, reason: SessionReason, message: str
 ) -> NoReturn:
     status = {
         "sessionId": sid,
@@ -97,7 +106,7 @@ async def accept(
             rt,
             session,
             sid,
-            "AgentNotFound",
+            SessionReason.AGENT_NOT_FOUND,
             f'Agent "{agent_name}" not found in namespace "{namespace}"',
         )
     model = Session.model_validate(session)
@@ -111,13 +120,15 @@ async def accept(
         environment = await rt.find("paddock.dev/v1alpha1", "Environment", namespace, env_name)
         if environment is None:
             message = f'Environment "{env_name}" not found in namespace "{namespace}"'
-            await _unresolved(rt, session, sid, "EnvironmentNotFound", message)
+            await _unresolved(rt, session, sid, SessionReason.ENVIRONMENT_NOT_FOUND, message)
     if settings is None:
         await open_session(rt.log, rt.state, sid, model, environment=env_name)
     ready = {
         "sessionId": sid,
         "observedGeneration": meta.get("generation"),
-        "conditions": [_ready(session, True, "Accepted", f'run by Agent "{agent_name}"')],
+        "conditions": [
+            _ready(session, True, SessionReason.ACCEPTED, f'run by Agent "{agent_name}"')
+        ],
     }
     if environment is None:
         # No binder will ever write this session's SandboxBound: one write says both.
@@ -125,7 +136,7 @@ async def accept(
             _sandbox_condition(
                 session,
                 False,
-                "NoEnvironment",
+                SandboxReason.NO_ENVIRONMENT,
                 "neither the Session nor its Agent names an Environment",
             )
         )
@@ -157,13 +168,14 @@ async def report_binding(
     """The sandbox part of the status, from the binding in Redis; ``waiting``: the
     Environment's sandboxes fail to start and this one waits for the backoff."""
     binding = await rt.state.sandbox(sid)
+    status: dict[str, Any]
     if binding is None:
         status = {
             "conditions": [
                 _sandbox_condition(
                     session,
                     False,
-                    "Backoff" if waiting else "Starting",
+                    SandboxReason.BACKOFF if waiting else SandboxReason.STARTING,
                     "the Environment's sandbox pods fail to start (see its status): "
                     "retrying with backoff"
                     if waiting
@@ -182,7 +194,7 @@ async def report_binding(
             },
             "conditions": [
                 _sandbox_condition(
-                    session, True, "Bound", f"sandbox {binding.pod} ({binding.claim})"
+                    session, True, SandboxReason.BOUND, f"sandbox {binding.pod} ({binding.claim})"
                 )
             ],
         }
@@ -267,7 +279,10 @@ async def _bind_again(
         return
     if gone is not None:
         await events.post(
-            rt.kube, session, "SandboxReplaced", f"sandbox {gone} is gone; binding another"
+            rt.kube,
+            Session.model_validate(session),
+            EventReason.SANDBOX_REPLACED,
+            f"sandbox {gone} is gone; binding another",
         )
     environment = await rt.find(
         "paddock.dev/v1alpha1", "Environment", namespace, settings.environment or ""
@@ -392,13 +407,22 @@ class SessionReconciler:
                 session_id, _, _ = await accept(rt, self.sandboxes, session)
             except Unresolved as exc:
                 self.unresolved.setdefault(namespace, set()).add(name)
-                await events.post(rt.kube, session, "Unresolved", str(exc), warning=True)
+                await events.post(
+                    rt.kube,
+                    Session.model_validate(session),
+                    EventReason.UNRESOLVED,
+                    str(exc),
+                    warning=True,
+                )
                 raise
             self._accepted.add(uid)
             self.unresolved.get(namespace, set()).discard(name)
         if (slim.get("spec") or {}).get("cancel") and uid not in self._cancelled and session_id:
             await cancel(rt, self.sandboxes, slim, session_id)
             await events.post(
-                rt.kube, slim, "Cancelled", "spec.cancel is set: the session is terminated"
+                rt.kube,
+                ObjectStub.model_validate(slim),
+                EventReason.CANCELLED,
+                "spec.cancel is set: the session is terminated",
             )
             self._cancelled.add(uid)

@@ -2,41 +2,122 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from paddock.eventlog import SessionSnapshot
-from paddock.models import AgentReason, EnvironmentReason
+from paddock.models import (
+    Agent,
+    AgentReason,
+    Condition,
+    ConditionType,
+    Environment,
+    EnvironmentReason,
+)
+from paddock.models.common import ConditionStatus
+from paddock.models.conditions import Reason
 from paddock.models.pricing import list_cost_cents
+from paddock.models.session import SessionPhase
+from paddock.operator.observed import Deployment, Pod
+
+
+class ConditionBody(TypedDict):
+    """A condition as the status subresource takes it."""
+
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str
+    lastTransitionTime: str
+    observedGeneration: NotRequired[int]
+
+
+class AgentStatusBody(TypedDict):
+    observedGeneration: int | None
+    conditions: list[ConditionBody]
+    replicas: int
+    readyReplicas: int
+    activeSessions: int
+
+
+class WarmPoolBody(TypedDict):
+    desired: int
+    ready: int
+    bound: int
+
+
+class EnvironmentStatusBody(TypedDict):
+    observedGeneration: int | None
+    conditions: list[ConditionBody]
+    warmPool: WarmPoolBody
+    templateHash: str
+
+
+class MoneyBody(TypedDict):
+    amount: str
+    currency: str
+
+
+class UsageBody(TypedDict):
+    inputTokens: int
+    outputTokens: int
+    cacheReadInputTokens: int
+    cacheCreationInputTokens: int
+    activeSeconds: float
+    listCost: NotRequired[MoneyBody]
+
+
+class SessionLogStatus(TypedDict):
+    """The part of a Session's status that the event log decides (the sync adds its
+    `Scheduled` condition)."""
+
+    phase: SessionPhase
+    usage: UsageBody
+    eventCount: int
+    lastActiveTime: str
+    stopReason: NotRequired[str]
+    lastEventId: NotRequired[str]
+    conditions: NotRequired[list[ConditionBody]]
+
+
+def _transition(previous: Condition | Mapping[str, Any]) -> tuple[str, str, datetime | None]:
+    if isinstance(previous, Condition):
+        return previous.type, previous.status, previous.last_transition_time
+    since = previous.get("lastTransitionTime")
+    return (
+        previous.get("type", ""),
+        previous.get("status", ""),
+        datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None,
+    )
 
 
 def condition(
-    kind: str,
+    kind: ConditionType,
     ok: bool,
-    reason: str,
+    reason: Reason,
     message: str,
     *,
     generation: int | None,
-    previous: list[dict[str, Any]] | None,
+    previous: Sequence[Condition | Mapping[str, Any]] | None,
     now: datetime,
-) -> dict[str, Any]:
-    """A condition; its `lastTransitionTime` moves only when its status changes."""
-    status = "True" if ok else "False"
+) -> ConditionBody:
+    """A condition; its `lastTransitionTime` moves only when its status changes.
+    ``previous``: the conditions the status has now (validated, or as the API sent them:
+    the informers keep Sessions as slim JSON)."""
+    status: ConditionStatus = "True" if ok else "False"
     since = now
     for old in previous or []:
-        if (
-            old.get("type") == kind
-            and old.get("status") == status
-            and old.get("lastTransitionTime")
-        ):
-            since = datetime.fromisoformat(old["lastTransitionTime"].replace("Z", "+00:00"))
-    result: dict[str, Any] = {
-        "type": kind,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": _time(since),
-    }
+        old_kind, old_status, old_since = _transition(old)
+        if old_kind == kind and old_status == status and old_since is not None:
+            since = old_since
+    result = ConditionBody(
+        type=str(kind),
+        status=status,
+        reason=str(reason),
+        message=message,
+        lastTransitionTime=_time(since),
+    )
     if generation is not None:
         result["observedGeneration"] = generation
     return result
@@ -65,30 +146,24 @@ def _last_line(text: str | None) -> str:
     return lines[-1] if lines else ""
 
 
-def pod_failure(pod: dict[str, Any]) -> tuple[str, str] | None:
+def pod_failure(pod: Pod) -> tuple[str, str] | None:
     """("crash", message) when a container of ``pod`` keeps exiting or exited in error,
     ("start", message) when one cannot be started, else None. The message names the
     container and carries the last line of its termination message (the log's tail)."""
-    status = pod.get("status") or {}
-    name = pod["metadata"]["name"]
-    for container in status.get("containerStatuses") or []:
-        state = container.get("state") or {}
-        waiting = state.get("waiting") or {}
-        ended = state.get("terminated") or {}
-        if waiting.get("reason") == "CrashLoopBackOff":
-            ended = (container.get("lastState") or {}).get("terminated") or {}
-        if ended.get("exitCode"):
-            line = _last_line(ended.get("message"))
-            restarts = container.get("restartCount", 0)
+    for container in pod.containers:
+        ended = container.terminated
+        if ended is not None and ended.exit_code:
+            line = _last_line(ended.message)
+            restarts = container.restart_count
             return "crash", (
-                f"container {container['name']} of pod {name} exited with {ended['exitCode']}"
+                f"container {container.name} of pod {pod.name} exited with {ended.exit_code}"
                 + (f" ({restarts} restarts)" if restarts else "")
                 + (f": {line}" if line else "")
             )
-        if waiting.get("reason") in START_ERRORS:
-            detail = waiting.get("message") or status.get("message") or ""
+        if container.waiting_reason in START_ERRORS:
+            detail = container.waiting_message or pod.message
             return "start", (
-                f"container {container['name']} of pod {name}: {waiting['reason']}"
+                f"container {container.name} of pod {pod.name}: {container.waiting_reason}"
                 + (f": {_last_line(detail)}" if detail else "")
             )
     return None
@@ -98,8 +173,8 @@ def agent_ready(
     *,
     missing_secrets: list[str],
     missing_environment: str | None,
-    deployment: dict[str, Any] | None,
-    harness_pods: list[dict[str, Any]],
+    deployment: Deployment | None,
+    harness_pods: Sequence[Pod],
 ) -> tuple[bool, AgentReason, str]:
     """(ready, reason, message) of an Agent: references first, then its workers; with no
     worker ready, why the harness pods fail, if they do."""
@@ -117,8 +192,7 @@ def agent_ready(
         )
     if deployment is None:
         return False, AgentReason.HARNESS_NOT_CREATED, "the harness Deployment does not exist yet"
-    desired = deployment.get("spec", {}).get("replicas", 1)
-    ready = deployment.get("status", {}).get("readyReplicas", 0) or 0
+    desired, ready = deployment.desired, deployment.ready_replicas
     if desired == 0:
         return (
             True,
@@ -141,64 +215,65 @@ def agent_ready(
 
 
 def agent_status(
-    agent: dict[str, Any],
+    agent: Agent,
     *,
     missing_secrets: list[str],
     missing_environment: str | None,
-    deployment: dict[str, Any] | None,
-    harness_pods: list[dict[str, Any]],
+    deployment: Deployment | None,
+    harness_pods: Sequence[Pod],
     active_sessions: int,
     now: datetime,
-) -> dict[str, Any]:
-    generation = agent["metadata"].get("generation")
+) -> AgentStatusBody:
+    generation = agent.metadata.generation
     ok, reason, message = agent_ready(
         missing_secrets=missing_secrets,
         missing_environment=missing_environment,
         deployment=deployment,
         harness_pods=harness_pods,
     )
-    previous = (agent.get("status") or {}).get("conditions")
-    deployment_status = (deployment or {}).get("status", {})
-    return {
-        "observedGeneration": generation,
-        "conditions": [
+    previous = agent.status.conditions if agent.status else None
+    return AgentStatusBody(
+        observedGeneration=generation,
+        conditions=[
             condition(
-                "Ready", ok, reason, message, generation=generation, previous=previous, now=now
+                ConditionType.READY,
+                ok,
+                reason,
+                message,
+                generation=generation,
+                previous=previous,
+                now=now,
             )
         ],
-        "replicas": deployment_status.get("replicas", 0) or 0,
-        "readyReplicas": deployment_status.get("readyReplicas", 0) or 0,
-        "activeSessions": active_sessions,
-    }
-
-
-def pod_ready(pod: dict[str, Any]) -> bool:
-    if pod["metadata"].get("deletionTimestamp") or not pod.get("status", {}).get("podIP"):
-        return False
-    conditions = pod.get("status", {}).get("conditions", [])
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
-def pod_dead(pod: dict[str, Any]) -> bool:
-    return bool(pod["metadata"].get("deletionTimestamp")) or pod.get("status", {}).get("phase") in (
-        "Failed",
-        "Succeeded",
+        replicas=deployment.replicas if deployment else 0,
+        readyReplicas=deployment.ready_replicas if deployment else 0,
+        activeSessions=active_sessions,
     )
 
 
+def pod_ready(pod: dict[str, Any]) -> bool:
+    """Whether a pod from an informer serves (see `Pod.ready`)."""
+    return Pod(pod).ready
+
+
+def pod_dead(pod: dict[str, Any]) -> bool:
+    """Whether a pod from an informer will never serve again (see `Pod.dead`)."""
+    return Pod(pod).dead
+
+
 def environment_status(
-    environment: dict[str, Any],
+    environment: Environment,
     *,
-    warm: list[dict[str, Any]],
+    ready: int,
     bound: int,
     template_hash: str,
     failures: tuple[int, str] | None = None,
     now: datetime,
-) -> dict[str, Any]:
-    """``failures``: (how many sandbox pods failed to start in a row, the last's error)."""
-    generation = environment["metadata"].get("generation")
-    desired = environment.get("spec", {}).get("warmPool", {}).get("size", 0)
-    ready = sum(1 for pod in warm if pod_ready(pod))
+) -> EnvironmentStatusBody:
+    """``ready``: warm sandboxes that serve; ``failures``: (how many sandbox pods failed to
+    start in a row, the last's error)."""
+    generation = environment.metadata.generation
+    desired = environment.spec.warm_pool.size
     ok = ready >= desired
     reason = EnvironmentReason.POOL_READY if ok else EnvironmentReason.POOL_FILLING
     message = f"{ready} of {desired} warm sandboxes ready"
@@ -208,12 +283,12 @@ def environment_status(
             f"{failures[0]} sandbox pods in a row failed to start (new ones are started with "
             f"exponential backoff): {failures[1]}"
         )
-    previous = (environment.get("status") or {}).get("conditions")
-    return {
-        "observedGeneration": generation,
-        "conditions": [
+    previous = environment.status.conditions if environment.status else None
+    return EnvironmentStatusBody(
+        observedGeneration=generation,
+        conditions=[
             condition(
-                "Ready",
+                ConditionType.READY,
                 ok,
                 reason,
                 message,
@@ -222,12 +297,12 @@ def environment_status(
                 now=now,
             )
         ],
-        "warmPool": {"desired": desired, "ready": ready, "bound": bound},
-        "templateHash": template_hash,
-    }
+        warmPool=WarmPoolBody(desired=desired, ready=ready, bound=bound),
+        templateHash=template_hash,
+    )
 
 
-def session_phase(snapshot: SessionSnapshot) -> str:
+def session_phase(snapshot: SessionSnapshot) -> SessionPhase:
     """Pending (waiting for a worker), Running, Idle, Rescheduling or Terminated."""
     if snapshot.status == "terminated":
         return "Terminated"
@@ -238,25 +313,25 @@ def session_phase(snapshot: SessionSnapshot) -> str:
     return "Pending" if snapshot.pending_input and snapshot.lease_holder is None else "Idle"
 
 
-def session_log_status(snapshot: SessionSnapshot, model: str | None) -> dict[str, Any]:
+def session_log_status(snapshot: SessionSnapshot, model: str | None) -> SessionLogStatus:
     """The part of a Session's status that the event log decides."""
     usage = snapshot.usage
-    summary: dict[str, Any] = {
-        "inputTokens": usage.input_tokens,
-        "outputTokens": usage.output_tokens,
-        "cacheReadInputTokens": usage.cache_read_input_tokens,
-        "cacheCreationInputTokens": usage.cache_creation_input_tokens,
-        "activeSeconds": round(usage.active_seconds, 3),
-    }
+    summary = UsageBody(
+        inputTokens=usage.input_tokens,
+        outputTokens=usage.output_tokens,
+        cacheReadInputTokens=usage.cache_read_input_tokens,
+        cacheCreationInputTokens=usage.cache_creation_input_tokens,
+        activeSeconds=round(usage.active_seconds, 3),
+    )
     cents = list_cost_cents(model, usage.model_dump()) if model else None
     if cents is not None:
-        summary["listCost"] = {"amount": str(cents), "currency": "USD"}
-    status: dict[str, Any] = {
-        "phase": session_phase(snapshot),
-        "usage": summary,
-        "eventCount": snapshot.event_count,
-        "lastActiveTime": _time(snapshot.updated_at),
-    }
+        summary["listCost"] = MoneyBody(amount=str(cents), currency="USD")
+    status = SessionLogStatus(
+        phase=session_phase(snapshot),
+        usage=summary,
+        eventCount=snapshot.event_count,
+        lastActiveTime=_time(snapshot.updated_at),
+    )
     if snapshot.stop_reason is not None:
         status["stopReason"] = snapshot.stop_reason.type
     if snapshot.last_event_id:

@@ -28,7 +28,14 @@ from redis.exceptions import RedisError, ResponseError
 from paddock.eventlog.sessionstate import SANDBOX_REQUESTS
 from paddock.eventlog.storage import stream_entries
 from paddock.kube import ApiError
-from paddock.models import SessionReason
+from paddock.models import (
+    ConditionType,
+    EventReason,
+    ObjectStub,
+    SandboxReason,
+    SchedulingReason,
+    Session,
+)
 from paddock.models.common import parse_duration
 from paddock.operator import events, metrics
 from paddock.operator import labels as L
@@ -36,7 +43,7 @@ from paddock.operator.leases import Leadership
 from paddock.operator.runtime import Runtime
 from paddock.operator.sandboxes import Sandboxes
 from paddock.operator.sessions import bind
-from paddock.operator.status import condition, session_log_status
+from paddock.operator.status import ConditionBody, condition, session_log_status
 
 log = logging.getLogger(__name__)
 SYNC_MANAGER = "paddock-sync"
@@ -96,7 +103,9 @@ def slim_session(session: dict[str, Any]) -> dict[str, Any]:
         "status": {
             **{k: status[k] for k in ("phase", "stopReason", "lastEventId") if k in status},
             "conditions": [
-                c for c in status.get("conditions") or [] if c.get("type") == "Scheduled"
+                c
+                for c in status.get("conditions") or []
+                if c.get("type") == ConditionType.SCHEDULED
             ],
         },
     }
@@ -143,7 +152,12 @@ class StatusSync:
         if adopt and status.get("phase"):
             tracked.phase, tracked.stop_reason = status["phase"], status.get("stopReason")
             scheduled = next(
-                (c for c in status.get("conditions") or [] if c.get("type") == "Scheduled"), None
+                (
+                    c
+                    for c in status.get("conditions") or []
+                    if c.get("type") == ConditionType.SCHEDULED
+                ),
+                None,
             )
             tracked.scheduled = scheduled
             tracked.synced = (
@@ -175,20 +189,20 @@ class StatusSync:
         agents = self.rt.informers.get("Agent")
         agent = agents.get(namespace, name) if agents else None
         for found in ((agent or {}).get("status") or {}).get("conditions") or []:
-            if found.get("type") == "Ready" and found.get("status") == "False":
+            if found.get("type") == ConditionType.READY and found.get("status") == "False":
                 return f"{found.get('reason')}: {found.get('message')}"
         return ""
 
-    def _scheduled(self, tracked: Tracked, phase: str) -> dict[str, Any]:
+    def _scheduled(self, tracked: Tracked, phase: str) -> ConditionBody:
         """Whether a harness worker took the session's input, and if not, why not."""
         if phase == "Pending":
             why = self._agent_not_ready(tracked)
-            ok, reason = False, SessionReason.WAITING_FOR_WORKER
+            ok, reason = False, SchedulingReason.WAITING_FOR_WORKER
             message = "waiting for a harness worker" + (f": {why}" if why else "")
         else:
-            ok, reason, message = True, SessionReason.WORKER_ASSIGNED, "a harness worker took it"
+            ok, reason, message = True, SchedulingReason.WORKER_ASSIGNED, "a harness worker took it"
         return condition(
-            "Scheduled",
+            ConditionType.SCHEDULED,
             ok,
             reason,
             message,
@@ -286,7 +300,7 @@ class StatusSync:
             )
             await events.post(
                 self.rt.kube,
-                tracked.resource,
+                ObjectStub.model_validate(tracked.resource),
                 status["phase"],
                 f"session is {status['phase'].lower()}{stop}",
             )
@@ -294,7 +308,10 @@ class StatusSync:
     async def _expire(self, tracked: Tracked) -> None:
         meta = tracked.resource["metadata"]
         await events.post(
-            self.rt.kube, tracked.resource, "Expired", "the session's ttl ran out: deleting it"
+            self.rt.kube,
+            ObjectStub.model_validate(tracked.resource),
+            EventReason.EXPIRED,
+            "the session's ttl ran out: deleting it",
         )
         await self.rt.kube.delete(
             "paddock.dev/v1alpha1", "Session", meta["namespace"], meta["name"]
@@ -309,9 +326,9 @@ class StatusSync:
             {
                 "conditions": [
                     condition(
-                        "SandboxBound",
+                        ConditionType.SANDBOX_BOUND,
                         False,
-                        "IdleReclaimed",
+                        SandboxReason.IDLE_RECLAIMED,
                         "idle past the Environment's idleTimeout: the next tool call gets a fresh sandbox",
                         generation=None,
                         previous=None,
@@ -380,8 +397,8 @@ class SandboxRequests:
             await kube.delete("v1", "Pod", settings.namespace, request["pod"])
             await events.post(
                 kube,
-                session,
-                "SandboxReplaced",
+                Session.model_validate(session),
+                EventReason.SANDBOX_REPLACED,
                 f"sandbox {request['pod']} failed; binding another",
             )
         environment = await kube.find(

@@ -27,6 +27,7 @@ import httpx
 import yaml
 
 from paddock.kube.client import APPLY, path
+from paddock.operator.observed import Pod
 from paddock.operator.status import pod_failure
 from paddock.runner.spec import CONTAINER_PATH
 from paddock.testing.controlplane import REPO_ROOT, ControlPlane
@@ -245,7 +246,7 @@ class LocalStack:
             if c.get("status") != "True"
         ]
         for pod in self.get("v1", "Pod", namespace) or []:
-            failure = pod_failure(pod)
+            failure = pod_failure(Pod(pod))
             if failure is None:
                 continue
             name = pod["metadata"]["name"]
