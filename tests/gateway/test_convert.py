@@ -7,16 +7,16 @@ from typing import Any
 
 import pytest
 
-from paddock.gateway import convert
+from paddock.gateway.convert import meta
+from paddock.gateway.convert.agents import agent_spec_fields, agent_view
+from paddock.gateway.convert.environments import environment_spec
 from paddock.gateway.errors import ApiError
 from paddock.gateway.pages import paginate
 from paddock.gateway.params import AgentCreateParams, CloudConfigParam
 
 
 def fields(**body: Any) -> dict[str, Any]:
-    return convert.agent_spec_fields(
-        AgentCreateParams.model_validate({"name": "a", "model": "m", **body})
-    )
+    return agent_spec_fields(AgentCreateParams.model_validate({"name": "a", "model": "m", **body}))
 
 
 def stored_agent(spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def stored_agent(spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
             "name": "a-x1y2z",
             "generation": 3,
             "creationTimestamp": "2026-04-08T12:00:00Z",
-            "labels": {convert.AGENT_ID_LABEL: "agent_1"},
+            "labels": {meta.AGENT_ID_LABEL: "agent_1"},
             **metadata,
         },
         "spec": {"credentials": {"anthropicApiKey": {"name": "s", "key": "k"}}, **spec},
@@ -38,11 +38,11 @@ def test_object_names_are_dns_labels_with_a_suffix() -> None:
         ("ünïcode!", "n-code-"),
         ("???", "agent-"),
     ]:
-        name = convert.object_name(text, "agent")
+        name = meta.object_name(text, "agent")
         assert name.startswith(start)
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name)
-    assert len(convert.object_name("x" * 300, "agent")) <= 46
-    assert convert.session_object_name("sesn_0AbC") == "sesn-0abc"
+    assert len(meta.object_name("x" * 300, "agent")) <= 46
+    assert meta.session_object_name("sesn_0AbC") == "sesn-0abc"
 
 
 def test_toolset_configs_and_policies() -> None:
@@ -141,20 +141,20 @@ def test_an_agent_view_parses_back_into_the_same_spec() -> None:
         ],
         "mcp_servers": [{"type": "url", "name": "docs", "url": "https://docs.example"}],
     }
-    spec = convert.agent_spec_fields(AgentCreateParams.model_validate(body))
-    view = convert.agent_view(stored_agent(spec))
+    spec = agent_spec_fields(AgentCreateParams.model_validate(body))
+    view = agent_view(stored_agent(spec)).model_dump(mode="json")
     assert view["version"] == 3
     assert view["name"] == "a-x1y2z"  # no name annotation: the Kubernetes name
     assert view["tools"][2]["input_schema"] == {"type": "object", "x-extra": [1]}
     # What an update does with the fields it is not given: the same agent comes out.
     again = {k: view[k] for k in ("name", "model", "system", "tools", "mcp_servers")}
-    spec_again = convert.agent_spec_fields(AgentCreateParams.model_validate(again))
-    assert convert.agent_view(stored_agent(spec_again)) == view
+    spec_again = agent_spec_fields(AgentCreateParams.model_validate(again))
+    assert agent_view(stored_agent(spec_again)).model_dump(mode="json") == view
 
 
 def test_environment_networking_and_packages() -> None:
     def spec(config: dict[str, Any], current: dict[str, Any] | None = None) -> dict[str, Any]:
-        return convert.environment_spec(
+        return environment_spec(
             CloudConfigParam.model_validate({"type": "cloud", **config}), current or {}
         )
 
@@ -180,13 +180,13 @@ def test_environment_networking_and_packages() -> None:
 
 
 def test_metadata_patches() -> None:
-    assert convert.patched_metadata({"a": "1", "b": "2"}, {"a": None, "c": "3"}) == {
+    assert meta.patched_metadata({"a": "1", "b": "2"}, {"a": None, "c": "3"}) == {
         "b": "2",
         "c": "3",
     }
-    assert convert.patched_metadata({"a": "1"}, {"a": ""}, empty_deletes=True) == {}
+    assert meta.patched_metadata({"a": "1"}, {"a": ""}, empty_deletes=True) == {}
     with pytest.raises(ApiError, match="16"):
-        convert.patched_metadata({str(i): "v" for i in range(16)}, {"x": "y"})
+        meta.patched_metadata({str(i): "v" for i in range(16)}, {"x": "y"})
 
 
 def test_pages_walk_both_ways_without_repeats() -> None:

@@ -10,19 +10,21 @@ from typing import Any
 from aiohttp import web
 
 from paddock.eventlog.ids import new_id
-from paddock.gateway import convert
 from paddock.gateway.common import checked, gateway, objects, read_body
+from paddock.gateway.convert import meta
+from paddock.gateway.convert.agents import agent_spec_fields, agent_view
 from paddock.gateway.errors import conflict, invalid, not_found
 from paddock.gateway.objects import AGENTS
 from paddock.gateway.pages import bool_param, limit_param, paginate, time_filters
 from paddock.gateway.params import AgentCreateParams, AgentUpdateParams
+from paddock.gateway.views import AgentPage, respond
 from paddock.models.agent import AgentSpec
 
 routes = web.RouteTableDef()
 
 # Spec fields the API owns; everything else (credentials, harness, limits, ...) is kept.
 _API_SPEC_FIELDS = ("model", "system", "description", "tools", "mcpServers")
-_API_VIEW_FIELDS = ("name", "model", "description", "system", "tools", "mcp_servers")
+_API_VIEW_FIELDS = {"name", "model", "description", "system", "tools", "mcp_servers"}
 
 
 @routes.post("/v1/agents")
@@ -30,34 +32,34 @@ async def create_agent(request: web.Request) -> web.Response:
     params = await read_body(request, AgentCreateParams)
     secret = gateway(request).config.default_anthropic_secret
     spec = {
-        **convert.agent_spec_fields(params),
+        **agent_spec_fields(params),
         "credentials": {"anthropicApiKey": secret.to_k8s()},
     }
     checked(AgentSpec, spec)
-    annotations = {convert.NAME_ANNOTATION: params.name}
+    annotations = {meta.NAME_ANNOTATION: params.name}
     if params.metadata:
-        annotations[convert.METADATA_ANNOTATION] = convert.metadata_annotation(params.metadata)
+        annotations[meta.METADATA_ANNOTATION] = meta.metadata_annotation(params.metadata)
     created = await objects(request).create(
-        AGENTS, convert.object_name(params.name, "agent"), new_id("agent_"), spec, annotations
+        AGENTS, meta.object_name(params.name, "agent"), new_id("agent_"), spec, annotations
     )
-    return web.json_response(convert.agent_view(created))
+    return respond(agent_view(created))
 
 
 @routes.get("/v1/agents/{agent_id}")
 async def retrieve_agent(request: web.Request) -> web.Response:
     ref = request.match_info["agent_id"]
     found = await objects(request).find(AGENTS, ref)
-    view = convert.agent_view(found)
+    view = agent_view(found)
     wanted = request.query.get("version")
     if wanted is not None:
         if not wanted.isdigit() or int(wanted) < 1:
             raise invalid("version: must be a positive integer")
-        if int(wanted) != view["version"]:
+        if int(wanted) != view.version:
             raise not_found(
                 f"version {wanted} of agent {ref} is not available: Paddock keeps only the "
-                f"current version ({view['version']})"
+                f"current version ({view.version})"
             )
-    return web.json_response(view)
+    return respond(view)
 
 
 @routes.get("/v1/agents")
@@ -68,20 +70,18 @@ async def list_agents(request: web.Request) -> web.Response:
     tests = time_filters(query, ("gte", "lte"))
     items = []
     for obj in await objects(request).list(AGENTS):
-        if convert.archived_at(obj) and not archived:
+        if meta.archived_at(obj) and not archived:
             continue
-        if all(test(convert.parse_time(convert.created_at(obj))) for test in tests):
+        if all(test(meta.parse_time(meta.created_at(obj))) for test in tests):
             items.append(obj)
     page = paginate(
         items,
-        lambda obj: (convert.created_at(obj), convert.labels(obj)[convert.AGENT_ID_LABEL]),
+        lambda obj: (meta.created_at(obj), meta.labels(obj)[meta.AGENT_ID_LABEL]),
         limit=limit,
         order="desc",
         page=query.get("page"),
     )
-    return web.json_response(
-        {"data": [convert.agent_view(obj) for obj in page.data], "next_page": page.next_page}
-    )
+    return respond(AgentPage(data=[agent_view(obj) for obj in page.data], next_page=page.next_page))
 
 
 @routes.post("/v1/agents/{agent_id}")
@@ -94,38 +94,38 @@ async def update_agent(request: web.Request) -> web.Response:
             raise invalid(f"{required}: cannot be cleared")
 
     def change(current: dict[str, Any]) -> dict[str, Any] | None:
-        view = convert.agent_view(current)
-        if view["archived_at"]:
+        view = agent_view(current)
+        if view.archived_at:
             raise conflict(f"agent {ref} is archived")
-        if params.version is not None and params.version != view["version"]:
-            raise conflict(f"agent {ref} is at version {view['version']}, not {params.version}")
+        if params.version is not None and params.version != view.version:
+            raise conflict(f"agent {ref} is at version {view.version}, not {params.version}")
         # The resolved view of the stored agent, with the given fields replaced, is what
         # the agent becomes: validate it like a create.
-        merged = {field: view[field] for field in _API_VIEW_FIELDS}
+        merged = view.model_dump(mode="json", include=_API_VIEW_FIELDS)
         merged.update(params.model_dump(include=given, mode="json", exclude_unset=True))
-        fields = convert.agent_spec_fields(AgentCreateParams.model_validate(merged))
+        fields = agent_spec_fields(AgentCreateParams.model_validate(merged))
         new = copy.deepcopy(current)
         spec = {k: v for k, v in new["spec"].items() if k not in _API_SPEC_FIELDS}
         new["spec"] = {**spec, **fields}
         checked(AgentSpec, new["spec"])
         annotations = new["metadata"].setdefault("annotations", {})
         if "name" in given:
-            annotations[convert.NAME_ANNOTATION] = merged["name"]
+            annotations[meta.NAME_ANNOTATION] = merged["name"]
         if params.metadata:
-            metadata = convert.patched_metadata(convert.api_metadata(current), params.metadata)
-            annotations[convert.METADATA_ANNOTATION] = convert.metadata_annotation(metadata)
-        if convert.agent_view(new) == convert.agent_view(current):
+            metadata = meta.patched_metadata(meta.api_metadata(current), params.metadata)
+            annotations[meta.METADATA_ANNOTATION] = meta.metadata_annotation(metadata)
+        if agent_view(new) == agent_view(current):
             return None  # a no-op creates no version
-        annotations[convert.UPDATED_AT_ANNOTATION] = convert.rfc3339(convert.now())
+        annotations[meta.UPDATED_AT_ANNOTATION] = meta.rfc3339(meta.now())
         return new
 
     updated = await objects(request).update(AGENTS, ref, change)
-    return web.json_response(convert.agent_view(updated))
+    return respond(agent_view(updated))
 
 
 @routes.post("/v1/agents/{agent_id}/archive")
 async def archive_agent(request: web.Request) -> web.Response:
     archived = await objects(request).update(
-        AGENTS, request.match_info["agent_id"], convert.archived_copy
+        AGENTS, request.match_info["agent_id"], meta.archived_copy
     )
-    return web.json_response(convert.agent_view(archived))
+    return respond(agent_view(archived))

@@ -9,7 +9,6 @@ means a dependency is down (503) or a bug (500, logged).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 
@@ -71,7 +70,7 @@ def _route(request: web.Request) -> str:
 def error_response(error: ApiError, request_id: str) -> web.Response:
     return web.Response(
         status=error.status,
-        body=json.dumps(error.body(request_id)),
+        body=error.body(request_id).model_dump_json(),
         content_type="application/json",
         headers=error.headers,
     )

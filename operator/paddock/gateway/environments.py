@@ -13,12 +13,14 @@ from typing import Any
 from aiohttp import web
 
 from paddock.eventlog.ids import new_id
-from paddock.gateway import convert
 from paddock.gateway.common import checked, objects, read_body
+from paddock.gateway.convert import meta
+from paddock.gateway.convert.environments import environment_spec, environment_view
 from paddock.gateway.errors import conflict, unsupported
 from paddock.gateway.objects import ENVIRONMENTS, Objects
 from paddock.gateway.pages import bool_param, limit_param, paginate
 from paddock.gateway.params import EnvironmentCreateParams, EnvironmentUpdateParams, Scope
+from paddock.gateway.views import EnvironmentDeleted, EnvironmentPage, respond
 from paddock.models.environment import EnvironmentSpec
 
 routes = web.RouteTableDef()
@@ -32,7 +34,7 @@ def _check_scope(scope: Scope | None) -> None:
 async def _check_name_free(found: Objects, name: str, *, other_than: str | None = None) -> None:
     # Checked before writing: two concurrent creates with one name can both succeed.
     for obj in await found.list(ENVIRONMENTS):
-        if convert.display_name(obj) == name and obj["metadata"]["name"] != other_than:
+        if meta.display_name(obj) == name and obj["metadata"]["name"] != other_than:
             raise conflict(f"an environment named {name!r} exists already")
 
 
@@ -40,25 +42,25 @@ async def _check_name_free(found: Objects, name: str, *, other_than: str | None 
 async def create_environment(request: web.Request) -> web.Response:
     params = await read_body(request, EnvironmentCreateParams)
     _check_scope(params.scope)
-    spec = convert.environment_spec(params.config, {})
+    spec = environment_spec(params.config, {})
     checked(EnvironmentSpec, spec)
     found = objects(request)
     await _check_name_free(found, params.name)
-    annotations = {convert.NAME_ANNOTATION: params.name}
+    annotations = {meta.NAME_ANNOTATION: params.name}
     if params.description:
-        annotations[convert.DESCRIPTION_ANNOTATION] = params.description
+        annotations[meta.DESCRIPTION_ANNOTATION] = params.description
     if params.metadata:
-        annotations[convert.METADATA_ANNOTATION] = convert.metadata_annotation(params.metadata)
+        annotations[meta.METADATA_ANNOTATION] = meta.metadata_annotation(params.metadata)
     created = await found.create(
-        ENVIRONMENTS, convert.object_name(params.name, "env"), new_id("env_"), spec, annotations
+        ENVIRONMENTS, meta.object_name(params.name, "env"), new_id("env_"), spec, annotations
     )
-    return web.json_response(convert.environment_view(created))
+    return respond(environment_view(created))
 
 
 @routes.get("/v1/environments/{environment_id}")
 async def retrieve_environment(request: web.Request) -> web.Response:
     found = await objects(request).find(ENVIRONMENTS, request.match_info["environment_id"])
-    return web.json_response(convert.environment_view(found))
+    return respond(environment_view(found))
 
 
 @routes.get("/v1/environments")
@@ -69,17 +71,17 @@ async def list_environments(request: web.Request) -> web.Response:
     items = [
         obj
         for obj in await objects(request).list(ENVIRONMENTS)
-        if archived or not convert.archived_at(obj)
+        if archived or not meta.archived_at(obj)
     ]
     page = paginate(
         items,
-        lambda obj: (convert.created_at(obj), convert.labels(obj)[convert.ENVIRONMENT_ID_LABEL]),
+        lambda obj: (meta.created_at(obj), meta.labels(obj)[meta.ENVIRONMENT_ID_LABEL]),
         limit=limit,
         order="desc",
         page=query.get("page"),
     )
-    return web.json_response(
-        {"data": [convert.environment_view(obj) for obj in page.data], "next_page": page.next_page}
+    return respond(
+        EnvironmentPage(data=[environment_view(obj) for obj in page.data], next_page=page.next_page)
     )
 
 
@@ -94,31 +96,31 @@ async def update_environment(request: web.Request) -> web.Response:
         await _check_name_free(found, params.name, other_than=current["metadata"]["name"])
 
     def change(current: dict[str, Any]) -> dict[str, Any] | None:
-        if convert.archived_at(current):
+        if meta.archived_at(current):
             raise conflict(f"environment {ref} is archived")
         new = copy.deepcopy(current)
-        new["spec"] = convert.environment_spec(params.config, current.get("spec") or {})
+        new["spec"] = environment_spec(params.config, current.get("spec") or {})
         checked(EnvironmentSpec, new["spec"])
         annotations = new["metadata"].setdefault("annotations", {})
         if params.name is not None:
-            annotations[convert.NAME_ANNOTATION] = params.name
+            annotations[meta.NAME_ANNOTATION] = params.name
         if "description" in params.model_fields_set:
             if params.description is None:
-                annotations.pop(convert.DESCRIPTION_ANNOTATION, None)
+                annotations.pop(meta.DESCRIPTION_ANNOTATION, None)
             else:
-                annotations[convert.DESCRIPTION_ANNOTATION] = params.description
+                annotations[meta.DESCRIPTION_ANNOTATION] = params.description
         if params.metadata:
-            metadata = convert.patched_metadata(
-                convert.api_metadata(current), params.metadata, empty_deletes=True
+            metadata = meta.patched_metadata(
+                meta.api_metadata(current), params.metadata, empty_deletes=True
             )
-            annotations[convert.METADATA_ANNOTATION] = convert.metadata_annotation(metadata)
+            annotations[meta.METADATA_ANNOTATION] = meta.metadata_annotation(metadata)
         if new == current:
             return None
-        annotations[convert.UPDATED_AT_ANNOTATION] = convert.rfc3339(convert.now())
+        annotations[meta.UPDATED_AT_ANNOTATION] = meta.rfc3339(meta.now())
         return new
 
     updated = await found.update(ENVIRONMENTS, ref, change)
-    return web.json_response(convert.environment_view(updated))
+    return respond(environment_view(updated))
 
 
 @routes.delete("/v1/environments/{environment_id}")
@@ -126,13 +128,13 @@ async def delete_environment(request: web.Request) -> web.Response:
     found = objects(request)
     obj = await found.find(ENVIRONMENTS, request.match_info["environment_id"])
     await found.delete(ENVIRONMENTS, obj)
-    environment_id = convert.labels(obj)[convert.ENVIRONMENT_ID_LABEL]
-    return web.json_response({"id": environment_id, "type": "environment_deleted"})
+    environment_id = meta.labels(obj)[meta.ENVIRONMENT_ID_LABEL]
+    return respond(EnvironmentDeleted(id=environment_id))
 
 
 @routes.post("/v1/environments/{environment_id}/archive")
 async def archive_environment(request: web.Request) -> web.Response:
     archived = await objects(request).update(
-        ENVIRONMENTS, request.match_info["environment_id"], convert.archived_copy
+        ENVIRONMENTS, request.match_info["environment_id"], meta.archived_copy
     )
-    return web.json_response(convert.environment_view(archived))
+    return respond(environment_view(archived))

@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from paddock.gateway.views import ErrorObject, ErrorResponse
+
 # The `error.type` of each status the gateway answers with.
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -44,11 +46,9 @@ class ApiError(Exception):
         self.details = details
         self.headers = headers or {}
 
-    def body(self, request_id: str) -> dict[str, Any]:
-        error: dict[str, Any] = {"type": self.type, "message": self.message}
-        if self.details:
-            error["details"] = self.details
-        return {"type": "error", "error": error, "request_id": request_id}
+    def body(self, request_id: str) -> ErrorResponse:
+        error = ErrorObject(type=self.type, message=self.message, details=self.details or None)
+        return ErrorResponse(error=error, request_id=request_id)
 
 
 def invalid(message: str, **details: Any) -> ApiError:

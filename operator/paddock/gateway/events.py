@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 
 from aiohttp import web
@@ -22,12 +21,9 @@ from paddock.eventlog import (
     SessionSnapshot,
     SessionTerminated,
     UserCustomToolResultEvent,
-    UserInterruptEvent,
-    UserMessageEvent,
     UserToolConfirmationEvent,
 )
-from paddock.eventlog.events import EVENT_LIST_ADAPTER
-from paddock.gateway import convert, metrics
+from paddock.gateway import metrics
 from paddock.gateway.common import (
     EVENT_BODY_LIMIT,
     REQUEST_ID,
@@ -36,18 +32,14 @@ from paddock.gateway.common import (
     objects,
     read_body,
 )
+from paddock.gateway.convert import meta
+from paddock.gateway.convert.events import sent_events_view, user_event
 from paddock.gateway.errors import ApiError, conflict, invalid, not_found
 from paddock.gateway.fanout import Subscription, TooSlow
 from paddock.gateway.objects import SESSIONS
 from paddock.gateway.pages import limit_param, list_param, order_param
-from paddock.gateway.params import (
-    EventParam,
-    SendEventsParams,
-    UserCustomToolResultParam,
-    UserInterruptParam,
-    UserMessageParam,
-    UserToolConfirmationParam,
-)
+from paddock.gateway.params import SendEventsParams
+from paddock.gateway.views import EventPage, respond
 
 routes = web.RouteTableDef()
 log = logging.getLogger(__name__)
@@ -69,7 +61,7 @@ async def session_of(request: web.Request) -> tuple[str, SessionSnapshot]:
         session_id = ref
     else:
         obj = await objects(request).find(SESSIONS, ref)
-        session_id = convert.labels(obj)[convert.SESSION_ID_LABEL]
+        session_id = meta.labels(obj)[meta.SESSION_ID_LABEL]
     try:
         snapshot = await gateway(request).log.snapshot(session_id)
     except SessionNotFound:
@@ -77,24 +69,6 @@ async def session_of(request: web.Request) -> tuple[str, SessionSnapshot]:
     if snapshot.agent.partition("/")[0] != namespace(request):
         raise not_found(f"session {ref} not found")
     return session_id, snapshot
-
-
-def _event(param: EventParam) -> AnyEvent:
-    if isinstance(param, UserMessageParam):
-        return UserMessageEvent(content=param.content)
-    if isinstance(param, UserInterruptParam):
-        return UserInterruptEvent()
-    if isinstance(param, UserToolConfirmationParam):
-        deny_message = param.deny_message or param.message
-        if deny_message is not None and param.result != "deny":
-            raise invalid("deny_message: only with result deny")
-        return UserToolConfirmationEvent(
-            tool_use_id=param.tool_use_id, result=param.result, deny_message=deny_message
-        )
-    assert isinstance(param, UserCustomToolResultParam)
-    return UserCustomToolResultEvent(
-        custom_tool_use_id=param.custom_tool_use_id, content=param.content, is_error=param.is_error
-    )
 
 
 def _check_answers(events: list[AnyEvent], snapshot: SessionSnapshot) -> None:
@@ -121,7 +95,7 @@ async def send_events(request: web.Request) -> web.Response:
     session_id, snapshot = await session_of(request)
     if snapshot.status == "terminated":
         raise conflict(f"session {session_id} is terminated")
-    events = [_event(param) for param in params.events]
+    events = [user_event(param) for param in params.events]
     _check_answers(events, snapshot)
     # An Idempotency-Key makes a retried send store its events once.
     key = request.headers.get("Idempotency-Key")
@@ -133,14 +107,7 @@ async def send_events(request: web.Request) -> web.Response:
         raise conflict(f"session {session_id} is terminated") from None
     except SessionNotFound:
         raise not_found(f"session {session_id} not found") from None
-    data = []
-    for event in stored:
-        echoed = event.model_dump(mode="json")
-        # Queued input is processed later; custom tool results are processed on receipt.
-        if not isinstance(event, UserCustomToolResultEvent):
-            echoed["processed_at"] = None
-        data.append(echoed)
-    return web.json_response({"data": data})
+    return respond(sent_events_view(stored))
 
 
 @routes.get("/v1/sessions/{session_id}/events")
@@ -160,11 +127,7 @@ async def list_events(request: web.Request) -> web.Response:
         raise invalid(f"page: {exc}") from None
     except SessionNotFound:
         raise not_found(f"session {session_id} not found") from None
-    body = b'{"data":%s,"next_page":%s}' % (
-        EVENT_LIST_ADAPTER.dump_json(page.data),
-        b'"%s"' % page.next_cursor.encode() if page.next_cursor else b"null",
-    )
-    return web.Response(body=body, content_type="application/json")
+    return respond(EventPage(data=page.data, next_page=page.next_cursor))
 
 
 @routes.get("/v1/sessions/{session_id}/events/stream")
@@ -236,7 +199,7 @@ async def _pump(
     except (RedisError, TooSlow) as exc:
         log.warning("event stream %s ended: %r", request.path, exc)
         error = ApiError(503, f"the event stream failed ({exc}); reconnect with Last-Event-ID")
-        body = json.dumps(error.body(request[REQUEST_ID])).encode()
+        body = error.body(request[REQUEST_ID]).model_dump_json().encode()
         with contextlib.suppress(ConnectionError, RuntimeError):
             await write(b"event: error\ndata: %s\n\n" % body)
     finally:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from paddock.gateway.convert import (
+from paddock.gateway.convert.meta import (
     AGENT_ID_LABEL,
     ENVIRONMENT_ID_LABEL,
     SESSION_ID_LABEL,

@@ -1,125 +1,37 @@
 """The OpenAPI 3.1 document of what the gateway implements, served at `/v1/openapi.json`.
 
-Request bodies are generated from the models in `params.py` (the ones the gateway
-validates with); response shapes are written here, loosely: required fields and their
-types, as the official SDK reads them.
+Every schema is generated: request bodies from the models in `params.py` (the ones the
+gateway validates with), response bodies from those in `views.py` (the ones it answers
+with), into one shared `components.schemas`. Only the routes and their parameters are
+written here.
 """
 
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, get_args
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from paddock.gateway.params import REQUEST_BODIES
+from paddock.gateway import views
+from paddock.gateway.params import (
+    REQUEST_BODIES,
+    AgentCreateParams,
+    AgentUpdateParams,
+    EnvironmentCreateParams,
+    EnvironmentUpdateParams,
+    SendEventsParams,
+    SessionCreateParams,
+    SessionUpdateParams,
+)
 
 _REF = "#/components/schemas/{model}"
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": _REF.format(model=name)}
-
-
-def _object(required: dict[str, Any], **optional: Any) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": list(required),
-        "properties": {**required, **optional},
-    }
-
-
 _STRING = {"type": "string"}
-_NULLABLE_STRING = {"type": ["string", "null"]}
-_TIMESTAMP = {"type": "string"}
-_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
-_OBJECTS = {"type": "array", "items": {"type": "object"}}
-
-RESPONSES: dict[str, Any] = {
-    "Error": _object(
-        {
-            "type": {"const": "error"},
-            "error": _object({"type": _STRING, "message": _STRING}, details={"type": "object"}),
-            "request_id": _STRING,
-        }
-    ),
-    "Agent": _object(
-        {
-            "type": {"const": "agent"},
-            "id": _STRING,
-            "version": {"type": "integer"},
-            "name": _STRING,
-            "model": _object({"id": _STRING}),
-            "tools": _OBJECTS,
-            "mcp_servers": _OBJECTS,
-            "skills": _OBJECTS,
-            "metadata": _STRING_MAP,
-            "execution_identity": {"type": "object"},
-            "created_at": _TIMESTAMP,
-            "updated_at": _TIMESTAMP,
-        },
-        description=_NULLABLE_STRING,
-        system=_NULLABLE_STRING,
-        archived_at=_NULLABLE_STRING,
-    ),
-    "Environment": _object(
-        {
-            "type": {"const": "environment"},
-            "id": _STRING,
-            "name": _STRING,
-            "config": {"type": "object"},
-            "metadata": _STRING_MAP,
-            "created_at": _TIMESTAMP,
-            "updated_at": _TIMESTAMP,
-        },
-        description=_NULLABLE_STRING,
-        scope=_STRING,
-        archived_at=_NULLABLE_STRING,
-    ),
-    "Session": _object(
-        {
-            "type": {"const": "session"},
-            "id": _STRING,
-            "status": {"enum": ["idle", "running", "rescheduling", "terminated"]},
-            "agent": {"type": "object"},
-            "environment_id": _NULLABLE_STRING,
-            "resources": _OBJECTS,
-            "vault_ids": {"type": "array", "items": _STRING},
-            "metadata": _STRING_MAP,
-            "outcome_evaluations": _OBJECTS,
-            "stats": {"type": "object"},
-            "usage": {"type": "object"},
-            "created_at": _TIMESTAMP,
-            "updated_at": _TIMESTAMP,
-        },
-        title=_NULLABLE_STRING,
-        budget={"type": ["object", "null"]},
-        archived_at=_NULLABLE_STRING,
-    ),
-    "Event": _object(
-        {"type": _STRING, "id": _STRING},
-        processed_at=_NULLABLE_STRING,
-    ),
-    "Deleted": _object({"id": _STRING, "type": _STRING}),
-}
 
 
-def _page(item: str, *, prev: bool = False) -> dict[str, Any]:
-    schema = _object({"data": {"type": "array", "items": _ref(item)}}, next_page=_NULLABLE_STRING)
-    if prev:
-        schema["properties"]["prev_page"] = _NULLABLE_STRING
-    return schema
-
-
-RESPONSES.update(
-    {
-        "AgentPage": _page("Agent"),
-        "EnvironmentPage": _page("Environment"),
-        "SessionPage": _page("Session", prev=True),
-        "EventPage": _page("Event"),
-        "SentEvents": _object({"data": {"type": "array", "items": _ref("Event")}}),
-    }
-)
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model.__name__)}
 
 
 def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
@@ -141,15 +53,15 @@ _ARCHIVED = _query("include_archived", {"type": "boolean"})
 def _operation(
     operation_id: str,
     summary: str,
-    result: str,
+    result: type[BaseModel] | None,
     *,
     parameters: list[dict[str, Any]] | None = None,
-    body: str | None = None,
+    body: type[BaseModel] | None = None,
     content_type: str = "application/json",
 ) -> dict[str, Any]:
     error = {
         "description": "Error envelope",
-        "content": {"application/json": {"schema": _ref("Error")}},
+        "content": {"application/json": {"schema": _ref(views.ErrorResponse)}},
     }
     operation: dict[str, Any] = {
         "operationId": operation_id,
@@ -176,11 +88,13 @@ def _paths() -> dict[str, Any]:
     agent, environment, session = _path("agent_id"), _path("environment_id"), _path("session_id")
     return {
         "/v1/agents": {
-            "post": _operation("createAgent", "Create an agent", "Agent", body="AgentCreateParams"),
+            "post": _operation(
+                "createAgent", "Create an agent", views.Agent, body=AgentCreateParams
+            ),
             "get": _operation(
                 "listAgents",
                 "List agents, newest first",
-                "AgentPage",
+                views.AgentPage,
                 parameters=[
                     _LIMIT,
                     _PAGE,
@@ -194,65 +108,68 @@ def _paths() -> dict[str, Any]:
             "get": _operation(
                 "getAgent",
                 "Get an agent (`version` must be the current one)",
-                "Agent",
+                views.Agent,
                 parameters=[agent, _query("version", {"type": "integer", "minimum": 1})],
             ),
             "post": _operation(
                 "updateAgent",
                 "Update an agent; `version` guards against concurrent updates (409)",
-                "Agent",
+                views.Agent,
                 parameters=[agent],
-                body="AgentUpdateParams",
+                body=AgentUpdateParams,
             ),
         },
         "/v1/agents/{agent_id}/archive": {
-            "post": _operation("archiveAgent", "Archive an agent", "Agent", parameters=[agent]),
+            "post": _operation("archiveAgent", "Archive an agent", views.Agent, parameters=[agent]),
         },
         "/v1/environments": {
             "post": _operation(
                 "createEnvironment",
                 "Create an environment",
-                "Environment",
-                body="EnvironmentCreateParams",
+                views.Environment,
+                body=EnvironmentCreateParams,
             ),
             "get": _operation(
                 "listEnvironments",
                 "List environments, newest first",
-                "EnvironmentPage",
+                views.EnvironmentPage,
                 parameters=[_LIMIT, _PAGE, _ARCHIVED],
             ),
         },
         "/v1/environments/{environment_id}": {
             "get": _operation(
-                "getEnvironment", "Get an environment", "Environment", parameters=[environment]
+                "getEnvironment", "Get an environment", views.Environment, parameters=[environment]
             ),
             "post": _operation(
                 "updateEnvironment",
                 "Update an environment",
-                "Environment",
+                views.Environment,
                 parameters=[environment],
-                body="EnvironmentUpdateParams",
+                body=EnvironmentUpdateParams,
             ),
             "delete": _operation(
-                "deleteEnvironment", "Delete an environment", "Deleted", parameters=[environment]
+                "deleteEnvironment",
+                "Delete an environment",
+                views.EnvironmentDeleted,
+                parameters=[environment],
             ),
         },
         "/v1/environments/{environment_id}/archive": {
             "post": _operation(
                 "archiveEnvironment",
                 "Archive an environment",
-                "Environment",
+                views.Environment,
                 parameters=[environment],
             ),
         },
         "/v1/sessions": {
             "post": _operation(
-                "createSession", "Create a session", "Session", body="SessionCreateParams"
+                "createSession", "Create a session", views.Session, body=SessionCreateParams
             ),
             "get": _operation(
                 "listSessions",
                 "List sessions",
-                "SessionPage",
+                views.SessionPage,
                 parameters=[
                     _LIMIT,
                     _PAGE,
@@ -264,7 +181,7 @@ def _paths() -> dict[str, Any]:
                         "statuses[]",
                         {
                             "type": "array",
-                            "items": {"enum": ["idle", "running", "rescheduling", "terminated"]},
+                            "items": {"enum": list(get_args(views.SessionStatus))},
                         },
                     ),
                     *(_query(f"created_at[{op}]", _STRING) for op in ("gt", "gte", "lt", "lte")),
@@ -272,23 +189,26 @@ def _paths() -> dict[str, Any]:
             ),
         },
         "/v1/sessions/{session_id}": {
-            "get": _operation("getSession", "Get a session", "Session", parameters=[session]),
+            "get": _operation("getSession", "Get a session", views.Session, parameters=[session]),
             "post": _operation(
                 "updateSession",
                 "Update a session's title, metadata or budget",
-                "Session",
+                views.Session,
                 parameters=[session],
-                body="SessionUpdateParams",
+                body=SessionUpdateParams,
             ),
             "delete": _operation(
-                "deleteSession", "Delete a session and its events", "Deleted", parameters=[session]
+                "deleteSession",
+                "Delete a session and its events",
+                views.SessionDeleted,
+                parameters=[session],
             ),
         },
         "/v1/sessions/{session_id}/archive": {
             "post": _operation(
                 "archiveSession",
                 "Archive a session (it is terminated)",
-                "Session",
+                views.Session,
                 parameters=[session],
             ),
         },
@@ -296,14 +216,14 @@ def _paths() -> dict[str, Any]:
             "post": _operation(
                 "sendEvents",
                 "Send user events",
-                "SentEvents",
+                views.SentEvents,
                 parameters=[session],
-                body="SendEventsParams",
+                body=SendEventsParams,
             ),
             "get": _operation(
                 "listEvents",
                 "List a session's events",
-                "EventPage",
+                views.EventPage,
                 parameters=[
                     session,
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
@@ -317,7 +237,7 @@ def _paths() -> dict[str, Any]:
             "get": _operation(
                 "streamEvents",
                 "Stream a session's events (server-sent events, `event:` = type)",
-                "",
+                None,
                 parameters=[
                     session,
                     _query(
@@ -335,7 +255,9 @@ def _paths() -> dict[str, Any]:
 def document() -> dict[str, Any]:
     """The OpenAPI document (built once)."""
     _, definitions = models_json_schema(
-        [(model, "validation") for model in REQUEST_BODIES], ref_template=_REF
+        [(model, "validation") for model in REQUEST_BODIES]
+        + [(model, "serialization") for model in views.RESPONSE_BODIES],
+        ref_template=_REF,
     )
     return {
         "openapi": "3.1.0",
@@ -349,7 +271,7 @@ def document() -> dict[str, Any]:
         "security": [{"bearer": []}, {"apiKey": []}],
         "paths": _paths(),
         "components": {
-            "schemas": {**definitions.get("$defs", {}), **RESPONSES},
+            "schemas": definitions["$defs"],
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},

@@ -19,7 +19,7 @@ from typing import Generic, Literal, TypeVar
 
 from multidict import MultiMapping
 
-from paddock.gateway.convert import parse_time
+from paddock.gateway.convert.meta import parse_time
 from paddock.gateway.errors import invalid
 
 T = TypeVar("T")

@@ -4,7 +4,7 @@ OpenAPI document (`/v1/openapi.json`) is generated from them, so both always agr
 They follow the official SDK's `*_params.py` types (reference §3). Unknown fields are
 refused (400), so a misspelt field never silently does nothing. Fields Paddock does not
 implement are still declared, so that their use gets a precise "not supported" answer
-instead of "extra field" (see `convert.py`).
+instead of "extra field" (see `convert/`).
 """
 
 from __future__ import annotations

@@ -13,15 +13,18 @@ import asyncio
 import contextlib
 import copy
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from paddock.eventlog import SessionNotFound, SessionSnapshot, new_session_id
 from paddock.eventlog.sessionstate import open_session, settings_for
-from paddock.gateway import convert
+from paddock.gateway import views
 from paddock.gateway.common import Gateway, checked, gateway, objects, read_body
+from paddock.gateway.convert import meta
+from paddock.gateway.convert.agents import session_agent_view
+from paddock.gateway.convert.sessions import session_spec, session_status, session_view
 from paddock.gateway.errors import conflict, invalid, not_found, unavailable, unsupported
 from paddock.gateway.objects import AGENTS, ENVIRONMENTS, SESSIONS, Objects
 from paddock.gateway.pages import (
@@ -33,15 +36,17 @@ from paddock.gateway.pages import (
     time_filters,
 )
 from paddock.gateway.params import AgentRefParam, SessionCreateParams, SessionUpdateParams
+from paddock.gateway.views import SessionDeleted, SessionPage, respond
 from paddock.models import AgentSpec, environment_name
 from paddock.models.session import Session, SessionSpec
 
 routes = web.RouteTableDef()
-_STATUSES = ("idle", "running", "rescheduling", "terminated")
+_STATUSES = get_args(views.SessionStatus)
+_NO_SESSIONS = SessionPage(data=[], next_page=None, prev_page=None)
 
 
 def session_id_of(obj: dict[str, Any]) -> str:
-    return convert.labels(obj)[convert.SESSION_ID_LABEL]
+    return meta.labels(obj)[meta.SESSION_ID_LABEL]
 
 
 async def snapshot_or_none(gw: Gateway, session_id: str) -> SessionSnapshot | None:
@@ -82,16 +87,16 @@ class _Resolver:
         if name not in self.environments:
             self.environments[name] = await self.found.get_by_name(ENVIRONMENTS, name)
         environment = self.environments[name]
-        return convert.labels(environment)[convert.ENVIRONMENT_ID_LABEL] if environment else None
+        return meta.labels(environment)[meta.ENVIRONMENT_ID_LABEL] if environment else None
 
     async def view(
         self, obj: dict[str, Any], snapshot: SessionSnapshot | None, at: datetime
-    ) -> dict[str, Any]:
+    ) -> views.Session:
         agent_name = obj["spec"]["agentRef"]["name"]
         agent = await self.agent(agent_name)
         environment_id = await self.environment_id(_environment_name(obj, agent))
-        return convert.session_view(
-            obj, convert.session_agent_view(agent, agent_name), environment_id, snapshot, at
+        return session_view(
+            obj, session_agent_view(agent, agent_name), environment_id, snapshot, at
         )
 
 
@@ -109,35 +114,34 @@ async def create_session(request: web.Request) -> web.Response:
     generation = int(agent["metadata"].get("generation", 1))
     if version is not None and version != generation:
         raise not_found(f"version {version} of agent {agent_ref} is not available")
-    if convert.archived_at(agent):
+    if meta.archived_at(agent):
         raise invalid(f"agent {agent_ref} is archived")
     explicit_environment = None
     if params.environment_id is not None:
         environment = await found.find(ENVIRONMENTS, params.environment_id)
-        if convert.archived_at(environment):
+        if meta.archived_at(environment):
             raise invalid(
                 f"environment {params.environment_id} is archived",
                 error_code="environment_archived",
             )
         explicit_environment = environment["metadata"]["name"]
-    spec = convert.session_spec(params, agent["metadata"]["name"], explicit_environment)
+    spec = session_spec(params, agent["metadata"]["name"], explicit_environment)
     resolved = environment_name(checked(SessionSpec, spec), AgentSpec.model_validate(agent["spec"]))
     if resolved is None:
         raise invalid(f"environment_id is required: agent {agent_ref} has no default environment")
     annotations = {}
     if params.metadata:
-        annotations[convert.METADATA_ANNOTATION] = convert.metadata_annotation(params.metadata)
-    # Finish even if the client goes away: a resource without its log would wait for the
-    # operator to start it.
+        annotations[meta.METADATA_ANNOTATION] = meta.metadata_annotation(params.metadata)
+    # Finish even if the client goes away: a log without its resource would be left behind.
     obj, snapshot = await asyncio.shield(_create(gw, found, spec, annotations, resolved))
-    return web.json_response(await _Resolver(found, [agent]).view(obj, snapshot, convert.now()))
+    return respond(await _Resolver(found, [agent]).view(obj, snapshot, meta.now()))
 
 
 async def _create(
     gw: Gateway, found: Objects, spec: dict[str, Any], annotations: dict[str, str], environment: str
 ) -> tuple[dict[str, Any], SessionSnapshot]:
     session_id = new_session_id()
-    name = convert.session_object_name(session_id)
+    name = meta.session_object_name(session_id)
     session = Session.model_validate(
         {"metadata": {"name": name, "namespace": found.namespace}, "spec": spec}
     )
@@ -160,7 +164,7 @@ async def retrieve_session(request: web.Request) -> web.Response:
     gw, found = gateway(request), objects(request)
     obj = await found.find(SESSIONS, request.match_info["session_id"])
     snapshot = await snapshot_or_none(gw, session_id_of(obj))
-    return web.json_response(await _Resolver(found).view(obj, snapshot, convert.now()))
+    return respond(await _Resolver(found).view(obj, snapshot, meta.now()))
 
 
 @routes.get("/v1/sessions")
@@ -177,23 +181,21 @@ async def list_sessions(request: web.Request) -> web.Response:
     sessions, agents = await asyncio.gather(found.list(SESSIONS), found.list(AGENTS))
     agent_name = None
     if "agent_id" in query:
-        matches = [
-            a for a in agents if convert.labels(a)[convert.AGENT_ID_LABEL] == query["agent_id"]
-        ]
+        matches = [a for a in agents if meta.labels(a)[meta.AGENT_ID_LABEL] == query["agent_id"]]
         if not matches:
-            return web.json_response({"data": [], "next_page": None, "prev_page": None})
+            return respond(_NO_SESSIONS)
         agent_name = matches[0]["metadata"]["name"]
         if "agent_version" in query and query["agent_version"] != str(
             matches[0]["metadata"].get("generation")
         ):
             # Sessions run their Agent's current version: older versions have none.
-            return web.json_response({"data": [], "next_page": None, "prev_page": None})
+            return respond(_NO_SESSIONS)
     items = [
         obj
         for obj in sessions
-        if (archived or not convert.archived_at(obj))
+        if (archived or not meta.archived_at(obj))
         and (agent_name is None or obj["spec"]["agentRef"]["name"] == agent_name)
-        and all(test(convert.parse_time(convert.created_at(obj))) for test in tests)
+        and all(test(meta.parse_time(meta.created_at(obj))) for test in tests)
     ]
     # Snapshots of many sessions in one round trip; sessions without a log are left out.
     snapshots: dict[str, SessionSnapshot] = {}
@@ -202,22 +204,20 @@ async def list_sessions(request: web.Request) -> web.Response:
         items = [
             obj
             for obj in items
-            if convert.session_status(obj, snapshots.get(session_id_of(obj))) in statuses
+            if session_status(obj, snapshots.get(session_id_of(obj))) in statuses
         ]
     page = paginate(
         items,
-        lambda obj: (convert.created_at(obj), session_id_of(obj)),
+        lambda obj: (meta.created_at(obj), session_id_of(obj)),
         limit=limit,
         order=order,
         page=query.get("page"),
     )
     if not statuses:
         snapshots = await gw.log.snapshots([session_id_of(obj) for obj in page.data])
-    resolver, at = _Resolver(found, agents), convert.now()
+    resolver, at = _Resolver(found, agents), meta.now()
     data = [await resolver.view(obj, snapshots.get(session_id_of(obj)), at) for obj in page.data]
-    return web.json_response(
-        {"data": data, "next_page": page.next_page, "prev_page": page.prev_page}
-    )
+    return respond(SessionPage(data=data, next_page=page.next_page, prev_page=page.prev_page))
 
 
 @routes.post("/v1/sessions/{session_id}")
@@ -252,11 +252,11 @@ async def update_session(request: web.Request) -> web.Response:
         checked(SessionSpec, spec)
         annotations = new["metadata"].setdefault("annotations", {})
         if params.metadata:
-            metadata = convert.patched_metadata(convert.api_metadata(current), params.metadata)
-            annotations[convert.METADATA_ANNOTATION] = convert.metadata_annotation(metadata)
+            metadata = meta.patched_metadata(meta.api_metadata(current), params.metadata)
+            annotations[meta.METADATA_ANNOTATION] = meta.metadata_annotation(metadata)
         if new == current:
             return None
-        annotations[convert.UPDATED_AT_ANNOTATION] = convert.rfc3339(convert.now())
+        annotations[meta.UPDATED_AT_ANNOTATION] = meta.rfc3339(meta.now())
         return new
 
     updated = await found.update(SESSIONS, ref, change)
@@ -267,7 +267,7 @@ async def update_session(request: web.Request) -> web.Response:
         session = Session.model_validate(updated)
         with contextlib.suppress(SessionNotFound):
             await gw.state.put_settings(session_id, settings_for(session, environment))
-    return web.json_response(await _Resolver(found).view(updated, snapshot, convert.now()))
+    return respond(await _Resolver(found).view(updated, snapshot, meta.now()))
 
 
 @routes.delete("/v1/sessions/{session_id}")
@@ -283,7 +283,7 @@ async def delete_session(request: web.Request) -> web.Response:
             await gw.log.delete_session(session_id)
         except RedisError as exc:
             raise unavailable("the session is deleted but its event log could not be") from exc
-    return web.json_response({"id": session_id, "type": "session_deleted"})
+    return respond(SessionDeleted(id=session_id))
 
 
 @routes.post("/v1/sessions/{session_id}/archive")
@@ -292,11 +292,11 @@ async def archive_session(request: web.Request) -> web.Response:
     gw, found = gateway(request), objects(request)
 
     def change(current: dict[str, Any]) -> dict[str, Any] | None:
-        new = convert.archived_copy(current)
+        new = meta.archived_copy(current)
         if new is not None:
             new["spec"]["cancel"] = True
         return new
 
     archived = await found.update(SESSIONS, request.match_info["session_id"], change)
     snapshot = await snapshot_or_none(gw, session_id_of(archived))
-    return web.json_response(await _Resolver(found).view(archived, snapshot, convert.now()))
+    return respond(await _Resolver(found).view(archived, snapshot, meta.now()))

@@ -1,0 +1,242 @@
+"""Agents: an API create (or merged update) request to the Agent spec fields the API owns,
+and an Agent resource to the API's `agent` view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from paddock.gateway import views
+from paddock.gateway.convert.meta import (
+    AGENT_ID_LABEL,
+    api_metadata,
+    archived_at,
+    created_at,
+    display_name,
+    labels,
+    updated_at,
+)
+from paddock.gateway.errors import invalid, unsupported
+from paddock.gateway.params import (
+    AgentCreateParams,
+    AgentToolsetParam,
+    CustomToolParam,
+    McpToolsetParam,
+    ModelParam,
+    PermissionPolicyParam,
+)
+from paddock.models.agent import BUILTIN_TOOL_NAMES, AgentSpec
+
+
+def _policy(param: PermissionPolicyParam | None, default: str, where: str) -> str:
+    if param is None:
+        return default
+    if param.type == "auto":
+        raise unsupported(f"{where}: permission policy `auto`", "use always_allow or always_ask")
+    return param.type
+
+
+def _model_id(model: ModelParam) -> str:
+    """The model id of a `model` field; refuses settings the harness does not apply."""
+    if isinstance(model, str):
+        return model
+    if model.effort is not None:
+        raise unsupported("model.effort")
+    if model.speed == "fast":
+        raise unsupported("model.speed `fast`")
+    if model.inference_geo is not None:
+        raise unsupported("model.inference_geo")
+    return model.id
+
+
+def _builtin_toolset(toolsets: list[AgentToolsetParam]) -> dict[str, Any]:
+    if not toolsets:
+        # No toolset entry: the Agent offers no built-in tool.
+        return {"enabled": False}
+    if len(toolsets) > 1:
+        raise invalid("tools: at most one agent_toolset_20260401 entry")
+    toolset = toolsets[0]
+    default = toolset.default_config
+    builtin: dict[str, Any] = {
+        "enabled": default.enabled if default and default.enabled is not None else True,
+        "permissionPolicy": _policy(
+            default.permission_policy if default else None,
+            "always_allow",
+            "tools.default_config",
+        ),
+        "configs": [],
+    }
+    for config in toolset.configs or []:
+        if config.name not in BUILTIN_TOOL_NAMES:
+            raise unsupported(f"the built-in tool {config.name}", "the sandbox has none")
+        if config.type is not None and config.type != config.name:
+            raise invalid(f"tools.configs: type {config.type!r} differs from name {config.name!r}")
+        if any(entry["name"] == config.name for entry in builtin["configs"]):
+            raise invalid(f"tools.configs: {config.name} is configured twice")
+        entry: dict[str, Any] = {"name": config.name}
+        if config.enabled is not None:
+            entry["enabled"] = config.enabled
+        if config.permission_policy is not None:
+            entry["permissionPolicy"] = _policy(
+                config.permission_policy, "always_allow", f"tools.configs.{config.name}"
+            )
+        builtin["configs"].append(entry)
+    return builtin
+
+
+def _mcp_toolset(toolset: McpToolsetParam, servers: set[str]) -> dict[str, Any]:
+    where = f"tools.mcp_toolset {toolset.mcp_server_name}"
+    if toolset.mcp_server_name not in servers:
+        raise invalid(f"{where}: no mcp_servers entry has this name")
+    if toolset.configs:
+        raise unsupported(f"{where}: per-tool configs", "one policy applies to all its tools")
+    default = toolset.default_config
+    if default is not None and default.enabled is False:
+        raise unsupported(f"{where}: default_config.enabled false", "remove the toolset instead")
+    return {
+        "serverName": toolset.mcp_server_name,
+        "permissionPolicy": _policy(
+            default.permission_policy if default else None, "always_ask", where
+        ),
+    }
+
+
+def agent_spec_fields(params: AgentCreateParams) -> dict[str, Any]:
+    """The Agent `spec` fields the API manages (`model`, `system`, `description`, `tools`,
+    `mcpServers`), camelCase; ApiError for what Paddock cannot do."""
+    if params.skills:
+        raise unsupported("skills")
+    if params.multiagent is not None:
+        raise unsupported("multiagent")
+    if params.execution_identity is not None and params.execution_identity.type != (
+        "service_account"
+    ):
+        raise unsupported(f"execution_identity {params.execution_identity.type!r}")
+    tools = params.tools or []
+    servers = params.mcp_servers or []
+    names = [server.name for server in servers]
+    if len(set(names)) != len(names):
+        raise invalid("mcp_servers: names must be unique")
+    toolsets = [tool for tool in tools if isinstance(tool, McpToolsetParam)]
+    unreferenced = set(names) - {toolset.mcp_server_name for toolset in toolsets}
+    if unreferenced:
+        raise invalid(f"mcp_servers: {sorted(unreferenced)[0]} is not used by any mcp_toolset")
+    custom = [tool for tool in tools if isinstance(tool, CustomToolParam)]
+    for tool in custom:
+        if tool.name in BUILTIN_TOOL_NAMES:
+            raise invalid(f"tools: custom tool {tool.name} shadows a built-in tool")
+    fields: dict[str, Any] = {
+        "model": _model_id(params.model),
+        "tools": {
+            "builtin": _builtin_toolset([t for t in tools if isinstance(t, AgentToolsetParam)]),
+            "custom": [
+                {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "inputSchema": tool.input_schema.model_dump(mode="json"),
+                }
+                for tool in custom
+            ],
+            "mcp": [_mcp_toolset(toolset, set(names)) for toolset in toolsets],
+        },
+        "mcpServers": [{"name": server.name, "url": server.url} for server in servers],
+    }
+    if params.system:
+        fields["system"] = params.system
+    if params.description:
+        fields["description"] = params.description
+    return fields
+
+
+def _resolved_tools(spec: AgentSpec, raw_spec: dict[str, Any]) -> list[views.Tool]:
+    builtin = spec.tools.builtin
+    enabled = {name: builtin.enabled for name in BUILTIN_TOOL_NAMES}
+    for config in builtin.configs:
+        if config.enabled is not None:
+            enabled[config.name] = config.enabled
+    tools: list[views.Tool] = []
+    if any(enabled.values()):
+        tools.append(
+            views.AgentToolset(
+                default_config=views.ToolsetDefaultConfig(
+                    enabled=builtin.enabled,
+                    permission_policy=views.PermissionPolicy(type=builtin.permission_policy),
+                ),
+                configs=[
+                    views.ToolConfig(
+                        name=config.name,
+                        type=config.name,
+                        enabled=enabled[config.name],
+                        permission_policy=views.PermissionPolicy(
+                            type=config.permission_policy or builtin.permission_policy
+                        ),
+                    )
+                    for config in builtin.configs
+                ],
+            )
+        )
+    for toolset in spec.tools.mcp:
+        tools.append(
+            views.McpToolset(
+                mcp_server_name=toolset.server_name,
+                default_config=views.ToolsetDefaultConfig(
+                    enabled=True,
+                    permission_policy=views.PermissionPolicy(type=toolset.permission_policy),
+                ),
+                configs=[],
+            )
+        )
+    # The input schema as stored: the model would rename nothing, but keep it verbatim.
+    raw_custom = raw_spec.get("tools", {}).get("custom", [])
+    for tool, raw in zip(spec.tools.custom, raw_custom, strict=False):
+        tools.append(
+            views.CustomTool(
+                name=tool.name,
+                description=tool.description,
+                input_schema=raw.get("inputSchema", {"type": "object"}),
+            )
+        )
+    return tools
+
+
+def _agent_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    spec = AgentSpec.model_validate(obj["spec"])
+    return {
+        "id": labels(obj)[AGENT_ID_LABEL],
+        "version": int(obj["metadata"].get("generation", 1)),
+        "name": display_name(obj),
+        "description": spec.description,
+        "model": views.ModelConfig(id=spec.model, speed="standard"),
+        "system": spec.system,
+        "tools": _resolved_tools(spec, obj["spec"]),
+        "mcp_servers": [
+            views.McpServer(name=server.name, url=server.url) for server in spec.mcp_servers
+        ],
+    }
+
+
+def agent_view(obj: dict[str, Any]) -> views.Agent:
+    """An Agent resource (with its id label) as a Managed Agents `agent`."""
+    return views.Agent(
+        **_agent_fields(obj),
+        metadata=api_metadata(obj),
+        created_at=created_at(obj),
+        updated_at=updated_at(obj),
+        archived_at=archived_at(obj),
+    )
+
+
+def session_agent_view(obj: dict[str, Any] | None, name: str) -> views.SessionAgent:
+    """The `agent` of a session: the Agent as it is now (Paddock sessions run their Agent's
+    current spec). An Agent that is gone shows as an empty stand-in named ``name``."""
+    if obj is None:
+        return views.SessionAgent(
+            id="",
+            version=0,
+            name=name,
+            description=None,
+            model=views.ModelConfig(id=""),
+            system=None,
+            tools=[],
+            mcp_servers=[],
+        )
+    return views.SessionAgent(**_agent_fields(obj))
