@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from paddock.models import Session
 from paddock.operator import labels as L
 from paddock.operator.controller import WorkQueue
 from paddock.operator.informer import Informer
@@ -89,13 +90,16 @@ def test_a_resumed_session_whose_status_says_it_all_is_not_written_again() -> No
         "observedGeneration": 1,
         "lastTransitionTime": "2026-01-01T00:00:00Z",
     }
-    session = {"status": {"sessionId": "sesn_1", "conditions": [ready]}}
+    spec = {"agentRef": {"name": "coder"}}
+    session = Session.model_validate(
+        {"spec": spec, "status": {"sessionId": "sesn_1", "conditions": [ready]}}
+    )
     later = {**ready, "lastTransitionTime": "2026-01-02T00:00:00Z"}
     assert says_already(session, {"sessionId": "sesn_1", "conditions": [later]})
     assert not says_already(session, {"sessionId": "sesn_2", "conditions": [later]})
     assert not says_already(session, {"conditions": [{**later, "observedGeneration": 2}]})
     assert not says_already(session, {"conditions": [{**later, "type": "SandboxBound"}]})
-    assert not says_already({}, {"sessionId": "sesn_1"})
+    assert not says_already(Session.model_validate({"spec": spec}), {"sessionId": "sesn_1"})
 
 
 def test_the_session_informer_keeps_what_is_read_of_a_session() -> None:

@@ -135,6 +135,9 @@ class ObjectMeta(Model):
     uid: str | None = None
     labels: dict[str, str] | None = None
     annotations: dict[str, str] | None = None
+    resource_version: str | None = None
+    finalizers: list[str] | None = None
+    deletion_timestamp: datetime | None = None
 
 
 class ObjectStub(Model):

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 from redis.exceptions import RedisError
 
 from paddock.kube import ApiError
-from paddock.models import Agent, Environment
+from paddock.models import Agent, Environment, Session
 from paddock.operator import agents, environments, metrics, sessions
 from paddock.operator import labels as L
 from paddock.operator.informer import Informer
@@ -180,7 +180,7 @@ class Controller:
 
     def session_changed(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         self.sync.session_changed(old, new)
-        if new is not None and self.sessions.wants(new):
+        if new is not None and self.sessions.wants(Session.model_validate(new)):
             self.add(Key("Session", new["metadata"]["namespace"], new["metadata"]["name"]))
 
     def _retry_unresolved(self, namespace: str) -> None:
@@ -286,14 +286,14 @@ class Controller:
         environment = self.rt.informers["Environment"].get(key.namespace, key.name)
         if environment is not None and not environment["metadata"].get("deletionTimestamp"):
             try:
-                await self.sandboxes.reconcile_pool(environment)
+                await self.sandboxes.reconcile_pool(Environment.model_validate(environment))
             finally:
                 self._pool_done[key] = loop.time()
 
     async def _session(self, key: Key) -> None:
         session = self.rt.informers["Session"].get(key.namespace, key.name)
         if session is not None:
-            await self.sessions.reconcile(session)
+            await self.sessions.reconcile(Session.model_validate(session))
 
     async def _sandbox(self, key: Key) -> None:
         await sessions.reconcile_sandbox(self.rt, self.sandboxes, key.namespace, key.name)

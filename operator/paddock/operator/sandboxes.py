@@ -23,6 +23,7 @@ from typing import Any
 from paddock.eventlog import SessionNotFound
 from paddock.eventlog.sessionstate import SandboxBinding
 from paddock.kube import JSON_PATCH, Conflict, NotFound
+from paddock.models import API_VERSION, Session
 from paddock.models.environment import Environment, EnvironmentSpec
 from paddock.operator import labels as L
 from paddock.operator import metrics, render
@@ -74,14 +75,12 @@ def _escape(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
-def with_image_default(environment: dict[str, Any], image: str | None) -> dict[str, Any]:
+def with_image_default(environment: Environment, image: str | None) -> Environment:
     """The Environment with the operator's sandbox image where it uses the built-in default."""
-    if (
-        not image
-        or environment.get("spec", {}).get("image", DEFAULT_SANDBOX_IMAGE) != DEFAULT_SANDBOX_IMAGE
-    ):
+    if not image or environment.spec.image != DEFAULT_SANDBOX_IMAGE:
         return environment
-    return {**environment, "spec": {**environment.get("spec", {}), "image": image}}
+    spec = environment.spec.model_copy(update={"image": image})
+    return environment.model_copy(update={"spec": spec})
 
 
 def pool_index(pod: dict[str, Any]) -> tuple[str, str, str] | None:
@@ -154,7 +153,7 @@ class Sandboxes:
     def pods(self) -> Informer:
         return self.rt.informers["Pod"]
 
-    def _effective(self, environment: dict[str, Any]) -> dict[str, Any]:
+    def _effective(self, environment: Environment) -> Environment:
         return with_image_default(environment, self.rt.settings.sandbox_image)
 
     def session_pods(self, namespace: str, session_id: str) -> list[dict[str, Any]]:
@@ -180,15 +179,13 @@ class Sandboxes:
 
     # --- the warm pool ---------------------------------------------------------------
 
-    async def reconcile_pool(self, environment: dict[str, Any]) -> None:
+    async def reconcile_pool(self, original: Environment) -> None:
         """Replace stale and dead pooled pods, start missing ones, and report the status.
 
         Only the `Controller` calls this: one reconcile of a pool at a time, in the
         replica that holds the leader lease, reading pods from the informer."""
-        original = environment
-        environment = self._effective(environment)
-        namespace, name = environment["metadata"]["namespace"], environment["metadata"]["name"]
-        model = Environment.model_validate(environment)
+        model = self._effective(original)
+        namespace, name = render.namespace_of(model), render.name_of(model)
         current = render.sandbox_template_hash(model)
         bound = sum(1 for p in self.pool_pods(namespace, name, "bound") if not pod_dead(p))
         warm, claiming = [], []
@@ -202,7 +199,7 @@ class Sandboxes:
             else:
                 warm.append(pod)
         warm = claiming + warm
-        size = environment.get("spec", {}).get("warmPool", {}).get("size", 0)
+        size = model.spec.warm_pool.size
         missing = size - len(warm)
         failures = self.failures.get((namespace, name))
         if missing > 0 and failures is not None and failures.count:
@@ -242,8 +239,13 @@ class Sandboxes:
             ("bound", bound),
         ):
             metrics.WARM_POOL.labels(namespace, name, state).set(count)
-        if status != original.get("status"):
-            applied = await self.kube.apply_status(original, status, "paddock")
+        if original.status is None or status != original.status.to_k8s():
+            identity = {
+                "apiVersion": API_VERSION,
+                "kind": "Environment",
+                "metadata": {"name": name, "namespace": namespace},
+            }
+            applied = await self.kube.apply_status(identity, status, "paddock")
             environments = self.rt.informers.get("Environment")
             if environments is not None and applied:
                 environments.store(applied)
@@ -257,14 +259,12 @@ class Sandboxes:
 
     # --- binding ---------------------------------------------------------------------
 
-    async def bind(
-        self, session: dict[str, Any], session_id: str, environment: dict[str, Any]
-    ) -> str:
+    async def bind(self, session: Session, session_id: str, environment: Environment) -> str:
         """Give the session a sandbox; returns `existing`, `warm`, `cold` (bound when ready)
         or `waiting` (its Environment's pods fail to start: a cold start waits for the
         backoff, and the controller binds again then). Callers hold `binding(session_id)`."""
         started = time.monotonic()
-        namespace = session["metadata"]["namespace"]
+        namespace, environment_name = render.namespace_of(environment), render.name_of(environment)
         if await self.rt.state.sandbox(session_id) is not None:
             return "existing"
         own = [p for p in self.session_pods(namespace, session_id) if not pod_dead(p)]
@@ -272,19 +272,19 @@ class Sandboxes:
             if pod_ready(own[0]):
                 await self.record(session_id, own[0])
             return "existing"
-        for pod in self._claimable(namespace, environment["metadata"]["name"]):
+        for pod in self._claimable(namespace, environment_name):
             claimed = await self._claim(pod, session, session_id)
             if claimed is not None:
                 await self.record(session_id, claimed)
                 metrics.CLAIM_SECONDS.labels("warm").observe(time.monotonic() - started)
                 return "warm"
-        wait = self._may_start(namespace, environment["metadata"]["name"])
+        wait = self._may_start(namespace, environment_name)
         if wait:
             self.wanting.add(session_id)
             self.schedule(("sandbox", namespace, session_id), wait)
             return "waiting"
         self.wanting.discard(session_id)
-        pod = self._new_pod(Environment.model_validate(self._effective(environment)))
+        pod = self._new_pod(self._effective(environment))
         pod["metadata"]["labels"].update({L.SANDBOX_STATE: "bound", L.SESSION_ID: session_id})
         pod["metadata"]["annotations"][L.CLAIM] = "cold"
         pod["metadata"]["ownerReferences"] = _owned_by(session)
@@ -311,7 +311,7 @@ class Sandboxes:
         return random.sample(ready, len(ready))
 
     async def _claim(
-        self, pod: dict[str, Any], session: dict[str, Any], session_id: str
+        self, pod: dict[str, Any], session: Session, session_id: str
     ) -> dict[str, Any] | None:
         meta = pod["metadata"]
         key = (meta["namespace"], meta["name"])
@@ -368,14 +368,14 @@ class Sandboxes:
             self._cold_started.pop(session_id, None)
 
 
-def _owned_by(session: dict[str, Any]) -> list[dict[str, Any]]:
-    meta = session["metadata"]
+def _owned_by(session: Session) -> list[dict[str, Any]]:
+    meta = session.metadata
     return [
         {
-            "apiVersion": "paddock.dev/v1alpha1",
+            "apiVersion": API_VERSION,
             "kind": "Session",
-            "name": meta["name"],
-            "uid": meta["uid"],
+            "name": meta.name,
+            "uid": meta.uid,
             "controller": True,
             "blockOwnerDeletion": True,
         }

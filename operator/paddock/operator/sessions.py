@@ -27,8 +27,11 @@ from paddock.eventlog.ids import new_id
 from paddock.eventlog.sessionstate import open_session
 from paddock.kube import JSON_PATCH
 from paddock.models import (
+    API_VERSION,
     Agent,
+    Condition,
     ConditionType,
+    Environment,
     EventReason,
     ObjectStub,
     SandboxReason,
@@ -36,6 +39,7 @@ from paddock.models import (
     SessionReason,
     environment_name,
 )
+from paddock.models.common import ObjectMeta
 from paddock.operator import events
 from paddock.operator import labels as L
 from paddock.operator.runtime import Runtime
@@ -49,24 +53,43 @@ FINALIZER = "paddock.dev/cleanup"
 """Held by every accepted Session until its sandboxes and Redis keys are gone."""
 
 
+SessionLike = Session | ObjectStub
+"""A Session, or only its identity (a bound pod's owner): enough to write its status."""
+
+
 class Unresolved(Exception):
     """A reference does not resolve (yet): the status says so and the handler retries."""
 
 
-def _ready(session: dict[str, Any], ok: bool, reason: SessionReason, message: str) -> ConditionBody:
+def _stub(session: SessionLike) -> dict[str, Any]:
+    """The identity the Kubernetes client addresses a status write with."""
+    meta = session.metadata
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Session",
+        "metadata": {"name": meta.name, "namespace": meta.namespace},
+    }
+
+
+def _conditions(session: SessionLike) -> list[Condition] | None:
+    status = session.status if isinstance(session, Session) else None
+    return status.conditions if status is not None else None
+
+
+def _ready(session: Session, ok: bool, reason: SessionReason, message: str) -> ConditionBody:
     return condition(
         ConditionType.READY,
         ok,
         reason,
         message,
-        generation=session["metadata"].get("generation"),
-        previous=(session.get("status") or {}).get("conditions"),
+        generation=session.metadata.generation,
+        previous=_conditions(session),
         now=datetime.now(UTC),
     )
 
 
 def _sandbox_condition(
-    session: dict[str, Any], ok: bool, reason: SandboxReason, message: str
+    session: SessionLike, ok: bool, reason: SandboxReason, message: str
 ) -> ConditionBody:
     return condition(
         ConditionType.SANDBOX_BOUND,
@@ -74,33 +97,30 @@ def _sandbox_condition(
         reason,
         message,
         generation=None,
-        previous=(session.get("status") or {}).get("conditions"),
+        previous=_conditions(session),
         now=datetime.now(UTC),
     )
 
 
 async def _unresolved(
-    rt: Runtime, session: dict[str, Any], sid: str, reason: SessionReason, message: str
+    rt: Runtime, session: Session, sid: str, reason: SessionReason, message: str
 ) -> NoReturn:
     status = {
         "sessionId": sid,
         "phase": "Pending",
         "conditions": [_ready(session, False, reason, message)],
     }
-    await rt.kube.apply_status(session, status, SESSION_MANAGER)
+    await rt.kube.apply_status(_stub(session), status, SESSION_MANAGER)
     raise Unresolved(message)
 
 
-async def accept(
-    rt: Runtime, sandboxes: Sandboxes, session: dict[str, Any]
-) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
-    """Resolve references, open the session in the log, bind a sandbox. Returns (session id,
-    agent, Environment or None). Raises `Unresolved` (after saying why in the status)."""
-    meta = session["metadata"]
-    namespace = meta["namespace"]
+async def accept(rt: Runtime, sandboxes: Sandboxes, session: Session) -> str:
+    """Resolve references, open the session in the log (unless the gateway did), bind a
+    sandbox; returns the session id. Raises `Unresolved` (after saying why in the status)."""
+    namespace = session.metadata.namespace or ""
     sid = await _take(rt, session)
-    agent_name = session["spec"]["agentRef"]["name"]
-    agent = await rt.find("paddock.dev/v1alpha1", "Agent", namespace, agent_name)
+    agent_name = session.spec.agent_ref.name
+    agent = await rt.find(API_VERSION, "Agent", namespace, agent_name)
     if agent is None:
         await _unresolved(
             rt,
@@ -109,23 +129,23 @@ async def accept(
             SessionReason.AGENT_NOT_FOUND,
             f'Agent "{agent_name}" not found in namespace "{namespace}"',
         )
-    model = Session.model_validate(session)
     settings = await rt.state.settings(sid)
     if settings is None:  # not started: a Session applied with kubectl or by GitOps
-        env_name = environment_name(model.spec, Agent.model_validate(agent).spec)
+        env_name = environment_name(session.spec, Agent.model_validate(agent).spec)
     else:  # started by the gateway before the resource existed (or here, before a restart)
         env_name = settings.environment
     environment = None
     if env_name:
-        environment = await rt.find("paddock.dev/v1alpha1", "Environment", namespace, env_name)
-        if environment is None:
+        found = await rt.find(API_VERSION, "Environment", namespace, env_name)
+        if found is None:
             message = f'Environment "{env_name}" not found in namespace "{namespace}"'
             await _unresolved(rt, session, sid, SessionReason.ENVIRONMENT_NOT_FOUND, message)
+        environment = Environment.model_validate(found)
     if settings is None:
-        await open_session(rt.log, rt.state, sid, model, environment=env_name)
+        await open_session(rt.log, rt.state, sid, session, environment=env_name)
     ready = {
         "sessionId": sid,
-        "observedGeneration": meta.get("generation"),
+        "observedGeneration": session.metadata.generation,
         "conditions": [
             _ready(session, True, SessionReason.ACCEPTED, f'run by Agent "{agent_name}"')
         ],
@@ -147,15 +167,11 @@ async def accept(
             bind(rt, sandboxes, session, sid, environment),
             _apply_status(rt, session, ready, SESSION_MANAGER),
         )
-    return sid, agent, environment
+    return sid
 
 
 async def bind(
-    rt: Runtime,
-    sandboxes: Sandboxes,
-    session: dict[str, Any],
-    sid: str,
-    environment: dict[str, Any],
+    rt: Runtime, sandboxes: Sandboxes, session: Session, sid: str, environment: Environment
 ) -> None:
     async with sandboxes.binding(sid):
         how = await sandboxes.bind(session, sid, environment)
@@ -163,7 +179,7 @@ async def bind(
 
 
 async def report_binding(
-    rt: Runtime, session: dict[str, Any], sid: str, *, waiting: bool = False
+    rt: Runtime, session: SessionLike, sid: str, *, waiting: bool = False
 ) -> None:
     """The sandbox part of the status, from the binding in Redis; ``waiting``: the
     Environment's sandboxes fail to start and this one waits for the backoff."""
@@ -201,10 +217,11 @@ async def report_binding(
     await _apply_status(rt, session, status, SANDBOX_MANAGER)
 
 
-def says_already(session: dict[str, Any], status: dict[str, Any]) -> bool:
+def says_already(session: SessionLike, status: dict[str, Any]) -> bool:
     """Whether the Session's status already says all that ``status`` would (a session
     resumed when the operator restarts): then the write is skipped."""
-    current = session.get("status") or {}
+    known = session.status if isinstance(session, Session) else None
+    current = known.to_k8s() if known is not None else {}
     for key, value in status.items():
         if key != "conditions":
             if current.get(key) != value:
@@ -222,10 +239,10 @@ def says_already(session: dict[str, Any], status: dict[str, Any]) -> bool:
 
 
 async def _apply_status(
-    rt: Runtime, session: dict[str, Any], status: dict[str, Any], manager: str
+    rt: Runtime, session: SessionLike, status: dict[str, Any], manager: str
 ) -> None:
     if not says_already(session, status):
-        await rt.kube.apply_status(session, status, manager)
+        await rt.kube.apply_status(_stub(session), status, manager)
 
 
 async def reconcile_sandbox(
@@ -269,78 +286,72 @@ async def _bind_again(
     settings = await rt.state.settings(session_id)
     if settings is None:
         return
-    session = await rt.kube.find("paddock.dev/v1alpha1", "Session", namespace, settings.name)
-    if (
-        session is None
-        or session["metadata"].get("deletionTimestamp")
-        or session["spec"].get("cancel")
-    ):
+    found = await rt.kube.find(API_VERSION, "Session", namespace, settings.name)
+    session = Session.model_validate(found) if found is not None else None
+    if session is None or session.metadata.deletion_timestamp or session.spec.cancel:
         sandboxes.wanting.discard(session_id)
         return
     if gone is not None:
         await events.post(
             rt.kube,
-            Session.model_validate(session),
+            session,
             EventReason.SANDBOX_REPLACED,
             f"sandbox {gone} is gone; binding another",
         )
-    environment = await rt.find(
-        "paddock.dev/v1alpha1", "Environment", namespace, settings.environment or ""
-    )
+    environment = await rt.find(API_VERSION, "Environment", namespace, settings.environment or "")
     if environment is not None:
-        how = await sandboxes.bind(session, session_id, environment)
+        how = await sandboxes.bind(session, session_id, Environment.model_validate(environment))
         await report_binding(rt, session, session_id, waiting=how == "waiting")
 
 
-def _owner(pod: dict[str, Any]) -> dict[str, Any]:
+def _owner(pod: dict[str, Any]) -> ObjectStub:
     """The Session a bound pod belongs to, as much of it as a status write needs."""
     owner = pod["metadata"]["ownerReferences"][0]
-    return {
-        "apiVersion": owner["apiVersion"],
-        "kind": owner["kind"],
-        "metadata": {"name": owner["name"], "namespace": pod["metadata"]["namespace"]},
-    }
+    return ObjectStub(
+        kind=owner["kind"],
+        metadata=ObjectMeta(name=owner["name"], namespace=pod["metadata"]["namespace"]),
+    )
 
 
-async def cancel(rt: Runtime, sandboxes: Sandboxes, session: dict[str, Any], sid: str) -> None:
+async def cancel(rt: Runtime, sandboxes: Sandboxes, session: SessionLike, sid: str) -> None:
     """Interrupt the running turn and terminate the session for good; free its sandbox."""
     with contextlib.suppress(SessionTerminated, SessionNotFound):  # already over
         await rt.log.send(sid, [UserInterruptEvent(), SessionStatusTerminatedEvent()])
-    await sandboxes.release(session["metadata"]["namespace"], sid)
+    await sandboxes.release(session.metadata.namespace or "", sid)
 
 
-async def delete(rt: Runtime, sandboxes: Sandboxes, session: dict[str, Any]) -> None:
+async def delete(rt: Runtime, sandboxes: Sandboxes, session: SessionLike) -> None:
     """The finalizer's work: the session's sandboxes and every Redis key go."""
-    sid = (session["metadata"].get("labels") or {}).get(L.SESSION_ID)
+    sid = (session.metadata.labels or {}).get(L.SESSION_ID)
     if sid:
-        await sandboxes.release(session["metadata"]["namespace"], sid)
+        await sandboxes.release(session.metadata.namespace or "", sid)
         await rt.log.delete_session(sid)
 
 
-def _precondition(meta: dict[str, Any]) -> dict[str, Any]:
+def _precondition(meta: ObjectMeta) -> dict[str, Any]:
     """A JSON patch `test` that keeps another writer's finalizer from being lost (a
     conflict is retried by the work queue with a fresh copy)."""
-    if meta.get("finalizers"):
-        return {"op": "test", "path": "/metadata/finalizers", "value": meta["finalizers"]}
-    return {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}
+    if meta.finalizers:
+        return {"op": "test", "path": "/metadata/finalizers", "value": meta.finalizers}
+    return {"op": "test", "path": "/metadata/resourceVersion", "value": meta.resource_version}
 
 
-async def _patch_session(rt: Runtime, meta: dict[str, Any], patch: list[dict[str, Any]]) -> None:
+async def _patch_session(rt: Runtime, meta: ObjectMeta, patch: list[dict[str, Any]]) -> None:
     await rt.kube.patch(
-        "paddock.dev/v1alpha1",
+        API_VERSION,
         "Session",
-        meta["namespace"],
-        meta["name"],
+        meta.namespace or "",
+        meta.name or "",
         patch,
         content_type=JSON_PATCH,
     )
 
 
-async def _take(rt: Runtime, session: dict[str, Any]) -> str:
+async def _take(rt: Runtime, session: Session) -> str:
     """The session's id; the id label (when the gateway did not set it) and the finalizer
     are added in one patch."""
-    meta = session["metadata"]
-    labels, finalizers = meta.get("labels") or {}, meta.get("finalizers") or []
+    meta = session.metadata
+    labels, finalizers = meta.labels or {}, meta.finalizers or []
     sid: str = labels.get(L.SESSION_ID) or new_id("sesn_")
     patch = []
     if FINALIZER not in finalizers:
@@ -370,58 +381,52 @@ class SessionReconciler:
         self.unresolved: dict[str, set[str]] = {}
         """Namespace → Sessions waiting for an Agent or Environment to appear."""
 
-    def wants(self, session: dict[str, Any]) -> bool:
-        meta, uid = session["metadata"], session["metadata"].get("uid", "")
-        if meta.get("deletionTimestamp"):
-            return FINALIZER in (meta.get("finalizers") or [])
-        cancel = bool((session.get("spec") or {}).get("cancel"))
-        return uid not in self._accepted or (cancel and uid not in self._cancelled)
+    def wants(self, session: Session) -> bool:
+        meta, uid = session.metadata, session.metadata.uid or ""
+        if meta.deletion_timestamp:
+            return FINALIZER in (meta.finalizers or [])
+        return uid not in self._accepted or (session.spec.cancel and uid not in self._cancelled)
 
     def forget_accepted(self) -> None:
         """A new leadership: every Session is resumed once."""
         self._accepted.clear()
         self._cancelled.clear()
 
-    async def reconcile(self, slim: dict[str, Any]) -> None:
+    async def reconcile(self, slim: Session) -> None:
         """``slim`` is the informer's copy; the whole Session is read when it is accepted."""
-        meta, rt = slim["metadata"], self.rt
-        namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid", "")
-        if meta.get("deletionTimestamp"):
-            if FINALIZER in (meta.get("finalizers") or []):
+        meta, rt = slim.metadata, self.rt
+        namespace, name, uid = meta.namespace or "", meta.name or "", meta.uid or ""
+        if meta.deletion_timestamp:
+            if FINALIZER in (meta.finalizers or []):
                 await delete(rt, self.sandboxes, slim)
-                session = await rt.kube.find("paddock.dev/v1alpha1", "Session", namespace, name)
-                if session is not None:
-                    current = session["metadata"]
-                    rest = [f for f in current.get("finalizers") or [] if f != FINALIZER]
+                found = await rt.kube.find(API_VERSION, "Session", namespace, name)
+                if found is not None:
+                    current = Session.model_validate(found).metadata
+                    rest = [f for f in current.finalizers or [] if f != FINALIZER]
                     remove = {"op": "add", "path": "/metadata/finalizers", "value": rest}
                     await _patch_session(rt, current, [_precondition(current), remove])
             self._accepted.discard(uid)
             self._cancelled.discard(uid)
             return
-        session_id = (meta.get("labels") or {}).get(L.SESSION_ID)
+        session_id = (meta.labels or {}).get(L.SESSION_ID)
         if uid not in self._accepted:
-            session = await rt.kube.find("paddock.dev/v1alpha1", "Session", namespace, name)
-            if session is None:
+            found = await rt.kube.find(API_VERSION, "Session", namespace, name)
+            if found is None:
                 return
+            session = Session.model_validate(found)
             try:
-                session_id, _, _ = await accept(rt, self.sandboxes, session)
+                session_id = await accept(rt, self.sandboxes, session)
             except Unresolved as exc:
                 self.unresolved.setdefault(namespace, set()).add(name)
-                await events.post(
-                    rt.kube,
-                    Session.model_validate(session),
-                    EventReason.UNRESOLVED,
-                    str(exc),
-                    warning=True,
-                )
+                await events.post(rt.kube, session, EventReason.UNRESOLVED, str(exc), warning=True)
                 raise
             self._accepted.add(uid)
             self.unresolved.get(namespace, set()).discard(name)
-        if (slim.get("spec") or {}).get("cancel") and uid not in self._cancelled and session_id:
+        if slim.spec.cancel and uid not in self._cancelled and session_id:
             await cancel(rt, self.sandboxes, slim, session_id)
             await events.post(
                 rt.kube,
-                ObjectStub.model_validate(slim),
+                slim,
                 EventReason.CANCELLED,
                 "spec.cancel is set: the session is terminated",
             )

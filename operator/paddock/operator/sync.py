@@ -29,7 +29,9 @@ from paddock.eventlog.sessionstate import SANDBOX_REQUESTS
 from paddock.eventlog.storage import stream_entries
 from paddock.kube import ApiError
 from paddock.models import (
+    API_VERSION,
     ConditionType,
+    Environment,
     EventReason,
     ObjectStub,
     SandboxReason,
@@ -384,25 +386,21 @@ class SandboxRequests:
         if settings is None or settings.environment is None:
             return
         kube = self.rt.kube
-        session = await kube.find(
-            "paddock.dev/v1alpha1", "Session", settings.namespace, settings.name
-        )
-        if (
-            session is None
-            or session["metadata"].get("deletionTimestamp")
-            or session["spec"].get("cancel")
-        ):
+        found = await kube.find(API_VERSION, "Session", settings.namespace, settings.name)
+        session = Session.model_validate(found) if found is not None else None
+        if session is None or session.metadata.deletion_timestamp or session.spec.cancel:
             return
         if request.get("reason") == "dead" and request.get("pod"):
             await kube.delete("v1", "Pod", settings.namespace, request["pod"])
             await events.post(
                 kube,
-                Session.model_validate(session),
+                session,
                 EventReason.SANDBOX_REPLACED,
                 f"sandbox {request['pod']} failed; binding another",
             )
         environment = await kube.find(
-            "paddock.dev/v1alpha1", "Environment", settings.namespace, settings.environment
+            API_VERSION, "Environment", settings.namespace, settings.environment
         )
         if environment is not None:
-            await bind(self.rt, self.sandboxes, session, session_id, environment)
+            environment_model = Environment.model_validate(environment)
+            await bind(self.rt, self.sandboxes, session, session_id, environment_model)
