@@ -187,3 +187,37 @@ def test_a_harness_request_for_a_dead_sandbox_binds_another(
         ),
     )
     assert isinstance(state_of(redis_url, session_id), SandboxBinding)
+
+
+def test_sandbox_pods_the_apiserver_refuses_are_reported_and_retried_with_backoff(
+    cluster: Cluster, namespace: str, operator: KopfRunner
+) -> None:
+    """A request above its limit passes the CRD schema but not the pod's validation: the
+    Environment says so, and the operator tries again (after its backoff)."""
+    resources = {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}
+    cluster.create(
+        "Environment", namespace, "python", {"warmPool": {"size": 1}, "resources": resources}
+    )
+    ready = cluster.wait(
+        "the refusal in the status",
+        lambda: (
+            (c := cluster.condition("Environment", namespace, "python", "Ready"))
+            and c["reason"] == "SandboxRejected"
+            and c
+        ),
+    )
+    assert ready["status"] == "False"
+    assert "must be less than or equal to memory limit" in ready["message"], ready
+    cluster.wait(
+        "a second try",
+        lambda: (
+            "refused 2 sandbox pods in a row"
+            in (cluster.condition("Environment", namespace, "python", "Ready") or {}).get(
+                "message", ""
+            )
+        ),
+    )
+    # Fixed: a pod is made at once, not after the broken spec's backoff.
+    fixed = {"requests": {"memory": "1Gi"}, "limits": {"memory": "1Gi"}}
+    cluster.patch("Environment", namespace, "python", {"spec": {"resources": fixed}})
+    cluster.wait("a pool pod", lambda: cluster.sandboxes(namespace), timeout=10)

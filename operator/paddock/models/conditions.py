@@ -52,6 +52,10 @@ class EnvironmentReason(StrEnum):
     SANDBOX_FAILING = "SandboxFailing"
     """Sandbox pods fail before they ever serve: new ones are made with exponential backoff;
     the message has how many failed in a row and the last one's error."""
+    SANDBOX_REJECTED = "SandboxRejected"
+    """The apiserver refuses the Environment's sandbox pods (an admission policy, a quota, a
+    value the schema could not check); tried again with exponential backoff; the message has
+    the apiserver's answer."""
 
 
 class SessionReason(StrEnum):

@@ -156,6 +156,8 @@ class Controller:
             return
         if _generation_changed(old, new):
             meta = new["metadata"]
+            # A new spec may well start: not after the old one's backoff.
+            self.sandboxes.failures.pop((meta["namespace"], meta["name"]), None)
             self.add(Key("Environment", meta["namespace"], meta["name"]))
             self.add(Key("pool", meta["namespace"], meta["name"]))
             if old is None:

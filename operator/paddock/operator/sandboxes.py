@@ -10,6 +10,7 @@ never returned to the pool.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import secrets
@@ -22,7 +23,7 @@ from typing import Any
 
 from paddock.eventlog import SessionNotFound
 from paddock.eventlog.sessionstate import SandboxBinding
-from paddock.kube import JSON_PATCH, Conflict, NotFound
+from paddock.kube import JSON_PATCH, ApiError, Conflict, NotFound
 from paddock.models import API_VERSION, Session
 from paddock.models.environment import Environment, EnvironmentSpec
 from paddock.operator import labels as L
@@ -50,14 +51,27 @@ class StartFailures:
     """`time.monotonic()` before which no new sandbox pod of the Environment is created."""
     seen: set[str] = field(default_factory=set)
     """Pods already counted."""
+    rejected: bool = False
+    """The last failure: the apiserver refused to create the pod."""
 
-    def failed(self, pod: str, message: str) -> None:
+    def failed(self, pod: str, message: str, *, rejected: bool = False) -> None:
         if pod in self.seen:
             return
         self.seen.add(pod)
         self.count += 1
-        self.message = message
+        self.message, self.rejected = message, rejected
         self.retry_at = time.monotonic() + retry_delay_s(self.count)
+
+
+def refusal(exc: ApiError) -> str | None:
+    """The apiserver's message when it refuses a pod for what it is (invalid, forbidden by
+    an admission policy or a quota), not for how things are (conflict, overload, outage)."""
+    if exc.status not in (400, 403, 422):
+        return None
+    try:
+        return str(json.loads(exc.body).get("message") or exc.body)[:1000]
+    except ValueError:
+        return exc.body[:1000]
 
 
 def start_failure(pod: dict[str, Any]) -> str | None:
@@ -218,7 +232,11 @@ class Sandboxes:
             for pod in created:  # known at once, even if another create failed
                 self.pods.store(pod)
             for reply in replies:
-                if isinstance(reply, BaseException):
+                if isinstance(reply, ApiError) and (refused := refusal(reply)) is not None:
+                    # Said in the status and tried again after the backoff, not every second.
+                    self._refused_start(namespace, name, refused)
+                    self.schedule(("pool", namespace, name), self._may_start(namespace, name))
+                elif isinstance(reply, BaseException):
                     raise reply
             warm.extend(created)
         for pod in warm[max(size, len(claiming)) :]:  # the pool shrank
@@ -230,7 +248,7 @@ class Sandboxes:
             ready=sum(1 for pod in warm if pod_ready(pod)),
             bound=bound,
             template_hash=current,
-            failures=(failures.count, failures.message) if failures else None,
+            failures=(failures.count, failures.message, failures.rejected) if failures else None,
             now=datetime.now(UTC),
         )
         for state, count in (
@@ -289,8 +307,23 @@ class Sandboxes:
         pod["metadata"]["annotations"][L.CLAIM] = "cold"
         pod["metadata"]["ownerReferences"] = _owned_by(session)
         self._cold_started[session_id] = started
-        self.pods.store(await self.kube.create(pod))
+        try:
+            self.pods.store(await self.kube.create(pod))
+        except ApiError as exc:
+            if (refused := refusal(exc)) is None:
+                raise
+            self._refused_start(namespace, environment_name, refused)
+            self.wanting.add(session_id)
+            self.schedule(
+                ("sandbox", namespace, session_id), self._may_start(namespace, environment_name)
+            )
+            self.schedule(("pool", namespace, environment_name), 0)  # its status says why
+            return "waiting"
         return "cold"
+
+    def _refused_start(self, namespace: str, environment: str, message: str) -> None:
+        failures = self.failures.setdefault((namespace, environment), StartFailures())
+        failures.failed(f"refused-{secrets.token_hex(4)}", message, rejected=True)
 
     def _claimable(self, namespace: str, environment: str) -> list[dict[str, Any]]:
         """Ready pooled pods nobody here is claiming, in random order (claims by other

@@ -267,17 +267,23 @@ def environment_status(
     ready: int,
     bound: int,
     template_hash: str,
-    failures: tuple[int, str] | None = None,
+    failures: tuple[int, str, bool] | None = None,
     now: datetime,
 ) -> EnvironmentStatusBody:
     """``ready``: warm sandboxes that serve; ``failures``: (how many sandbox pods failed to
-    start in a row, the last's error)."""
+    start in a row, the last's error, whether the apiserver refused to create it)."""
     generation = environment.metadata.generation
     desired = environment.spec.warm_pool.size
     ok = ready >= desired
     reason = EnvironmentReason.POOL_READY if ok else EnvironmentReason.POOL_FILLING
     message = f"{ready} of {desired} warm sandboxes ready"
-    if failures is not None and failures[0]:
+    if failures is not None and failures[0] and failures[2]:
+        ok, reason = False, EnvironmentReason.SANDBOX_REJECTED
+        message = (
+            f"the apiserver refused {failures[0]} sandbox pods in a row (tried again with "
+            f"exponential backoff): {failures[1]}"
+        )
+    elif failures is not None and failures[0]:
         ok, reason = False, EnvironmentReason.SANDBOX_FAILING
         message = (
             f"{failures[0]} sandbox pods in a row failed to start (new ones are started with "
