@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from paddock.eventlog.events import EVENT_LIST_ADAPTER, AnyEvent, Event
 from paddock.eventlog.ids import event_ids
 
-_ENVELOPE = frozenset({"id", "processed_at"})
+_ENVELOPE: set[str] = {"id", "processed_at"}
 
 Row = tuple[bytes, bytes]
 """A stream entry id and the payload stored in it."""

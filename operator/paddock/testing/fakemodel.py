@@ -271,8 +271,8 @@ class FakeModelServer:
             headers = {}
             if outcome.retry_after is not None:
                 headers["retry-after"] = f"{outcome.retry_after:g}"
-            message = outcome.message or {529: "Overloaded"}.get(outcome.status, "scripted error")
-            return self._error(outcome.status, outcome.error_type, message, **headers)
+            text = outcome.message or {529: "Overloaded"}.get(outcome.status, "scripted error")
+            return self._error(outcome.status, outcome.error_type, text, **headers)
         message = self._message(body, outcome)
         if not body.get("stream"):
             return web.json_response(message, headers={"request-id": f"req_{next(self._ids)}"})
