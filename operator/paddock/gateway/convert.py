@@ -8,8 +8,7 @@ Where things live on an object (docs/gateway.md has the table):
 - everything the operator and the harness act on in `spec`.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: `annotations()` below would shadow it.
 import copy
 import json
 import re

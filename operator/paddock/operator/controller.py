@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, cast
 
 from redis.exceptions import RedisError
 
@@ -171,7 +171,7 @@ class SandboxController:
                 self.queue.done(key)
 
     async def handle(self, key: Hashable) -> None:
-        what, namespace, name = key  # type: ignore[misc]
+        what, namespace, name = cast("tuple[str, str, str]", key)
         if what == "pool":
             # A burst of sessions changes the pool's count of bound pods with every pod:
             # reconcile (and write its status) at most every POOL_INTERVAL_S.

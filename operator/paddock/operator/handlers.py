@@ -159,7 +159,7 @@ async def harness_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     agent = await paddock.rt.find(
         f"{GROUP}/{VERSION}",
         "Agent",
-        body.metadata.namespace,
+        body.metadata.namespace or "",  # deployments are namespaced: always set
         body.metadata.labels.get(L.AGENT, ""),
     )
     if agent is not None:
@@ -218,7 +218,7 @@ async def accept_session(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     session = dict(body)
     async with paddock.admission, _measured("Session"):
         try:
-            session_id, _, _ = await sessions.accept(paddock.rt, paddock.sandboxes, session)
+            session_id = (await sessions.accept(paddock.rt, paddock.sandboxes, session))[0]
         except sessions.Unresolved as exc:
             await events.post(paddock.rt.kube, session, "Unresolved", str(exc), warning=True)
             raise kopf.TemporaryError(str(exc), delay=10) from exc

@@ -142,7 +142,7 @@ async def report_binding(
     Environment's sandboxes fail to start and this one waits for the backoff."""
     binding = await rt.state.sandbox(sid)
     if binding is None:
-        status = {
+        status: dict[str, Any] = {
             "conditions": [
                 _sandbox_condition(
                     session,
