@@ -11,5 +11,6 @@ test:
 # Regenerate crds/ and docs/resources.md from the Pydantic models.
 crds:
 	.venv/bin/python hack/gen_crds.py
+# Style, the import layers and the types (mypy's settings are in pyproject.toml).
 lint:
-	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports && .venv/bin/mypy

@@ -148,7 +148,10 @@ async def tail_latency(log: EventLog, samples: int) -> list[float]:
                 session, [AgentMessageEvent(content=[TextBlock(text=str(i))])], fence=lease
             )
             event, received = await arrivals.get()
-            assert event.content[0].text == str(i)  # type: ignore[union-attr]
+            assert isinstance(event, AgentMessageEvent)
+            block = event.content[0]
+            assert isinstance(block, TextBlock)
+            assert block.text == str(i)
             latencies.append((received - sent) * 1000)
         await subscriber
     return latencies

@@ -44,14 +44,16 @@ class FirstRequests:
         self.arrived: dict[str, float] = {}
 
     def __call__(self, request: ModelRequest) -> Reply:
-        label = re.search(r"bench-\S+", request.first_user_text).group(0)
+        matched = re.search(r"bench-\S+", request.first_user_text)
+        assert matched, "every bench task names its session"
+        label = matched.group(0)
         self.arrived.setdefault(label, request.received_at)
         if request.assistant_turns == 0:
             return Reply([ToolUse("bash", {"command": "true"})])
         return Reply([Text("done")])
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: int) -> float:
     return (
         statistics.quantiles(values, n=100, method="inclusive")[q - 1]
         if len(values) > 1

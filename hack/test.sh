@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one test command (README, .ci/run): set up, lint, check layers, run the suite.
+# The one test command (README, .ci/run): set up, lint, check layers and types, run the suite.
 # Extra arguments go to pytest, e.g. `bash hack/test.sh tests/eventlog -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,5 +7,6 @@ bash hack/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/lint-imports
+.venv/bin/mypy
 .venv/bin/python hack/gen_crds.py --check
 exec .venv/bin/python -m pytest "$@"

@@ -409,7 +409,12 @@ def main() -> None:
             app_seconds = time.monotonic() - app_start
             out.mkdir(exist_ok=True)
             created = datetime.fromtimestamp(SOURCE_DATE_EPOCH, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            record: dict[str, object] = {"key": image_key, "base_key": base_key, "images": {}}
+            images_record: dict[str, object] = {}
+            record: dict[str, object] = {
+                "key": image_key,
+                "base_key": base_key,
+                "images": images_record,
+            }
             for name in NAMES:
                 spec = specs[name]
                 facts = base.read_facts(base_dir / name / "facts.json")
@@ -452,7 +457,7 @@ def main() -> None:
                     labels=labels,
                     source_date_epoch=SOURCE_DATE_EPOCH,
                 )
-                record["images"][name] = {  # type: ignore[index]
+                images_record[name] = {
                     "ref": f"{repository}:{tag}",
                     "manifest": digest,
                     "layers": [base_layer.digest, deps_layer.digest, app_layer.digest],

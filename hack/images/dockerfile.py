@@ -14,6 +14,7 @@ import re
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 # python:<major>.<minor>.<patch>-slim-<debian codename>
 _FROM = re.compile(r"^python:(?P<python>\d+\.\d+)(?:\.\d+)?-slim-(?P<suite>[a-z]+)$")
@@ -61,6 +62,26 @@ class ImageSpec:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+
+class _Draft(TypedDict):
+    """ImageSpec's fields while the stage is read (keyword arguments of ImageSpec)."""
+
+    base: str
+    debian_suite: str
+    python_minor: str
+    apt_packages: list[str]
+    users: list[User]
+    dirs: list[Dir]
+    removed: list[str]
+    pip_installs: int
+    copies_venv: bool
+    env: dict[str, str]
+    user: str
+    workdir: str
+    exposed_ports: list[str]
+    entrypoint: list[str]
+    cmd: list[str]
 
 
 def _instructions(text: str) -> list[tuple[str, str]]:
@@ -117,22 +138,22 @@ def _options(words: list[str], with_value: set[str]) -> tuple[dict[str, str], li
     return options, rest
 
 
-def _run(command: str, spec: dict[str, object]) -> None:
-    """Fold one command of a RUN (split at &&) into the spec."""
+def _run(command: str, spec: _Draft, groups: dict[str, int]) -> None:
+    """Fold one command of a RUN (split at &&) into the spec; ``groups``: name → gid of the
+    groups added so far."""
     words = shlex.split(command)
     if command in _IGNORED_COMMANDS:
         return
     head = words[0]
     if words[:3] == ["apt-get", "install", "-y"]:
         packages = [w for w in words[3:] if not w.startswith("-")]
-        spec["apt_packages"] = [*spec["apt_packages"], *packages]  # type: ignore[misc]
+        spec["apt_packages"] = [*spec["apt_packages"], *packages]
     elif head == "groupadd":
         options, rest = _options(words[1:], {"--gid"})
-        spec.setdefault("_groups", {})[rest[0]] = int(options["--gid"])  # type: ignore[index]
+        groups[rest[0]] = int(options["--gid"])
     elif head == "useradd":
         options, rest = _options(words[1:], {"--uid", "--gid", "--home-dir", "--shell"})
         gid = int(options["--gid"])
-        groups: dict[str, int] = spec.get("_groups", {})  # type: ignore[assignment]
         group = next((name for name, g in groups.items() if g == gid), "")
         if not group:
             raise ValueError(f"useradd with gid {gid} before its groupadd: {command!r}")
@@ -145,17 +166,17 @@ def _run(command: str, spec: dict[str, object]) -> None:
             shell=options["--shell"],
             create_home="--create-home" in options,
         )
-        spec["users"] = [*spec["users"], user]  # type: ignore[misc]
+        spec["users"] = [*spec["users"], user]
     elif head == "install" and "-d" in words:
         options, rest = _options(words[1:], {"-o", "-g", "-m"})
         for path in rest:
             d = Dir(path=path, uid=int(options["-o"]), gid=int(options["-g"]))
-            spec["dirs"] = [*spec["dirs"], d]  # type: ignore[misc]
+            spec["dirs"] = [*spec["dirs"], d]
     elif head == "rm":
         paths = [w for w in words[1:] if not w.startswith("-")]
-        spec["removed"] = [*spec["removed"], *paths]  # type: ignore[misc]
+        spec["removed"] = [*spec["removed"], *paths]
     elif head == "pip" and words[1] == "install":
-        spec["pip_installs"] = int(spec["pip_installs"]) + 1  # type: ignore[call-overload]
+        spec["pip_installs"] += 1
     else:
         raise ValueError(f"the no-Docker build does not know this command: {command!r}")
 
@@ -163,7 +184,12 @@ def _run(command: str, spec: dict[str, object]) -> None:
 def parse(path: Path) -> ImageSpec:
     """The final stage of the Dockerfile at path."""
     stage = _final_stage(_instructions(path.read_text()))
-    spec: dict[str, object] = {
+    groups: dict[str, int] = {}
+    # base, debian_suite and python_minor come from the FROM that starts the stage.
+    spec: _Draft = {
+        "base": "",
+        "debian_suite": "",
+        "python_minor": "",
         "apt_packages": [],
         "users": [],
         "dirs": [],
@@ -187,28 +213,27 @@ def parse(path: Path) -> ImageSpec:
             spec["python_minor"] = match["python"]
         elif keyword == "RUN":
             for command in args.split("&&"):
-                _run(command.strip(), spec)
+                _run(command.strip(), spec, groups)
         elif keyword == "COPY":
             if args.split()[:2] == ["--from=build", "/opt/paddock"]:
                 spec["copies_venv"] = True
             elif not args.startswith("--from=build /dist"):
                 raise ValueError(f"unknown COPY {args!r}")
         elif keyword == "ENV":
-            spec["env"] = {**spec["env"], **_env(args)}  # type: ignore[dict-item]
+            spec["env"] = {**spec["env"], **_env(args)}
         elif keyword == "USER":
             spec["user"] = args
         elif keyword == "WORKDIR":
             spec["workdir"] = args
         elif keyword == "EXPOSE":
-            spec["exposed_ports"] = [*spec["exposed_ports"], *args.split()]  # type: ignore[misc]
+            spec["exposed_ports"] = [*spec["exposed_ports"], *args.split()]
         elif keyword == "ENTRYPOINT":
             spec["entrypoint"] = json.loads(args)
         elif keyword == "CMD":
             spec["cmd"] = json.loads(args)
         else:
             raise ValueError(f"the no-Docker build does not know {keyword} {args!r}")
-    spec.pop("_groups", None)
-    return ImageSpec(**spec)  # type: ignore[arg-type]
+    return ImageSpec(**spec)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ from typing import Any
 
 import anthropic
 from anthropic import Anthropic
+from anthropic.types.beta.sessions import (
+    BetaManagedAgentsUserToolConfirmationEventParams as ToolConfirmation,
+)
 
 from paddock.cli.render import Renderer, shorten, tool_call
 from paddock.cli.terminal import Terminal
@@ -45,9 +48,10 @@ def _stalls_reported(client: Anthropic, term: Terminal, session_id: str) -> Iter
         said = ""
         while not stop.wait(STALL_POLL_S):
             try:
-                message = client.beta.sessions.retrieve(session_id).to_dict().get("status_message")
+                status: dict[str, Any] = client.beta.sessions.retrieve(session_id).to_dict()
             except anthropic.APIError:
                 continue
+            message = status.get("status_message")
             if message and message != said:
                 term.line(term.style(f"… {message}", "yellow"))
             said = message or ""
@@ -66,7 +70,8 @@ def run(client: Anthropic, term: Terminal, agent: str, task: str, environment: s
     found = client.beta.agents.retrieve(agent)
     session = client.beta.sessions.create(
         agent=found.id,
-        # Without --environment the gateway uses the Agent's environmentRef.
+        # Without --environment the gateway uses the Agent's environmentRef (the SDK's
+        # signature requires an environment, hence the ignore).
         environment_id=environment if environment else anthropic.omit,  # type: ignore[arg-type]
         title=shorten(task.splitlines()[0] if task.strip() else "paddock run", 200),
     )
@@ -134,7 +139,7 @@ def _answer(
             else:
                 term.line(f"  ? {what} needs approval: paddock approve {session_id} {event_id}")
         return False
-    answers: list[dict[str, Any]] = []
+    answers: list[ToolConfirmation] = []
     for event_id, use in pending:
         assert use is not None
         if term.ask(term.style("Allow ", "bold") + shorten(tool_call(use), term.width - 20) + "?"):
@@ -150,7 +155,7 @@ def _answer(
                     "deny_message": "The user denied this tool call.",
                 }
             )
-    client.beta.sessions.events.send(session_id, events=answers)  # type: ignore[arg-type]
+    client.beta.sessions.events.send(session_id, events=answers)
     return True
 
 
@@ -181,7 +186,7 @@ def logs(client: Anthropic, term: Terminal, session: str, follow: bool, until_id
         seen: set[str] = set()
         code = None
         for item in client.beta.sessions.events.list(session):
-            event = item.to_dict()
+            event: dict[str, Any] = item.to_dict()
             seen.add(event["id"])
             _show_logged(term, renderer, event)
             code = done(event)
@@ -189,8 +194,8 @@ def logs(client: Anthropic, term: Terminal, session: str, follow: bool, until_id
             return STOP_REASON_EXIT.get(idle["stop_reason"]["type"], EXIT_ERROR)
         try:
             with _stalls_reported(client, term, session):
-                for item in stream:
-                    event = item.to_dict()
+                for live in stream:
+                    event = live.to_dict()
                     if event["id"] in seen:
                         continue
                     _show_logged(term, renderer, event)
@@ -218,6 +223,7 @@ def send(client: Anthropic, term: Terminal, session: str, text: str) -> int:
     sent = client.beta.sessions.events.send(
         session, events=[{"type": "user.message", "content": [{"type": "text", "text": text}]}]
     )
+    assert sent.data, "the gateway answers with the events it appended"
     term.line(sent.data[0].id)
     return EXIT_OK
 
@@ -235,9 +241,9 @@ def confirm(
     if not event_ids:
         term.line(f"session {session} waits for no tool confirmation")
         return EXIT_ERROR
-    answers: list[dict[str, Any]] = []
+    answers: list[ToolConfirmation] = []
     for event_id in event_ids:
-        answer: dict[str, Any] = {
+        answer: ToolConfirmation = {
             "type": "user.tool_confirmation",
             "tool_use_id": event_id,
             "result": "allow" if allow else "deny",
@@ -245,7 +251,7 @@ def confirm(
         if not allow and message:
             answer["deny_message"] = message
         answers.append(answer)
-    client.beta.sessions.events.send(session, events=answers)  # type: ignore[arg-type]
+    client.beta.sessions.events.send(session, events=answers)
     for event_id in event_ids:
         term.line(f"{'allowed' if allow else 'denied'} {event_id}")
     return EXIT_OK
@@ -257,7 +263,8 @@ def _pending(client: Anthropic, session: str) -> list[str]:
         session, order="desc", limit=1, types=["session.status_idle"]
     )
     for item in page.data:
-        stop = item.to_dict()["stop_reason"]
+        idle: dict[str, Any] = item.to_dict()
+        stop = idle["stop_reason"]
         if stop["type"] == "requires_action":
             return [str(event_id) for event_id in stop.get("event_ids") or []]
     return []

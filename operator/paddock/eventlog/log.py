@@ -297,7 +297,7 @@ class EventLog:
                 raise SessionNotFound(session_id)
             last, lines, scanned = reply
             if lines:
-                rows.extend(tuple(line.split(b" ", 1)) for line in lines.split(b"\n"))  # type: ignore[misc]
+                rows.extend(tuple(line.split(b" ", 1)) for line in lines.split(b"\n"))
             if scanned < count:
                 break
             start = "(" + last.decode()

@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import cast
 
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
 
 from paddock.eventlog.errors import SessionNotFound
 from paddock.eventlog.events import TextBlock, UserMessageEvent
@@ -106,7 +108,10 @@ class SessionState:
         (whose binding is dropped first so no worker uses it again)."""
         if dead_pod is not None:
             await self.unbind_sandbox(session_id, dead_pod)
-        fields = {"session": session_id, "reason": "dead" if dead_pod else "needed"}
+        fields: dict[FieldT, EncodableT] = {
+            "session": session_id,
+            "reason": "dead" if dead_pod else "needed",
+        }
         if dead_pod:
             fields["pod"] = dead_pod
         await self.redis.xadd(SANDBOX_REQUESTS, fields, maxlen=_REQUESTS_MAXLEN, approximate=True)
@@ -117,7 +122,8 @@ class SessionState:
 
     async def started_in(self, session_id: str, call_id: str) -> str | None:
         """The sandbox a call was started in, or None if no worker ever started it."""
-        raw = await self.redis.hget(_key(session_id, "calls"), call_id)
+        # The client returns bytes (decode_responses=False, as for every client here).
+        raw = cast("bytes | None", await self.redis.hget(_key(session_id, "calls"), call_id))
         return raw.decode() if raw else None
 
 

@@ -11,11 +11,12 @@ import gc
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from paddock.eventlog.events import EVENT_LIST_ADAPTER, AnyEvent, Event
 from paddock.eventlog.ids import event_ids
 
-_ENVELOPE = frozenset({"id", "processed_at"})
+_ENVELOPE: set[str] = {"id", "processed_at"}
 
 Row = tuple[bytes, bytes]
 """A stream entry id and the payload stored in it."""
@@ -78,7 +79,7 @@ def stream_entries(reply: object) -> list[tuple[bytes, dict[bytes, bytes]]]:
     if isinstance(reply, dict):
         (entries,) = reply.values()
     else:
-        ((_, entries),) = reply  # type: ignore[misc]
+        ((_, entries),) = cast("list[tuple[bytes, Any]]", reply)  # RESP2: [[stream, entries]]
     if entries and isinstance(entries[0], list):
         (entries,) = entries  # RESP3 legacy shape: one more level of nesting
     return list(entries)

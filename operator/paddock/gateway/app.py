@@ -154,5 +154,5 @@ async def start(app: web.Application, host: str, port: int) -> tuple[web.AppRunn
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    sockets = site._server.sockets if site._server else ()  # type: ignore[union-attr]
-    return runner, int(sockets[0].getsockname()[1]) if sockets else port
+    addresses = runner.addresses
+    return runner, int(addresses[0][1]) if addresses else port

@@ -10,6 +10,7 @@ exec plugin's refresh) and calls to the apiserver multiplex over a few connectio
 from __future__ import annotations
 
 import asyncio
+import builtins
 from typing import Any
 
 import httpx
@@ -152,7 +153,9 @@ class Kube:
                 return None
             raise
 
-    async def list_secrets(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    async def list_secrets(
+        self, namespace: str, label_selector: str
+    ) -> builtins.list[dict[str, Any]]:  # `list` here is the method above
         answer = await self.request(
             "GET",
             f"/api/v1/namespaces/{namespace}/secrets",

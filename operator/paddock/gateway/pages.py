@@ -95,7 +95,7 @@ def order_param(query: MultiMapping[str], default: Order) -> Order:
     value = query.get("order", default)
     if value not in ("asc", "desc"):
         raise invalid("order: must be asc or desc")
-    return value  # type: ignore[return-value]
+    return value  # type: ignore[return-value]  # checked above: one of Order's values
 
 
 def bool_param(query: MultiMapping[str], name: str) -> bool:
@@ -134,5 +134,11 @@ def time_filters(
             bound = parse_time(text)
         except ValueError:
             raise invalid(f"created_at[{name}]: not an RFC 3339 time: {text!r}") from None
-        tests.append(lambda moment, test=test, bound=bound: test(moment, bound))
+        tests.append(_against(test, bound))
     return tests
+
+
+def _against(
+    test: Callable[[datetime, datetime], bool], bound: datetime
+) -> Callable[[datetime], bool]:
+    return lambda moment: test(moment, bound)

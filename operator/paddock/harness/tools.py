@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from paddock.models.agent import BUILTIN_TOOL_NAMES, AgentSpec
+from paddock.models.agent import BUILTIN_TOOL_NAMES, AgentSpec, BuiltinToolConfig
 
 _PATH = {"type": "string", "description": "Absolute path, or relative to the working directory."}
 BUILTIN_TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -107,7 +107,7 @@ class Toolbox:
 def toolbox(spec: AgentSpec) -> Toolbox:
     """Tool definitions for the Messages API and the policy of each tool, from the Agent."""
     builtin = spec.tools.builtin
-    overrides = {c.name: c for c in builtin.configs}
+    overrides: dict[str, BuiltinToolConfig] = {c.name: c for c in builtin.configs}
     definitions: list[dict[str, Any]] = []
     policies: dict[str, ToolPolicy] = {}
     for name, schema in BUILTIN_TOOL_SCHEMAS.items():

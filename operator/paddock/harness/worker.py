@@ -153,7 +153,8 @@ class Worker:
                     continue
                 task = asyncio.create_task(self.serve(claim))
                 running.add(task)
-                task.add_done_callback(lambda t: (running.discard(t), slots.release()))
+                task.add_done_callback(running.discard)
+                task.add_done_callback(lambda _: slots.release())
         finally:
             for task in running:
                 task.cancel()
@@ -441,7 +442,7 @@ class SessionRun:
             elif block.type == "tool_use":
                 flush()
                 calls = True
-                events.append(self.tool_use_event(block.name, dict(block.input)))  # type: ignore[arg-type]
+                events.append(self.tool_use_event(block.name, dict(block.input)))
         flush()
         usage = message.usage
         metrics.TOKENS.labels("input").inc(usage.input_tokens)

@@ -191,7 +191,8 @@ class Credentials:
     async def async_authorization(self) -> str | None:
         """`authorization`, with a refresh hook (an exec plugin may run a command) off the
         event loop."""
-        refresh = self.configuration is not None and self.configuration.refresh_api_key_hook
+        # kubernetes declares the hook as always None (its __init__ sets it so); loaders set it.
+        refresh: object = self.configuration is not None and self.configuration.refresh_api_key_hook
         if self._token_file is None and refresh:
             return await asyncio.to_thread(self.authorization)
         return self.authorization()
@@ -311,7 +312,7 @@ class KubeClient:
         )
 
     async def apply_status(
-        self, resource: dict[str, Any], status: dict[str, Any], manager: str
+        self, resource: dict[str, Any], status: Mapping[str, Any], manager: str
     ) -> dict[str, Any]:
         """Server-side apply of ``status`` to the status subresource of ``resource``: the
         fields (and, in map lists, the items) ``manager`` sets are its own, others' stay."""
@@ -355,7 +356,9 @@ class KubeClient:
         params = (
             {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else {}
         )
-        return (await self._call("GET", path(api_version, kind, namespace), params=params))["items"]
+        answer = await self._call("GET", path(api_version, kind, namespace), params=params)
+        items: list[dict[str, Any]] = answer["items"]
+        return items
 
     async def count(
         self, api_version: str, kind: str, namespace: str | None, *, labels: dict[str, str]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field
 
@@ -19,7 +19,7 @@ from paddock.models.common import (
 )
 
 BuiltinToolName = Literal["bash", "read", "write", "edit", "glob", "grep"]
-BUILTIN_TOOL_NAMES: tuple[str, ...] = BuiltinToolName.__args__
+BUILTIN_TOOL_NAMES: tuple[str, ...] = get_args(BuiltinToolName)
 PermissionPolicy = Literal["always_allow", "always_ask"]
 HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 Hostname = Annotated[str, Field(min_length=1, max_length=253, pattern=HOSTNAME_PATTERN)]

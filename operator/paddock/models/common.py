@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
 
 GROUP = "paddock.dev"
@@ -44,7 +44,7 @@ def map_list(*keys: str) -> dict[str, Any]:
     return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
 
 
-def cel_rule(rule: str, message: str) -> dict[str, str]:
+def cel_rule(rule: str, message: str) -> dict[str, JsonValue]:
     """A CEL validation rule with the message the user reads when it fails."""
     return {"rule": rule, "message": message}
 

@@ -38,7 +38,7 @@ def list_cost_cents(model: str, usage: dict[str, Any]) -> int | None:
     if prices is None:
         return None
     per_input, per_output = prices
-    dollars = (
+    dollars: float = (
         usage.get("input_tokens", 0) * per_input
         + usage.get("cache_creation_input_tokens", 0) * per_input * 1.25
         + usage.get("cache_read_input_tokens", 0) * per_input * 0.1

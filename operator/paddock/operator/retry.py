@@ -15,4 +15,4 @@ CAP_S = 300.0
 
 def retry_delay_s(failures: int) -> float:
     """Seconds to wait after the ``failures``-th failure in a row (1-based)."""
-    return min(FIRST_S * 2 ** max(failures - 1, 0), CAP_S)
+    return min(FIRST_S * 2.0 ** max(failures - 1, 0), CAP_S)

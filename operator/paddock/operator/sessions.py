@@ -143,7 +143,7 @@ async def accept(rt: Runtime, sandboxes: Sandboxes, session: Session) -> str:
         environment = Environment.model_validate(found)
     if settings is None:
         await open_session(rt.log, rt.state, sid, session, environment=env_name)
-    ready = {
+    ready: dict[str, Any] = {
         "sessionId": sid,
         "observedGeneration": session.metadata.generation,
         "conditions": [
@@ -353,7 +353,7 @@ async def _take(rt: Runtime, session: Session) -> str:
     meta = session.metadata
     labels, finalizers = meta.labels or {}, meta.finalizers or []
     sid: str = labels.get(L.SESSION_ID) or new_id("sesn_")
-    patch = []
+    patch: list[dict[str, Any]] = []
     if FINALIZER not in finalizers:
         patch.append(
             {"op": "add", "path": "/metadata/finalizers", "value": [*finalizers, FINALIZER]}

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -272,7 +273,7 @@ class StatusSync:
             metrics.SESSIONS.labels(phase).set(counts.get(phase, 0))
 
     async def _patch(
-        self, tracked: Tracked, status: dict[str, Any], key: tuple[str | None, str, str]
+        self, tracked: Tracked, status: Mapping[str, Any], key: tuple[str | None, str, str]
     ) -> None:
         async with self._patches:
             try:

@@ -22,6 +22,7 @@ import ipaddress
 import json
 import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Literal
@@ -107,7 +108,7 @@ def parse_target(
     target: str,
     *,
     egress_port: int,
-    overrides: dict[str, str],
+    overrides: Mapping[str, str],
     own_addresses: frozenset[str] = frozenset(),
 ) -> Target:
     """The route and destination of a request line. Raises `HttpError` (400).
@@ -137,7 +138,7 @@ def parse_target(
     )
 
 
-def _git_target(path: str, overrides: dict[str, str]) -> Target:
+def _git_target(path: str, overrides: Mapping[str, str]) -> Target:
     authority, _, rest = path[len(GIT_PREFIX) :].partition("/")
     authority = authority.lower()
     tls = overrides.get(authority, "https") == "https"

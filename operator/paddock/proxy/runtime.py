@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from paddock.proxy import tokens
@@ -79,8 +81,8 @@ class Runtime:
     def problems(self) -> list[str]:
         """Why the proxy cannot serve right now (unreadable secrets); empty when ready."""
         problems = []
-        checks = [self.api_key, self._token_key]
-        checks += [lambda c=c: self._header_secret(c.secret_file) for c in self.config.credentials]
+        checks: list[Callable[[], object]] = [self.api_key, self._token_key]
+        checks += [partial(self._header_secret, c.secret_file) for c in self.config.credentials]
         for check in checks:
             try:
                 check()

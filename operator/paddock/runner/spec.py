@@ -6,7 +6,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
+
+# A ConfigMap's values (text) or a Secret's (bytes).
+_Value = TypeVar("_Value", str, bytes)
 
 UNPRIVILEGED = 65534
 """The uid of a container that names none (an image's USER is unknown here)."""
@@ -52,7 +55,7 @@ def supplementary_groups(pod: dict[str, Any]) -> list[int]:
 def field_value(pod: dict[str, Any], field_path: str, pod_ip: str) -> str:
     """The downward API: the fields a kubelet resolves for env and downwardAPI volumes."""
     meta = pod["metadata"]
-    simple = {
+    simple: dict[str, str] = {
         "metadata.name": meta["name"],
         "metadata.namespace": meta.get("namespace", "default"),
         "metadata.uid": meta.get("uid", ""),
@@ -69,7 +72,7 @@ def field_value(pod: dict[str, Any], field_path: str, pod_ip: str) -> str:
     raise MissingSource(f"unsupported fieldRef {field_path!r}")
 
 
-def _key(source: dict[str, Any] | None, name: str, key: str, what: str) -> str:
+def _key(source: dict[str, str] | None, name: str, key: str, what: str) -> str:
     if source is None or key not in source:
         raise MissingSource(
             f"{what} {name!r} has no key {key!r}" if source else f"{what} {name!r} not found"
@@ -152,11 +155,11 @@ def volumes(
             result.append(VolumeFiles(name, dir_mode=0o1777))
         elif "configMap" in volume:
             source = volume["configMap"]
-            data = configmaps.get(source["name"])
-            if data is None:
+            texts = configmaps.get(source["name"])
+            if texts is None:
                 raise MissingSource(f"ConfigMap {source['name']!r} not found")
-            files = _items(data, source.get("items"), source.get("defaultMode", 0o644))
-            result.append(VolumeFiles(name, {k: (v.encode(), m) for k, (v, m) in files.items()}))
+            chosen = _items(texts, source.get("items"), source.get("defaultMode", 0o644))
+            result.append(VolumeFiles(name, {k: (v.encode(), m) for k, (v, m) in chosen.items()}))
         elif "secret" in volume:
             source = volume["secret"]
             data = secrets.get(source["secretName"])
@@ -183,11 +186,11 @@ def volumes(
 
 
 def _items(
-    data: dict[str, Any], items: list[dict[str, Any]] | None, mode: int
-) -> dict[str, tuple[Any, int]]:
+    data: dict[str, _Value], items: list[dict[str, Any]] | None, mode: int
+) -> dict[str, tuple[_Value, int]]:
     if items is None:
         return {key: (value, mode) for key, value in data.items()}
-    chosen = {}
+    chosen: dict[str, tuple[_Value, int]] = {}
     for item in items:
         if item["key"] not in data:
             raise MissingSource(f"no key {item['key']!r}")

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,13 @@ class ControlPlane:
         self.serving_ca, self.client_ca = serving_ca, client_ca
         # In-cluster clients reach the apiserver as the `kubernetes` Service: its first address.
         service_ip = str(next(ipaddress.ip_network(self.service_cluster_ip_range).hosts()))
-        hosts = ("127.0.0.1", "localhost", self.bind_address, service_ip, "kubernetes")
+        hosts: tuple[str, ...] = (
+            "127.0.0.1",
+            "localhost",
+            self.bind_address,
+            service_ip,
+            "kubernetes",
+        )
         hosts += ("kubernetes.default", "kubernetes.default.svc")
         serving_ca.issue("kube-apiserver", hosts=tuple(dict.fromkeys(hosts)), server=True).write(
             certs, "apiserver"
@@ -111,7 +118,10 @@ class ControlPlane:
             certs, "kubelet-client"
         )
         self.ca_file = certs / "serving-ca.crt"
-        b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+
+        def b64(data: bytes) -> str:
+            return base64.b64encode(data).decode()
+
         self.kubeconfig.write_text(
             yaml.safe_dump(
                 {
@@ -253,7 +263,7 @@ class ControlPlane:
             deadline = time.monotonic() + timeout
             for name in names:
                 wait_until(
-                    lambda n=name: _established(client, n),
+                    partial(_established, client, name),
                     timeout=max(1.0, deadline - time.monotonic()),
                     what=f"CRD {name}",
                 )

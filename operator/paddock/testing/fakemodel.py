@@ -233,7 +233,7 @@ class FakeModelServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = int(self._runner.addresses[0][1])
 
     async def stop_async(self) -> None:
         if self._runner:
@@ -271,8 +271,8 @@ class FakeModelServer:
             headers = {}
             if outcome.retry_after is not None:
                 headers["retry-after"] = f"{outcome.retry_after:g}"
-            message = outcome.message or {529: "Overloaded"}.get(outcome.status, "scripted error")
-            return self._error(outcome.status, outcome.error_type, message, **headers)
+            text = outcome.message or {529: "Overloaded"}.get(outcome.status, "scripted error")
+            return self._error(outcome.status, outcome.error_type, text, **headers)
         message = self._message(body, outcome)
         if not body.get("stream"):
             return web.json_response(message, headers={"request-id": f"req_{next(self._ids)}"})

@@ -236,7 +236,8 @@ class LocalNode:
 
     def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Create ``manifest`` (a plain object) through the API."""
-        return self.kubectl_json("POST", _collection_path(manifest), manifest)
+        created: dict[str, Any] = self.kubectl_json("POST", _collection_path(manifest), manifest)
+        return created
 
     def import_image(self, archive: Path) -> None:
         """Import an OCI archive into the node's image store (the CRI namespace)."""

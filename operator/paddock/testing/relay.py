@@ -52,7 +52,7 @@ class Relay:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, 0)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = int(self._runner.addresses[0][1])
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None

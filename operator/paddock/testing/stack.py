@@ -395,8 +395,9 @@ def demo(keep: bool, bridge: str = "paddock0", pod_cidr: str = "10.244.0.0/16") 
                     f"{resource.lower()}/{obj['metadata']['name']}: {json.dumps(_brief(obj.get('status') or {}))}\n"
                 )
         if keep:
+            assert stack.control_plane is not None
             out.write(
-                f"\nThe stack keeps running (Ctrl-C stops it). KUBECONFIG={stack.control_plane.kubeconfig} "  # type: ignore[union-attr]
+                f"\nThe stack keeps running (Ctrl-C stops it). KUBECONFIG={stack.control_plane.kubeconfig} "
                 f"PADDOCK_URL={stack.gateway_url} PADDOCK_API_KEY={stack.api_key}\n"
             )
             out.flush()

@@ -10,7 +10,7 @@ from paddock.gateway import views
 from paddock.gateway.convert.meta import (
     DESCRIPTION_ANNOTATION,
     ENVIRONMENT_ID_LABEL,
-    annotations,
+    annotations_of,
     api_metadata,
     archived_at,
     created_at,
@@ -111,7 +111,7 @@ def environment_view(obj: dict[str, Any]) -> views.Environment:
     return views.Environment(
         id=labels(obj)[ENVIRONMENT_ID_LABEL],
         name=display_name(obj),
-        description=annotations(obj).get(DESCRIPTION_ANNOTATION),
+        description=annotations_of(obj).get(DESCRIPTION_ANNOTATION),
         metadata=api_metadata(obj),
         config=_config_view(spec),
         created_at=created_at(obj),

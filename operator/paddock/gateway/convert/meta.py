@@ -60,7 +60,7 @@ def session_object_name(session_id: str) -> str:
 # Metadata, timestamps and other annotations.
 
 
-def annotations(obj: dict[str, Any]) -> dict[str, str]:
+def annotations_of(obj: dict[str, Any]) -> dict[str, str]:
     return obj.get("metadata", {}).get("annotations") or {}
 
 
@@ -71,7 +71,7 @@ def labels(obj: dict[str, Any]) -> dict[str, str]:
 def api_metadata(obj: dict[str, Any]) -> dict[str, str]:
     """The Managed Agents `metadata` map stored on ``obj``."""
     try:
-        stored = json.loads(annotations(obj).get(METADATA_ANNOTATION, "{}"))
+        stored = json.loads(annotations_of(obj).get(METADATA_ANNOTATION, "{}"))
     except ValueError:
         return {}
     return {str(k): str(v) for k, v in stored.items()} if isinstance(stored, dict) else {}
@@ -102,11 +102,11 @@ def created_at(obj: dict[str, Any]) -> str:
 
 
 def updated_at(obj: dict[str, Any]) -> str:
-    return annotations(obj).get(UPDATED_AT_ANNOTATION) or created_at(obj)
+    return annotations_of(obj).get(UPDATED_AT_ANNOTATION) or created_at(obj)
 
 
 def archived_at(obj: dict[str, Any]) -> str | None:
-    return annotations(obj).get(ARCHIVED_AT_ANNOTATION)
+    return annotations_of(obj).get(ARCHIVED_AT_ANNOTATION)
 
 
 def archived_copy(obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -123,4 +123,4 @@ def archived_copy(obj: dict[str, Any]) -> dict[str, Any] | None:
 
 def display_name(obj: dict[str, Any]) -> str:
     """The API's `name`: what the creator called it, else the Kubernetes name."""
-    return annotations(obj).get(NAME_ANNOTATION) or obj["metadata"]["name"]
+    return annotations_of(obj).get(NAME_ANNOTATION) or obj["metadata"]["name"]

@@ -92,7 +92,7 @@ def _resources_view(obj: dict[str, Any], spec: SessionSpec) -> list[views.Sessio
     stamp = created_at(obj)
     resources: list[views.SessionResource] = []
     for index, resource in enumerate(spec.resources):
-        base = {"id": f"sres_{index}", "created_at": stamp, "updated_at": stamp}
+        ids = {"id": f"sres_{index}", "created_at": stamp, "updated_at": stamp}
         if resource.git_repository is not None:
             repository = resource.git_repository
             checkout: views.BranchCheckout | views.CommitCheckout | None = None
@@ -103,14 +103,17 @@ def _resources_view(obj: dict[str, Any], spec: SessionSpec) -> list[views.Sessio
             name = repository.url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
             resources.append(
                 views.GitHubRepositoryResource(
-                    **base,
+                    **ids,
+                    type="github_repository",
                     url=repository.url,
                     mount_path=repository.mount_path or f"/workspace/{name}",
                     checkout=checkout,
                 )
             )
         elif resource.file is not None:
-            resources.append(views.FileResource(**base, file_id="", mount_path=resource.file.path))
+            resources.append(
+                views.FileResource(**ids, type="file", file_id="", mount_path=resource.file.path)
+            )
     return resources
 
 
