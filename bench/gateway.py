@@ -36,7 +36,7 @@ from redis.asyncio import Redis
 
 from paddock.eventlog import AgentMessageEvent, EventLog, TextBlock
 from paddock.gateway.auth import API_KEY_LABEL
-from paddock.gateway.kube import Kube
+from paddock.kube import KubeClient
 from paddock.testing.controlplane import ControlPlane
 from paddock.testing.ports import free_port, wait_until
 from paddock.testing.redis import RedisServer
@@ -63,7 +63,7 @@ async def make_tenant(kubeconfig: str) -> tuple[str, str, str]:
     """Namespaces for the gateway and a tenant, and an API key; (system, tenant, key)."""
     suffix = secrets.token_hex(3)
     system, tenant, key = f"bench-system-{suffix}", f"bench-{suffix}", secrets.token_urlsafe(16)
-    kube = Kube.from_kubeconfig(kubeconfig)
+    kube = KubeClient.from_environment(kubeconfig)
     try:
         for namespace in (system, tenant):
             await kube.request("POST", "/api/v1/namespaces", json={"metadata": {"name": namespace}})
@@ -73,7 +73,7 @@ async def make_tenant(kubeconfig: str) -> tuple[str, str, str]:
         }
         await kube.request("POST", f"/api/v1/namespaces/{system}/secrets", json=secret)
     finally:
-        await kube.close()
+        await kube.aclose()
     return system, tenant, key
 
 

@@ -25,7 +25,7 @@ import httpx
 import pytest
 import yaml
 
-from paddock.kube.client import path
+from paddock.kube import path
 from paddock.testing.controlplane import REPO_ROOT
 from paddock.testing.ports import wait_until
 from paddock.testing.stack import LocalStack, Stuck, watch_session

@@ -1,5 +1,6 @@
-"""A rotated ServiceAccount token is picked up without a restart, by every Kubernetes client
-of Paddock (the operator's, the runner's, the gateway's), against a real kube-apiserver.
+"""A rotated ServiceAccount token is picked up without a restart by `paddock.kube.KubeClient`,
+the one Kubernetes client of Paddock (the operator's, the runner's, the gateway's), against a
+real kube-apiserver.
 
 Two ServiceAccounts get real tokens from the apiserver (TokenRequest); only the second may
 read a ConfigMap. The token file is laid out and rotated the way the kubelet does it (a new
@@ -17,9 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from paddock.gateway.kube import Kube, KubeError
 from paddock.kube import ApiError, Credentials, KubeClient
-from paddock.operator.apiclient import AioKubeClient
 from paddock.testing.controlplane import ControlPlane
 
 Read = Callable[[], Awaitable[None]]
@@ -61,25 +60,24 @@ async def cluster(control_plane: ControlPlane) -> AsyncIterator[dict[str, str]]:
         rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
         tokens = {}
         for name in ("reader", "nobody"):
-            reply = await admin.http.post(base, json={"metadata": {"name": name}})
-            assert reply.status_code == 201, reply.text
-            reply = await admin.http.post(
+            await admin.request("POST", base, json={"metadata": {"name": name}})
+            reply = await admin.request(
+                "POST",
                 f"{base}/{name}/token",
                 json={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                       "spec": {"expirationSeconds": 3600}},
             )  # fmt: skip
-            assert reply.status_code == 201, reply.text
-            tokens[name] = reply.json()["status"]["token"]
+            tokens[name] = reply["status"]["token"]
         role = {"metadata": {"name": "probe-reader"}, "rules": [
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"], "resourceNames": ["probe"]}
         ]}  # fmt: skip
-        assert (await admin.http.post(f"{rbac}/roles", json=role)).status_code == 201
+        await admin.request("POST", f"{rbac}/roles", json=role)
         binding = {
             "metadata": {"name": "probe-reader"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "probe-reader"},
             "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
         }  # fmt: skip
-        assert (await admin.http.post(f"{rbac}/rolebindings", json=binding)).status_code == 201
+        await admin.request("POST", f"{rbac}/rolebindings", json=binding)
         yield {"namespace": namespace, **tokens}
     finally:
         await admin.delete("v1", "Namespace", "", namespace)
@@ -98,20 +96,18 @@ def in_cluster(control_plane: ControlPlane, volume: TokenVolume) -> Credentials:
     )
 
 
-async def rotation_is_picked_up(
-    volume: TokenVolume, tokens: dict[str, str], read: Read, denied: type[Exception]
-) -> None:
+async def rotation_is_picked_up(volume: TokenVolume, tokens: dict[str, str], read: Read) -> None:
     volume.write(tokens["nobody"])
-    with pytest.raises(denied, match=r"system:serviceaccount:.*:nobody"):
+    with pytest.raises(ApiError, match=r"system:serviceaccount:.*:nobody"):
         await read()
     volume.write(tokens["reader"])  # the kubelet rotates the token
     await read()  # the very next request carries the new one
     volume.write(tokens["nobody"])
-    with pytest.raises(denied, match=r"403|Forbidden"):
+    with pytest.raises(ApiError, match=r"403|Forbidden"):
         await read()
 
 
-async def test_the_operator_and_runner_client_rereads_a_rotated_token(
+async def test_the_client_rereads_a_rotated_token(
     control_plane: ControlPlane, cluster: dict[str, str], tmp_path: Path
 ) -> None:
     volume = TokenVolume(tmp_path / "sa")
@@ -122,41 +118,9 @@ async def test_the_operator_and_runner_client_rereads_a_rotated_token(
         async def read() -> None:
             await client.get("v1", "ConfigMap", cluster["namespace"], "probe")
 
-        await rotation_is_picked_up(volume, cluster, read, ApiError)
+        await rotation_is_picked_up(volume, cluster, read)
     finally:
         await client.aclose()
-
-
-async def test_the_operators_aiohttp_client_rereads_a_rotated_token(
-    control_plane: ControlPlane, cluster: dict[str, str], tmp_path: Path
-) -> None:
-    volume = TokenVolume(tmp_path / "sa")
-    volume.write(cluster["nobody"])
-    client = AioKubeClient(in_cluster(control_plane, volume), watches=1)
-    try:
-
-        async def read() -> None:
-            await client.get("v1", "ConfigMap", cluster["namespace"], "probe")
-
-        await rotation_is_picked_up(volume, cluster, read, ApiError)
-    finally:
-        await client.aclose()
-
-
-async def test_the_gateway_client_rereads_a_rotated_token(
-    control_plane: ControlPlane, cluster: dict[str, str], tmp_path: Path
-) -> None:
-    volume = TokenVolume(tmp_path / "sa")
-    volume.write(cluster["nobody"])
-    kube = Kube(in_cluster(control_plane, volume))
-    try:
-
-        async def read() -> None:
-            await kube.request("GET", f"/api/v1/namespaces/{cluster['namespace']}/configmaps/probe")
-
-        await rotation_is_picked_up(volume, cluster, read, KubeError)
-    finally:
-        await kube.close()
 
 
 async def test_a_token_rewritten_in_place_is_picked_up_too(
@@ -206,6 +170,6 @@ async def test_a_kubeconfig_token_file_is_reread_too(
         async def read() -> None:
             await client.get("v1", "ConfigMap", cluster["namespace"], "probe")
 
-        await rotation_is_picked_up(volume, cluster, read, ApiError)
+        await rotation_is_picked_up(volume, cluster, read)
     finally:
         await client.aclose()

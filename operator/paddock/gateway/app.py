@@ -29,9 +29,9 @@ from paddock.gateway.common import (
     gateway,
 )
 from paddock.gateway.errors import ApiError, unavailable
-from paddock.gateway.kube import KubeError
 from paddock.gateway.objects import kube_error
 from paddock.gateway.openapi import document
+from paddock.kube import ApiError as KubeApiError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ async def _authenticate(request: web.Request) -> None:
         raise ApiError(401, "missing API key: send `Authorization: Bearer <key>` or `x-api-key`")
     try:
         granted = await gateway(request).keys.namespace_for(key)
-    except KubeError as exc:
+    except KubeApiError as exc:
         raise unavailable("API keys cannot be read from the Kubernetes API") from exc
     if granted is None:
         raise ApiError(401, "invalid API key")
@@ -92,7 +92,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as exc:
         message = {404: f"no route {request.method} {request.path}"}.get(exc.status, exc.reason)
         return error_response(ApiError(exc.status, message), request[REQUEST_ID])
-    except KubeError as exc:
+    except KubeApiError as exc:
         return error_response(kube_error(exc), request[REQUEST_ID])
     except RedisError:
         log.warning("%s %s: Redis failed", request.method, request.path, exc_info=True)

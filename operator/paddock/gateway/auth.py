@@ -17,7 +17,7 @@ import hmac
 import logging
 import time
 
-from paddock.gateway.kube import Kube, KubeError
+from paddock.kube import ApiError, KubeClient
 
 API_KEY_LABEL = "paddock.dev/api-key"
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class ApiKeys:
     """Maps API keys to the namespace they grant."""
 
     def __init__(
-        self, kube: Kube, namespace: str, *, ttl_s: float = 30.0, miss_interval_s: float = 1.0
+        self, kube: KubeClient, namespace: str, *, ttl_s: float = 30.0, miss_interval_s: float = 1.0
     ) -> None:
         self.kube = kube
         self.namespace = namespace
@@ -51,7 +51,7 @@ class ApiKeys:
     async def namespace_for(self, key: str) -> str | None:
         """The namespace ``key`` grants, or None if no Secret holds it.
 
-        Raises ``KubeError`` only if the keys could never be listed.
+        Raises `paddock.kube.ApiError` only if the keys could never be listed.
         """
         now = time.monotonic()
         if self._loaded_at is None or now - self._loaded_at > self.ttl_s:
@@ -77,8 +77,10 @@ class ApiKeys:
             if self._loaded_at is not None and time.monotonic() - self._loaded_at <= max_age:
                 return
             try:
-                secrets = await self.kube.list_secrets(self.namespace, f"{API_KEY_LABEL}=true")
-            except KubeError:
+                secrets = await self.kube.list(
+                    "v1", "Secret", self.namespace, selector=f"{API_KEY_LABEL}=true"
+                )
+            except ApiError:
                 if self._loaded_at is None:
                     raise
                 log.warning("listing API keys failed; using the cached ones", exc_info=True)

@@ -17,8 +17,8 @@ from paddock.gateway.auth import ApiKeys
 from paddock.gateway.config import GatewayConfig
 from paddock.gateway.errors import ApiError, from_validation, invalid
 from paddock.gateway.fanout import Fanout
-from paddock.gateway.kube import Kube
 from paddock.gateway.objects import Objects
+from paddock.kube import KubeClient
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -34,7 +34,7 @@ class Gateway:
     """The services behind the API."""
 
     config: GatewayConfig
-    kube: Kube
+    kube: KubeClient
     keys: ApiKeys
     redis: Redis
     log: EventLog
@@ -50,7 +50,10 @@ class Gateway:
 
     @classmethod
     def connect(cls, config: GatewayConfig) -> Gateway:
-        kube = Kube.from_kubeconfig(config.kubeconfig)
+        # A user waits on each call: short timeouts (a hung apiserver is a 503 in seconds).
+        kube = KubeClient.from_environment(
+            config.kubeconfig, connections=64, connect_timeout_s=5, read_timeout_s=15
+        )
         redis = connect(config.redis_url)
         return cls(
             config=config,
@@ -63,7 +66,7 @@ class Gateway:
 
     async def close(self) -> None:
         await self.fanout.close()
-        await self.kube.close()
+        await self.kube.aclose()
         await self.redis.aclose()
 
 

@@ -21,7 +21,8 @@ from paddock.gateway.convert.meta import (
     session_object_name,
 )
 from paddock.gateway.errors import ApiError, conflict, invalid, not_found, unavailable
-from paddock.gateway.kube import Kube, KubeError
+from paddock.kube import ApiError as KubeApiError
+from paddock.kube import Conflict, KubeClient
 from paddock.models.common import API_VERSION, OBJECT_NAME_PATTERN
 
 _NAME = re.compile(OBJECT_NAME_PATTERN)
@@ -50,7 +51,7 @@ def visible(obj: dict[str, Any], kind: Kind) -> bool:
     return kind.label in labels(obj) and not obj["metadata"].get("deletionTimestamp")
 
 
-def kube_error(exc: KubeError) -> ApiError:
+def kube_error(exc: KubeApiError) -> ApiError:
     """The API answer for an apiserver failure: its validation errors are the caller's."""
     if exc.status in (400, 422):
         return invalid(exc.message)
@@ -64,14 +65,14 @@ def kube_error(exc: KubeError) -> ApiError:
 class Objects:
     """Paddock resources of one namespace, addressed by API id or Kubernetes name."""
 
-    def __init__(self, kube: Kube, namespace: str) -> None:
+    def __init__(self, kube: KubeClient, namespace: str) -> None:
         self.kube = kube
         self.namespace = namespace
 
     async def _call(self, call: Awaitable[Any]) -> Any:
         try:
             return await call
-        except KubeError as exc:
+        except KubeApiError as exc:
             raise kube_error(exc) from exc
 
     async def find(self, kind: Kind, ref: str) -> dict[str, Any]:
@@ -88,31 +89,31 @@ class Objects:
             if kind is SESSIONS:
                 # Sessions the API created are named after their id: one GET, no list.
                 obj = await self._call(
-                    self.kube.get(kind.plural, self.namespace, session_object_name(ref))
+                    self.kube.find(API_VERSION, kind.kind, self.namespace, session_object_name(ref))
                 )
                 candidates = [obj] if obj else []
             if not any(labels(c).get(kind.label) == ref for c in candidates):
                 candidates = await self._call(
                     self.kube.list(
-                        kind.plural, self.namespace, label_selector=f"{kind.label}={ref}"
+                        API_VERSION, kind.kind, self.namespace, selector=f"{kind.label}={ref}"
                     )
                 )
             candidates = [c for c in candidates if labels(c).get(kind.label) == ref]
         elif _NAME.fullmatch(ref) and len(ref) <= 253:
-            obj = await self._call(self.kube.get(kind.plural, self.namespace, ref))
+            obj = await self._call(self.kube.find(API_VERSION, kind.kind, self.namespace, ref))
             candidates = [obj] if obj else []
         visible_ones = [c for c in candidates if visible(c, kind)]
         return visible_ones[0] if visible_ones else None
 
     async def get_by_name(self, kind: Kind, name: str) -> dict[str, Any] | None:
         """The visible object named ``name``, or None."""
-        obj = await self._call(self.kube.get(kind.plural, self.namespace, name))
+        obj = await self._call(self.kube.find(API_VERSION, kind.kind, self.namespace, name))
         return obj if obj and visible(obj, kind) else None
 
     async def list(self, kind: Kind) -> list[dict[str, Any]]:
         """Every visible object of ``kind`` in the namespace."""
         items = await self._call(
-            self.kube.list(kind.plural, self.namespace, label_selector=kind.label)
+            self.kube.list(API_VERSION, kind.kind, self.namespace, selector=kind.label)
         )
         return [item for item in items if visible(item, kind)]
 
@@ -135,9 +136,7 @@ class Objects:
             },
             "spec": spec,
         }
-        result: dict[str, Any] = await self._call(
-            self.kube.create(kind.plural, self.namespace, body)
-        )
+        result: dict[str, Any] = await self._call(self.kube.create(body, field_validation="Strict"))
         return result
 
     async def update(
@@ -154,16 +153,16 @@ class Objects:
             if new is None:
                 return current
             try:
-                result: dict[str, Any] = await self.kube.replace(kind.plural, self.namespace, new)
-                return result
-            except KubeError as exc:
-                if exc.status != 409:
-                    raise kube_error(exc) from exc
+                return await self.kube.replace(new, field_validation="Strict")
+            except Conflict:
+                pass
+            except KubeApiError as exc:
+                raise kube_error(exc) from exc
         raise conflict(f"{kind.noun} {ref} is being changed concurrently; try again")
 
     async def delete(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any] | None:
-        """Delete ``obj``; the apiserver's answer (see ``Kube.delete``)."""
+        """Delete ``obj``; the apiserver's answer (see ``KubeClient.delete_object``)."""
         result: dict[str, Any] | None = await self._call(
-            self.kube.delete(kind.plural, self.namespace, obj["metadata"]["name"])
+            self.kube.delete_object(API_VERSION, kind.kind, self.namespace, obj["metadata"]["name"])
         )
         return result

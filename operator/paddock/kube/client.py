@@ -1,37 +1,45 @@
-"""A small async client of the Kubernetes API, for what kopf does not do: server-side apply
-(each writer owns its fields, including its own conditions), creates, deletes, lists.
+"""The async Kubernetes API client of the operator, the gateway and the local pod runner, for
+what kopf does not do: server-side apply (each writer owns its fields, including its own
+conditions), creates, replaces, deletes, lists, watches.
 
-Credentials come from the kubeconfig (resolved by the `kubernetes` package) or the in-cluster
-ServiceAccount, through `Credentials`, which every Kubernetes client of Paddock uses and which
-gives each request the current token; requests go through httpx.
+Every request goes through aiohttp: at the operator's scale (thousands of requests a minute)
+the per-request CPU is what counts, and aiohttp spends a fraction of httpx's (figures in
+docs/operator.md, from bench/kube_client.py). Every request asks `Credentials` for its
+headers, so a rotated token applies at once. A 429 (the apiserver's priority and fairness
+shedding load, or its storage starting) is retried after its Retry-After, as client-go does;
+failing to get any answer (connection refused, reset, timeout) raises `ApiError` with status
+0, so that every caller's ``except ApiError`` covers it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import email.utils
 import json
-import os
-import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-import yaml
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
-from kubernetes.config import incluster_config
+import aiohttp
+
+from paddock.kube.credentials import Credentials
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
-MAX_CONNECTIONS = 64
-# apiVersion, kind -> plural: the kinds the operator touches.
+CONNECTIONS = 16
+"""Requests in flight by default; more only add waiting on a 2-core apiserver. Watches
+have their own connections, outside this limit."""
+ATTEMPTS_429 = 5
+"""Tries of a request the apiserver answers with 429, before the error goes to the caller."""
+MAX_RETRY_WAIT_S = 5.0
+# apiVersion, kind -> plural: the kinds Paddock touches.
 PLURALS = {
     ("v1", "Namespace"): "namespaces",
     ("v1", "Pod"): "pods",
@@ -48,17 +56,37 @@ PLURALS = {
 
 
 class ApiError(Exception):
+    """The apiserver refused a request, or could not be reached (``status`` 0)."""
+
     def __init__(self, status: int, body: str) -> None:
         super().__init__(f"{status}: {body[:500]}")
         self.status = status
         self.body = body
 
+    def _status(self) -> dict[str, Any]:
+        try:
+            status = json.loads(self.body)
+        except ValueError:
+            return {}
+        return status if isinstance(status, dict) else {}
+
     @property
     def reason(self) -> str:
+        """The Status's ``reason`` (``NotFound``, ``Invalid``…); else the HTTP reason phrase;
+        ``Unreachable`` for status 0."""
+        if reason := self._status().get("reason"):
+            return str(reason)
+        if self.status == 0:
+            return "Unreachable"
         try:
-            return str(json.loads(self.body).get("reason", ""))
+            return HTTPStatus(self.status).phrase
         except ValueError:
             return ""
+
+    @property
+    def message(self) -> str:
+        """The Status's ``message``; else the start of the body."""
+        return str(self._status().get("message") or self.body[:500])
 
 
 class NotFound(ApiError):
@@ -92,210 +120,135 @@ def raise_for_status(status: int, text: str) -> None:
         raise ApiError(status, text)
 
 
-class _TokenFile:
-    """A bearer token file (the ServiceAccount token the kubelet rotates), re-read whenever
-    it changed: the kubelet swaps a ``..data`` symlink (new inode) or rewrites the file."""
+def retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait that a ``Retry-After`` header value asks for (RFC 9110: delay-seconds,
+    or an HTTP date), never negative; None when absent or unreadable. The caller bounds it."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an obsolete date form without a zone: HTTP dates are GMT
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._signature: tuple[int, int, int, int] | None = None
-        self._token = ""
 
-    def token(self) -> str:
-        """The current token. Raises OSError if the file was never readable; after that, a
-        read that fails (a rotation caught half-way) keeps the last token."""
-        try:
-            stat = os.stat(self.path)  # follows the symlinks
-            signature = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-            # A file changed within the last two seconds may change again within the same
-            # mtime tick: read it every time until it is older.
-            recent = time.time() - stat.st_mtime < 2
-            if signature != self._signature or recent:
-                self._token = self.path.read_text().strip()
-                self._signature = signature
-        except OSError:
-            if not self._token:
-                raise
-        return self._token
+def _selector(labels: Mapping[str, str] | None) -> str:
+    return ",".join(f"{k}={v}" for k, v in (labels or {}).items())
 
 
 @dataclass
-class Credentials:
-    """Where the apiserver is and how to authenticate: the one loader of every Kubernetes
-    client (operator, gateway, runner). Kubeconfigs are resolved by the `kubernetes` package
-    (client certificates, tokens, exec plugins); in a pod, the ServiceAccount.
+class Answer:
+    """What `KubeClient._send` got: the status, the body, the Retry-After header."""
 
-    The bearer token is asked for on every request (`authorization`), never cached by the
-    caller: a token file (the in-cluster ServiceAccount's, or a kubeconfig's ``tokenFile``)
-    is re-read when it changes, and an exec plugin's token is refreshed by the `kubernetes`
-    package when it expires."""
-
-    host: str
-    ssl_context: ssl.SSLContext
-    configuration: k8s_client.Configuration | None = None
-    """The kubeconfig's resolved configuration (its token and refresh hook), if any."""
-    token_file: Path | None = None
-    """The bearer token file, re-read as it changes: the in-cluster ServiceAccount token,
-    or a kubeconfig user's ``tokenFile``."""
-    _token_file: _TokenFile | None = field(default=None, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.token_file is not None:
-            self._token_file = _TokenFile(self.token_file)
-
-    @classmethod
-    def load(cls, kubeconfig: str | None = None) -> Credentials:
-        """``kubeconfig`` if given; else the in-cluster ServiceAccount when running in a pod;
-        else $KUBECONFIG or ~/.kube/config."""
-        if kubeconfig is None and os.environ.get(incluster_config.SERVICE_HOST_ENV_NAME):
-            return cls.in_cluster()
-        configuration = k8s_client.Configuration()
-        # The package reads $KUBECONFIG once at import; read it now.
-        config_file = kubeconfig or os.environ.get("KUBECONFIG")
-        k8s_config.load_kube_config(config_file=config_file, client_configuration=configuration)
-        token_file = _kubeconfig_token_file(config_file)
-        return cls(configuration.host, _tls(configuration), configuration, token_file)
-
-    @classmethod
-    def in_cluster(
-        cls,
-        token_file: Path = Path(incluster_config.SERVICE_TOKEN_FILENAME),
-        ca_file: Path = Path(incluster_config.SERVICE_CERT_FILENAME),
-        environ: Mapping[str, str] = os.environ,
-    ) -> Credentials:
-        """The pod's ServiceAccount: the apiserver from ``KUBERNETES_SERVICE_HOST``/``_PORT``,
-        the cluster CA and the token file (re-read as it rotates)."""
-        configuration = k8s_client.Configuration()
-        loader = incluster_config.InClusterConfigLoader(
-            token_filename=str(token_file),
-            cert_filename=str(ca_file),
-            try_refresh_token=False,
-            environ=environ,
-        )
-        loader.load_and_set(configuration)
-        return cls(configuration.host, _tls(configuration), token_file=token_file)
-
-    def authorization(self) -> str | None:
-        """The ``Authorization`` value for the next request, None without a token. May run
-        an exec plugin (blocking): call `async_authorization` on an event loop."""
-        if self._token_file is not None:
-            token = self._token_file.token()
-            return f"Bearer {token}" if token else None
-        if self.configuration is None:
-            return None
-        value = self.configuration.get_api_key_with_prefix("BearerToken")
-        if not value:
-            return None
-        return str(value) if str(value).lower().startswith("bearer ") else f"Bearer {value}"
-
-    async def async_authorization(self) -> str | None:
-        """`authorization`, with a refresh hook (an exec plugin may run a command) off the
-        event loop."""
-        # kubernetes declares the hook as always None (its __init__ sets it so); loaders set it.
-        refresh: object = self.configuration is not None and self.configuration.refresh_api_key_hook
-        if self._token_file is None and refresh:
-            return await asyncio.to_thread(self.authorization)
-        return self.authorization()
-
-    async def headers(self) -> dict[str, str]:
-        """The authentication headers of the next request."""
-        value = await self.async_authorization()
-        return {"Authorization": value} if value else {}
-
-    def httpx_auth(self) -> httpx.Auth:
-        """An httpx ``auth`` that sets the current token on every request."""
-        return _HttpxAuth(self)
-
-
-class _HttpxAuth(httpx.Auth):
-    def __init__(self, credentials: Credentials) -> None:
-        self.credentials = credentials
-
-    async def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        value = await self.credentials.async_authorization()
-        if value:
-            request.headers["Authorization"] = value
-        yield request
-
-
-def _kubeconfig_token_file(config_file: str | None) -> Path | None:
-    """The current user's ``tokenFile`` (absolute), which the `kubernetes` package reads only
-    once; None if the user has none, or a ``token`` (which wins, as in kubectl), or the
-    kubeconfig is a merged list of files."""
-    name = config_file or os.path.expanduser(k8s_config.KUBE_CONFIG_DEFAULT_LOCATION)
-    if os.pathsep in name:
-        return None
-    path = Path(name)
-    data = yaml.safe_load(path.read_text()) or {}
-    current = data.get("current-context")
-    contexts = {c.get("name"): c.get("context") or {} for c in data.get("contexts") or []}
-    users = {u.get("name"): u.get("user") or {} for u in data.get("users") or []}
-    user = users.get(contexts.get(current, {}).get("user"), {})
-    if "token" in user or not user.get("tokenFile"):
-        return None
-    return path.parent / Path(user["tokenFile"]).expanduser()
-
-
-def _tls(configuration: k8s_client.Configuration) -> ssl.SSLContext:
-    """The TLS context of a resolved configuration: its CA, client certificate, and
-    ``insecure-skip-tls-verify``."""
-    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
-    if not configuration.verify_ssl:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if configuration.cert_file:
-        context.load_cert_chain(configuration.cert_file, configuration.key_file)
-    return context
+    status: int
+    body: bytes
+    retry_after: str | None
 
 
 @dataclass
 class KubeClient:
-    http: httpx.AsyncClient
-    # Requests beyond the connection pool wait here, not in httpcore's pool, whose
-    # bookkeeping costs grow with (waiting requests x connections): with hundreds of
-    # concurrent handlers it took most of the operator's CPU.
-    _slots: asyncio.Semaphore = field(
-        default_factory=lambda: asyncio.Semaphore(MAX_CONNECTIONS), repr=False, compare=False
-    )
+    """One aiohttp session for requests (at most ``connections`` in flight; more wait for a
+    free one, which is not a timeout) and one for watches (a connection each). Make it with
+    `from_environment` or `from_credentials`; the sessions start on first use, in the event
+    loop that uses them."""
+
+    credentials: Credentials
+    connections: int = CONNECTIONS
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    """The longest wait for the next bytes of an answer (watches wait as long as they must)."""
+    _requests: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
+    _watches: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
 
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
+    def from_environment(cls, kubeconfig: str | None = None, **options: Any) -> KubeClient:
         """``kubeconfig``; else in-cluster credentials when running in a pod, else the
-        default kubeconfig."""
-        return cls.from_credentials(Credentials.load(kubeconfig))
+        default kubeconfig. ``options`` are the client's fields (``connections``…)."""
+        return cls(Credentials.load(kubeconfig), **options)
 
     @classmethod
-    def from_credentials(cls, credentials: Credentials) -> KubeClient:
+    def from_credentials(cls, credentials: Credentials, **options: Any) -> KubeClient:
         """A client that authenticates every request with the current ``credentials``."""
-        # Every connection stays open: a new one costs a TLS handshake.
-        limits = httpx.Limits(
-            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS
-        )
-        http = httpx.AsyncClient(
-            base_url=credentials.host,
-            verify=credentials.ssl_context,
-            auth=credentials.httpx_auth(),
-            timeout=30,
-            limits=limits,
-        )
-        return cls(http)
+        return cls(credentials, **options)
+
+    def _session(self, *, watch: bool = False) -> aiohttp.ClientSession:
+        session = self._watches if watch else self._requests
+        if session is None:
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=0 if watch else self.connections, ssl=self.credentials.ssl_context
+                ),
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    sock_connect=self.connect_timeout_s,
+                    sock_read=None if watch else self.read_timeout_s,
+                ),
+            )
+            if watch:
+                self._watches = session
+            else:
+                self._requests = session
+        return session
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        for session in (self._requests, self._watches):
+            if session is not None:
+                await session.close()
+        self._requests = self._watches = None
 
-    async def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
-        # The apiserver sheds load (and answers while its storage starts) with 429: wait
-        # as it says, a few times, before giving the error to the handler's own retry.
-        for _ in range(5):
-            async with self._slots:
-                response = await self.http.request(method, url, **kwargs)
-            if response.status_code != 429:
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+        headers: Mapping[str, str],
+    ) -> Answer:
+        """One HTTP exchange. Raises aiohttp's errors (and TimeoutError) as they come."""
+        async with self._session().request(
+            method, self.credentials.host + url, params=params, data=body, headers=headers
+        ) as response:
+            return Answer(
+                response.status, await response.read(), response.headers.get("Retry-After")
+            )
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        content: str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One API call to ``url`` (a path, see `path`); the decoded JSON answer ({} if
+        empty). Raises `ApiError` (`NotFound`, `Conflict`) for an error answer or none."""
+        query = {k: str(v) for k, v in params.items()} if params else None
+        body = content.encode() if isinstance(content, str) else content
+        extra = dict(headers or {})
+        if json is not None:
+            body = _dumps(json)
+            extra.setdefault("Content-Type", "application/json")
+        for attempt in range(ATTEMPTS_429):
+            # Asked for every time: a rotated ServiceAccount token applies at once.
+            sent = {**await self.credentials.headers(), **extra}
+            try:
+                answer = await self._send(method, url, query, body, sent)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise ApiError(0, f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+            if answer.status != 429 or attempt == ATTEMPTS_429 - 1:
                 break
-            await asyncio.sleep(min(float(response.headers.get("Retry-After", "1") or 1), 5))
-        raise_for_status(response.status_code, response.text)
-        return response.json() if response.content else {}
+            wait = retry_after(answer.retry_after)
+            await asyncio.sleep(min(max(1.0 if wait is None else wait, 0.1), MAX_RETRY_WAIT_S))
+        raise_for_status(answer.status, answer.body.decode(errors="replace"))
+        return _loads(answer.body) if answer.body else {}
 
     async def apply(
         self, obj: dict[str, Any], *, manager: str, subresource: str = ""
@@ -303,10 +256,10 @@ class KubeClient:
         """Server-side apply of ``obj`` (create or update) as field manager ``manager``."""
         meta = obj["metadata"]
         url = path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"], subresource)
-        return await self._call(
+        return await self.request(
             "PATCH",
             url,
-            content=json.dumps(obj),
+            content=_dumps(obj),
             headers={"Content-Type": APPLY},
             params={"fieldManager": manager, "force": "true"},
         )
@@ -328,14 +281,35 @@ class KubeClient:
             subresource="status",
         )
 
-    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+    async def create(
+        self, obj: dict[str, Any], *, field_validation: str | None = None
+    ) -> dict[str, Any]:
+        """Create ``obj``; ``field_validation`` ``"Strict"`` refuses unknown fields."""
         meta = obj["metadata"]
-        return await self._call(
-            "POST", path(obj["apiVersion"], obj["kind"], meta.get("namespace")), json=obj
+        params = {"fieldValidation": field_validation} if field_validation else None
+        return await self.request(
+            "POST",
+            path(obj["apiVersion"], obj["kind"], meta.get("namespace")),
+            json=obj,
+            params=params,
+        )
+
+    async def replace(
+        self, obj: dict[str, Any], *, field_validation: str | None = None
+    ) -> dict[str, Any]:
+        """PUT ``obj``; its ``metadata.resourceVersion`` makes it fail with `Conflict` if the
+        object changed since it was read."""
+        meta = obj["metadata"]
+        params = {"fieldValidation": field_validation} if field_validation else None
+        return await self.request(
+            "PUT",
+            path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"]),
+            json=obj,
+            params=params,
         )
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        return await self._call("GET", path(api_version, kind, namespace, name))
+        return await self.request("GET", path(api_version, kind, namespace, name))
 
     async def find(
         self, api_version: str, kind: str, namespace: str, name: str
@@ -352,27 +326,29 @@ class KubeClient:
         namespace: str | None,
         *,
         labels: dict[str, str] | None = None,
+        selector: str | None = None,
     ) -> list[dict[str, Any]]:
-        params = (
-            {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else {}
-        )
-        answer = await self._call("GET", path(api_version, kind, namespace), params=params)
-        items: list[dict[str, Any]] = answer["items"]
-        return items
+        """The objects whose labels match ``labels`` (each key=value) or ``selector`` (a
+        label selector as the API takes it, ``a=b,c``)."""
+        selector = selector or _selector(labels)
+        params = {"labelSelector": selector} if selector else None
+        items = (await self.request("GET", path(api_version, kind, namespace), params=params))[
+            "items"
+        ]
+        return items or []  # an empty list may have "items": null
 
     async def count(
         self, api_version: str, kind: str, namespace: str | None, *, labels: dict[str, str]
     ) -> int:
         """How many objects match: a metadata-only list (the server gives no count for a
         label-selected list), a few hundred bytes an object instead of the whole object."""
-        params = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())}
-        page = await self._call(
+        page = await self.request(
             "GET",
             path(api_version, kind, namespace),
-            params=params,
+            params={"labelSelector": _selector(labels)},
             headers={"Accept": METADATA_LIST},
         )
-        return len(page.get("items") or [])  # an empty list has "items": null
+        return len(page.get("items") or [])
 
     async def patch(
         self,
@@ -387,10 +363,10 @@ class KubeClient:
     ) -> dict[str, Any]:
         """Patch; a JSON patch whose `test` fails raises `Conflict` (the apiserver says 422)."""
         try:
-            return await self._call(
+            return await self.request(
                 "PATCH",
                 path(api_version, kind, namespace, name, subresource),
-                content=json.dumps(body),
+                content=_dumps(body),
                 headers={"Content-Type": content_type},
             )
         except ApiError as exc:
@@ -398,13 +374,44 @@ class KubeClient:
                 raise Conflict(exc.status, exc.body) from exc
             raise
 
+    async def delete_object(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """Delete; the answer is the object (still there while finalizers run) or a Status
+        (gone at once). None if it did not exist."""
+        try:
+            return await self.request("DELETE", path(api_version, kind, namespace, name))
+        except NotFound:
+            return None
+
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         """Delete; False if it was already gone."""
+        return await self.delete_object(api_version, kind, namespace, name) is not None
+
+    async def watch_events(
+        self, url: str, params: Mapping[str, Any]
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The events of one watch request (``params`` holds ``watch=1`` and where to start)
+        as the apiserver sends them, ``{"type": …, "object": …}``, until it ends the watch.
+        Raises `ApiError` if it refuses the watch or the connection fails."""
+        query = {k: str(v) for k, v in params.items()}
         try:
-            await self._call("DELETE", path(api_version, kind, namespace, name))
-        except NotFound:
-            return False
-        return True
+            async with self._session(watch=True).get(
+                self.credentials.host + url, params=query, headers=await self.credentials.headers()
+            ) as response:
+                if response.status >= 400:
+                    raise_for_status(response.status, (await response.read()).decode())
+                # Split lines here: aiohttp's readline refuses lines over 128 KiB, and an
+                # object in an event may be up to the apiserver's 1.5 MiB.
+                pending = b""
+                async for chunk in response.content.iter_any():
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield _loads(line)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise ApiError(0, f"watch {url}: {type(exc).__name__}: {exc}") from exc
 
     async def watch(
         self,
@@ -413,15 +420,16 @@ class KubeClient:
         namespace: str | None = None,
         *,
         labels: dict[str, str] | None = None,
-    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    ) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
         """Every object as ("ADDED", obj), then changes as they happen, forever: a list, then
         watches from the last resourceVersion seen. When history expired (410) it lists
-        again; objects gone meanwhile come as "DELETED", the others as "ADDED" again."""
+        again; objects gone meanwhile come as "DELETED", the others as "ADDED" again. A list
+        that fails raises `ApiError`; a watch that fails is made again."""
         url = path(api_version, kind, namespace)
-        selector = ",".join(f"{k}={v}" for k, v in (labels or {}).items())
+        selector = _selector(labels)
         known: dict[str, dict[str, Any]] = {}
         while True:
-            listed = await self._call("GET", url, params={"labelSelector": selector})
+            listed = await self.request("GET", url, params={"labelSelector": selector})
             current = {item["metadata"]["uid"]: item for item in listed.get("items") or []}
             for uid, obj in known.items():
                 if uid not in current:
@@ -441,15 +449,8 @@ class KubeClient:
                     "timeoutSeconds": "300",
                 }
                 try:
-                    async with self.http.stream("GET", url, params=params, timeout=None) as reply:
-                        if reply.status_code >= 400:
-                            version = ""  # list again, after a breath
-                            await asyncio.sleep(1)
-                            continue
-                        async for line in reply.aiter_lines():
-                            if not line:
-                                continue
-                            event = json.loads(line)
+                    async with contextlib.aclosing(self.watch_events(url, params)) as events:
+                        async for event in events:
                             what, obj = event["type"], event["object"]
                             if what == "ERROR":  # 410 Gone: the history expired
                                 version = ""
@@ -462,5 +463,15 @@ class KubeClient:
                             else:
                                 known[obj["metadata"]["uid"]] = obj
                             yield what, obj
-                except (httpx.TransportError, httpx.StreamError):
+                except ApiError as exc:
+                    if exc.status:
+                        version = ""  # refused: list again, after a breath
                     await asyncio.sleep(1)
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _loads(body: bytes) -> Any:
+    return json.loads(body)

@@ -20,8 +20,7 @@ import kopf
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from paddock.eventlog.log import SOCKET_TIMEOUT_S
-from paddock.kube import Credentials
-from paddock.operator.apiclient import AioKubeClient
+from paddock.kube import KubeClient
 from paddock.operator.controller import Controller, informers
 from paddock.operator.leases import Leadership, lease_key
 from paddock.operator.runtime import OperatorSettings, Runtime
@@ -41,8 +40,7 @@ class Paddock:
 async def startup(memo: kopf.Memo, **_: Any) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     config = OperatorSettings.from_env(dict(os.environ))
-    # Requests through aiohttp; watches (5 kinds, each namespace) through httpx.
-    kube = AioKubeClient(Credentials.load(), watches=5 * max(1, len(config.namespaces)) + 4)
+    kube = KubeClient.from_environment()
     # The event log's client settings (see `connect`), with a pool whose callers wait for
     # one of 64 connections rather than fail when all are taken.
     redis = Redis(

@@ -13,12 +13,10 @@ writer stay guarded by the apiserver (a claim tests the pod's resourceVersion).
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
-
-import httpx
 
 from paddock.kube import ApiError, KubeClient, path
 
@@ -150,7 +148,7 @@ class Informer:
                 await self._watch(url, version)
             except asyncio.CancelledError:
                 raise
-            except (ApiError, httpx.HTTPError, OSError, ValueError, KeyError) as exc:
+            except (ApiError, OSError, ValueError, KeyError) as exc:
                 log.warning("%s informer: %s; listing again", self.kind, exc)
                 await asyncio.sleep(1)
 
@@ -160,10 +158,7 @@ class Informer:
         if self.selector:
             params["labelSelector"] = self.selector
         while True:
-            reply = await self.kube.http.get(url, params=params)
-            if reply.status_code >= 400:
-                raise ApiError(reply.status_code, reply.text)
-            page = reply.json()
+            page = await self.kube.request("GET", url, params=params)
             for obj in page.get("items") or []:
                 obj["apiVersion"], obj["kind"] = self.api_version, self.kind
                 seen.add(_key(obj))
@@ -187,15 +182,9 @@ class Informer:
             params["labelSelector"] = self.selector
         while True:
             params["resourceVersion"] = version
-            async with self.kube.http.stream(
-                "GET", url, params=params, timeout=httpx.Timeout(30, read=None)
-            ) as reply:
-                if reply.status_code >= 400:
-                    raise ApiError(reply.status_code, (await reply.aread()).decode())
-                async for line in reply.aiter_lines():
-                    if not line:
-                        continue
-                    event = json.loads(line)
+            events = self.kube.watch_events(url, params)
+            async with contextlib.aclosing(events):
+                async for event in events:
                     kind, obj = event["type"], event["object"]
                     if kind == "ERROR":  # 410 Gone: the history expired; list again
                         raise ApiError(obj.get("code", 410), obj.get("message", ""))

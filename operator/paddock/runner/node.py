@@ -12,8 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from paddock.kube import ApiError, KubeClient, NotFound
-from paddock.kube.client import PLURALS
+from paddock.kube import PLURALS, ApiError, KubeClient, NotFound
 from paddock.runner import deployments
 from paddock.runner.network import PodNetwork
 from paddock.runner.pods import LocalPod

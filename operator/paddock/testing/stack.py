@@ -26,7 +26,7 @@ from typing import Any, TextIO
 import httpx
 import yaml
 
-from paddock.kube.client import APPLY, path
+from paddock.kube import APPLY, path
 from paddock.operator.observed import Pod
 from paddock.operator.status import pod_failure
 from paddock.runner.spec import CONTAINER_PATH
