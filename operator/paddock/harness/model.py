@@ -15,6 +15,8 @@ from typing import Any
 import anthropic
 from anthropic.types import Message
 
+from paddock.kube import retry_after as parse_retry_after
+
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 
@@ -66,15 +68,11 @@ def _message(exc: anthropic.APIStatusError) -> str:
 
 
 def _retry_after(headers: Any) -> float | None:
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value) * scale)
-        except ValueError:
-            continue
-    return None
+    """The API's `retry-after-ms` (its own, finer header) if readable, else `retry-after`."""
+    try:
+        return max(0.0, float(headers["retry-after-ms"]) / 1000)
+    except (KeyError, TypeError, ValueError):
+        return parse_retry_after(headers.get("retry-after"))
 
 
 async def stream_message(
