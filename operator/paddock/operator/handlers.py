@@ -11,7 +11,6 @@ Run with `python -m paddock.operator` (or `kopf run --standalone -m paddock.oper
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +37,6 @@ class Paddock:
 
 @kopf.on.startup()
 async def startup(memo: kopf.Memo, **_: Any) -> None:
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     config = OperatorSettings.from_env(dict(os.environ))
     kube = KubeClient.from_environment()
     # The event log's client settings (see `connect`), with a pool whose callers wait for
