@@ -12,9 +12,16 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from paddock.eventlog import AnyEvent, EventLog, TextBlock, UserMessageEvent
-from paddock.eventlog.ids import new_session_id
-from paddock.eventlog.sessionstate import SandboxBinding, SessionSettings, SessionState
+from paddock.eventlog import (
+    AnyEvent,
+    EventLog,
+    SandboxBinding,
+    SessionSettings,
+    SessionState,
+    TextBlock,
+    UserMessageEvent,
+    new_session_id,
+)
 from paddock.harness.model import RetryPolicy
 from paddock.harness.worker import Worker, WorkerSettings
 from paddock.models.agent import AgentSpec

@@ -39,8 +39,12 @@ from paddock.eventlog import (
     ModelUsage,
     Money,
     RetryStatus,
+    SandboxBinding,
+    SandboxWaiter,
     SessionErrorEvent,
     SessionNotFound,
+    SessionSettings,
+    SessionState,
     SessionStatusIdleEvent,
     SessionStatusRunningEvent,
     SessionUsageEvent,
@@ -51,12 +55,6 @@ from paddock.eventlog import (
     TextBlock,
     UsageSnapshot,
     WorkQueue,
-)
-from paddock.eventlog.sessionstate import (
-    SandboxBinding,
-    SandboxWaiter,
-    SessionSettings,
-    SessionState,
 )
 from paddock.harness import metrics
 from paddock.harness.model import ModelFailure, RetryPolicy, call_with_retries, stream_message
