@@ -22,8 +22,7 @@ from paddock.eventlog import (
     UserMessageEvent,
     new_session_id,
 )
-from paddock.harness.model import RetryPolicy
-from paddock.harness.worker import Worker, WorkerSettings
+from paddock.harness import RetryPolicy, Worker, WorkerSettings
 from paddock.models.agent import AgentSpec
 from paddock.testing.fakemodel import FakeModelServer, Script
 from paddock.testing.sandbox import RunningSandbox
