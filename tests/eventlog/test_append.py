@@ -9,6 +9,7 @@ import pytest
 from paddock.eventlog import (
     AgentMessageEvent,
     AgentToolResultEvent,
+    Event,
     EventLog,
     InvalidId,
     Lease,
@@ -24,7 +25,6 @@ from paddock.eventlog import (
     UserMessageEvent,
     new_session_id,
 )
-from paddock.eventlog.events import Event
 
 
 def message(text: str) -> UserMessageEvent:

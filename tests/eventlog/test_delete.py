@@ -13,9 +13,10 @@ from paddock.eventlog import (
     TextBlock,
     UserMessageEvent,
     WorkQueue,
+    companion_keys,
     new_session_id,
+    work_keys,
 )
-from paddock.eventlog.keys import companion_keys, work_keys
 
 AGENT = "default/coder"
 

@@ -10,6 +10,7 @@ from anthropic.types.beta.sessions import BetaManagedAgentsSessionEvent
 from pydantic import TypeAdapter, ValidationError
 
 from paddock.eventlog import (
+    EVENT_TYPES,
     AgentCustomToolUseEvent,
     AgentMcpToolResultEvent,
     AgentMcpToolUseEvent,
@@ -19,6 +20,7 @@ from paddock.eventlog import (
     AgentToolResultEvent,
     AgentToolUseEvent,
     AnyEvent,
+    AutoJudgement,
     ErrorDetail,
     Evaluation,
     ImageBlock,
@@ -43,9 +45,8 @@ from paddock.eventlog import (
     UserToolConfirmationEvent,
     UserToolResultEvent,
     parse_event,
+    payload,
 )
-from paddock.eventlog.events import EVENT_TYPES, AutoJudgement
-from paddock.eventlog.storage import payload
 
 # Verbatim from reference/managed-agents-api.md §5.4 and §11.6 (stream frames) and §11.5
 # (the echo of a sent message): the persisted shapes.

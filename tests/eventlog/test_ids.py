@@ -7,27 +7,29 @@ import time
 
 import pytest
 
-from paddock.eventlog import InvalidId, new_session_id
-from paddock.eventlog.ids import (
-    decode,
-    encode,
+from paddock.eventlog import (
+    InvalidId,
+    check_agent,
+    decode_base62,
+    encode_base62,
     event_id,
     new_id,
+    new_session_id,
+    session_keys,
     session_tag,
     stream_id,
 )
-from paddock.eventlog.keys import check_agent, session_keys
 
 
 def test_base62_is_fixed_width_and_sorts_like_the_numbers() -> None:
     rng = random.Random(7)
     numbers = [0, 1, 61, 62, 62**8 - 1, *(rng.randrange(62**8) for _ in range(2000))]
-    encoded = [encode(n, 8) for n in numbers]
+    encoded = [encode_base62(n, 8) for n in numbers]
     assert {len(text) for text in encoded} == {8}
-    assert [decode(text) for text in encoded] == numbers
-    assert sorted(encoded) == [encode(n, 8) for n in sorted(numbers)]
+    assert [decode_base62(text) for text in encoded] == numbers
+    assert sorted(encoded) == [encode_base62(n, 8) for n in sorted(numbers)]
     with pytest.raises(ValueError, match="does not fit"):
-        encode(62**8, 8)
+        encode_base62(62**8, 8)
 
 
 def test_event_ids_map_to_stream_positions_and_sort_like_them() -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
+import paddock.eventlog
 from paddock.eventlog import (
     AgentMessageEvent,
     EventLog,
@@ -16,6 +19,7 @@ from paddock.eventlog import (
     TextBlock,
     UserMessageEvent,
     new_session_id,
+    session_keys,
 )
 from paddock.testing.redis import RedisServer
 
@@ -89,6 +93,56 @@ async def test_an_expired_lease_refuses_appends_even_before_a_takeover(
         await log.append(session, [reply("late")], fence=lease)
     assert lost.value.holder is None
     assert await log.replay(session) == []
+
+
+# How a worker runs each fenced script; a script that starts checking the fence needs a
+# line here, or the test below fails for it.
+FENCED_WRITES: dict[str, Callable[[EventLog, Lease], Awaitable[object]]] = {
+    "append": lambda log, lease: log.append(lease.session_id, [reply("stale")], fence=lease),
+    "renew_lease": lambda log, lease: log.renew_lease(lease),
+    "release_lease": lambda log, lease: log.release_lease(lease, handled_through=None),
+}
+
+
+def fenced_scripts() -> list[str]:
+    """The scripts that run the prelude's fence check."""
+    folder = Path(paddock.eventlog.__file__).parent
+    return sorted(
+        path.stem
+        for path in folder.glob("*.lua")
+        if path.stem != "prelude" and "fence_refusal(" in path.read_text()
+    )
+
+
+def test_the_fenced_scripts_are_the_worker_writes() -> None:
+    assert fenced_scripts() == sorted(FENCED_WRITES)
+
+
+@pytest.mark.parametrize("now", ["taken over", "free"])
+@pytest.mark.parametrize("script", fenced_scripts())
+async def test_every_fenced_script_refuses_a_stale_fencing_token(
+    log: EventLog, redis: Redis, session: str, script: str, now: str
+) -> None:
+    stale = await log.acquire_lease(session, "stalled", ttl_ms=10_000)
+    assert stale is not None
+    await log.release_lease(stale)
+    holder = None
+    if now == "taken over":
+        fresh = await log.acquire_lease(session, "fresh", ttl_ms=60_000)
+        assert fresh is not None
+        assert fresh.token > stale.token
+        holder = fresh.holder
+    before = await log.snapshot(session)
+    with pytest.raises(LeaseLost) as refused:
+        await FENCED_WRITES[script](log, stale)
+    assert refused.value.holder == holder
+    # Nothing written: no event, and the current lease neither released nor shortened.
+    assert await log.snapshot(session) == before
+    ttl_ms = await redis.pttl(session_keys(session).lease)
+    if holder is None:
+        assert ttl_ms == -2  # still no lease
+    else:
+        assert ttl_ms > stale.ttl_ms
 
 
 async def test_fencing_tokens_only_grow(log: EventLog, session: str) -> None:

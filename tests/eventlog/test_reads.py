@@ -18,8 +18,8 @@ from paddock.eventlog import (
     TextBlock,
     UserMessageEvent,
     new_session_id,
+    session_keys,
 )
-from paddock.eventlog.keys import session_keys
 
 
 def message(text: str) -> UserMessageEvent:

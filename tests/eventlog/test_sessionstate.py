@@ -9,13 +9,15 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from paddock.eventlog import EventLog, SessionNotFound, new_session_id
-from paddock.eventlog.sessionstate import (
+from paddock.eventlog import (
     SANDBOX_REQUESTS,
+    EventLog,
     SandboxBinding,
     SandboxWaiter,
+    SessionNotFound,
     SessionSettings,
     SessionState,
+    new_session_id,
     open_session,
 )
 from paddock.models.session import Budget, GitRepository, Session

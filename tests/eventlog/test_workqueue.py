@@ -18,8 +18,8 @@ from paddock.eventlog import (
     UserMessageEvent,
     WorkQueue,
     new_session_id,
+    work_keys,
 )
-from paddock.eventlog.keys import work_keys
 
 AGENT = "default/coder"
 TTL_MS = 300

@@ -12,11 +12,17 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from paddock.eventlog import AnyEvent, EventLog, TextBlock, UserMessageEvent
-from paddock.eventlog.ids import new_session_id
-from paddock.eventlog.sessionstate import SandboxBinding, SessionSettings, SessionState
-from paddock.harness.model import RetryPolicy
-from paddock.harness.worker import Worker, WorkerSettings
+from paddock.eventlog import (
+    AnyEvent,
+    EventLog,
+    SandboxBinding,
+    SessionSettings,
+    SessionState,
+    TextBlock,
+    UserMessageEvent,
+    new_session_id,
+)
+from paddock.harness import RetryPolicy, Worker, WorkerSettings
 from paddock.models.agent import AgentSpec
 from paddock.testing.fakemodel import FakeModelServer, Script
 from paddock.testing.sandbox import RunningSandbox

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
-from paddock.eventlog import new_session_id
-from paddock.eventlog.sessionstate import SANDBOX_REQUESTS
+from paddock.eventlog import SANDBOX_REQUESTS, new_session_id
 from paddock.testing.fakemodel import Reply, Text, ToolUse, turns
 from paddock.testing.proxy import ProxyProcess, Secrets
 from paddock.testing.sandbox import RunningSandbox, launch

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from paddock.harness.tools import ToolPolicy, toolbox
+from paddock.harness import ToolPolicy, toolbox
 from paddock.models.pricing import list_cost_cents, price
 
 from .conftest import agent_spec

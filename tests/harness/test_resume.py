@@ -12,8 +12,8 @@ from paddock.eventlog import (
     SessionStatusRunningEvent,
     SpanModelRequestEndEvent,
     SpanModelRequestStartEvent,
+    session_keys,
 )
-from paddock.eventlog.keys import session_keys
 from paddock.testing.fakemodel import Reply, Text, ToolUse, turns
 
 from .conftest import types

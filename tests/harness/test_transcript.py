@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from paddock.harness.transcript import (
+from paddock.harness import (
     COMPACTION_PREFIX,
     AwaitUser,
     CallModel,

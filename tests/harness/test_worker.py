@@ -6,13 +6,14 @@ import asyncio
 import time
 
 from paddock.eventlog import (
+    SANDBOX_REQUESTS,
+    SandboxBinding,
     TextBlock,
     UserCustomToolResultEvent,
     UserInterruptEvent,
     UserMessageEvent,
     UserToolConfirmationEvent,
 )
-from paddock.eventlog.sessionstate import SANDBOX_REQUESTS, SandboxBinding
 from paddock.testing.fakemodel import Fail, ModelRequest, Reply, Text, ToolUse, turns
 
 from .conftest import types

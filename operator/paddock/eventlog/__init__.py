@@ -9,6 +9,8 @@ from paddock.eventlog.errors import (
     SessionTerminated,
 )
 from paddock.eventlog.events import (
+    EVENT_LIST_ADAPTER,
+    EVENT_TYPES,
     AgentContent,
     AgentCustomToolUseEvent,
     AgentMcpToolResultEvent,
@@ -56,14 +58,37 @@ from paddock.eventlog.events import (
     UserToolResultEvent,
     parse_event,
 )
-from paddock.eventlog.ids import new_session_id
+from paddock.eventlog.ids import (
+    decode_base62,
+    encode_base62,
+    event_id,
+    new_id,
+    new_session_id,
+    session_tag,
+    stream_id,
+)
+from paddock.eventlog.keys import check_agent, companion_keys, session_keys, work_keys
 from paddock.eventlog.lease import Heartbeat, Lease
-from paddock.eventlog.log import EventLog, EventPage, connect
+from paddock.eventlog.log import SOCKET_TIMEOUT_S, EventLog, EventPage, connect
+from paddock.eventlog.sessionstate import (
+    SANDBOX_REQUESTS,
+    SandboxBinding,
+    SandboxWaiter,
+    SessionSettings,
+    SessionState,
+    open_session,
+    settings_for,
+)
 from paddock.eventlog.snapshot import SessionSnapshot, Usage
+from paddock.eventlog.storage import payload, stream_entries
 from paddock.eventlog.tail import Tail
 from paddock.eventlog.workqueue import Claim, WorkQueue
 
 __all__ = [
+    "EVENT_LIST_ADAPTER",
+    "EVENT_TYPES",
+    "SANDBOX_REQUESTS",
+    "SOCKET_TIMEOUT_S",
     "AgentContent",
     "AgentCustomToolUseEvent",
     "AgentMcpToolResultEvent",
@@ -95,11 +120,15 @@ __all__ = [
     "PlainTextSource",
     "RedactedBlock",
     "RetryStatus",
+    "SandboxBinding",
+    "SandboxWaiter",
     "SearchResultBlock",
     "SessionDeletedEvent",
     "SessionErrorEvent",
     "SessionNotFound",
+    "SessionSettings",
     "SessionSnapshot",
+    "SessionState",
     "SessionStatusIdleEvent",
     "SessionStatusRescheduledEvent",
     "SessionStatusRunningEvent",
@@ -123,7 +152,21 @@ __all__ = [
     "UserToolConfirmationEvent",
     "UserToolResultEvent",
     "WorkQueue",
+    "check_agent",
+    "companion_keys",
     "connect",
+    "decode_base62",
+    "encode_base62",
+    "event_id",
+    "new_id",
     "new_session_id",
+    "open_session",
     "parse_event",
+    "payload",
+    "session_keys",
+    "session_tag",
+    "settings_for",
+    "stream_entries",
+    "stream_id",
+    "work_keys",
 ]

@@ -2,22 +2,14 @@
 -- KEYS: meta, lease, fence
 -- ARGV: holder, ttl in ms, '1' = take it only if the session has input not yet handled
 -- Reply: {'acquired', token} | {'held', holder} | {'no_input'} | {'no_session'}
-local function later(a, b) -- stream id a > stream id b
-  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
-  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
-  if tonumber(ams) ~= tonumber(bms) then
-    return tonumber(ams) > tonumber(bms)
-  end
-  return tonumber(aseq) > tonumber(bseq)
-end
 
 -- Checking the session here keeps a deleted session from getting a lease and fence again.
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'no_session'}
 end
-local lease = redis.call('GET', KEYS[2])
-if lease then
-  return {'held', string.match(lease, '^%d+:(.*)$')}
+local held, holder = read_lease(KEYS[2])
+if held then
+  return {'held', holder}
 end
 if ARGV[3] == '1' then
   local input = redis.call('HGET', KEYS[1], 'last_input')

@@ -15,13 +15,9 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
   return {'no_session'}
 end
 if ARGV[1] ~= '' then
-  local lease = redis.call('GET', KEYS[3])
-  local token, holder
-  if lease then
-    token, holder = string.match(lease, '^(%d+):(.*)$')
-  end
-  if token ~= ARGV[1] then
-    return {'lost', holder or false}
+  local refusal = fence_refusal(KEYS[3], ARGV[1])
+  if refusal then
+    return refusal
   end
 end
 if ARGV[2] == '1' and redis.call('HGET', KEYS[2], 'status') == 'terminated' then

@@ -39,7 +39,7 @@ _EVENT_BODY = _MS_WIDTH + _SEQ_WIDTH + _TAG_WIDTH
 SESSION_ID_PATTERN = re.compile(r"^sesn_[0-9A-Za-z]{1,64}$")
 
 
-def encode(value: int, width: int) -> str:
+def encode_base62(value: int, width: int) -> str:
     """``value`` in base62, left-padded to exactly ``width`` characters."""
     if value < 0 or value >= 62**width:
         raise ValueError(f"{value} does not fit in {width} base62 digits")
@@ -52,7 +52,7 @@ def encode(value: int, width: int) -> str:
     return "".join(reversed(digits))
 
 
-def decode(text: str) -> int:
+def decode_base62(text: str) -> int:
     """The number a base62 string encodes; ``ValueError`` on other characters."""
     value = 0
     for char in text:
@@ -73,8 +73,8 @@ def new_id(prefix: str) -> str:
     millis = time.time_ns() // 1_000_000
     return (
         prefix
-        + encode(millis, _MS_WIDTH)
-        + encode(secrets.randbelow(62**_RANDOM_WIDTH), _RANDOM_WIDTH)
+        + encode_base62(millis, _MS_WIDTH)
+        + encode_base62(secrets.randbelow(62**_RANDOM_WIDTH), _RANDOM_WIDTH)
     )
 
 
@@ -94,7 +94,7 @@ def check_session_id(session_id: str) -> str:
 def session_tag(session_id: str) -> str:
     """The four-character discriminator that ends every event id of ``session_id``."""
     digest = hashlib.blake2b(session_id.encode(), digest_size=4).digest()
-    return encode(int.from_bytes(digest, "big") % 62**_TAG_WIDTH, _TAG_WIDTH)
+    return encode_base62(int.from_bytes(digest, "big") % 62**_TAG_WIDTH, _TAG_WIDTH)
 
 
 def event_id(stream_id: str | bytes, tag: str) -> str:
@@ -102,7 +102,12 @@ def event_id(stream_id: str | bytes, tag: str) -> str:
     if isinstance(stream_id, bytes):
         stream_id = stream_id.decode()
     millis, _, seq = stream_id.partition("-")
-    return EVENT_PREFIX + encode(int(millis), _MS_WIDTH) + encode(int(seq), _SEQ_WIDTH) + tag
+    return (
+        EVENT_PREFIX
+        + encode_base62(int(millis), _MS_WIDTH)
+        + encode_base62(int(seq), _SEQ_WIDTH)
+        + tag
+    )
 
 
 def event_ids(stream_ids: Iterable[bytes], tag: str) -> list[str]:
@@ -115,7 +120,7 @@ def event_ids(stream_ids: Iterable[bytes], tag: str) -> list[str]:
         millis, _, seq = entry.partition(b"-")
         if millis != last_millis:
             last_millis = millis
-            head = EVENT_PREFIX + encode(int(millis), _MS_WIDTH)
+            head = EVENT_PREFIX + encode_base62(int(millis), _MS_WIDTH)
         ids.append(head + _seq_digits(int(seq)) + tag)
     return ids
 
@@ -123,7 +128,7 @@ def event_ids(stream_ids: Iterable[bytes], tag: str) -> list[str]:
 @lru_cache(maxsize=1024)
 def _seq_digits(seq: int) -> str:
     # Sequence numbers are nearly always small: 0 for the first entry of a millisecond.
-    return encode(seq, _SEQ_WIDTH)
+    return encode_base62(seq, _SEQ_WIDTH)
 
 
 def stream_id(event_id: str, tag: str) -> str:
@@ -137,8 +142,8 @@ def stream_id(event_id: str, tag: str) -> str:
     if body[_MS_WIDTH + _SEQ_WIDTH :] != tag:
         raise InvalidId(f"event id {event_id!r} belongs to another session")
     try:
-        millis = decode(body[:_MS_WIDTH])
-        seq = decode(body[_MS_WIDTH : _MS_WIDTH + _SEQ_WIDTH])
+        millis = decode_base62(body[:_MS_WIDTH])
+        seq = decode_base62(body[_MS_WIDTH : _MS_WIDTH + _SEQ_WIDTH])
     except ValueError:
         raise InvalidId(f"not an event id: {event_id!r}") from None
     return f"{millis}-{seq}"

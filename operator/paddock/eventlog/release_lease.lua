@@ -4,25 +4,13 @@
 -- KEYS: meta, lease
 -- ARGV: token, stream id of the last event the holder handled ('' = release unconditionally)
 -- Reply: {'released'} | {'pending'} (lease kept) | {'lost', holder or nil} | {'no_session'}
-local function later(a, b) -- stream id a > stream id b
-  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
-  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
-  if tonumber(ams) ~= tonumber(bms) then
-    return tonumber(ams) > tonumber(bms)
-  end
-  return tonumber(aseq) > tonumber(bseq)
-end
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'no_session'}
 end
-local lease = redis.call('GET', KEYS[2])
-local token, holder
-if lease then
-  token, holder = string.match(lease, '^(%d+):(.*)$')
-end
-if token ~= ARGV[1] then
-  return {'lost', holder or false}
+local refusal = fence_refusal(KEYS[2], ARGV[1])
+if refusal then
+  return refusal
 end
 if ARGV[2] ~= '' then
   local input = redis.call('HGET', KEYS[1], 'last_input')

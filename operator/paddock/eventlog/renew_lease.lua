@@ -2,13 +2,9 @@
 -- KEYS: lease
 -- ARGV: token, ttl in ms
 -- Reply: {'ok'} | {'lost', holder or nil}
-local lease = redis.call('GET', KEYS[1])
-local token, holder
-if lease then
-  token, holder = string.match(lease, '^(%d+):(.*)$')
-end
-if token ~= ARGV[1] then
-  return {'lost', holder or false}
+local refusal = fence_refusal(KEYS[1], ARGV[1])
+if refusal then
+  return refusal
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {'ok'}

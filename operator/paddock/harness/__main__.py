@@ -26,7 +26,7 @@ import yaml
 from prometheus_client import start_http_server
 
 from paddock.eventlog import connect
-from paddock.harness.worker import Worker, WorkerSettings
+from paddock.harness import Worker, WorkerSettings
 from paddock.models.agent import Agent
 
 

@@ -1,0 +1,157 @@
+"""A session's sandbox, from the worker's side: waiting for the operator to bind one, the
+bind call that gives it the session's egress, built-in tool calls recorded in the tool-call
+journal, and asking for a replacement when the sandbox fails."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+
+from paddock.eventlog import SandboxBinding, SandboxWaiter, SessionSettings, SessionState
+from paddock.harness.interrupts import Interrupted, Interrupts
+from paddock.harness.settings import WorkerSettings
+from paddock.harness.tools import READ_ONLY_TOOLS
+from paddock.harness.transcript import ToolCall
+from paddock.models.common import parse_duration
+from paddock.sandbox.client import (
+    SandboxAlreadyBound,
+    SandboxClient,
+    SandboxError,
+    SandboxUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+
+class SandboxSession:
+    """The sandbox of one session during one worker's run of it."""
+
+    def __init__(
+        self,
+        session_id: str,
+        state: SessionState,
+        waiter: SandboxWaiter,
+        http: httpx.AsyncClient,
+        settings: WorkerSettings,
+        session_settings: SessionSettings | None,
+        interrupts: Interrupts,
+    ) -> None:
+        self.session_id = session_id
+        self.state = state
+        self.waiter = waiter
+        self.http = http
+        self.settings = settings
+        self.limits = settings.spec.limits
+        self.session_settings = session_settings
+        self.interrupts = interrupts
+        self.clients: dict[str, SandboxClient] = {}
+        """One client per sandbox pod used in this run, bound to the session."""
+
+    async def close(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()
+
+    async def execute(self, call: ToolCall) -> tuple[str, bool]:
+        """Run a built-in call in the session's sandbox: (result text, is_error)."""
+        binding = await self.binding()
+        if binding is None:
+            wait = self.limits.sandbox_wait_timeout
+            return f"No sandbox became available within {wait}; the call did not run.", True
+        started_in = await self.state.started_in(self.session_id, call.id)
+        if (
+            started_in is not None
+            and started_in != binding.pod
+            and call.name not in READ_ONLY_TOOLS
+        ):
+            # Another worker started it in a sandbox that is gone: it may or may not have run.
+            return (
+                "This call was interrupted by an infrastructure failure and its outcome is "
+                "unknown: it may or may not have taken effect. Check the state before "
+                "running it again."
+            ), True
+        # A retry in the same sandbox is safe: the sandbox runs each call id at most once.
+        await self.state.mark_started(self.session_id, call.id, binding.pod)
+        timeout = parse_duration(self.limits.tool_timeout)
+        try:
+            # Binding fails like a call does (a sandbox bound elsewhere, or broken): the
+            # sandbox is replaced and the model told, instead of the turn failing and retrying.
+            client = await self.client(binding)
+            result = await self.interrupts.interruptible(
+                client.call(call.name, call.input, call_id=call.id, timeout=timeout)
+            )
+        except Interrupted:
+            # A user interrupt stops the call. A lost lease does not: the session's next
+            # worker resumes this very call id in this sandbox and takes its result.
+            if not self.interrupts.lease_lost.is_set():
+                await _cancel(client, call.id)
+            raise
+        except SandboxError as exc:
+            if not (isinstance(exc, SandboxAlreadyBound) or exc.status >= 500):
+                return f"The sandbox refused the call: {exc.message}", True
+            await self.replace(binding)
+            return (
+                f"The sandbox cannot serve this session ({exc}); a fresh sandbox is being prepared.",
+                True,
+            )
+        except SandboxUnavailable as exc:
+            await self.replace(binding)
+            return (
+                f"The sandbox failed during this call ({exc}); its outcome is unknown. A "
+                "fresh sandbox is being prepared: files written earlier may be gone."
+            ), True
+        text = "\n".join(block.text for block in result.content if block.type == "text")
+        return text, result.is_error
+
+    async def replace(self, binding: SandboxBinding) -> None:
+        """Ask the operator for a fresh sandbox in place of ``binding``'s, and forget it."""
+        await self.state.request_sandbox(self.session_id, dead_pod=binding.pod)
+        client = self.clients.pop(binding.pod, None)
+        if client is not None:
+            await client.aclose()
+
+    async def binding(self) -> SandboxBinding | None:
+        """The session's sandbox, waiting for the operator to bind one (first tool call only:
+        the model was never kept waiting for it)."""
+        binding = await self.state.sandbox(self.session_id)
+        if binding is not None:
+            return binding
+        await self.state.request_sandbox(self.session_id)
+        timeout = parse_duration(self.limits.sandbox_wait_timeout)
+        return await self.waiter.wait(self.session_id, timeout)
+
+    async def client(self, binding: SandboxBinding) -> SandboxClient:
+        """The client of ``binding``'s sandbox, bound to the session on first use when the
+        worker has a proxy to give it egress through."""
+        client = self.clients.get(binding.pod)
+        if client is not None:
+            return client
+        client = SandboxClient(binding.url, binding.token)
+        if self.settings.proxy_admin_url and self.settings.proxy_egress_url:
+            settings = self.session_settings or SessionSettings(namespace="", name="")
+            await client.bind(
+                self.session_id,
+                self.settings.proxy_egress_url,
+                await self.proxy_token(settings.environment),
+                repositories=settings.repositories,
+                files=settings.files,
+                git_credential_hosts=[c.host for c in self.settings.spec.credentials.hosts],
+            )
+        self.clients[binding.pod] = client
+        return client
+
+    async def proxy_token(self, environment: str | None) -> str:
+        """An egress token of the credential proxy for the session's sandbox."""
+        response = await self.http.post(
+            f"{self.settings.proxy_admin_url}/v1/session-tokens",
+            json={"session_id": self.session_id, "environment": environment or "default"},
+        )
+        response.raise_for_status()
+        return str(response.json()["token"])
+
+
+async def _cancel(client: SandboxClient, call_id: str) -> None:
+    try:
+        await client.cancel(call_id)
+    except (SandboxUnavailable, SandboxError):
+        log.warning("could not cancel call %s in its sandbox", call_id)

@@ -1,0 +1,55 @@
+"""A claimed session's log as its worker sees it: the transcript folded from the events,
+and appends fenced by the claim's lease."""
+
+from __future__ import annotations
+
+from paddock.eventlog import (
+    AnyEvent,
+    Claim,
+    EventLog,
+    SessionStatusIdleEvent,
+    StopDetails,
+    StopReason,
+)
+from paddock.harness import metrics
+from paddock.harness.transcript import Transcript, apply
+
+
+class SessionLog:
+    """The log of one claimed session, folded into a `Transcript` up to `position`."""
+
+    def __init__(self, log: EventLog, claim: Claim) -> None:
+        self.log = log
+        self.claim = claim
+        self.session_id = claim.session_id
+        self.transcript = Transcript()
+        self.position: str | None = None
+        """The id of the last event folded into the transcript."""
+
+    async def sync(self) -> None:
+        """Fold every event after the last one folded. Our own appends come back this way
+        too, so user events that landed between them are never skipped."""
+        for event in await self.log.replay(self.session_id, after=self.position):
+            apply(self.transcript, event.model_dump(mode="json", exclude_none=True))
+            self.position = event.id
+
+    async def emit(self, *events: AnyEvent, key: str | None = None) -> list[AnyEvent]:
+        """Append as the session's worker (``LeaseLost`` once the lease is gone), then fold."""
+        stored = await self.log.append(self.session_id, events, fence=self.claim.lease, key=key)
+        await self.sync()
+        return stored
+
+    async def idle(
+        self,
+        reason: str,
+        *extra: AnyEvent,
+        event_ids: list[str] | None = None,
+        details: StopDetails | None = None,
+        key: str | None = None,
+    ) -> None:
+        """End the turn: ``extra`` events, then `session.status_idle` with ``reason``."""
+        stop = StopReason(type=reason, event_ids=event_ids)  # type: ignore[arg-type]
+        await self.emit(
+            *extra, SessionStatusIdleEvent(stop_reason=stop, stop_details=details), key=key
+        )
+        metrics.TURNS.labels(reason).inc()
