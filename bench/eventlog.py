@@ -35,8 +35,8 @@ from paddock.eventlog import (
     SpanModelRequestStartEvent,
     TextBlock,
     new_session_id,
+    payload,
 )
-from paddock.eventlog.storage import payload
 from paddock.testing.redis import RedisServer
 
 AGENT = "bench/agent"

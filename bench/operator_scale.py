@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from paddock.eventlog.sessionstate import SessionState
+from paddock.eventlog import SessionState
 from paddock.testing.controlplane import ControlPlane
 from paddock.testing.redis import RedisServer
 

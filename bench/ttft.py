@@ -27,8 +27,15 @@ from pathlib import Path
 import yaml
 from redis.asyncio import Redis
 
-from paddock.eventlog import EventLog, TextBlock, UserMessageEvent, new_session_id
-from paddock.eventlog.sessionstate import SandboxBinding, SessionSettings, SessionState
+from paddock.eventlog import (
+    EventLog,
+    SandboxBinding,
+    SessionSettings,
+    SessionState,
+    TextBlock,
+    UserMessageEvent,
+    new_session_id,
+)
 from paddock.models.agent import Agent
 from paddock.testing.fakemodel import FakeModelServer, ModelRequest, Reply, Text, ToolUse
 from paddock.testing.redis import RedisServer

@@ -17,7 +17,7 @@ import anthropic
 import httpx
 from redis.asyncio import Redis
 
-from paddock.eventlog.sessionstate import SANDBOX_REQUESTS, SandboxBinding, SessionState
+from paddock.eventlog import SANDBOX_REQUESTS, SandboxBinding, SandboxRequest, SessionState
 from paddock.gateway.app import create_app, start
 from paddock.gateway.auth import API_KEY_LABEL
 from paddock.gateway.common import Gateway
@@ -183,7 +183,7 @@ class Stack:
                 for _, entries in reply or []:
                     for entry_id, fields in entries:
                         last = entry_id
-                        session_id = fields[b"session"].decode()
+                        session_id = SandboxRequest.from_fields(fields).session_id
                         binding = SandboxBinding(
                             url=self.sandbox.url,
                             token=self.sandbox.token,

@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 
-from paddock.eventlog import EventLog
-from paddock.eventlog.keys import session_keys
-from paddock.eventlog.sessionstate import SessionState
+from paddock.eventlog import EventLog, SessionState, session_keys
 
 from .stack import Stack
 

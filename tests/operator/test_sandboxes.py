@@ -8,7 +8,7 @@ from typing import Any
 from kopf.testing import KopfRunner
 from redis.asyncio import Redis
 
-from paddock.eventlog.sessionstate import SandboxBinding, SessionState
+from paddock.eventlog import SandboxBinding, SessionState
 from paddock.operator import labels as L
 
 from .conftest import Cluster, agent_spec, api_key_secret

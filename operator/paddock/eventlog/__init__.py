@@ -70,10 +70,15 @@ from paddock.eventlog.ids import (
 from paddock.eventlog.keys import check_agent, companion_keys, session_keys, work_keys
 from paddock.eventlog.lease import Heartbeat, Lease
 from paddock.eventlog.log import SOCKET_TIMEOUT_S, EventLog, EventPage, connect
-from paddock.eventlog.sessionstate import (
+from paddock.eventlog.sandboxes import (
+    SANDBOX_BOUND,
     SANDBOX_REQUESTS,
     SandboxBinding,
+    SandboxRequest,
+    SandboxRequestReader,
     SandboxWaiter,
+)
+from paddock.eventlog.sessionstate import (
     SessionSettings,
     SessionState,
     open_session,
@@ -87,6 +92,7 @@ from paddock.eventlog.workqueue import Claim, WorkQueue
 __all__ = [
     "EVENT_LIST_ADAPTER",
     "EVENT_TYPES",
+    "SANDBOX_BOUND",
     "SANDBOX_REQUESTS",
     "SOCKET_TIMEOUT_S",
     "AgentContent",
@@ -121,6 +127,8 @@ __all__ = [
     "RedactedBlock",
     "RetryStatus",
     "SandboxBinding",
+    "SandboxRequest",
+    "SandboxRequestReader",
     "SandboxWaiter",
     "SearchResultBlock",
     "SessionDeletedEvent",

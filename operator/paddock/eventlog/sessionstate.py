@@ -13,29 +13,23 @@ Keys share the session's hash tag, like the log itself.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
-from typing import cast
+from typing import Literal, cast
 
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
-from redis.typing import EncodableT, FieldT
 
 from paddock.eventlog.errors import SessionNotFound
 from paddock.eventlog.events import TextBlock, UserMessageEvent
-from paddock.eventlog.keys import COMPANION_SUFFIXES, PREFIX, companion_keys, session_keys
+from paddock.eventlog.keys import COMPANION_SUFFIXES, companion_keys, session_keys
 from paddock.eventlog.log import EventLog
+from paddock.eventlog.sandboxes import (
+    SANDBOX_BOUND,
+    SandboxBinding,
+    SandboxRequest,
+    request_sandbox,
+)
 from paddock.eventlog.scripts import source
 from paddock.models.session import Budget, FileResource, GitRepository, Session
-
-SANDBOX_BOUND = f"{PREFIX}:sandbox-bound"
-"""Channel on which every binding is announced (message: the session id)."""
-SANDBOX_REQUESTS = f"{PREFIX}:sandbox-requests"
-"""Stream the operator reads: fields ``session``, ``reason`` (``needed`` or ``dead``) and
-``pod`` (the dead sandbox, if any)."""
-_REQUESTS_MAXLEN = 100_000
 
 
 class SessionSettings(BaseModel):
@@ -47,17 +41,6 @@ class SessionSettings(BaseModel):
     budget: Budget | None = None
     repositories: list[GitRepository] = Field(default_factory=list)
     files: list[FileResource] = Field(default_factory=list)
-
-
-class SandboxBinding(BaseModel):
-    """How to reach the sandbox bound to a session."""
-
-    url: str
-    token: str
-    pod: str
-    claim: str = "warm"
-    """`warm` (from the pool) or `cold` (created on demand)."""
-    bound_at: float = Field(default_factory=time.time)
 
 
 def _key(session_id: str, suffix: str) -> str:
@@ -108,13 +91,9 @@ class SessionState:
         (whose binding is dropped first so no worker uses it again)."""
         if dead_pod is not None:
             await self.unbind_sandbox(session_id, dead_pod)
-        fields: dict[FieldT, EncodableT] = {
-            "session": session_id,
-            "reason": "dead" if dead_pod else "needed",
-        }
-        if dead_pod:
-            fields["pod"] = dead_pod
-        await self.redis.xadd(SANDBOX_REQUESTS, fields, maxlen=_REQUESTS_MAXLEN, approximate=True)
+        reason: Literal["needed", "dead"] = "dead" if dead_pod else "needed"
+        request = SandboxRequest(session_id=session_id, reason=reason, dead_pod=dead_pod)
+        await request_sandbox(self.redis, request)
 
     async def mark_started(self, session_id: str, call_id: str, pod: str) -> None:
         """Record that ``call_id`` is about to run in sandbox ``pod``."""
@@ -125,66 +104,6 @@ class SessionState:
         # The client returns bytes (decode_responses=False, as for every client here).
         raw = cast("bytes | None", await self.redis.hget(_key(session_id, "calls"), call_id))
         return raw.decode() if raw else None
-
-
-class SandboxWaiter:
-    """Waits for sandbox bindings without polling: one subscription per process, however
-    many sessions wait (a session waiting for its sandbox must cost its worker nothing, or
-    the wait would slow the model calls of every other session)."""
-
-    def __init__(self, state: SessionState, *, recheck_s: float = 2.0) -> None:
-        self.state = state
-        self.recheck_s = recheck_s
-        self._waiting: dict[str, asyncio.Event] = {}
-        self._listener: asyncio.Task[None] | None = None
-        self._subscribed = asyncio.Event()
-
-    async def wait(self, session_id: str, timeout_s: float) -> SandboxBinding | None:
-        """The session's binding, waiting up to ``timeout_s`` for one."""
-        await self._listen()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        event = self._waiting.setdefault(session_id, asyncio.Event())
-        try:
-            while True:
-                # Subscribed before this read: a binding made after it is announced to us.
-                binding = await self.state.sandbox(session_id)
-                remaining = deadline - loop.time()
-                if binding is not None or remaining <= 0:
-                    return binding
-                event.clear()
-                # The re-check covers a lost connection (announcements are not replayed).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), min(remaining, self.recheck_s))
-        finally:
-            self._waiting.pop(session_id, None)
-
-    async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
-
-    async def _listen(self) -> None:
-        if self._listener is None:
-            self._listener = asyncio.ensure_future(self._run())
-        await self._subscribed.wait()
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                async with self.state.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(SANDBOX_BOUND)
-                    self._subscribed.set()
-                    async for message in pubsub.listen():
-                        if message.get("type") != "message":
-                            continue
-                        event = self._waiting.get(message["data"].decode())
-                        if event is not None:
-                            event.set()
-            except RedisError:
-                # Waiters fall back to their periodic re-check until we are back.
-                self._subscribed.set()
-                await asyncio.sleep(1)
 
 
 def settings_for(session: Session, environment: str | None) -> SessionSettings:

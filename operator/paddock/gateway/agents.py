@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from paddock.eventlog.ids import new_id
+from paddock.eventlog import new_id
 from paddock.gateway.common import checked, gateway, objects, read_body
 from paddock.gateway.convert import meta
 from paddock.gateway.convert.agents import agent_spec_fields, agent_view

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
-from paddock.eventlog.ids import new_id
+from paddock.eventlog import new_id
 from paddock.gateway import agents, environments, events, metrics, sessions
 from paddock.gateway.common import (
     BETAS,

@@ -11,8 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 
-from paddock.eventlog import EventLog, connect
-from paddock.eventlog.sessionstate import SessionState
+from paddock.eventlog import EventLog, SessionState, connect
 from paddock.gateway.auth import ApiKeys
 from paddock.gateway.config import GatewayConfig
 from paddock.gateway.errors import ApiError, from_validation, invalid

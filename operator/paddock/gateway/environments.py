@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from paddock.eventlog.ids import new_id
+from paddock.eventlog import new_id
 from paddock.gateway.common import checked, objects, read_body
 from paddock.gateway.convert import meta
 from paddock.gateway.convert.environments import environment_spec, environment_view

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from paddock.eventlog.events import ToolResultContent, UserContent
+from paddock.eventlog import ToolResultContent, UserContent
 
 
 class Param(BaseModel):

@@ -18,8 +18,13 @@ from typing import Any, get_args
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from paddock.eventlog import SessionNotFound, SessionSnapshot, new_session_id
-from paddock.eventlog.sessionstate import open_session, settings_for
+from paddock.eventlog import (
+    SessionNotFound,
+    SessionSnapshot,
+    new_session_id,
+    open_session,
+    settings_for,
+)
 from paddock.gateway import views
 from paddock.gateway.common import Gateway, checked, gateway, objects, read_body
 from paddock.gateway.convert import meta

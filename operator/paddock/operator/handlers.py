@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from paddock.eventlog.log import SOCKET_TIMEOUT_S
+from paddock.eventlog import SOCKET_TIMEOUT_S
 from paddock.kube import KubeClient
 from paddock.operator.controller import Controller, informers
 from paddock.operator.leases import Leadership, lease_key

@@ -3,7 +3,7 @@ cannot hold `_`. The gateway sets them on what it creates; the operator on the r
 
 from __future__ import annotations
 
-from paddock.eventlog.ids import new_id
+from paddock.eventlog import new_id
 from paddock.kube import KubeClient
 from paddock.models import Agent, Environment, Session
 from paddock.operator import labels as L

@@ -9,8 +9,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from paddock.eventlog import EventLog
-from paddock.eventlog.sessionstate import SessionState
+from paddock.eventlog import EventLog, SessionState
 from paddock.kube import KubeClient
 from paddock.operator.informer import Informer
 from paddock.operator.render import RenderSettings

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from paddock.eventlog import SessionNotFound
-from paddock.eventlog.sessionstate import SandboxBinding
+from paddock.eventlog import SandboxBinding, SessionNotFound
 from paddock.kube import JSON_PATCH, ApiError, Conflict, NotFound
 from paddock.models import API_VERSION, Session
 from paddock.models.environment import Environment, EnvironmentSpec

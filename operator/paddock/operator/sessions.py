@@ -22,9 +22,9 @@ from paddock.eventlog import (
     SessionStatusTerminatedEvent,
     SessionTerminated,
     UserInterruptEvent,
+    new_id,
+    open_session,
 )
-from paddock.eventlog.ids import new_id
-from paddock.eventlog.sessionstate import open_session
 from paddock.kube import JSON_PATCH
 from paddock.models import (
     API_VERSION,

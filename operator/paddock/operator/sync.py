@@ -15,7 +15,6 @@ claimed again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -24,10 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
-from paddock.eventlog.sessionstate import SANDBOX_REQUESTS
-from paddock.eventlog.storage import stream_entries
+from paddock.eventlog import SandboxRequest, SandboxRequestReader
 from paddock.kube import ApiError
 from paddock.models import (
     API_VERSION,
@@ -344,45 +342,26 @@ class StatusSync:
 
 
 class SandboxRequests:
-    """Serves the sandbox requests harness workers write (`SessionState.request_sandbox`)."""
-
-    GROUP = "operators"
+    """Serves the harness workers' sandbox requests (step 1 of the sandbox protocol,
+    `paddock.eventlog.sandboxes`) while this replica leads."""
 
     def __init__(self, rt: Runtime, sandboxes: Sandboxes, lease: Leadership) -> None:
         self.rt, self.sandboxes, self.lease = rt, sandboxes, lease
+        self.reader = SandboxRequestReader(rt.redis, rt.settings.identity)
 
     async def run(self) -> None:
         while True:
             try:
-                await self._serve()
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    log.exception("sandbox requests: retrying")
-                # The stream or its group is gone (new Redis, data loss): make it again.
-                with contextlib.suppress(ResponseError):
-                    await self.rt.redis.xgroup_create(
-                        SANDBOX_REQUESTS, self.GROUP, id="0", mkstream=True
-                    )
+                while self.lease.held():
+                    for entry_id, request in await self.reader.read():
+                        await self.handle(request)
+                        await self.reader.done(entry_id)
             except (RedisError, ApiError, OSError):
                 log.exception("sandbox requests: retrying")
             await asyncio.sleep(0.5)  # after a failure, or while another replica leads
 
-    async def _serve(self) -> None:
-        redis, consumer = self.rt.redis, self.rt.settings.identity
-        while self.lease.held():
-            # Requests a dead replica took but never handled come first.
-            reclaimed = await redis.xautoclaim(
-                SANDBOX_REQUESTS, self.GROUP, consumer, 30_000, count=50
-            )
-            fresh = await redis.xreadgroup(
-                self.GROUP, consumer, {SANDBOX_REQUESTS: ">"}, count=50, block=1000
-            )
-            for entry_id, fields in [*reclaimed[1], *stream_entries(fresh)]:
-                await self.handle({k.decode(): v.decode() for k, v in fields.items()})
-                await redis.xack(SANDBOX_REQUESTS, self.GROUP, entry_id)
-
-    async def handle(self, request: dict[str, str]) -> None:
-        session_id = request["session"]
+    async def handle(self, request: SandboxRequest) -> None:
+        session_id = request.session_id
         settings = await self.rt.state.settings(session_id)
         if settings is None or settings.environment is None:
             return
@@ -391,13 +370,13 @@ class SandboxRequests:
         session = Session.model_validate(found) if found is not None else None
         if session is None or session.metadata.deletion_timestamp or session.spec.cancel:
             return
-        if request.get("reason") == "dead" and request.get("pod"):
-            await kube.delete("v1", "Pod", settings.namespace, request["pod"])
+        if request.reason == "dead" and request.dead_pod:
+            await kube.delete("v1", "Pod", settings.namespace, request.dead_pod)
             await events.post(
                 kube,
                 session,
                 EventReason.SANDBOX_REPLACED,
-                f"sandbox {request['pod']} failed; binding another",
+                f"sandbox {request.dead_pod} failed; binding another",
             )
         environment = await kube.find(
             API_VERSION, "Environment", settings.namespace, settings.environment
