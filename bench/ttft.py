@@ -36,7 +36,7 @@ from paddock.eventlog import (
     UserMessageEvent,
     new_session_id,
 )
-from paddock.models.agent import Agent
+from paddock.models import Agent
 from paddock.testing.fakemodel import FakeModelServer, ModelRequest, Reply, Text, ToolUse
 from paddock.testing.redis import RedisServer
 from paddock.testing.sandbox import launch

@@ -20,7 +20,7 @@ from paddock.eventlog import (
     new_session_id,
     open_session,
 )
-from paddock.models.session import Budget, GitRepository, Session
+from paddock.models import Budget, GitRepository, Session
 
 
 @pytest.fixture

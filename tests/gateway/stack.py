@@ -24,8 +24,7 @@ from paddock.gateway.common import Gateway
 from paddock.gateway.config import GatewayConfig
 from paddock.harness.model import RetryPolicy
 from paddock.harness.worker import Worker, WorkerSettings
-from paddock.models.agent import AgentSpec
-from paddock.models.common import SecretKeyReference
+from paddock.models import AgentSpec, SecretKeyReference
 from paddock.testing.controlplane import ControlPlane
 from paddock.testing.fakemodel import FakeModelServer, Script
 from paddock.testing.sandbox import RunningSandbox

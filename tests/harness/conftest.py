@@ -23,7 +23,7 @@ from paddock.eventlog import (
     new_session_id,
 )
 from paddock.harness import RetryPolicy, Worker, WorkerSettings
-from paddock.models.agent import AgentSpec
+from paddock.models import AgentSpec
 from paddock.testing.fakemodel import FakeModelServer, Script
 from paddock.testing.sandbox import RunningSandbox
 

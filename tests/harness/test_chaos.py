@@ -24,7 +24,7 @@ from paddock.eventlog import (
     UserMessageEvent,
     new_session_id,
 )
-from paddock.models.agent import Agent
+from paddock.models import Agent
 from paddock.testing.fakemodel import FakeModelServer, ModelRequest, Reply, Text, ToolUse
 from paddock.testing.sandbox import RunningSandbox
 

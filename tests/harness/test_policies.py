@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from paddock.harness import ToolPolicy, toolbox
-from paddock.models.pricing import list_cost_cents, price
+from paddock.models import list_cost_cents, price
 
 from .conftest import agent_spec
 

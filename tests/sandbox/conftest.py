@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from paddock.sandbox.client import SandboxClient
+from paddock.sandbox import SandboxClient
 from paddock.testing.sandbox import RunningSandbox, launch
 
 

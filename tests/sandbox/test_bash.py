@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from paddock.sandbox.client import SandboxClient, SandboxUnavailable
+from paddock.sandbox import SandboxClient, SandboxUnavailable
 from paddock.testing.sandbox import RunningSandbox
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from paddock.models.session import FileResource, GitRepository
-from paddock.sandbox.client import SandboxAlreadyBound
+from paddock.models import FileResource, GitRepository
+from paddock.sandbox import SandboxAlreadyBound
 from paddock.testing.ports import free_port
 from paddock.testing.sandbox import RunningSandbox
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from paddock.sandbox.client import SandboxClient
+from paddock.sandbox import SandboxClient
 from paddock.testing.sandbox import RunningSandbox
 
 

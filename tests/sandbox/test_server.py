@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from paddock.sandbox.client import SandboxClient, SandboxError, SandboxUnavailable
+from paddock.sandbox import SandboxClient, SandboxError, SandboxUnavailable
 from paddock.testing.ports import free_port
 from paddock.testing.sandbox import RunningSandbox
 

@@ -29,7 +29,7 @@ from paddock.eventlog.sandboxes import (
     request_sandbox,
 )
 from paddock.eventlog.scripts import source
-from paddock.models.session import Budget, FileResource, GitRepository, Session
+from paddock.models import Budget, FileResource, GitRepository, Session
 
 
 class SessionSettings(BaseModel):

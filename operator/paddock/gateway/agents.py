@@ -18,7 +18,7 @@ from paddock.gateway.objects import AGENTS
 from paddock.gateway.pages import bool_param, limit_param, paginate, time_filters
 from paddock.gateway.params import AgentCreateParams, AgentUpdateParams
 from paddock.gateway.views import AgentPage, respond
-from paddock.models.agent import AgentSpec
+from paddock.models import AgentSpec
 
 routes = web.RouteTableDef()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from paddock.models.common import SecretKeyReference
+from paddock.models import SecretKeyReference
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from paddock.gateway.objects import ENVIRONMENTS, Objects
 from paddock.gateway.pages import bool_param, limit_param, paginate
 from paddock.gateway.params import EnvironmentCreateParams, EnvironmentUpdateParams, Scope
 from paddock.gateway.views import EnvironmentDeleted, EnvironmentPage, respond
-from paddock.models.environment import EnvironmentSpec
+from paddock.models import EnvironmentSpec
 
 routes = web.RouteTableDef()
 

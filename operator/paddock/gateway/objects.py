@@ -23,7 +23,7 @@ from paddock.gateway.convert.meta import (
 from paddock.gateway.errors import ApiError, conflict, invalid, not_found, unavailable
 from paddock.kube import ApiError as KubeApiError
 from paddock.kube import Conflict, KubeClient
-from paddock.models.common import API_VERSION, OBJECT_NAME_PATTERN
+from paddock.models import API_VERSION, OBJECT_NAME_PATTERN
 
 _NAME = re.compile(OBJECT_NAME_PATTERN)
 _CONFLICT_RETRIES = 5

@@ -42,8 +42,7 @@ from paddock.gateway.pages import (
 )
 from paddock.gateway.params import AgentRefParam, SessionCreateParams, SessionUpdateParams
 from paddock.gateway.views import SessionDeleted, SessionPage, respond
-from paddock.models import AgentSpec, environment_name
-from paddock.models.session import Session, SessionSpec
+from paddock.models import AgentSpec, Session, SessionSpec, environment_name
 
 routes = web.RouteTableDef()
 _STATUSES = get_args(views.SessionStatus)

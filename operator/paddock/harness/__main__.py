@@ -27,7 +27,7 @@ from prometheus_client import start_http_server
 
 from paddock.eventlog import connect
 from paddock.harness import Worker, WorkerSettings
-from paddock.models.agent import Agent
+from paddock.models import Agent
 
 
 def settings_from_env(env: dict[str, str]) -> WorkerSettings:

@@ -16,8 +16,7 @@ from paddock.eventlog import (
     UsageSnapshot,
 )
 from paddock.harness.transcript import Transcript
-from paddock.models.agent import AgentSpec
-from paddock.models.pricing import list_cost_cents
+from paddock.models import AgentSpec, list_cost_cents
 
 _TOKEN_KINDS = (
     "input_tokens",

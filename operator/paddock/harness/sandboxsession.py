@@ -13,13 +13,8 @@ from paddock.harness.interrupts import Interrupted, Interrupts
 from paddock.harness.settings import WorkerSettings
 from paddock.harness.tools import READ_ONLY_TOOLS
 from paddock.harness.transcript import ToolCall
-from paddock.models.common import parse_duration
-from paddock.sandbox.client import (
-    SandboxAlreadyBound,
-    SandboxClient,
-    SandboxError,
-    SandboxUnavailable,
-)
+from paddock.models import parse_duration
+from paddock.sandbox import SandboxAlreadyBound, SandboxClient, SandboxError, SandboxUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from paddock.harness.model import RetryPolicy
-from paddock.models.agent import AgentSpec
+from paddock.models import AgentSpec
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from paddock.models.agent import BUILTIN_TOOL_NAMES, AgentSpec, BuiltinToolConfig
+from paddock.models import BUILTIN_TOOL_NAMES, AgentSpec, BuiltinToolConfig
 
 _PATH = {"type": "string", "description": "Absolute path, or relative to the working directory."}
 BUILTIN_TOOL_SCHEMAS: dict[str, dict[str, Any]] = {

@@ -49,7 +49,7 @@ from paddock.harness.transcript import (
     RunTools,
     ToolCall,
 )
-from paddock.models.common import parse_duration
+from paddock.models import parse_duration
 
 log = logging.getLogger(__name__)
 

@@ -1,41 +1,92 @@
 """The API types of `paddock.dev/v1alpha1`: Agent, Environment and Session."""
 
-from paddock.models.agent import Agent, AgentSpec, AgentStatus
-from paddock.models.common import API_VERSION, GROUP, VERSION, Condition, ObjectMeta, ObjectStub
+from paddock.models.agent import (
+    BUILTIN_TOOL_NAMES,
+    Agent,
+    AgentSpec,
+    AgentStatus,
+    BuiltinToolConfig,
+    Hostname,
+)
+from paddock.models.common import (
+    API_VERSION,
+    GROUP,
+    OBJECT_NAME_PATTERN,
+    VERSION,
+    Condition,
+    ConditionStatus,
+    ObjectMeta,
+    ObjectName,
+    ObjectStub,
+    SecretKeyReference,
+    parse_duration,
+)
 from paddock.models.conditions import (
     AgentReason,
     ConditionType,
     EnvironmentReason,
     EventReason,
+    Reason,
     SandboxReason,
     SchedulingReason,
     SessionReason,
 )
-from paddock.models.environment import Environment, EnvironmentSpec, EnvironmentStatus
-from paddock.models.session import Session, SessionSpec, SessionStatus, environment_name
+from paddock.models.environment import (
+    Environment,
+    EnvironmentSpec,
+    EnvironmentStatus,
+    NetworkingMode,
+)
+from paddock.models.pricing import list_cost_cents, price
+from paddock.models.session import (
+    Budget,
+    FileResource,
+    GitRepository,
+    Session,
+    SessionPhase,
+    SessionSpec,
+    SessionStatus,
+    environment_name,
+)
 
 __all__ = [
     "API_VERSION",
+    "BUILTIN_TOOL_NAMES",
     "GROUP",
+    "OBJECT_NAME_PATTERN",
     "VERSION",
     "Agent",
     "AgentReason",
     "AgentSpec",
     "AgentStatus",
+    "Budget",
+    "BuiltinToolConfig",
     "Condition",
+    "ConditionStatus",
     "ConditionType",
     "Environment",
     "EnvironmentReason",
     "EnvironmentSpec",
     "EnvironmentStatus",
     "EventReason",
+    "FileResource",
+    "GitRepository",
+    "Hostname",
+    "NetworkingMode",
     "ObjectMeta",
+    "ObjectName",
     "ObjectStub",
+    "Reason",
     "SandboxReason",
     "SchedulingReason",
+    "SecretKeyReference",
     "Session",
+    "SessionPhase",
     "SessionReason",
     "SessionSpec",
     "SessionStatus",
     "environment_name",
+    "list_cost_cents",
+    "parse_duration",
+    "price",
 ]

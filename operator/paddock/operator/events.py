@@ -7,8 +7,15 @@ import secrets
 from datetime import UTC, datetime
 
 from paddock.kube import ApiError, KubeClient
-from paddock.models import Agent, AgentReason, Environment, EventReason, ObjectStub, Session
-from paddock.models.session import SessionPhase
+from paddock.models import (
+    Agent,
+    AgentReason,
+    Environment,
+    EventReason,
+    ObjectStub,
+    Session,
+    SessionPhase,
+)
 
 log = logging.getLogger(__name__)
 

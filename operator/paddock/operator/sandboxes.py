@@ -23,8 +23,7 @@ from typing import Any
 
 from paddock.eventlog import SandboxBinding, SessionNotFound
 from paddock.kube import JSON_PATCH, ApiError, Conflict, NotFound
-from paddock.models import API_VERSION, Session
-from paddock.models.environment import Environment, EnvironmentSpec
+from paddock.models import API_VERSION, Environment, EnvironmentSpec, Session
 from paddock.operator import labels as L
 from paddock.operator import metrics, render
 from paddock.operator.informer import Informer

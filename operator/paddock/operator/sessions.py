@@ -33,13 +33,13 @@ from paddock.models import (
     ConditionType,
     Environment,
     EventReason,
+    ObjectMeta,
     ObjectStub,
     SandboxReason,
     Session,
     SessionReason,
     environment_name,
 )
-from paddock.models.common import ObjectMeta
 from paddock.operator import events
 from paddock.operator import labels as L
 from paddock.operator.runtime import Runtime

@@ -11,14 +11,14 @@ from paddock.models import (
     Agent,
     AgentReason,
     Condition,
+    ConditionStatus,
     ConditionType,
     Environment,
     EnvironmentReason,
+    Reason,
+    SessionPhase,
+    list_cost_cents,
 )
-from paddock.models.common import ConditionStatus
-from paddock.models.conditions import Reason
-from paddock.models.pricing import list_cost_cents
-from paddock.models.session import SessionPhase
 from paddock.operator.observed import Deployment, Pod
 
 

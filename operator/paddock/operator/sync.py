@@ -36,8 +36,8 @@ from paddock.models import (
     SandboxReason,
     SchedulingReason,
     Session,
+    parse_duration,
 )
-from paddock.models.common import parse_duration
 from paddock.operator import events, metrics
 from paddock.operator import labels as L
 from paddock.operator.leases import Leadership

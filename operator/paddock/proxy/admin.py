@@ -9,7 +9,7 @@ from typing import Annotated
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from paddock.models.common import ObjectName
+from paddock.models import ObjectName
 from paddock.proxy.audit import Audit, Entry
 from paddock.proxy.files import SecretUnavailable
 from paddock.proxy.runtime import Runtime

@@ -12,9 +12,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from paddock.models.agent import Hostname
-from paddock.models.common import ObjectName
-from paddock.models.environment import NetworkingMode
+from paddock.models import Hostname, NetworkingMode, ObjectName
 from paddock.proxy.addresses import IPAddress, classify, parse_ip
 
 Port = Annotated[int, Field(ge=1, le=65535)]

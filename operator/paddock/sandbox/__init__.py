@@ -1,6 +1,14 @@
 """The sandbox ("hands"): a small HTTP server that runs the built-in toolset (bash, read,
 write, edit, glob, grep) in a disposable pod, and the client the harness uses to reach it.
 
-`python -m paddock.sandbox` starts the server; `paddock.sandbox.client.SandboxClient` talks
-to it. The contract is in docs/sandbox.md.
+`python -m paddock.sandbox` starts the server; `SandboxClient` talks to it. The contract is in docs/sandbox.md.
 """
+
+from paddock.sandbox.client import (
+    SandboxAlreadyBound,
+    SandboxClient,
+    SandboxError,
+    SandboxUnavailable,
+)
+
+__all__ = ["SandboxAlreadyBound", "SandboxClient", "SandboxError", "SandboxUnavailable"]

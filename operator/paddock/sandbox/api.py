@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from paddock.models.session import FileResource, GitRepository
+from paddock.models import FileResource, GitRepository
 
 SESSION_ID_PATTERN = r"^sesn_[0-9A-Za-z]+$"
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$")

@@ -13,7 +13,7 @@ import posixpath
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-from paddock.models.session import FileResource, GitRepository
+from paddock.models import FileResource, GitRepository
 from paddock.sandbox.api import BindRequest, BindResult, FileStatus, RepositoryStatus
 from paddock.sandbox.procs import run_in_group
 from paddock.sandbox.shell import CommandEnvironment

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from paddock.models.session import FileResource, GitRepository
+from paddock.models import FileResource, GitRepository
 from paddock.sandbox.api import (
     BindRequest,
     BindResult,

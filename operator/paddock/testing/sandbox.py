@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from paddock.sandbox.client import SandboxClient
+from paddock.sandbox import SandboxClient
 from paddock.testing.ports import free_port, wait_until
 
 CANARY = "PADDOCK_TEST_CANARY"

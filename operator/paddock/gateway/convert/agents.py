@@ -24,7 +24,7 @@ from paddock.gateway.params import (
     ModelParam,
     PermissionPolicyParam,
 )
-from paddock.models.agent import BUILTIN_TOOL_NAMES, AgentSpec
+from paddock.models import BUILTIN_TOOL_NAMES, AgentSpec
 
 
 def _policy(param: PermissionPolicyParam | None, default: str, where: str) -> str:

@@ -25,7 +25,7 @@ from paddock.gateway.params import (
     LimitedNetworkParam,
     UnrestrictedNetworkParam,
 )
-from paddock.models.environment import EnvironmentSpec
+from paddock.models import EnvironmentSpec
 
 
 def _networking_fields(

@@ -20,8 +20,7 @@ from paddock.gateway.convert.meta import (
 )
 from paddock.gateway.errors import unsupported
 from paddock.gateway.params import GitHubRepositoryParam, SessionCreateParams
-from paddock.models import ConditionType
-from paddock.models.session import SessionSpec
+from paddock.models import ConditionType, SessionSpec
 
 
 def _repository(resource: GitHubRepositoryParam) -> dict[str, Any]:
