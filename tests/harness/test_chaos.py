@@ -26,6 +26,7 @@ from paddock.eventlog import (
 )
 from paddock.models.agent import Agent
 from paddock.testing.fakemodel import FakeModelServer, ModelRequest, Reply, Text, ToolUse
+from paddock.testing.ports import wait_until_async
 from paddock.testing.sandbox import RunningSandbox
 
 from .conftest import AGENT, agent_spec
@@ -137,10 +138,13 @@ async def test_sigkilled_workers_lose_nothing(
                 assert len(workers.alive) >= MIN_ALIVE
                 workers.start()
             assert kills_during_work >= KILLS // 2, "the chaos did not overlap the sessions' work"
-            for _ in range(1200):
-                if not await unfinished():
-                    break
-                await asyncio.sleep(0.1)
+
+            async def all_finished() -> bool:
+                return await unfinished() == 0
+
+            await wait_until_async(
+                all_finished, timeout=120, what="every session to end its turn", interval=0.1
+            )
         finally:
             workers.stop()
 
