@@ -121,11 +121,10 @@ class Harness:
 
 @pytest.fixture
 async def make_harness(
-    redis_url: str, sandbox: RunningSandbox
+    redis: Redis, sandbox: RunningSandbox
 ) -> AsyncIterator[Callable[..., Harness]]:
     """`make_harness(script, **agent_spec_fields)` with one worker started."""
     made: list[Harness] = []
-    redis = Redis.from_url(redis_url)
 
     def make(script: Script, workers: int = 1, **spec: Any) -> Harness:
         model = FakeModelServer(script).start()
@@ -139,7 +138,6 @@ async def make_harness(
     for harness in made:
         await harness.close()
         harness.model.stop()
-    await redis.aclose()
 
 
 def types(events: list[dict[str, Any]]) -> list[str]:

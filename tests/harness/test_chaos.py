@@ -96,10 +96,9 @@ class Workers:
 
 
 async def test_sigkilled_workers_lose_nothing(
-    redis_url: str, tmp_path: Path, sandbox: RunningSandbox
+    redis_url: str, redis: Redis, tmp_path: Path, sandbox: RunningSandbox
 ) -> None:
     rng = random.Random(7)
-    redis = Redis.from_url(redis_url)
     log, state = EventLog(redis), SessionState(redis)
     before = (await sandbox.client().stats()).executions.get("bash", 0)
     with FakeModelServer(script) as model:
@@ -169,4 +168,3 @@ async def test_sigkilled_workers_lose_nothing(
         assert lines == [f"{label} step {n}" for n in range(STEPS)], label
     executions = (await sandbox.client().stats()).executions.get("bash", 0) - before
     assert executions == SESSIONS * STEPS
-    await redis.aclose()
