@@ -74,7 +74,7 @@ async def wait_until_async(
             if inspect.isawaitable(result):
                 result = await result
             if result:
-                return result  # type: ignore[return-value]
+                return result
             last.result = result
         except Exception as exc:
             last.error = exc
