@@ -1,20 +1,28 @@
-"""Fixtures shared by every test folder: real Redis, a real Kubernetes control plane and the
-one-node cluster (tests/node, and tests/e2e's local-node provider: one node per machine).
+"""The one fixture of each real service, shared by every test folder: Redis (and a client of
+it), a Kubernetes control plane, a sandbox server, the gateway stack, and the one-node
+cluster (tests/node, and tests/e2e's local-node provider: one node per machine).
 
-Both are started once per test run and torn down at the end, also when tests fail.
+Redis, the control plane and the node are started once per test run and torn down at the
+end, also when tests fail; a sandbox server lives for a module (tests leave files in its
+workdir), a gateway stack for a test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
-import redis
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
 
 from paddock.testing.controlplane import ControlPlane
 from paddock.testing.node import LocalNode, container_support
 from paddock.testing.redis import RedisServer
 from paddock.testing.sandbox import RunningSandbox, launch
+
+if TYPE_CHECKING:
+    from tests.gateway.stack import Stack
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +37,18 @@ def redis_url(redis_server: RedisServer) -> str:
     """The URL of the shared redis-server, emptied before the test."""
     if redis_server.process is None:  # a test stopped it; bring it back
         redis_server.start()
-    client = redis.Redis.from_url(redis_server.url)
+    client = SyncRedis.from_url(redis_server.url)
     client.flushall()
     client.close()
     return redis_server.url
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """A client of the shared (emptied) redis-server, in the test's event loop."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +65,18 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox
     running = launch(tmp_path_factory.mktemp("sandbox"))
     yield running
     running.stop()
+
+
+@pytest.fixture
+async def stack(
+    control_plane: ControlPlane, redis_url: str, sandbox: RunningSandbox
+) -> AsyncIterator[Stack]:
+    """A gateway with two tenants, `stack.a` and `stack.b` (see tests/gateway/stack.py)."""
+    from tests.gateway.stack import Stack  # the gateway's imports, only where it is used
+
+    running = await Stack(control_plane, redis_url, sandbox).start()
+    yield running
+    await running.close()
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ as it was."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,10 +35,12 @@ def cluster(control_plane: ControlPlane) -> Iterator[Cluster]:
         yield Cluster(http)
         for name in installed:
             http.delete(f"{CRDS}/{name}")
-        deadline = time.monotonic() + 30
         for name in installed:
-            while http.get(f"{CRDS}/{name}").status_code != 404 and time.monotonic() < deadline:
-                time.sleep(0.1)
+            wait_until(
+                lambda n=name: http.get(f"{CRDS}/{n}").status_code == 404,
+                timeout=30,
+                what=f"CRD {name} removed",
+            )
 
 
 def established(http: httpx.Client, name: str) -> bool:

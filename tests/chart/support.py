@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -14,6 +13,8 @@ from typing import Any
 
 import httpx
 import yaml
+
+from paddock.testing.ports import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "paddock"
@@ -90,9 +91,11 @@ class Cluster:
 
     def resource(self, api_version: str, kind: str) -> tuple[str, bool]:
         """(plural, namespaced) of a kind, from the apiserver's discovery."""
+
         # Discovery of a just-established CRD can lag a moment: look again before failing.
-        deadline = time.monotonic() + 10
-        while kind not in self._discovery.get(api_version, {}) and time.monotonic() < deadline:
+        def discovered() -> bool:
+            if kind in self._discovery.get(api_version, {}):
+                return True
             base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
             response = self.http.get(base)
             if response.status_code == 200:
@@ -101,11 +104,15 @@ class Cluster:
                     for r in response.json()["resources"]
                     if "/" not in r["name"]
                 }
-            if kind not in self._discovery.get(api_version, {}):
-                time.sleep(0.2)
-        kinds = self._discovery.get(api_version, {})
-        assert kind in kinds, f"the apiserver serves no {api_version} {kind}"
-        return kinds[kind]
+            return kind in self._discovery.get(api_version, {})
+
+        wait_until(
+            discovered,
+            timeout=10,
+            what=f"the apiserver to serve {api_version} {kind}",
+            interval=0.2,
+        )
+        return self._discovery[api_version][kind]
 
     def path(self, obj: dict[str, Any], namespace: str) -> str:
         api_version, kind = obj["apiVersion"], obj["kind"]

@@ -1,20 +1,15 @@
-"""Fixtures of the CLI tests: the gateway stack of tests/gateway, and a runner for the
-`paddock` console script as a subprocess."""
+"""Support of the CLI tests (which use the gateway `stack` of tests/conftest.py): a runner for
+the `paddock` console script as a subprocess."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from tests.gateway.stack import Stack, Tenant
-
-from paddock.testing.controlplane import ControlPlane
-from paddock.testing.sandbox import RunningSandbox
 
 PADDOCK = Path(sys.executable).parent / "paddock"
 
@@ -24,15 +19,6 @@ class Result:
     code: int
     out: str
     err: str
-
-
-@pytest.fixture
-async def stack(
-    control_plane: ControlPlane, redis_url: str, sandbox: RunningSandbox
-) -> AsyncIterator[Stack]:
-    running = await Stack(control_plane, redis_url, sandbox).start()
-    yield running
-    await running.close()
 
 
 def cli_env(stack: Stack, tenant: Tenant | None = None) -> dict[str, str]:

@@ -20,6 +20,7 @@ from tests.gateway.stack import Stack
 
 from paddock.testing.controlplane import ControlPlane
 from paddock.testing.fakemodel import DEMO_PROGRAM, Reply, Text, Thinking, ToolUse, turns
+from paddock.testing.ports import wait_until_async
 from paddock.testing.redis import RedisServer
 from paddock.testing.sandbox import launch
 
@@ -47,22 +48,22 @@ def tmux(*args: str) -> str:
 
 async def screen_with(text: str) -> str:
     """The screen once it shows ``text`` (a minute at most)."""
-    for _ in range(600):
+
+    def showing() -> str | None:
         screen = tmux("capture-pane", "-p", "-t", TMUX)
-        if text in screen:
-            return screen
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"{text!r} never appeared:\n{screen}")
+        return screen if text in screen else None
+
+    return await wait_until_async(showing, timeout=60, what=f"{text!r} on screen", interval=0.1)
 
 
 async def prompt() -> None:
     """Until the shell waits for a command."""
-    for _ in range(600):
+
+    def waiting() -> bool:
         lines = tmux("capture-pane", "-p", "-t", TMUX).rstrip().splitlines()
-        if lines and lines[-1] == "$":
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError("the shell never came back")
+        return bool(lines) and lines[-1] == "$"
+
+    await wait_until_async(waiting, timeout=60, what="the shell's prompt", interval=0.1)
 
 
 async def record(stack: Stack) -> str:

@@ -15,8 +15,20 @@ from tests.gateway.stack import Stack
 
 from paddock.eventlog import EventLog, SessionStatusTerminatedEvent
 from paddock.testing.fakemodel import Fail, Reply, Text, Thinking, ToolUse, turns
+from paddock.testing.ports import wait_until_async
 
 from .conftest import PADDOCK, Result, cli_env, paddock
+
+
+async def logs_showing(stack: Stack, session: str, text: str) -> Result:
+    """`paddock logs` once its output holds ``text``."""
+
+    async def showing() -> Result | None:
+        logs = await paddock(stack, "logs", session)
+        return logs if text in logs.out else None
+
+    return await wait_until_async(showing, timeout=30, what=f"logs showing {text!r}", interval=0.1)
+
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -130,11 +142,7 @@ async def test_run_stops_for_approval_when_not_interactive(stack: Stack, sandbox
     until_idle = await asyncio.wait_for(paddock(stack, "logs", session, "-f", "--until-idle"), 30)
     assert until_idle.code == 0, until_idle.out + until_idle.err
     assert "Done after approval." in until_idle.out
-    for _ in range(100):
-        logs = await paddock(stack, "logs", session)
-        if "— idle: end_turn" in logs.out:
-            break
-        await asyncio.sleep(0.1)
+    logs = await logs_showing(stack, session, "— idle: end_turn")
     assert "Done after approval." in logs.out
     assert (sandbox.workdir / "approved.txt").read_text() == "approved\n"
     # `logs -f` saw it all live and ends when the session does.
@@ -207,12 +215,7 @@ async def test_send_sessions_and_agents(stack: Stack) -> None:
     sent = await paddock(stack, "send", session, "again")
     assert sent.code == 0
     assert sent.out.startswith("sevt_")
-    for _ in range(100):
-        logs = await paddock(stack, "logs", session)
-        if "echo: again" in logs.out:
-            break
-        await asyncio.sleep(0.1)
-    assert "echo: again" in logs.out
+    await logs_showing(stack, session, "echo: again")
 
     sessions = await paddock(stack, "sessions")
     header, row = sessions.out.splitlines()[:2]

@@ -1,8 +1,6 @@
-"""Fixtures of the event log tests: a client of the shared redis-server and a session."""
+"""Fixtures of the event log tests: the log on the shared Redis client, and a session."""
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -10,13 +8,6 @@ from redis.asyncio import Redis
 from paddock.eventlog import EventLog, new_session_id
 
 AGENT = "default/coder"
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -151,7 +151,7 @@ async def test_the_snapshot_follows_status_stop_reason_and_usage(
     )
     await log.append(session, [SessionStatusRunningEvent()], fence=lease)
     assert (await log.snapshot(session)).status == "running"
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # time running, for active_seconds to count
     stored = await log.append(
         session,
         [

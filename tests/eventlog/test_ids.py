@@ -66,7 +66,7 @@ def test_an_event_id_of_another_session_or_garbage_is_refused() -> None:
 
 def test_session_ids_are_prefixed_unique_and_sort_by_creation_time() -> None:
     first = [new_session_id() for _ in range(1000)]
-    time.sleep(0.002)
+    time.sleep(0.002)  # the millisecond clock moves on, on purpose
     later = new_session_id()
     assert len(set(first)) == 1000
     assert all(i.startswith("sesn_") and len(i) == len(later) for i in first)
@@ -77,7 +77,7 @@ def test_session_ids_are_prefixed_unique_and_sort_by_creation_time() -> None:
 @pytest.mark.parametrize("prefix", ["agent_", "env_"])
 def test_other_ids_share_the_format_with_their_own_prefix(prefix: str) -> None:
     first = [new_id(prefix) for _ in range(1000)]
-    time.sleep(0.002)
+    time.sleep(0.002)  # the millisecond clock moves on, on purpose
     later = new_id(prefix)
     assert len(set(first)) == 1000
     assert all(i < later for i in first)

@@ -21,6 +21,7 @@ from paddock.eventlog import (
     new_session_id,
     session_keys,
 )
+from paddock.testing.ports import wait_until_async
 from paddock.testing.redis import RedisServer
 
 TTL_MS = 300
@@ -32,10 +33,12 @@ def reply(text: str) -> AgentMessageEvent:
 
 async def take_over(log: EventLog, session: str, holder: str) -> Lease:
     """Retry until the lease is free, as a worker that found it held would."""
-    while True:
-        if (lease := await log.acquire_lease(session, holder, ttl_ms=TTL_MS)) is not None:
-            return lease
-        await asyncio.sleep(0.02)
+    return await wait_until_async(
+        lambda: log.acquire_lease(session, holder, ttl_ms=TTL_MS),
+        timeout=5,
+        what=f"{holder} to take the lease over",
+        interval=0.02,
+    )
 
 
 async def test_two_workers_racing_for_a_session_get_one_lease(
@@ -69,7 +72,7 @@ async def test_a_stalled_holder_is_taken_over_and_its_appends_refused(
     assert stale is not None
     await log.append(session, [reply("a before the stall")], fence=stale)
     # worker-a stalls (no heartbeat); worker-b keeps trying and gets the lease once it expires.
-    fresh = await asyncio.wait_for(take_over(log, session, "worker-b"), timeout=5)
+    fresh = await take_over(log, session, "worker-b")
     assert fresh.token > stale.token
     with pytest.raises(LeaseLost) as lost:
         await log.append(session, [reply("a after the stall")], fence=stale)
@@ -88,7 +91,7 @@ async def test_an_expired_lease_refuses_appends_even_before_a_takeover(
 ) -> None:
     lease = await log.acquire_lease(session, "worker-a", ttl_ms=50)
     assert lease is not None
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # the TTL runs out: the passing of time is what is tested
     with pytest.raises(LeaseLost) as lost:
         await log.append(session, [reply("late")], fence=lease)
     assert lost.value.holder is None
@@ -162,7 +165,7 @@ async def test_a_heartbeat_keeps_the_lease_and_signals_its_loss(
     lease = await log.acquire_lease(session, "worker-a", ttl_ms=TTL_MS)
     assert lease is not None
     async with log.heartbeat(lease) as heartbeat:
-        await asyncio.sleep(TTL_MS * 3 / 1000)
+        await asyncio.sleep(TTL_MS * 3 / 1000)  # three TTLs pass: the heartbeat is tested
         assert await log.acquire_lease(session, "worker-b", ttl_ms=TTL_MS) is None
         await log.append(session, [reply("still mine")], fence=lease)
         # The lease changes hands behind the heartbeat's back (an operator, a bug...).

@@ -20,6 +20,7 @@ from paddock.eventlog import (
     new_session_id,
     session_keys,
 )
+from paddock.testing.ports import wait_until_async
 
 
 def message(text: str) -> UserMessageEvent:
@@ -151,10 +152,12 @@ async def test_a_subscriber_that_tails_before_listing_sees_every_event_once(
             await writer.send(session, [message(f"{n}:{i}")])
 
     async def subscriber(opens_after: int) -> tuple[list[AnyEvent], list[AnyEvent]]:
-        while True:  # wait for the log to reach this subscriber's moment
-            if (await log.snapshot(session)).event_count >= opens_after:
-                break
-            await asyncio.sleep(0.001)
+        async def reached() -> bool:
+            return (await log.snapshot(session)).event_count >= opens_after
+
+        await wait_until_async(
+            reached, timeout=30, what=f"the log to hold {opens_after} events", interval=0.001
+        )
         async with log.tail(session) as tail:
             history = flat(await walk(log, session, limit=50))
             seen = {e.id for e in history}

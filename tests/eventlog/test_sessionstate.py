@@ -93,6 +93,8 @@ async def test_a_waiter_wakes_when_the_sandbox_is_bound(state: SessionState, ses
     )  # a long re-check: only the announcement can wake it
     try:
         waiting = asyncio.create_task(waiter.wait(session, timeout_s=30))
+        # That the waiter is past its first read and parked is not observable from outside
+        # (only its subscription is): give it a moment, then check it still waits.
         await asyncio.sleep(0.2)
         assert not waiting.done()
         began = time.monotonic()

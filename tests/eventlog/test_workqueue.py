@@ -98,7 +98,7 @@ async def test_finish_refuses_while_input_is_unhandled(
     await log.append(session, [answer("second")], fence=claim.lease)
     assert await queue.finish(claim, handled_through=await last_id(log, session)) is True
     # The entry worker-2 left behind is reclaimed after the TTL and dropped: nothing to do.
-    await asyncio.sleep(TTL_MS / 1000)
+    await asyncio.sleep(TTL_MS / 1000)  # the entry's idle time passes the TTL, on purpose
     assert await queue.claim("worker-2", block_ms=50) is None
     assert await queue.depth() == 0
 
@@ -138,7 +138,7 @@ async def test_a_heartbeat_keeps_the_claim(log: EventLog, queue: WorkQueue, sess
     await log.send(session, [message("long turn")])
     claim = await claimed(queue, "worker-1")
     async with queue.heartbeat(claim) as heartbeat:
-        await asyncio.sleep(3 * TTL_MS / 1000)
+        await asyncio.sleep(3 * TTL_MS / 1000)  # three TTLs pass: the heartbeat is tested
         assert await queue.claim("worker-2", block_ms=TTL_MS) is None
         assert not heartbeat.lost.is_set()
         await log.append(session, [answer("long turn")], fence=claim.lease)

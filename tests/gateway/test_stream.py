@@ -17,6 +17,7 @@ from paddock.eventlog import (
     UserMessageEvent,
 )
 from paddock.gateway import metrics
+from paddock.testing.ports import wait_until_async
 
 from .stack import Stack
 
@@ -130,11 +131,11 @@ async def test_a_client_that_leaves_frees_its_stream(stack: Stack) -> None:
     ):
         assert response.status_code == 200
         assert metrics.OPEN_STREAMS._value.get() == before + 1
-    for _ in range(100):
-        if metrics.OPEN_STREAMS._value.get() == before:
-            break
-        await asyncio.sleep(0.02)
-    assert metrics.OPEN_STREAMS._value.get() == before
+    await wait_until_async(
+        lambda: metrics.OPEN_STREAMS._value.get() == before,
+        timeout=5,
+        what="the stream to be closed",
+    )
     assert not stack.gateway.streams
     assert not stack.gateway.fanout._hubs  # the session's shared tail is closed too
 

@@ -25,6 +25,7 @@ from paddock.eventlog import (
 from paddock.harness import RetryPolicy, Worker, WorkerSettings
 from paddock.models import AgentSpec
 from paddock.testing.fakemodel import FakeModelServer, Script
+from paddock.testing.ports import wait_until_async
 from paddock.testing.sandbox import RunningSandbox
 
 AGENT = "default/hello"
@@ -95,16 +96,17 @@ class Harness:
     ) -> list[dict[str, Any]]:
         """Wait until the session has `count` `session.status_idle` events; return every
         event as JSON."""
-        deadline = asyncio.get_running_loop().time() + within
-        while True:
-            events = await self.events(session_id)
-            idles = [e for e in events if e["type"] == "session.status_idle"]
-            if len(idles) >= count:
-                return events
-            if asyncio.get_running_loop().time() > deadline:
-                types = [e["type"] for e in events]
-                raise TimeoutError(f"session did not idle {count}x; events: {types}")
-            await asyncio.sleep(0.05)
+        seen: list[dict[str, Any]] = []
+
+        async def idle() -> list[dict[str, Any]] | None:
+            seen[:] = await self.events(session_id)
+            idles = [e for e in seen if e["type"] == "session.status_idle"]
+            return seen if len(idles) >= count else None
+
+        try:
+            return await wait_until_async(idle, timeout=within, what=f"{count} idle(s)")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; events: {types(seen)}") from None
 
     async def events(self, session_id: str) -> list[dict[str, Any]]:
         return [
@@ -119,11 +121,10 @@ class Harness:
 
 @pytest.fixture
 async def make_harness(
-    redis_url: str, sandbox: RunningSandbox
+    redis: Redis, sandbox: RunningSandbox
 ) -> AsyncIterator[Callable[..., Harness]]:
     """`make_harness(script, **agent_spec_fields)` with one worker started."""
     made: list[Harness] = []
-    redis = Redis.from_url(redis_url)
 
     def make(script: Script, workers: int = 1, **spec: Any) -> Harness:
         model = FakeModelServer(script).start()
@@ -137,7 +138,6 @@ async def make_harness(
     for harness in made:
         await harness.close()
         harness.model.stop()
-    await redis.aclose()
 
 
 def types(events: list[dict[str, Any]]) -> list[str]:

@@ -3,13 +3,13 @@ egress through it, and metrics that say what happened."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from prometheus_client import REGISTRY
 
 from paddock.eventlog import SANDBOX_REQUESTS, new_session_id
 from paddock.testing.fakemodel import Reply, Text, ToolUse, turns
+from paddock.testing.ports import wait_until_async
 from paddock.testing.proxy import ProxyProcess, Secrets
 from paddock.testing.sandbox import RunningSandbox, launch
 
@@ -83,10 +83,11 @@ async def test_metrics_count_model_calls_tokens_and_tools(make_harness) -> None:
     )
     await harness.wait_idle(await harness.start_session("go"))
     # The worker counts the turn just after appending its idle: give it that moment.
-    for _ in range(100):
-        if metric("paddock_harness_turns_total", stop_reason="end_turn") > before["turns"]:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until_async(
+        lambda: metric("paddock_harness_turns_total", stop_reason="end_turn") > before["turns"],
+        timeout=5,
+        what="the turn to be counted",
+    )
     assert metric("paddock_harness_time_to_first_token_seconds_count") - before["ttft"] == 2
     assert metric("paddock_harness_model_request_seconds_count") - before["model"] == 2
     assert metric("paddock_harness_tool_call_seconds_count", tool="bash") - before["tool"] == 1

@@ -26,6 +26,7 @@ from paddock.eventlog import (
 )
 from paddock.models import Agent
 from paddock.testing.fakemodel import FakeModelServer, ModelRequest, Reply, Text, ToolUse
+from paddock.testing.ports import wait_until_async
 from paddock.testing.sandbox import RunningSandbox
 
 from .conftest import AGENT, agent_spec
@@ -95,10 +96,9 @@ class Workers:
 
 
 async def test_sigkilled_workers_lose_nothing(
-    redis_url: str, tmp_path: Path, sandbox: RunningSandbox
+    redis_url: str, redis: Redis, tmp_path: Path, sandbox: RunningSandbox
 ) -> None:
     rng = random.Random(7)
-    redis = Redis.from_url(redis_url)
     log, state = EventLog(redis), SessionState(redis)
     before = (await sandbox.client().stats()).executions.get("bash", 0)
     with FakeModelServer(script) as model:
@@ -137,10 +137,13 @@ async def test_sigkilled_workers_lose_nothing(
                 assert len(workers.alive) >= MIN_ALIVE
                 workers.start()
             assert kills_during_work >= KILLS // 2, "the chaos did not overlap the sessions' work"
-            for _ in range(1200):
-                if not await unfinished():
-                    break
-                await asyncio.sleep(0.1)
+
+            async def all_finished() -> bool:
+                return await unfinished() == 0
+
+            await wait_until_async(
+                all_finished, timeout=120, what="every session to end its turn", interval=0.1
+            )
         finally:
             workers.stop()
 
@@ -165,4 +168,3 @@ async def test_sigkilled_workers_lose_nothing(
         assert lines == [f"{label} step {n}" for n in range(STEPS)], label
     executions = (await sandbox.client().stats()).executions.get("bash", 0) - before
     assert executions == SESSIONS * STEPS
-    await redis.aclose()

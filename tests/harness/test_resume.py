@@ -3,8 +3,6 @@ handled without running a side effect twice."""
 
 from __future__ import annotations
 
-import asyncio
-
 from paddock.eventlog import (
     AgentToolUseEvent,
     Evaluation,
@@ -15,6 +13,7 @@ from paddock.eventlog import (
     session_keys,
 )
 from paddock.testing.fakemodel import Reply, Text, ToolUse, turns
+from paddock.testing.ports import wait_until_async
 
 from .conftest import types
 
@@ -57,6 +56,15 @@ async def crashed_mid_tool_call(
     return session
 
 
+async def lease_expired(harness, session: str) -> None:
+    """Until the dead worker's lease (300 ms) has run out in Redis."""
+
+    async def gone() -> bool:
+        return await harness.redis.exists(session_keys(session).lease) == 0
+
+    await wait_until_async(gone, timeout=5, what="the dead worker's lease to expire")
+
+
 async def test_side_effecting_call_of_a_dead_sandbox_is_reported_not_rerun(
     make_harness, sandbox
 ) -> None:
@@ -64,7 +72,7 @@ async def test_side_effecting_call_of_a_dead_sandbox_is_reported_not_rerun(
     session = await crashed_mid_tool_call(
         harness, "bash", {"command": "touch twice.txt"}, started_in="old-pod"
     )
-    await asyncio.sleep(0.4)  # the dead worker's lease expires
+    await lease_expired(harness, session)
     harness.start_worker()
     events = await harness.wait_idle(session)
     (result,) = [e for e in events if e["type"] == "agent.tool_result"]
@@ -81,7 +89,7 @@ async def test_read_only_call_of_a_dead_sandbox_is_rerun(make_harness, sandbox) 
     session = await crashed_mid_tool_call(
         harness, "read", {"file_path": "notes.txt"}, started_in="old-pod"
     )
-    await asyncio.sleep(0.4)
+    await lease_expired(harness, session)
     harness.start_worker()
     events = await harness.wait_idle(session)
     (result,) = [e for e in events if e["type"] == "agent.tool_result"]
@@ -94,7 +102,7 @@ async def test_call_that_never_started_runs_on_resume(make_harness, sandbox) -> 
     session = await crashed_mid_tool_call(
         harness, "bash", {"command": "echo once >> once.txt"}, started_in=None
     )
-    await asyncio.sleep(0.4)
+    await lease_expired(harness, session)
     harness.start_worker()
     events = await harness.wait_idle(session)
     assert types(events).count("agent.tool_result") == 1
@@ -108,19 +116,18 @@ async def test_a_call_outlives_the_lease_of_the_worker_that_started_it(
     running: the next worker resumes that very call id in the same sandbox and takes its
     result, so the command runs once and to the end (cancelling it would lose it)."""
     marker = sandbox.workdir / f"lease-{id(sandbox)}.txt"
+    started = marker.with_suffix(".started")
     marker.unlink(missing_ok=True)
+    started.unlink(missing_ok=True)
+    command = f"touch {started.name}; sleep 1.5; echo finished > {marker.name}"
     script = turns(
-        Reply([ToolUse("bash", {"command": f"sleep 1.5; echo finished > {marker.name}"})]),
+        Reply([ToolUse("bash", {"command": command})]),
         lambda r: Reply([Text("result: " + r.tool_result_text())]),
     )
     harness = make_harness(script, workers=0)
     harness.start_worker(lease_ttl_ms=900)
     session = await harness.start_session("go")
-    for _ in range(200):
-        if "agent.tool_use" in types(await harness.events(session)):
-            break
-        await asyncio.sleep(0.02)
-    await asyncio.sleep(0.3)  # the call is running in the sandbox now
+    await wait_until_async(started.exists, timeout=20, what="the call to run in the sandbox")
     # What a worker stalled past its TTL finds: someone else holds the lease.
     await harness.redis.set(session_keys(session).lease, "999999:thief", px=900)
     events = await harness.wait_idle(session, within=30)

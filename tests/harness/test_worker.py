@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import os
 import time
 
 from paddock.eventlog import (
@@ -15,6 +15,7 @@ from paddock.eventlog import (
     UserToolConfirmationEvent,
 )
 from paddock.testing.fakemodel import Fail, ModelRequest, Reply, Text, ToolUse, turns
+from paddock.testing.ports import wait_until_async
 
 from .conftest import types
 
@@ -153,16 +154,28 @@ async def test_custom_tool_round_trip(make_harness) -> None:
 
 
 async def test_interrupt_stops_a_long_bash_call_promptly(make_harness, sandbox) -> None:
+    # The command's process group (bash and its `sleep`), as the command itself sees it.
+    pgid_file = sandbox.workdir / f"interrupted-{id(make_harness)}.pgid"
     script = turns(
-        Reply([ToolUse("bash", {"command": "echo started; sleep 60; touch finished.txt"})])
+        Reply(
+            [
+                ToolUse(
+                    "bash",
+                    {
+                        "command": f"cut -d' ' -f5 /proc/$$/stat > {pgid_file.name}; sleep 60; touch finished.txt"
+                    },
+                )
+            ]
+        )
     )
     harness = make_harness(script)
     session = await harness.start_session("wait a minute")
-    for _ in range(200):
-        if "agent.tool_use" in types(await harness.events(session)):
-            break
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.5)  # the command is running in the sandbox now
+    pgid = await wait_until_async(
+        lambda: pgid_file.exists() and int(pgid_file.read_text()),
+        timeout=20,
+        what="the command to start in the sandbox",
+    )
+    os.killpg(pgid, 0)  # the group is alive before the interrupt
     began = time.monotonic()
     await harness.send(session, UserInterruptEvent())
     events = await harness.wait_idle(session, within=10)
@@ -171,8 +184,18 @@ async def test_interrupt_stops_a_long_bash_call_promptly(make_harness, sandbox) 
     (result,) = [e for e in events if e["type"] == "agent.tool_result"]
     assert result["is_error"] is True
     assert "Interrupted" in result["content"][0]["text"]
-    await asyncio.sleep(1)
+    await wait_until_async(
+        lambda: not group_alive(pgid), timeout=5, what=f"process group {pgid} to be gone"
+    )
     assert not (sandbox.workdir / "finished.txt").exists()
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 async def test_budget_stops_the_session(make_harness) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -15,10 +14,12 @@ from kopf.testing import KopfRunner
 
 from paddock.operator import labels as L
 from paddock.testing.controlplane import ControlPlane
+from paddock.testing.ports import free_port, wait_until
 
 API = "/apis/paddock.dev/v1alpha1"
 PLURALS = {"Agent": "agents", "Environment": "environments", "Session": "sessions"}
 _namespaces = itertools.count()
+T = TypeVar("T")
 
 
 class Cluster:
@@ -87,15 +88,9 @@ class Cluster:
     def delete(self, kind: str, namespace: str, name: str) -> None:
         self.http.delete(self.url(kind, namespace, name))
 
-    def wait(self, what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = check()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            time.sleep(0.1)
+    def wait(self, what: str, check: Callable[[], T], timeout: float = 30) -> T:
+        """What ``check`` returns once it is true (`wait_until`, an apiserver's pace)."""
+        return wait_until(check, timeout=timeout, what=what, interval=0.1)
 
     def condition(
         self, kind: str, namespace: str, name: str, kind_of_condition: str
@@ -158,12 +153,27 @@ def operator(control_plane: ControlPlane, redis_server: Any) -> Iterator[KopfRun
     }
     saved = {k: os.environ.get(k) for k in environment}
     os.environ.update(environment)
+    # kopf serves its liveness endpoint once the startup handlers are done; the watches list
+    # before they watch, so nothing created from then on is missed.
+    liveness = f"http://127.0.0.1:{free_port()}/healthz"
     runner = KopfRunner(
-        ["run", "--standalone", "--all-namespaces", "-m", "paddock.operator.handlers"], timeout=60
+        [
+            "run",
+            "--standalone",
+            "--all-namespaces",
+            f"--liveness={liveness}",
+            "-m",
+            "paddock.operator.handlers",
+        ],
+        timeout=60,
     )
     try:
         with runner:
-            time.sleep(2)  # startup handlers, watches
+            wait_until(
+                lambda: runner.future.done() or httpx.get(liveness).status_code == 200,
+                timeout=60,
+                what="the operator's startup",
+            )
             yield runner
     finally:
         for key, value in saved.items():

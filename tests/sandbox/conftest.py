@@ -1,7 +1,8 @@
 """Real sandbox servers (`python -m paddock.sandbox` subprocesses on free loopback ports).
 
-`sandbox` is one unbound server shared by the tool tests (each test works in its own
-directory, `space`); `start_sandbox` starts fresh ones for tests that bind or need flags.
+`sandbox` (tests/conftest.py) is one unbound server shared by the tool tests of a module
+(each test works in its own directory, `space`); `start_sandbox` starts fresh ones for tests
+that bind or need flags.
 Every server is started with a canary variable in its environment that must never reach
 a command (see `paddock.testing.sandbox`).
 """
@@ -16,14 +17,6 @@ import pytest
 
 from paddock.sandbox import SandboxClient
 from paddock.testing.sandbox import RunningSandbox, launch
-
-
-@pytest.fixture(scope="session")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
-    """One unbound server for the tool tests."""
-    running = launch(tmp_path_factory.mktemp("sandbox"))
-    yield running
-    running.stop()
 
 
 @pytest.fixture

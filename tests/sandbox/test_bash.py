@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from paddock.sandbox import SandboxClient, SandboxUnavailable
+from paddock.testing.ports import wait_until_async
 from paddock.testing.sandbox import RunningSandbox
 
 
@@ -35,11 +36,11 @@ def rss_kib(pid: int) -> int:
 
 async def pids_in(path: Path, count: int) -> list[int]:
     """The pids a command wrote to `path`, once it has written `count` of them."""
-    for _ in range(200):
-        if len(pids := written_pids(path)) >= count:
-            return pids
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{path} never held {count} pids")
+    return await wait_until_async(
+        lambda: len(pids := written_pids(path)) >= count and pids,
+        timeout=10,
+        what=f"{path} to hold {count} pids",
+    )
 
 
 # Children, grandchildren, a double-forked orphan, a nohup'd job, and a job that ignores
