@@ -1,4 +1,6 @@
-"""Sandboxes: an Environment's warm pool, and binding one sandbox to each session.
+"""Sandboxes: an Environment's warm pool, and providing one sandbox to each session:
+steps 2 and 3 of the sandbox protocol (`paddock.eventlog.sandboxes`), the claim and the
+binding.
 
 Pods move from `warm` (owned by the Environment) to `bound` (owned by the Session,
 labelled with its id) by a JSON patch that tests the pod's resourceVersion, so two
@@ -175,7 +177,7 @@ class Sandboxes:
         return self.pods.by("pool", (namespace, environment, state))
 
     @asynccontextmanager
-    async def binding(self, session_id: str) -> AsyncIterator[None]:
+    async def one_change(self, session_id: str) -> AsyncIterator[None]:
         """One change to a session's sandbox at a time in this process: a bind, a release,
         or the controller's reaction to the pod's events."""
         entry = self._binding.setdefault(session_id, (asyncio.Lock(), [0]))
@@ -275,10 +277,12 @@ class Sandboxes:
 
     # --- binding ---------------------------------------------------------------------
 
-    async def bind(self, session: Session, session_id: str, environment: Environment) -> str:
-        """Give the session a sandbox; returns `existing`, `warm`, `cold` (bound when ready)
-        or `waiting` (its Environment's pods fail to start: a cold start waits for the
-        backoff, and the controller binds again then). Callers hold `binding(session_id)`."""
+    async def provide(self, session: Session, session_id: str, environment: Environment) -> str:
+        """Give the session a sandbox (claim a warm pod or start a cold one, and record the
+        binding); returns `existing`, `warm`, `cold` (the binding is recorded when it is
+        ready) or `waiting` (its Environment's pods fail to start: a cold start waits for
+        the backoff, and the controller tries again then). Callers hold
+        `one_change(session_id)`."""
         started = time.monotonic()
         namespace, environment_name = render.namespace_of(environment), render.name_of(environment)
         if await self.rt.state.sandbox(session_id) is not None:
@@ -390,7 +394,7 @@ class Sandboxes:
 
     async def release(self, namespace: str, session_id: str) -> None:
         """Forget the binding (so no worker uses it again), then delete the sandboxes."""
-        async with self.binding(session_id):
+        async with self.one_change(session_id):
             await self.rt.state.unbind_sandbox(session_id)
             self.wanting.discard(session_id)
             for pod in self.session_pods(namespace, session_id):

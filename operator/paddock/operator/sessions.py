@@ -164,17 +164,17 @@ async def accept(rt: Runtime, sandboxes: Sandboxes, session: Session) -> str:
     else:
         # The sandbox as soon as can be: a worker may already be waiting for it.
         await asyncio.gather(
-            bind(rt, sandboxes, session, sid, environment),
+            provide_sandbox(rt, sandboxes, session, sid, environment),
             _apply_status(rt, session, ready, SESSION_MANAGER),
         )
     return sid
 
 
-async def bind(
+async def provide_sandbox(
     rt: Runtime, sandboxes: Sandboxes, session: Session, sid: str, environment: Environment
 ) -> None:
-    async with sandboxes.binding(sid):
-        how = await sandboxes.bind(session, sid, environment)
+    async with sandboxes.one_change(sid):
+        how = await sandboxes.provide(session, sid, environment)
         await report_binding(rt, session, sid, waiting=how == "waiting")
 
 
@@ -250,7 +250,7 @@ async def reconcile_sandbox(
 ) -> None:
     """A bound sandbox became ready (a cold start completes: record it) or died (bind
     another). Called by the `Controller` for every change of a session's pods."""
-    async with sandboxes.binding(session_id):  # after a bind or release in progress
+    async with sandboxes.one_change(session_id):  # after a bind or release in progress
         binding = await rt.state.sandbox(session_id)
         pods = sandboxes.session_pods(namespace, session_id)
         for pod in pods:
@@ -268,17 +268,17 @@ async def reconcile_sandbox(
                 # backoff decides when). The failed pod goes; its error is in the status.
                 for pod in failed:
                     await rt.kube.delete("v1", "Pod", namespace, pod["metadata"]["name"])
-                await _bind_again(rt, sandboxes, namespace, session_id, None)
+                await _provide_again(rt, sandboxes, namespace, session_id, None)
             return
         if any(p["metadata"]["name"] == binding.pod for p in live):
             return
         # The bound pod died or is gone: unless the session is over, bind another.
         if not await rt.state.unbind_sandbox(session_id, binding.pod):
             return
-        await _bind_again(rt, sandboxes, namespace, session_id, binding.pod)
+        await _provide_again(rt, sandboxes, namespace, session_id, binding.pod)
 
 
-async def _bind_again(
+async def _provide_again(
     rt: Runtime, sandboxes: Sandboxes, namespace: str, session_id: str, gone: str | None
 ) -> None:
     """Bind the session another sandbox, unless it is over; ``gone`` is the bound pod that
@@ -300,7 +300,7 @@ async def _bind_again(
         )
     environment = await rt.find(API_VERSION, "Environment", namespace, settings.environment or "")
     if environment is not None:
-        how = await sandboxes.bind(session, session_id, Environment.model_validate(environment))
+        how = await sandboxes.provide(session, session_id, Environment.model_validate(environment))
         await report_binding(rt, session, session_id, waiting=how == "waiting")
 
 

@@ -43,7 +43,7 @@ from paddock.operator import labels as L
 from paddock.operator.leases import Leadership
 from paddock.operator.runtime import Runtime
 from paddock.operator.sandboxes import Sandboxes
-from paddock.operator.sessions import bind
+from paddock.operator.sessions import provide_sandbox
 from paddock.operator.status import ConditionBody, condition, session_log_status
 
 log = logging.getLogger(__name__)
@@ -383,4 +383,4 @@ class SandboxRequests:
         )
         if environment is not None:
             environment_model = Environment.model_validate(environment)
-            await bind(self.rt, self.sandboxes, session, session_id, environment_model)
+            await provide_sandbox(self.rt, self.sandboxes, session, session_id, environment_model)
