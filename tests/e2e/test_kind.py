@@ -43,6 +43,8 @@ from typing import Any
 
 import pytest
 
+from paddock.testing.ports import wait_until
+
 pytestmark = [pytest.mark.kind, pytest.mark.timeout(3600)]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,17 +172,11 @@ def wait_for(
     timeout: float = 300,
     diagnose: Callable[[], str] | None = None,
 ) -> Any:
-    """Poll until `probe` returns something truthy; fail with `what` and `diagnose()`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(2)
-    pytest.fail(
-        f"timed out after {timeout:.0f} s waiting for {what}"
-        + (f"\n{diagnose()}" if diagnose else "")
-    )
+    """`wait_until`, every 2 s; fails with `what` and `diagnose()`."""
+    try:
+        return wait_until(probe, timeout=timeout, what=what, interval=2)
+    except TimeoutError as exc:
+        pytest.fail(f"{exc}" + (f"\n{diagnose()}" if diagnose else ""))
 
 
 @contextlib.contextmanager

@@ -9,7 +9,6 @@ import secrets
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -231,17 +230,6 @@ def running(bundle: Bundle, spec: dict[str, Any]) -> Iterator[Container]:
         except subprocess.TimeoutExpired:
             process.kill()
         container.runc("delete", "--force", cid, check=False)
-
-
-def wait_until(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"{what}: not after {timeout}s (last: {last!r})")
 
 
 def can_run_containers() -> str | None:

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.images.support import wait_until
+
+from paddock.testing.ports import wait_until
 
 pytestmark = [pytest.mark.timeout(1800), pytest.mark.usefixtures("runc")]
 NAMESPACE = "k8s.io"  # where the kubelet's CRI looks for images
@@ -38,7 +39,9 @@ def containerd() -> Iterator[Path]:
         [binary, "--config", str(home / "config.toml")], stdout=log, stderr=subprocess.STDOUT
     )
     try:
-        wait_until(lambda: _ctr(socket, "version").returncode == 0, 30, "containerd's socket")
+        wait_until(
+            lambda: _ctr(socket, "version").returncode == 0, timeout=30, what="containerd's socket"
+        )
         yield socket
     finally:
         process.terminate()

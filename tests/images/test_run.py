@@ -8,7 +8,9 @@ import secrets
 from pathlib import Path
 
 import pytest
-from tests.images.support import Bundle, run_once, running, wait_until
+from tests.images.support import Bundle, run_once, running
+
+from paddock.testing.ports import wait_until
 
 pytestmark = [pytest.mark.timeout(1800), pytest.mark.usefixtures("runc")]
 PROGRAMS = ("operator", "harness", "proxy", "gateway")
@@ -76,7 +78,9 @@ def test_paddock_image_serves_the_proxy(paddock_bundle: Bundle, tmp_path: Path) 
             probe = container.exec("python", "-c", GET, "http://127.0.0.1:8082/healthz")
             return probe.stdout.strip() if probe.returncode == 0 else ""
 
-        status = wait_until(healthz, 60, f"the proxy's /healthz; output: {container.output()}")
+        status = wait_until(
+            healthz, timeout=60, what=f"the proxy's /healthz; output: {container.output()}"
+        )
         assert status.startswith("200 "), status
 
 
@@ -121,8 +125,8 @@ def test_sandbox_image_serves_its_api_with_the_token_from_the_file(
 
         health = wait_until(
             lambda: call("GET", "/healthz")[0] == 200 and call("GET", "/healthz"),
-            60,
-            f"the sandbox server's /healthz; output: {container.output()}",
+            timeout=60,
+            what=f"the sandbox server's /healthz; output: {container.output()}",
         )
         assert json.loads(health[1]) == {"status": "ok"}
         assert call("GET", "/readyz")[0] == 200

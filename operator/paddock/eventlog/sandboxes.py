@@ -117,14 +117,18 @@ class SandboxBinding(BaseModel):
 
 
 class SandboxWaiter:
-    """Step 3, the worker's side: waits for sandbox bindings without polling: one subscription per process, however
-    many sessions wait (a session waiting for its sandbox must cost its worker nothing, or
-    the wait would slow the model calls of every other session)."""
+    """Step 3, the worker's side: waits for sandbox bindings without polling, with one
+    subscription per process however many sessions wait (a session waiting for its sandbox
+    must cost its worker nothing, or the wait would slow the model calls of every other
+    session)."""
 
     def __init__(self, state: SessionState, *, recheck_s: float = 2.0) -> None:
         self.state = state
         self.recheck_s = recheck_s
         self._waiting: dict[str, asyncio.Event] = {}
+        self.parked: set[str] = set()
+        """Sessions whose binding was not there when last read: only an announcement (or
+        the re-check) wakes them."""
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
 
@@ -136,16 +140,20 @@ class SandboxWaiter:
         event = self._waiting.setdefault(session_id, asyncio.Event())
         try:
             while True:
-                # Subscribed before this read: a binding made after it is announced to us.
+                # Subscribed, and the event cleared, before this read: a binding made after
+                # it is announced to us and sets the event.
+                event.clear()
                 binding = await self.state.sandbox(session_id)
                 remaining = deadline - loop.time()
                 if binding is not None or remaining <= 0:
                     return binding
-                event.clear()
                 # The re-check covers a lost connection (announcements are not replayed).
+                self.parked.add(session_id)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), min(remaining, self.recheck_s))
+                self.parked.discard(session_id)
         finally:
+            self.parked.discard(session_id)
             self._waiting.pop(session_id, None)
 
     async def close(self) -> None:
