@@ -119,6 +119,16 @@ async def test_bad_bodies(stack: Stack) -> None:
             413,
             "request_too_large",
         )
+        # A body that says it is gzip and is not: the client's mistake, not a server error.
+        envelope(
+            await http.post(
+                "/v1/agents",
+                content=b'{"name": "x", "model": "m"}',
+                headers={"content-type": "application/json", "content-encoding": "gzip"},
+            ),
+            400,
+            "invalid_request_error",
+        )
 
 
 async def test_unsupported_features_are_refused_by_name(stack: Stack) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 
@@ -106,7 +107,10 @@ def _too_deep(value: Any) -> bool:
 
 async def read_body(request: web.Request, model: type[P], *, limit: int = OBJECT_BODY_LIMIT) -> P:
     """The JSON body validated as ``model``; 400 (or 413) with the reason otherwise."""
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except RequestPayloadError as exc:  # e.g. `Content-Encoding: gzip` on a body that is not
+        raise invalid(f"request body cannot be read: {exc}") from None
     if len(raw) > limit:
         raise ApiError(413, f"request body exceeds {limit} bytes")
     try:
