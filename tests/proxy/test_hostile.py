@@ -56,24 +56,27 @@ def _run_as_nobody(base: Path) -> list[str]:
     # private folder (`mktemp -d`). In a private mount namespace each such directory becomes an
     # empty tmpfs holding only the trees Python needs, so the sandbox user can run Python
     # and still sees nothing else there.
-    trees = _blocked_trees(
+    pairs = _blocked_trees(
         [Path(sys.base_prefix), Path(sys.prefix), Path(paddock.__file__).parent.parent]
     )
-    if not trees or shutil.which("unshare") is None:
+    if not pairs or shutil.which("unshare") is None:
         pytest.skip(f"uid {NOBODY} cannot run {sys.executable}")
-    staged = [(tree, base / f"stage-{n}") for n, tree in enumerate(trees)]
+    # Stage every tree from the original view, then cover the blocked directories outermost
+    # first, each followed by the trees it must still hold (a tree may hold the next one).
+    stages = {tree: base / f"stage-{n}" for n, (_, tree) in enumerate(pairs)}
     steps = ["set -e"]
-    for tree, stage in staged:
+    for tree, stage in stages.items():
         stage.mkdir()
         steps.append(f"mount --bind {shlex.quote(str(tree))} {shlex.quote(str(stage))}")
-    for blocked in sorted({tree.parent for tree in trees}):
+    for blocked in dict.fromkeys(blocked for blocked, _ in pairs):
         steps.append(f"mount -t tmpfs -o mode=0755 tmpfs {shlex.quote(str(blocked))}")
-    for tree, stage in staged:
-        steps += [
-            f"mkdir -p {shlex.quote(str(tree))}",
-            f"mount --bind {shlex.quote(str(stage))} {shlex.quote(str(tree))}",
-            f"umount {shlex.quote(str(stage))}",
-        ]
+        for tree in (tree for outer, tree in pairs if outer == blocked):
+            stage = shlex.quote(str(stages[tree]))
+            steps += [
+                f"mkdir -p {shlex.quote(str(tree))}",
+                f"mount --bind {stage} {shlex.quote(str(tree))}",
+                f"umount {stage}",
+            ]
     script = "; ".join([*steps, 'exec "$@"'])
     wrapper = ["unshare", "-m", "sh", "-c", script, "sh", *drop]
     if subprocess.run([*wrapper, *probe], capture_output=True, timeout=30).returncode != 0:
@@ -81,17 +84,16 @@ def _run_as_nobody(base: Path) -> list[str]:
     return wrapper
 
 
-def _blocked_trees(paths: list[Path]) -> list[Path]:
-    """For each path, the child of its topmost ancestor that others cannot traverse (the
-    tree to make reachable), if it has one; nested trees are left out."""
-    trees: set[Path] = set()
+def _blocked_trees(paths: list[Path]) -> list[tuple[Path, Path]]:
+    """Every (directory others cannot traverse, its child on the way to one of ``paths``),
+    outermost first: each such directory is to become a tmpfs holding only those children."""
+    pairs: set[tuple[Path, Path]] = set()
     for path in paths:
         resolved = path.resolve()
         for ancestor in reversed(resolved.parents):
             if not ancestor.stat().st_mode & stat.S_IXOTH:
-                trees.add(ancestor / resolved.relative_to(ancestor).parts[0])
-                break
-    return sorted(t for t in trees if not any(o != t and t.is_relative_to(o) for o in trees))
+                pairs.add((ancestor, ancestor / resolved.relative_to(ancestor).parts[0]))
+    return sorted(pairs, key=lambda pair: (len(pair[0].parts), pair))
 
 
 @dataclass
