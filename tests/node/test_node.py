@@ -147,7 +147,11 @@ def test_two_pods_talk_over_the_pod_network_and_a_service_found_by_coredns(
         f"set -e; timeout 5 wget -q -O- http://{web_ip}:8080/; "
         f"nslookup {service}; "
         f"ip=$(nslookup {service} | awk '/^Address/ {{a=$NF}} END {{print a}}'); "
-        'echo "service-ip=$ip"; timeout 5 wget -q -O- "http://$ip/"'
+        'echo "service-ip=$ip"; '
+        # The service proxy programs a new Service's address a moment after its endpoints
+        # are ready: until then it answers "no route". Try for up to 20 s.
+        'for i in $(seq 20); do timeout 5 wget -q -O- "http://$ip/" && exit 0; sleep 1; done; '
+        "exit 1"
     )
     ok, log = _run_to_end(local_node, namespace, "client", script)
     assert ok, log
