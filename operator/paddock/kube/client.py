@@ -265,16 +265,21 @@ class KubeClient:
         )
 
     async def apply_status(
-        self, resource: dict[str, Any], status: Mapping[str, Any], manager: str
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        manager: str,
     ) -> dict[str, Any]:
-        """Server-side apply of ``status`` to the status subresource of ``resource``: the
+        """Server-side apply of ``status`` to the status subresource of the object: the
         fields (and, in map lists, the items) ``manager`` sets are its own, others' stay."""
-        meta = resource["metadata"]
         return await self.apply(
             {
-                "apiVersion": resource["apiVersion"],
-                "kind": resource["kind"],
-                "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                "apiVersion": api_version,
+                "kind": kind,
+                "metadata": {"name": name, "namespace": namespace},
                 "status": status,
             },
             manager=manager,

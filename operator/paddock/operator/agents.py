@@ -140,6 +140,13 @@ class AgentReconciler:
             )
         # The validated status dumps back to what the API stores: equal when nothing changed.
         if new != current:
-            applied = await self.rt.kube.apply_status(agent.to_k8s(), new, MANAGER)
+            applied = await self.rt.kube.apply_status(
+                agent.api_version,
+                "Agent",
+                render.namespace_of(agent),
+                render.name_of(agent),
+                new,
+                MANAGER,
+            )
             if applied:
                 self.rt.informers["Agent"].store(applied)

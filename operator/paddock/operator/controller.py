@@ -182,7 +182,7 @@ class Controller:
 
     def session_changed(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         self.sync.session_changed(old, new)
-        if new is not None and self.sessions.wants(Session.model_validate(new)):
+        if new is not None and self.sessions.wants(new):
             self.add(Key("Session", new["metadata"]["namespace"], new["metadata"]["name"]))
 
     def _retry_unresolved(self, namespace: str) -> None:

@@ -258,12 +258,9 @@ class Sandboxes:
         ):
             metrics.WARM_POOL.labels(namespace, name, state).set(count)
         if original.status is None or status != original.status.to_k8s():
-            identity = {
-                "apiVersion": API_VERSION,
-                "kind": "Environment",
-                "metadata": {"name": name, "namespace": namespace},
-            }
-            applied = await self.kube.apply_status(identity, status, "paddock")
+            applied = await self.kube.apply_status(
+                API_VERSION, "Environment", namespace, name, status, "paddock"
+            )
             environments = self.rt.informers.get("Environment")
             if environments is not None and applied:
                 environments.store(applied)

@@ -61,14 +61,13 @@ class Unresolved(Exception):
     """A reference does not resolve (yet): the status says so and the handler retries."""
 
 
-def _stub(session: SessionLike) -> dict[str, Any]:
-    """The identity the Kubernetes client addresses a status write with."""
+async def _write_status(
+    rt: Runtime, session: SessionLike, status: dict[str, Any], manager: str
+) -> None:
     meta = session.metadata
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "Session",
-        "metadata": {"name": meta.name, "namespace": meta.namespace},
-    }
+    await rt.kube.apply_status(
+        API_VERSION, "Session", meta.namespace or "", meta.name or "", status, manager
+    )
 
 
 def _conditions(session: SessionLike) -> list[Condition] | None:
@@ -110,7 +109,7 @@ async def _unresolved(
         "phase": "Pending",
         "conditions": [_ready(session, False, reason, message)],
     }
-    await rt.kube.apply_status(_stub(session), status, SESSION_MANAGER)
+    await _write_status(rt, session, status, SESSION_MANAGER)
     raise Unresolved(message)
 
 
@@ -242,7 +241,7 @@ async def _apply_status(
     rt: Runtime, session: SessionLike, status: dict[str, Any], manager: str
 ) -> None:
     if not says_already(session, status):
-        await rt.kube.apply_status(_stub(session), status, manager)
+        await _write_status(rt, session, status, manager)
 
 
 async def reconcile_sandbox(
@@ -381,11 +380,15 @@ class SessionReconciler:
         self.unresolved: dict[str, set[str]] = {}
         """Namespace → Sessions waiting for an Agent or Environment to appear."""
 
-    def wants(self, session: Session) -> bool:
-        meta, uid = session.metadata, session.metadata.uid or ""
-        if meta.deletion_timestamp:
-            return FINALIZER in (meta.finalizers or [])
-        return uid not in self._accepted or (session.spec.cancel and uid not in self._cancelled)
+    def wants(self, slim: dict[str, Any]) -> bool:
+        """Whether the informer's copy of a Session has work for `reconcile`. Read raw: it is
+        asked on every Session event (10,000 Sessions, a status write each), and only the
+        Sessions it answers yes for are validated."""
+        meta, uid = slim["metadata"], slim["metadata"].get("uid", "")
+        if meta.get("deletionTimestamp"):
+            return FINALIZER in (meta.get("finalizers") or [])
+        cancel = bool((slim.get("spec") or {}).get("cancel"))
+        return uid not in self._accepted or (cancel and uid not in self._cancelled)
 
     def forget_accepted(self) -> None:
         """A new leadership: every Session is resumed once."""

@@ -72,6 +72,12 @@ class Tracked:
     """The `Scheduled` condition last written."""
 
 
+def _address(resource: dict[str, Any]) -> tuple[str, str, str, str]:
+    """api version, kind, namespace and name: where a status write goes."""
+    meta = resource["metadata"]
+    return resource["apiVersion"], resource["kind"], meta["namespace"], meta["name"]
+
+
 def stub(resource: dict[str, Any]) -> dict[str, Any]:
     """The identity of ``resource``: enough to write its status or post an Event on it."""
     meta = resource["metadata"]
@@ -275,7 +281,7 @@ class StatusSync:
     ) -> None:
         async with self._patches:
             try:
-                await self.rt.kube.apply_status(tracked.resource, status, SYNC_MANAGER)
+                await self.rt.kube.apply_status(*_address(tracked.resource), status, SYNC_MANAGER)
             except ApiError as exc:
                 log.warning(
                     "status of %s not synced: %s", tracked.resource["metadata"]["name"], exc
@@ -323,7 +329,7 @@ class StatusSync:
             return
         await self.sandboxes.release(tracked.resource["metadata"]["namespace"], session_id)
         await self.rt.kube.apply_status(
-            tracked.resource,
+            *_address(tracked.resource),
             {
                 "conditions": [
                     condition(
