@@ -16,7 +16,9 @@ from paddock.gateway.params import AgentCreateParams, CloudConfigParam
 
 
 def fields(**body: Any) -> dict[str, Any]:
-    return agent_spec_fields(AgentCreateParams.model_validate({"name": "a", "model": "m", **body}))
+    return agent_spec_fields(
+        AgentCreateParams.model_validate({"name": "a", "model": "claude-sonnet-4-6", **body})
+    )
 
 
 def stored_agent(spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
@@ -114,7 +116,7 @@ def test_toolset_configs_and_policies() -> None:
         ),
         ({"multiagent": {"type": "coordinator", "agents": []}}, "multiagent"),
         ({"execution_identity": {"type": "aws_role", "role_arn": "x"}}, "aws_role"),
-        ({"model": {"id": "m", "effort": "high"}}, "effort"),
+        ({"model": {"id": "claude-sonnet-4-6", "effort": "high"}}, "effort"),
     ],
 )
 def test_what_paddock_cannot_do_is_refused(body: dict[str, Any], message: str) -> None:
@@ -127,7 +129,7 @@ def test_what_paddock_cannot_do_is_refused(body: dict[str, Any], message: str) -
 def test_an_agent_view_parses_back_into_the_same_spec() -> None:
     body = {
         "name": "a",
-        "model": "m",
+        "model": "claude-sonnet-4-6",
         "system": "s",
         "tools": [
             {"type": "agent_toolset_20260401", "configs": [{"name": "grep", "enabled": False}]},

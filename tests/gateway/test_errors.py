@@ -101,16 +101,28 @@ async def test_bad_bodies(stack: Stack) -> None:
         )
         assert "model" in body["error"]["message"]
         body = envelope(
-            await http.post("/v1/agents", json={"name": "x", "model": "m", "colour": "red"}),
+            await http.post(
+                "/v1/agents", json={"name": "x", "model": "claude-sonnet-4-6", "colour": "red"}
+            ),
             400,
             "invalid_request_error",
         )
         assert "colour" in body["error"]["message"]
+        # A model id that is not Claude's is refused when the agent is made, not at its
+        # session's first model call.
+        body = envelope(
+            await http.post("/v1/agents", json={"name": "x", "model": "gpt-4o"}),
+            400,
+            "invalid_request_error",
+        )
+        assert "model" in body["error"]["message"]
         deep: Any = []
         for _ in range(200):
             deep = [deep]
         envelope(
-            await http.post("/v1/agents", json={"name": "x", "model": "m", "metadata": deep}),
+            await http.post(
+                "/v1/agents", json={"name": "x", "model": "claude-sonnet-4-6", "metadata": deep}
+            ),
             400,
             "invalid_request_error",
         )
@@ -123,7 +135,7 @@ async def test_bad_bodies(stack: Stack) -> None:
         envelope(
             await http.post(
                 "/v1/agents",
-                content=b'{"name": "x", "model": "m"}',
+                content=b'{"name": "x", "model": "claude-sonnet-4-6"}',
                 headers={"content-type": "application/json", "content-encoding": "gzip"},
             ),
             400,
@@ -137,15 +149,23 @@ async def test_unsupported_features_are_refused_by_name(stack: Stack) -> None:
             ("/v1/environments", {"name": "sh", "config": {"type": "self_hosted"}}, "self_hosted"),
             (
                 "/v1/agents",
-                {"name": "a", "model": "m", "skills": [{"type": "anthropic", "skill_id": "xlsx"}]},
+                {
+                    "name": "a",
+                    "model": "claude-sonnet-4-6",
+                    "skills": [{"type": "anthropic", "skill_id": "xlsx"}],
+                },
                 "skills",
             ),
-            ("/v1/agents", {"name": "a", "model": {"id": "m", "speed": "fast"}}, "speed"),
+            (
+                "/v1/agents",
+                {"name": "a", "model": {"id": "claude-sonnet-4-6", "speed": "fast"}},
+                "speed",
+            ),
             (
                 "/v1/agents",
                 {
                     "name": "a",
-                    "model": "m",
+                    "model": "claude-sonnet-4-6",
                     "tools": [
                         {
                             "type": "agent_toolset_20260401",

@@ -108,7 +108,9 @@ def existing(gateway_process: RunningGateway) -> dict[str, str]:
         base_url=gateway_process.url, headers={"x-api-key": gateway_process.key}
     ) as http:
         environment = http.post("/v1/environments", json={"name": "fuzz-target"}).json()["id"]
-        agent = http.post("/v1/agents", json={"name": "fuzz-target", "model": "m"}).json()["id"]
+        agent = http.post(
+            "/v1/agents", json={"name": "fuzz-target", "model": "claude-sonnet-4-6"}
+        ).json()["id"]
         session = http.post(
             "/v1/sessions", json={"agent": agent, "environment_id": environment}
         ).json()["id"]

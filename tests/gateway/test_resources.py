@@ -391,7 +391,10 @@ async def test_objects_made_with_kubectl_appear_once_labelled(stack: Stack) -> N
 
 async def test_lists_page_newest_first(stack: Stack) -> None:
     client = stack.client()
-    ids = [(await client.beta.agents.create(name=f"p{i}", model="m")).id for i in range(5)]
+    ids = [
+        (await client.beta.agents.create(name=f"p{i}", model="claude-sonnet-4-6")).id
+        for i in range(5)
+    ]
     first = await client.beta.agents.list(limit=2)
     assert len(first.data) == 2
     assert first.next_page

@@ -303,6 +303,175 @@ INVALID: list[tuple[str, str, dict[str, Any] | None, str]] = [
         "references name objects of the same namespace",
     ),
     (
+        "model that is not Claude's",
+        "Agent",
+        agent_spec(model="gpt-4o"),
+        'spec.model: Invalid value: "gpt-4o"',
+    ),
+    (
+        "model id with upper case",
+        "Agent",
+        agent_spec(model="Claude-Sonnet-4-6"),
+        "spec.model: Invalid value",
+    ),
+    ("zero max turns", "Agent", agent_spec(limits={"maxTurns": 0}), "spec.limits.maxTurns"),
+    (
+        "max tokens above the API's",
+        "Agent",
+        agent_spec(limits={"maxTokens": 2_000_000}),
+        "spec.limits.maxTokens",
+    ),
+    (
+        "cost budget that is not a number",
+        "Agent",
+        agent_spec(limits={"maxListCost": {"amount": "ten"}}),
+        "spec.limits.maxListCost.amount",
+    ),
+    (
+        "cost budget in another currency",
+        "Agent",
+        agent_spec(limits={"maxListCost": {"amount": "10", "currency": "EUR"}}),
+        "spec.limits.maxListCost.currency",
+    ),
+    ("zero concurrency", "Agent", agent_spec(harness={"concurrency": 0}), "concurrency"),
+    (
+        "harness image with a space",
+        "Agent",
+        agent_spec(harness={"image": "paddock/paddock 0.1.0"}),
+        "spec.harness.image",
+    ),
+    (
+        "MCP server URL that is not HTTP",
+        "Agent",
+        agent_spec(mcpServers=[{"name": "s", "url": "ftp://mcp.example"}]),
+        "spec.mcpServers[0].url",
+    ),
+    (
+        "duplicate MCP servers",
+        "Agent",
+        agent_spec(
+            mcpServers=[
+                {"name": "s", "url": "https://a.example"},
+                {"name": "s", "url": "https://b.example"},
+            ]
+        ),
+        "Duplicate value",
+    ),
+    (
+        "credential host that is not a hostname",
+        "Agent",
+        agent_spec(
+            credentials={
+                "anthropicApiKey": {"name": "a", "key": "k"},
+                "hosts": [{"host": "https://github.com", "secretRef": {"name": "g", "key": "t"}}],
+            }
+        ),
+        "spec.credentials.hosts[0].host",
+    ),
+    (
+        "unknown credential scheme",
+        "Agent",
+        agent_spec(
+            credentials={
+                "anthropicApiKey": {"name": "a", "key": "k"},
+                "hosts": [
+                    {"host": "github.com", "secretRef": {"name": "g", "key": "t"}, "scheme": "x"}
+                ],
+            }
+        ),
+        "spec.credentials.hosts[0].scheme",
+    ),
+    (
+        "secret key with a slash",
+        "Agent",
+        agent_spec(credentials={"anthropicApiKey": {"name": "a", "key": "../k"}}),
+        "spec.credentials.anthropicApiKey.key",
+    ),
+    (
+        "unknown harness resource",
+        "Agent",
+        agent_spec(harness={"resources": {"limits": {"gpu": 1}}}),
+        "limits: a resource is cpu, memory",
+    ),
+    (
+        "sandbox request above its limit",
+        "Environment",
+        {"resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}},
+        "a request must not exceed the limit of the same resource",
+    ),
+    (
+        "sandbox cpu request above its limit, as a number",
+        "Environment",
+        {"resources": {"requests": {"cpu": 2}, "limits": {"cpu": "500m"}}},
+        "a request must not exceed the limit of the same resource",
+    ),
+    (
+        "unknown sandbox resource",
+        "Environment",
+        {"resources": {"requests": {"disk": "1Gi"}}},
+        "requests: a resource is cpu, memory",
+    ),
+    (
+        "sandbox image with a space",
+        "Environment",
+        {"image": "python 3.12"},
+        "spec.image",
+    ),
+    (
+        "runtime class that is not a Kubernetes name",
+        "Environment",
+        {"runtimeClassName": "gVisor"},
+        "spec.runtimeClassName",
+    ),
+    ("relative working directory", "Environment", {"workingDir": "work"}, "spec.workingDir"),
+    (
+        "package spec with a shell metacharacter",
+        "Environment",
+        {"packages": {"pip": ["pandas; curl evil.example"]}},
+        "spec.packages.pip[0]",
+    ),
+    (
+        "allowed domain that is not a hostname",
+        "Environment",
+        {"networking": {"mode": "limited", "allowedDomains": ["http://pypi.example"]}},
+        "spec.networking.allowedDomains[0]",
+    ),
+    ("warm pool above 100", "Environment", {"warmPool": {"size": 101}}, "spec.warmPool.size"),
+    ("bad idle timeout", "Environment", {"idleTimeout": "15 minutes"}, "spec.idleTimeout"),
+    ("bad session ttl", "Session", session_spec(ttl="1d"), "spec.ttl"),
+    (
+        "zero token budget for a session",
+        "Session",
+        session_spec(budget={"maxTokens": 0}),
+        "spec.budget.maxTokens",
+    ),
+    (
+        "repository over plain HTTP",
+        "Session",
+        session_spec(resources=[{"gitRepository": {"url": "http://github.com/a/b"}}]),
+        "spec.resources[0].gitRepository.url",
+    ),
+    (
+        "commit that is not a hash",
+        "Session",
+        session_spec(
+            resources=[{"gitRepository": {"url": "https://github.com/a/b", "commit": "main"}}]
+        ),
+        "spec.resources[0].gitRepository.commit",
+    ),
+    (
+        "file at a relative path",
+        "Session",
+        session_spec(resources=[{"file": {"path": "notes.md", "content": "x"}}]),
+        "spec.resources[0].file.path",
+    ),
+    (
+        "agent name that is not a Kubernetes name",
+        "Session",
+        session_spec(agentRef={"name": "Hello_World"}),
+        "spec.agentRef.name",
+    ),
+    (
         "default environment in another namespace",
         "Agent",
         agent_spec(environmentRef={"name": "python", "namespace": "other"}),

@@ -192,9 +192,10 @@ def test_a_harness_request_for_a_dead_sandbox_binds_another(
 def test_sandbox_pods_the_apiserver_refuses_are_reported_and_retried_with_backoff(
     cluster: Cluster, namespace: str, operator: KopfRunner
 ) -> None:
-    """A request above its limit passes the CRD schema but not the pod's validation: the
+    """An extended resource requested below its limit passes the CRD schema (which refuses a
+    request above its limit) but not the pod's validation, which wants the two equal: the
     Environment says so, and the operator tries again (after its backoff)."""
-    resources = {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}
+    resources = {"requests": {"example.com/gpu": 1}, "limits": {"example.com/gpu": 2}}
     cluster.create(
         "Environment", namespace, "python", {"warmPool": {"size": 1}, "resources": resources}
     )
@@ -207,7 +208,7 @@ def test_sandbox_pods_the_apiserver_refuses_are_reported_and_retried_with_backof
         ),
     )
     assert ready["status"] == "False"
-    assert "must be less than or equal to memory limit" in ready["message"], ready
+    assert "must be equal to example.com/gpu limit" in ready["message"], ready
     cluster.wait(
         "a second try",
         lambda: (
@@ -218,6 +219,6 @@ def test_sandbox_pods_the_apiserver_refuses_are_reported_and_retried_with_backof
         ),
     )
     # Fixed: a pod is made at once, not after the broken spec's backoff.
-    fixed = {"requests": {"memory": "1Gi"}, "limits": {"memory": "1Gi"}}
+    fixed = {"requests": {"example.com/gpu": 2}}
     cluster.patch("Environment", namespace, "python", {"spec": {"resources": fixed}})
     cluster.wait("a pool pod", lambda: cluster.sandboxes(namespace), timeout=10)

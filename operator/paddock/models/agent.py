@@ -9,6 +9,7 @@ from pydantic import Field
 from paddock.models.common import (
     Condition,
     Duration,
+    ImageReference,
     LocalObjectReference,
     Model,
     ObjectMeta,
@@ -21,6 +22,7 @@ from paddock.models.common import (
 BuiltinToolName = Literal["bash", "read", "write", "edit", "glob", "grep"]
 BUILTIN_TOOL_NAMES: tuple[str, ...] = get_args(BuiltinToolName)
 PermissionPolicy = Literal["always_allow", "always_ask"]
+CLAUDE_MODEL_PATTERN = r"^claude-[a-z0-9]([-a-z0-9.@]*[a-z0-9])?$"
 HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 Hostname = Annotated[str, Field(min_length=1, max_length=253, pattern=HOSTNAME_PATTERN)]
 ToolName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -182,7 +184,7 @@ class Harness(Model):
     """Sessions one worker runs at the same time."""
     resources: ResourceRequirements | None = None
     """Resources of the harness container. Unset: the operator's defaults."""
-    image: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    image: ImageReference | None = None
     """Override of the Paddock image for this Agent's harness and proxy."""
 
 
@@ -220,8 +222,10 @@ class AgentSpec(Model):
         }
     }
 
-    model: Annotated[str, Field(min_length=1, max_length=256)]
-    """Claude model id, for example `claude-sonnet-4-6`."""
+    model: Annotated[str, Field(min_length=1, max_length=256, pattern=CLAUDE_MODEL_PATTERN)]
+    """Claude model id, for example `claude-sonnet-4-6`: `claude-` and lower-case letters,
+    digits, `.`, `-` or `@` (dated and platform-pinned ids included), so a model id that is
+    not Claude's is refused at admission, not at the session's first model call."""
     system: Annotated[str, Field(max_length=100_000)] | None = None
     """System prompt."""
     description: Annotated[str, Field(max_length=2048)] | None = None

@@ -35,7 +35,11 @@ ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=OBJECT_N
 # Resource quantities as in core/v1 ("500m", "2Gi", 1), not negative: the apiserver refuses
 # a pod that requests less than nothing, and that must be said when the resource is applied.
 QUANTITY_PATTERN = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-Quantity = Annotated[int, Field(ge=0)] | Annotated[str, Field(pattern=QUANTITY_PATTERN)]
+Quantity = (
+    Annotated[int, Field(ge=0)] | Annotated[str, Field(max_length=64, pattern=QUANTITY_PATTERN)]
+)
+# An image reference as the kubelet pulls it; whitespace would only fail at pull time.
+ImageReference = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^\s]+$")]
 
 
 def map_list(*keys: str) -> dict[str, Any]:
@@ -93,12 +97,43 @@ class SecretKeyReference(Model):
     """Key inside the Secret whose value is the credential."""
 
 
-class ResourceRequirements(Model):
-    """Compute resources, as in a core/v1 container."""
+ResourceList = Annotated[dict[str, Quantity], Field(max_length=8)]
 
-    requests: dict[str, Quantity] | None = None
+
+def _known_resource_names(field: str) -> dict[str, JsonValue]:
+    """The apiserver's rule for a container's resource names: standard ones, hugepages of some
+    size, or an extended resource qualified by a domain (`example.com/gpu`)."""
+    return cel_rule(
+        f"!has(self.{field}) || self.{field}.all(k, k in ['cpu', 'memory', 'ephemeral-storage']"
+        " || k.startsWith('hugepages-') || k.contains('/'))",
+        f"{field}: a resource is cpu, memory, ephemeral-storage, hugepages-<size> or a "
+        "domain-qualified extended resource (example.com/gpu)",
+    )
+
+
+class ResourceRequirements(Model):
+    """Compute resources, as in a core/v1 container. What the apiserver would refuse in a pod
+    (an unknown resource name, a request above its limit) is refused when the resource is
+    applied, rather than by every pod create after it."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                _known_resource_names("requests"),
+                _known_resource_names("limits"),
+                cel_rule(
+                    "!has(self.requests) || !has(self.limits) || self.requests.all(k, "
+                    "!(k in self.limits) || quantity(string(self.requests[k]))"
+                    ".compareTo(quantity(string(self.limits[k]))) <= 0)",
+                    "a request must not exceed the limit of the same resource",
+                ),
+            ]
+        }
+    }
+
+    requests: ResourceList | None = None
     """Minimum resources the scheduler reserves, for example `cpu: 250m`, `memory: 256Mi`."""
-    limits: dict[str, Quantity] | None = None
+    limits: ResourceList | None = None
     """Maximum resources the container may use."""
 
 

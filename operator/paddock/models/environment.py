@@ -10,8 +10,10 @@ from paddock.models.agent import Hostname
 from paddock.models.common import (
     Condition,
     Duration,
+    ImageReference,
     Model,
     ObjectMeta,
+    ObjectName,
     ResourceRequirements,
     cel_rule,
     map_list,
@@ -72,7 +74,7 @@ class WarmPool(Model):
 class EnvironmentSpec(Model):
     """Desired state of an Environment."""
 
-    image: Annotated[str, Field(min_length=1, max_length=512)] = "paddock/sandbox:0.1.0"
+    image: ImageReference = "paddock/sandbox:0.1.0"
     """Sandbox image; it must run the Paddock sandbox server (`python -m paddock.sandbox`)."""
     resources: ResourceRequirements = ResourceRequirements(
         requests={"cpu": "250m", "memory": "256Mi"}, limits={"cpu": "1", "memory": "1Gi"}
@@ -89,7 +91,7 @@ class EnvironmentSpec(Model):
     idle_timeout: Duration = "15m"
     """A bound sandbox whose session has been idle this long is deleted; the next tool call
     gets a fresh one."""
-    runtime_class_name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    runtime_class_name: ObjectName | None = None
     """RuntimeClass for stronger isolation, for example `gvisor` or `kata`."""
 
 
