@@ -35,7 +35,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -884,6 +883,31 @@ def wait_stopped(stack: Stack, name: str, timeout: float = 300) -> dict[str, Any
     return wait_for(f"session {name} to stop", stopped, timeout=timeout, diagnose=stack.diagnose)
 
 
+# Prints the pids of the pod's processes whose command line holds argv[1] (the sandbox image
+# has Python, not procps); the probe's own command line holds it too and is skipped.
+PGREP = (
+    "import glob, os, sys\n"
+    "for path in glob.glob('/proc/[0-9]*/cmdline'):\n"
+    "    pid = path.split('/')[2]\n"
+    "    try:\n"
+    "        argv = open(path, 'rb').read().replace(b'\\0', b' ').decode()\n"
+    "    except OSError:\n"
+    "        continue\n"
+    "    if sys.argv[1] in argv and pid != str(os.getpid()):\n"
+    "        print(pid)\n"
+)
+
+
+def wait_running(stack: Stack, pod: str, command: str) -> None:
+    """Until the tool call's ``command`` runs in ``pod``: the call is in flight."""
+    wait_for(
+        f"{command!r} running in {pod}",
+        lambda: stack.kubectl("exec", pod, "--", "python", "-c", PGREP, command).strip(),
+        timeout=120,
+        diagnose=stack.diagnose,
+    )
+
+
 def wait_bound(stack: Stack, name: str) -> str:
     return wait_for(
         f"session {name}'s sandbox",
@@ -900,7 +924,7 @@ def test_a_sandbox_killed_during_a_tool_call_gives_a_tool_error_and_a_fresh_sand
     name = "killed-sandbox"
     start_session(stack, name, "Run: sleep 60; echo slept")
     killed = wait_bound(stack, name)
-    time.sleep(3)  # the bash call is in flight
+    wait_running(stack, killed, "sleep 60")
     stack.kubectl("delete", "pod", killed, "--grace-period=0", "--force", "--wait=false")
     status = wait_stopped(stack, name)
     assert status["stopReason"] == "end_turn", status
@@ -920,8 +944,7 @@ def test_harness_pods_deleted_mid_session_another_worker_finishes(
         pytest.skip("needs the scripted model (its `Run:` script)")
     name = "killed-harness"
     start_session(stack, name, "Run: sleep 15; echo slept")
-    wait_bound(stack, name)
-    time.sleep(2)
+    wait_running(stack, wait_bound(stack, name), "sleep 15")
     before = {p["metadata"]["name"] for p in harness_pods(stack)}
     stack.kubectl(
         "delete",
