@@ -181,6 +181,16 @@ def test_rbac_is_least_privilege(case: tuple[str, Rendered]) -> None:
         ("paddock.dev", r): {"get", "list", "watch", "create", "update", "patch", "delete"}
         for r in ("agents", "environments", "sessions")
     }
+    # Kubernetes identities: the gateway asks the apiserver about tokens and permissions.
+    assert _grants(_rules(rendered, "ClusterRole", f"{prefix}-gateway-auth")) == {
+        ("authentication.k8s.io", "tokenreviews"): {"create"},
+        ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
+    }
+    auth_binding = rendered.one("ClusterRoleBinding", f"{prefix}-gateway-auth")
+    assert auth_binding["roleRef"]["name"] == f"{prefix}-gateway-auth"
+    assert [s["name"] for s in auth_binding["subjects"]] == [
+        "paddock-gateway" if prefix == "paddock" else "paddock-gateway-sa"
+    ]
     # Secrets: the operator's namespaced role, and the gateway's Role in its own namespace.
     secret_roles = [r for r in rendered.of("ClusterRole") if ("", "secrets") in _grants(r["rules"])]
     assert [r["metadata"]["name"] for r in secret_roles] == [f"{prefix}-operator"]
@@ -205,8 +215,9 @@ def test_watched_namespaces_scope_permissions(full: Rendered) -> None:
         assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(watched)
         assert all(b["roleRef"]["kind"] == "ClusterRole" for b in bindings)
     # Cluster-wide, the operator only discovers CRDs and namespaces.
+    # Cluster-wide, the gateway only creates token and access reviews.
     bound = [b["roleRef"]["name"] for b in full.of("ClusterRoleBinding")]
-    assert bound == ["paddock-all-operator-cluster"]
+    assert sorted(bound) == ["paddock-all-gateway-auth", "paddock-all-operator-cluster"]
     operator = container(full.one("Deployment", "paddock-all-operator"), "operator")
     assert env_of(operator)["PADDOCK_WATCH_NAMESPACES"] == ",".join(watched)
     assert env_of(operator)["PADDOCK_ANTHROPIC_URL"] == ALL["operator"]["anthropicUrl"]
@@ -271,6 +282,11 @@ def test_gateway_contract(default: Rendered) -> None:
         "PADDOCK_GATEWAY_NAMESPACE": NAMESPACE,
         "PADDOCK_DEFAULT_ANTHROPIC_SECRET": "anthropic/api-key",
         "PADDOCK_METRICS_PORT": "9090",
+        "PADDOCK_GATEWAY_KUBERNETES_AUTH": "true",
+        "PADDOCK_GATEWAY_DEFAULT_NAMESPACE": "",
+        "PADDOCK_GATEWAY_TOKEN_AUDIENCES": "",
+        "PADDOCK_GATEWAY_RATE_LIMIT": "20",
+        "PADDOCK_GATEWAY_RATE_BURST": "200",
     }
     ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
     assert ports == {"http": 8080, "metrics": 9090}
@@ -414,3 +430,18 @@ def test_values_all_sets_every_option() -> None:
         if not any(leaf == have or have.startswith(leaf + ".") for have in _leaves(ALL))
     }
     assert not missing, f"values-all.yaml does not set {sorted(missing)}"
+
+
+def test_gateway_identity_and_rate_limit_values(full: Rendered) -> None:
+    gateway = env_of(container(full.one("Deployment", "paddock-all-gateway"), "gateway"))
+    assert gateway["PADDOCK_GATEWAY_DEFAULT_NAMESPACE"] == "team-a"
+    assert gateway["PADDOCK_GATEWAY_TOKEN_AUDIENCES"] == "paddock,https://kubernetes.default.svc"
+    assert (gateway["PADDOCK_GATEWAY_RATE_LIMIT"], gateway["PADDOCK_GATEWAY_RATE_BURST"]) == (
+        "5.5",
+        "50",
+    )
+    # API keys only: the gateway gets no review permissions at all.
+    keys_only = Rendered(render(NAMESPACE, sets=["gateway.auth.kubernetes=false"]), NAMESPACE)
+    assert not [r for r in keys_only.of("ClusterRole") if r["metadata"]["name"].endswith("-auth")]
+    deployment = keys_only.one("Deployment", "paddock-gateway")
+    assert env_of(container(deployment, "gateway"))["PADDOCK_GATEWAY_KUBERNETES_AUTH"] == "false"

@@ -3,9 +3,12 @@ client of the official SDK gets from the gateway, with `retry-after`, for its ke
 
 from __future__ import annotations
 
+import anthropic
 import pytest
 
 from paddock.gateway.ratelimit import RateLimiter
+
+from .stack import Stack
 
 
 class Clock:
@@ -51,3 +54,27 @@ def test_rate_zero_disables() -> None:
     limiter = RateLimiter(rate=0, burst=1)
     assert all(limiter.take(b"k") is None for _ in range(1000))
     assert len(limiter) == 0
+
+
+async def test_the_sdk_gets_a_rate_limit_error_with_retry_after(stack: Stack) -> None:
+    assert stack.gateway is not None
+    stack.gateway.limiter = RateLimiter(rate=0.5, burst=5)
+    a, b = stack.client(stack.a), stack.client(stack.b)  # max_retries=0
+    for _ in range(5):
+        await a.beta.agents.list()
+    with pytest.raises(anthropic.RateLimitError) as limited:
+        await a.beta.agents.list()
+    error = limited.value
+    assert error.status_code == 429
+    assert error.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    assert int(error.response.headers["retry-after"]) in (1, 2)  # a token every 2 s
+    assert error.response.headers["request-id"].startswith("req_")
+    # Another key has its own bucket.
+    for _ in range(5):
+        await b.beta.agents.list()
+    # The limit comes first: over it, a wrong key is not even looked up.
+    async with stack.http(auth=False) as http:
+        for status in [401] * 5 + [429]:
+            response = await http.get("/v1/agents", headers={"x-api-key": "sk-wrong"})
+            assert response.status_code == status, response.text
+        assert response.json()["error"]["type"] == "rate_limit_error"

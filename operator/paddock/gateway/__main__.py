@@ -7,6 +7,12 @@ PADDOCK_DEFAULT_ANTHROPIC_SECRET  `name/key` of the Claude API key of Agents cre
                                   through the API (default anthropic/api-key)
 PADDOCK_METRICS_PORT              Prometheus metrics (default 9090; 0 disables)
 KUBECONFIG                        unset in a pod: the in-cluster ServiceAccount
+PADDOCK_GATEWAY_KUBERNETES_AUTH   accept Kubernetes bearer tokens (default true)
+PADDOCK_GATEWAY_DEFAULT_NAMESPACE namespace of Kubernetes identities without
+                                  `x-paddock-namespace` (default: the header is required)
+PADDOCK_GATEWAY_TOKEN_AUDIENCES   audiences Kubernetes tokens must carry (comma-separated)
+PADDOCK_GATEWAY_RATE_LIMIT / _BURST  requests a second per credential, and the burst
+                                  (default 20 and 200; rate 0 disables)
 """
 
 from __future__ import annotations

@@ -13,11 +13,12 @@ from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 
 from paddock.eventlog import EventLog, SessionState, connect
-from paddock.gateway.auth import ApiKeys
+from paddock.gateway.auth import ApiKeys, KubernetesAuth
 from paddock.gateway.config import GatewayConfig
 from paddock.gateway.errors import ApiError, from_validation, invalid
 from paddock.gateway.fanout import Fanout
 from paddock.gateway.objects import Objects
+from paddock.gateway.ratelimit import RateLimiter
 from paddock.kube import KubeClient
 
 P = TypeVar("P", bound=BaseModel)
@@ -39,6 +40,10 @@ class Gateway:
     redis: Redis
     log: EventLog
     state: SessionState
+    kubernetes: KubernetesAuth | None = None
+    """Kubernetes identities; None when only API keys are accepted."""
+    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))
+    """Requests per credential (disabled unless `connect` sets it from the config)."""
     ping_interval_s: float = 15.0
     """Keep-alive comments on event streams."""
     streams: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -62,6 +67,12 @@ class Gateway:
             redis=redis,
             log=EventLog(redis),
             state=SessionState(redis),
+            kubernetes=(
+                KubernetesAuth(kube, audiences=config.token_audiences)
+                if config.kubernetes_auth
+                else None
+            ),
+            limiter=RateLimiter(config.rate_limit, config.rate_burst),
         )
 
     async def close(self) -> None:
@@ -75,7 +86,8 @@ REQUEST_ID = web.RequestKey("request_id", str)
 STARTED = web.RequestKey("started", float)
 """`time.perf_counter()` when the request arrived."""
 NAMESPACE = web.RequestKey("namespace", str)
-"""The namespace the caller's API key grants (set by the auth middleware)."""
+"""The namespace of the request: the one the caller's API key grants, or the one a
+Kubernetes identity named and may use (set by the auth middleware)."""
 BETAS = web.RequestKey("betas", frozenset)
 """The `anthropic-beta` header as a set."""
 
@@ -110,13 +122,15 @@ async def read_body(request: web.Request, model: type[P], *, limit: int = OBJECT
     try:
         raw = await request.read()
     except RequestPayloadError as exc:  # e.g. `Content-Encoding: gzip` on a body that is not
-        raise invalid(f"request body cannot be read: {exc}") from None
+        # Closing: the rest of the body is as unreadable, and aiohttp would log its reading.
+        raise ApiError(400, f"request body cannot be read: {exc}", close=True) from None
     if len(raw) > limit:
         raise ApiError(413, f"request body exceeds {limit} bytes")
     try:
-        data = json.loads(raw)
+        # UTF-8 only (RFC 8259 §8.1): json.loads would also guess UTF-16 and UTF-32 from bytes.
+        data = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError):
-        raise invalid("request body is not valid JSON") from None
+        raise invalid("request body is not valid JSON in UTF-8") from None
     if not isinstance(data, dict):
         raise invalid("request body must be a JSON object")
     if _too_deep(data):

@@ -26,6 +26,19 @@ class GatewayConfig:
     """PADDOCK_METRICS_PORT: Prometheus metrics; 0 disables them."""
     kubeconfig: str | None = None
     """KUBECONFIG; unset inside a pod: the in-cluster ServiceAccount."""
+    kubernetes_auth: bool = True
+    """PADDOCK_GATEWAY_KUBERNETES_AUTH (`true`/`false`): accept Kubernetes bearer tokens
+    (TokenReview, then SubjectAccessReview) besides API keys."""
+    default_namespace: str | None = None
+    """PADDOCK_GATEWAY_DEFAULT_NAMESPACE: the namespace of a Kubernetes identity's request
+    without `x-paddock-namespace`; unset: the header is required."""
+    token_audiences: tuple[str, ...] = ()
+    """PADDOCK_GATEWAY_TOKEN_AUDIENCES (comma-separated): audiences a Kubernetes token must
+    be for; empty: the apiserver's own."""
+    rate_limit: float = 20.0
+    """PADDOCK_GATEWAY_RATE_LIMIT: requests a second per credential; 0 disables."""
+    rate_burst: int = 200
+    """PADDOCK_GATEWAY_RATE_BURST: requests a credential may send at once."""
 
 
 def parse_secret_ref(text: str) -> SecretKeyReference:
@@ -34,6 +47,16 @@ def parse_secret_ref(text: str) -> SecretKeyReference:
     if not sep:
         raise ValueError(f"expected <secret name>/<key>, got {text!r}")
     return SecretKeyReference(name=name, key=key)
+
+
+def _flag(text: str | None, default: bool) -> bool:
+    if not text:
+        return default
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
 
 
 def config_from_env(env: Mapping[str, str]) -> GatewayConfig:
@@ -48,4 +71,13 @@ def config_from_env(env: Mapping[str, str]) -> GatewayConfig:
         port=int(env.get("PADDOCK_GATEWAY_PORT") or 8080),
         metrics_port=int(env.get("PADDOCK_METRICS_PORT") or 9090),
         kubeconfig=env.get("KUBECONFIG") or None,
+        kubernetes_auth=_flag(env.get("PADDOCK_GATEWAY_KUBERNETES_AUTH"), True),
+        default_namespace=env.get("PADDOCK_GATEWAY_DEFAULT_NAMESPACE") or None,
+        token_audiences=tuple(
+            a.strip()
+            for a in env.get("PADDOCK_GATEWAY_TOKEN_AUDIENCES", "").split(",")
+            if a.strip()
+        ),
+        rate_limit=float(env.get("PADDOCK_GATEWAY_RATE_LIMIT") or 20),
+        rate_burst=int(env.get("PADDOCK_GATEWAY_RATE_BURST") or 200),
     )

@@ -21,7 +21,9 @@ ERROR_TYPES = {
     405: "invalid_request_error",
     409: "invalid_request_error",
     413: "request_too_large",
+    417: "invalid_request_error",
     429: "rate_limit_error",
+    431: "invalid_request_error",
     500: "api_error",
     503: "api_error",
     529: "overloaded_error",
@@ -38,8 +40,11 @@ class ApiError(Exception):
         *,
         details: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        close: bool = False,
     ) -> None:
         super().__init__(message)
+        self.close = close
+        """Close the connection after the answer (the request's bytes cannot be trusted)."""
         self.status = status
         self.type = ERROR_TYPES.get(status, "api_error")
         self.message = message

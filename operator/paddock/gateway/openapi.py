@@ -265,7 +265,9 @@ def document() -> dict[str, Any]:
             "title": "Paddock gateway",
             "version": "v1",
             "description": "The subset of the Claude Managed Agents API that Paddock implements "
-            "(docs/gateway.md). Send `Authorization: Bearer <key>` or `x-api-key: <key>`.",
+            "(docs/gateway.md). Send `Authorization: Bearer <key or Kubernetes token>` or "
+            "`x-api-key: <key>`; a Kubernetes identity names its namespace in "
+            "`x-paddock-namespace`.",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"apiKey": []}],
