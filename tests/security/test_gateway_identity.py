@@ -20,12 +20,11 @@ import anthropic
 import httpx
 import pytest
 import yaml
+from tests.gateway.stack import Stack
 
 from paddock.gateway.auth import KubernetesAuth
 from paddock.kube import Credentials, KubeClient
 from paddock.testing.ports import free_port, wait_until_async
-
-from .stack import Stack
 
 RBAC = "/apis/rbac.authorization.k8s.io/v1"
 
