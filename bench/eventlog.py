@@ -163,7 +163,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def main(args: argparse.Namespace, url: str) -> str:
     redis = Redis.from_url(url)
-    log = EventLog(redis)
+    log = EventLog(redis, "bench")
     try:
         api, raw = await append_throughput(log, args.appends, args.concurrency)
         print(

@@ -158,11 +158,11 @@ async def wait_delivered(
 
 
 async def measure(
-    args: argparse.Namespace, url: str, key: str, redis_url: str, pid: int | None
+    args: argparse.Namespace, url: str, key: str, tenant: str, redis_url: str, pid: int | None
 ) -> None:
     session_id = await create_session(url, key)
     redis = Redis.from_url(redis_url)
-    log = EventLog(redis)
+    log = EventLog(redis, tenant)
     lease = await log.acquire_lease(session_id, "bench", ttl_ms=600_000)
     assert lease is not None
     arrivals: list[dict[str, float]] = [{} for _ in range(args.subscribers)]
@@ -251,21 +251,22 @@ def main() -> None:
     parser.add_argument("--kubeconfig", help="use this cluster instead of starting a control plane")
     parser.add_argument("--gateway-url", help="use this gateway (with --api-key and --redis-url)")
     parser.add_argument("--api-key")
+    parser.add_argument("--namespace", default="default", help="the namespace --api-key grants")
     args = parser.parse_args()
     with ExitStack() as stack:
         redis_url = args.redis_url or stack.enter_context(RedisServer()).url
         pid = None
         if args.gateway_url:
-            url, key = args.gateway_url, args.api_key
+            url, key, tenant = args.gateway_url, args.api_key, args.namespace
         else:
             kubeconfig = args.kubeconfig
             if kubeconfig is None:
                 plane = stack.enter_context(ControlPlane())
                 plane.apply_crds()
                 kubeconfig = str(plane.kubeconfig)
-            system, _, key = asyncio.run(make_tenant(kubeconfig))
+            system, tenant, key = asyncio.run(make_tenant(kubeconfig))
             url, pid = start_gateway(stack, redis_url, kubeconfig, system)
-        asyncio.run(measure(args, url, key, redis_url, pid))
+        asyncio.run(measure(args, url, key, tenant, redis_url, pid))
 
 
 if __name__ == "__main__":

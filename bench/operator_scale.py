@@ -157,7 +157,7 @@ def count_with_phase(http: httpx.Client) -> int:
 
 async def claim_latencies(plane: ControlPlane, redis_url: str, count: int) -> list[float]:
     redis = Redis.from_url(redis_url)
-    state = SessionState(redis)
+    state = SessionState(redis, NAMESPACE)
     latencies = []
     async with httpx.AsyncClient(
         base_url=plane.url, verify=plane.ssl_context(), timeout=30

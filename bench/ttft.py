@@ -78,7 +78,7 @@ async def run(
     delay: float,
 ) -> list[float]:
     redis = Redis.from_url(redis_url)
-    log, state = EventLog(redis), SessionState(redis)
+    log, state = EventLog(redis, "bench"), SessionState(redis, "bench")
     sent: dict[str, float] = {}
     binds: list[asyncio.Task[None]] = []
 

@@ -146,7 +146,7 @@ async def test_run_stops_for_approval_when_not_interactive(stack: Stack, sandbox
     assert "Done after approval." in logs.out
     assert (sandbox.workdir / "approved.txt").read_text() == "approved\n"
     # `logs -f` saw it all live and ends when the session does.
-    await EventLog(stack.redis).send(session, [SessionStatusTerminatedEvent()])
+    await EventLog(stack.redis, stack.a.namespace).send(session, [SessionStatusTerminatedEvent()])
     followed = await asyncio.wait_for(follow, 30)
     assert followed.code == 7
     assert "  ✓ allowed" in followed.out

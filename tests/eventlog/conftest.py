@@ -7,12 +7,13 @@ from redis.asyncio import Redis
 
 from paddock.eventlog import EventLog, new_session_id
 
-AGENT = "default/coder"
+TENANT = "default"
+AGENT = f"{TENANT}/coder"
 
 
 @pytest.fixture
 def log(redis: Redis) -> EventLog:
-    return EventLog(redis)
+    return EventLog(redis, TENANT)
 
 
 @pytest.fixture

@@ -205,6 +205,8 @@ async def test_missing_sessions_and_bad_arguments_are_refused(log: EventLog, ses
     lease = await lease_of(log, session)
     with pytest.raises(ValueError, match="lease of"):
         await log.append(ghost, [message("hi")], fence=lease)
-    assert await log.create_session(session, agent="other/agent") is False
+    assert await log.create_session(session, agent="default/other") is False
+    with pytest.raises(ValueError, match="not of tenant"):  # a session's Agent is of its tenant
+        await log.create_session(ghost, agent="other/agent")
     assert (await log.snapshot(session)).agent == "default/coder"
     assert await log.replay(session) == []

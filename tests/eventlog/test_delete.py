@@ -18,6 +18,7 @@ from paddock.eventlog import (
     work_keys,
 )
 
+TENANT = "default"
 AGENT = "default/coder"
 
 
@@ -42,7 +43,7 @@ async def test_deleting_a_session_leaves_no_key_behind(log: EventLog, redis: Red
     await log.append(claim.session_id, [result], fence=claim.lease, key="toolu_1")
     assert len(await keys_mentioning(redis, claim.session_id)) == 5
     await log.send(doomed, [message("and again")])  # queued a second time
-    for key in companion_keys(doomed):  # what the harness and operator keep beside the log
+    for key in companion_keys(TENANT, doomed):  # what the harness and operator keep beside the log
         await redis.set(key, "x")
 
     assert await log.delete_session(doomed)

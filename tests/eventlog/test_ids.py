@@ -18,6 +18,9 @@ from paddock.eventlog import (
     session_keys,
     session_tag,
     stream_id,
+    tenant_patterns,
+    tenant_prefix,
+    work_keys,
 )
 
 
@@ -71,7 +74,7 @@ def test_session_ids_are_prefixed_unique_and_sort_by_creation_time() -> None:
     assert len(set(first)) == 1000
     assert all(i.startswith("sesn_") and len(i) == len(later) for i in first)
     assert all(i < later for i in first)
-    session_keys(later)  # well-formed
+    session_keys("default", later)  # well-formed
 
 
 @pytest.mark.parametrize("prefix", ["agent_", "env_"])
@@ -93,13 +96,24 @@ def test_other_ids_share_the_format_with_their_own_prefix(prefix: str) -> None:
 )
 def test_malformed_session_ids_never_reach_a_key(bad: str) -> None:
     with pytest.raises(InvalidId):
-        session_keys(bad)
+        session_keys("default", bad)
 
 
-def test_session_keys_share_one_hash_tag() -> None:
-    keys = session_keys("sesn_abc")
-    assert all(key.startswith("paddock:{sesn_abc}:") for key in keys)
+def test_session_keys_share_one_hash_tag_under_the_tenant_prefix() -> None:
+    keys = session_keys("team-a", "sesn_abc")
+    assert all(key.startswith("paddock:t:team-a:{sesn_abc}:") for key in keys)
     assert len(set(keys)) == len(keys)
+    stream, queued = work_keys("team-a/coder")
+    assert stream == "paddock:t:team-a:agent:{team-a/coder}:work"
+    assert queued.startswith("paddock:t:team-a:")
+    assert tenant_patterns("team-a") == ("~paddock:t:team-a:*", "&paddock:t:team-a:*")
+
+
+@pytest.mark.parametrize("bad", ["", "Team", "a:b", "a*", "a?", "a[b]", "a\\b", "-a", "a" * 64])
+def test_a_tenant_is_a_namespace_name_so_no_prefix_covers_another(bad: str) -> None:
+    # ':' or a glob character would let one tenant's ACL pattern match another's keys.
+    with pytest.raises(InvalidId):
+        tenant_prefix(bad)
 
 
 @pytest.mark.parametrize("bad", ["coder", "default/", "/coder", "a/b/c", "Default/coder", "a/{b}"])

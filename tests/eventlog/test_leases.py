@@ -24,6 +24,8 @@ from paddock.eventlog import (
 from paddock.testing.ports import wait_until_async
 from paddock.testing.redis import RedisServer
 
+TENANT = "default"
+
 TTL_MS = 300
 
 
@@ -46,7 +48,7 @@ async def test_two_workers_racing_for_a_session_get_one_lease(
 ) -> None:
     # Each worker has its own connection, as two harness pods would.
     clients = [Redis.from_url(redis_url) for _ in range(2)]
-    workers = [EventLog(client) for client in clients]
+    workers = [EventLog(client, TENANT) for client in clients]
     try:
         for _ in range(50):
             session = new_session_id()
@@ -141,7 +143,7 @@ async def test_every_fenced_script_refuses_a_stale_fencing_token(
     assert refused.value.holder == holder
     # Nothing written: no event, and the current lease neither released nor shortened.
     assert await log.snapshot(session) == before
-    ttl_ms = await redis.pttl(session_keys(session).lease)
+    ttl_ms = await redis.pttl(session_keys(TENANT, session).lease)
     if holder is None:
         assert ttl_ms == -2  # still no lease
     else:

@@ -22,6 +22,8 @@ from paddock.eventlog import (
 )
 from paddock.testing.ports import wait_until_async
 
+TENANT = "default"
+
 
 def message(text: str) -> UserMessageEvent:
     return UserMessageEvent(content=[TextBlock(text=text)])
@@ -134,7 +136,7 @@ async def test_a_tail_ends_when_its_session_is_deleted(
     other = new_session_id()
     await log.create_session(other, agent="default/coder")
     async with log.tail(other, block_ms=100) as tail:
-        await redis.delete(*session_keys(other))
+        await redis.delete(*session_keys(TENANT, other))
         assert [event async for event in tail] == []
 
 
@@ -147,7 +149,7 @@ async def test_a_subscriber_that_tails_before_listing_sees_every_event_once(
     clients = [Redis.from_url(redis_url) for _ in range(appenders)]
 
     async def appender(client: Redis, n: int) -> None:
-        writer = EventLog(client)
+        writer = EventLog(client, TENANT)
         for i in range(each):
             await writer.send(session, [message(f"{n}:{i}")])
 

@@ -10,7 +10,6 @@ import pytest
 from redis.asyncio import Redis
 
 from paddock.eventlog import (
-    SANDBOX_REQUESTS,
     EventLog,
     SandboxBinding,
     SandboxWaiter,
@@ -19,6 +18,7 @@ from paddock.eventlog import (
     SessionState,
     new_session_id,
     open_session,
+    sandbox_requests,
 )
 from paddock.models import Budget, GitRepository, Session
 from paddock.testing.ports import wait_until_async
@@ -26,13 +26,13 @@ from paddock.testing.ports import wait_until_async
 
 @pytest.fixture
 def state(redis: Redis) -> SessionState:
-    return SessionState(redis)
+    return SessionState(redis, "default")
 
 
 async def requests(redis: Redis) -> list[dict[str, str]]:
     return [
         {k.decode(): v.decode() for k, v in fields.items()}
-        for _, fields in await redis.xrange(SANDBOX_REQUESTS)
+        for _, fields in await redis.xrange(sandbox_requests("default"))
     ]
 
 
@@ -135,6 +135,8 @@ async def test_opening_a_session_twice_sends_its_task_once(
     session_id = new_session_id()
     assert await open_session(log, state, session_id, resource, environment="python") is True
     assert await open_session(log, state, session_id, resource, environment="python") is False
+    # The session is of its namespace's tenant, wherever the views came from.
+    log, state = log.tenant("team-a"), state.tenant("team-a")
     events = await log.replay(session_id)
     assert [e.type for e in events] == ["user.message"]
     assert events[0].content[0].text == "fix the bug"

@@ -24,3 +24,16 @@ async def test_batched_snapshots_equal_single_reads_and_skip_missing_sessions(
         assert batch[session_id].pending_input == single.pending_input == (n > 0)
         assert batch[session_id].last_event_id == single.last_event_id
     assert await log.snapshots([]) == {}
+
+
+async def test_the_sync_reads_many_tenants_and_a_tenant_sees_only_its_own(log: EventLog) -> None:
+    other = log.tenant("team-b")
+    mine, theirs = new_session_id(), new_session_id()
+    await log.create_session(mine, agent=AGENT)
+    await other.create_session(theirs, agent="team-b/coder")
+    root = EventLog(log.redis)
+    tenants = {mine: log.namespace or "", theirs: "team-b"}
+    assert sorted(await root.snapshots([mine, theirs], tenants=tenants)) == sorted([mine, theirs])
+    # The same id under another tenant is another (absent) session.
+    assert await log.snapshots([theirs]) == {}
+    assert await other.snapshots([mine]) == {}

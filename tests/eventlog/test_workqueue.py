@@ -21,6 +21,7 @@ from paddock.eventlog import (
     work_keys,
 )
 
+TENANT = "default"
 AGENT = "default/coder"
 TTL_MS = 300
 
@@ -112,7 +113,7 @@ async def test_a_stalled_worker_is_taken_over_and_fenced_out(
     # worker-1 stalls: no heartbeat. worker-2 (own connection) polls and takes over.
     other = Redis.from_url(redis_url)
     try:
-        queue2 = WorkQueue(EventLog(other), AGENT, lease_ttl_ms=TTL_MS)
+        queue2 = WorkQueue(EventLog(other, TENANT), AGENT, lease_ttl_ms=TTL_MS)
         assert await queue2.claim("worker-2", block_ms=TTL_MS // 2) is None
         fresh = await claimed(queue2, "worker-2", block_ms=3 * TTL_MS)
         assert (fresh.session_id, fresh.entry_id, fresh.reclaimed) == (
@@ -177,14 +178,14 @@ async def test_no_input_is_lost_with_many_workers_and_senders(
         return [e.content[0].text for e in events if isinstance(e, kind)]  # type: ignore[attr-defined]
 
     async def sender(client: Redis, n: int) -> None:
-        writer = EventLog(client)
+        writer = EventLog(client, TENANT)
         for i in range(15):
             await writer.send(rng.choice(sessions), [message(f"{n}.{i}")])
             await asyncio.sleep(rng.random() * 0.02)
 
     async def worker(client: Redis, name: str) -> None:
         nonlocal deaths_left, reclaims
-        queue = WorkQueue(EventLog(client), AGENT, lease_ttl_ms=TTL_MS)
+        queue = WorkQueue(EventLog(client, TENANT), AGENT, lease_ttl_ms=TTL_MS)
         while not (sent_all.is_set() and await queue.depth() == 0):
             claim = await queue.claim(name, block_ms=50)
             if claim is None:
@@ -257,7 +258,7 @@ async def test_the_log_and_queue_work_over_either_redis_protocol(
     """Reply shapes differ between RESP2 and RESP3 (redis-py 8 defaults to RESP3)."""
     client = Redis.from_url(redis_url, protocol=protocol)
     try:
-        log = EventLog(client)
+        log = EventLog(client, TENANT)
         queue = WorkQueue(log, AGENT, lease_ttl_ms=TTL_MS)
         session = new_session_id()
         await log.create_session(session, agent=AGENT)

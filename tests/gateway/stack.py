@@ -17,7 +17,7 @@ import anthropic
 import httpx
 from redis.asyncio import Redis
 
-from paddock.eventlog import SANDBOX_REQUESTS, SandboxBinding, SandboxRequest, SessionState
+from paddock.eventlog import SandboxBinding, SandboxRequest, SessionState, sandbox_requests
 from paddock.gateway.app import create_app, start
 from paddock.gateway.auth import API_KEY_LABEL
 from paddock.gateway.common import Gateway
@@ -175,20 +175,22 @@ class Stack:
         """The operator's part: bind a sandbox to every session that asks for one."""
         redis = Redis.from_url(self.redis_url)
         state = SessionState(redis)
-        last = "0-0"
+        last = {sandbox_requests(t.namespace): "0-0" for t in self.tenants}
+        tenant_of = {sandbox_requests(t.namespace): t.namespace for t in self.tenants}
         try:
             while True:
-                reply = await redis.xread({SANDBOX_REQUESTS: last}, block=500)
-                for _, entries in reply or []:
+                reply = await redis.xread(dict(last), block=500)
+                for stream, entries in reply or []:
                     for entry_id, fields in entries:
-                        last = entry_id
+                        last[stream.decode()] = entry_id
                         session_id = SandboxRequest.from_fields(fields).session_id
+                        tenant = state.tenant(tenant_of[stream.decode()])
                         binding = SandboxBinding(
                             url=self.sandbox.url,
                             token=self.sandbox.token,
                             pod=f"sandbox-{secrets.token_hex(3)}",
                         )
-                        await state.bind_sandbox(session_id, binding)
+                        await tenant.bind_sandbox(session_id, binding)
         finally:
             await redis.aclose()
 

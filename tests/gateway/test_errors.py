@@ -326,7 +326,7 @@ async def test_another_namespaces_session_is_not_found(stack: Stack) -> None:
 async def test_a_terminated_session_refuses_events_with_409(stack: Stack) -> None:
     session = await make_session(stack)
     # What the operator does when a session is cancelled.
-    await EventLog(stack.redis).send(session, [SessionStatusTerminatedEvent()])
+    await EventLog(stack.redis, stack.a.namespace).send(session, [SessionStatusTerminatedEvent()])
     async with stack.http() as http:
         response = await http.post(
             f"/v1/sessions/{session}/events",

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from paddock.eventlog import EventLog, SessionState, session_keys
+from paddock.eventlog import EventLog, SessionState, session_keys, tenant_prefix
 
 from .stack import Stack
 
@@ -223,10 +223,10 @@ async def test_a_session_is_a_session_resource_with_a_live_log(stack: Stack) -> 
     assert spec["budget"] == {"maxListCost": {"amount": "2500", "currency": "USD"}}
 
     # The log exists at once and holds the initial message; settings name the environment.
-    log = EventLog(stack.redis)
+    log = EventLog(stack.redis, stack.a.namespace)
     events = await log.replay(session.id)
     assert [e.type for e in events] == ["user.message"]
-    settings = await SessionState(stack.redis).settings(session.id)
+    settings = await SessionState(stack.redis, stack.a.namespace).settings(session.id)
     assert settings.environment == spec["environmentRef"]["name"]
     assert settings.budget.max_list_cost.amount == "2500"
 
@@ -239,7 +239,7 @@ async def test_a_session_is_a_session_resource_with_a_live_log(stack: Stack) -> 
     updated = await client.beta.sessions.update(session.id, title="Fixed", budget=None)
     assert updated.title == "Fixed"
     assert updated.budget is None
-    assert (await SessionState(stack.redis).settings(session.id)).budget is None
+    assert (await SessionState(stack.redis, stack.a.namespace).settings(session.id)).budget is None
 
     archived = await client.beta.sessions.archive(session.id)
     assert archived.archived_at is not None
@@ -249,7 +249,7 @@ async def test_a_session_is_a_session_resource_with_a_live_log(stack: Stack) -> 
     assert (deleted.id, deleted.type) == (session.id, "session_deleted")
     # No operator (and so no finalizer) here: the resource is gone and so is the log.
     assert stack.resource("sessions", stack.a.namespace, name) is None
-    assert not await stack.redis.exists(*session_keys(session.id))
+    assert not await stack.redis.exists(*session_keys(stack.a.namespace, session.id))
 
 
 async def test_a_session_the_apiserver_refuses_leaves_no_log(stack: Stack) -> None:
@@ -297,8 +297,9 @@ async def test_a_session_the_apiserver_refuses_leaves_no_log(stack: Stack) -> No
                 },
             },
         ).raise_for_status()
+    keys = tenant_prefix(stack.a.namespace) + "*"
     try:
-        before = {k async for k in stack.redis.scan_iter(match="paddock:{sesn_*")}
+        before = {k async for k in stack.redis.scan_iter(match=keys)}
         async with stack.http() as http:
             # The apiserver loads a new policy within a moment: until then sessions are made.
             for _ in range(100):
@@ -308,11 +309,11 @@ async def test_a_session_the_apiserver_refuses_leaves_no_log(stack: Stack) -> No
                 if refused.status_code != 200:
                     break
                 await http.delete(f"/v1/sessions/{refused.json()['id']}")
-                before = {k async for k in stack.redis.scan_iter(match="paddock:{sesn_*")}
+                before = {k async for k in stack.redis.scan_iter(match=keys)}
         assert 400 <= refused.status_code < 500, refused.text
         assert refused.json()["type"] == "error"
         assert "no sessions today" in refused.json()["error"]["message"]
-        after = {k async for k in stack.redis.scan_iter(match="paddock:{sesn_*")}
+        after = {k async for k in stack.redis.scan_iter(match=keys)}
         assert after == before
     finally:
         with stack.kube() as kube:

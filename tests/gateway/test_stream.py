@@ -58,7 +58,7 @@ async def frames(response: httpx.Response, count: int) -> list[dict[str, Any]]:
 
 async def test_frames_name_the_type_and_carry_the_id(stack: Stack) -> None:
     session = await make_session(stack)
-    log = EventLog(stack.redis)
+    log = EventLog(stack.redis, stack.a.namespace)
     async with (
         stack.http() as http,
         http.stream("GET", f"/v1/sessions/{session}/events/stream") as response,
@@ -78,7 +78,9 @@ async def test_frames_name_the_type_and_carry_the_id(stack: Stack) -> None:
 
 async def test_last_event_id_resumes_after_it(stack: Stack) -> None:
     session = await make_session(stack)
-    stored = await EventLog(stack.redis).send(session, [message("a"), message("b"), message("c")])
+    stored = await EventLog(stack.redis, stack.a.namespace).send(
+        session, [message("a"), message("b"), message("c")]
+    )
     async with (
         stack.http() as http,
         http.stream(
@@ -117,7 +119,9 @@ async def test_the_stream_ends_after_termination(stack: Stack) -> None:
     session = await make_session(stack)
     client = stack.client()
     async with await client.beta.sessions.events.stream(session) as stream:
-        await EventLog(stack.redis).send(session, [SessionStatusTerminatedEvent()])
+        await EventLog(stack.redis, stack.a.namespace).send(
+            session, [SessionStatusTerminatedEvent()]
+        )
         streamed = [event.type async for event in stream]
     assert streamed == ["session.status_terminated"]
 
@@ -142,7 +146,7 @@ async def test_a_client_that_leaves_frees_its_stream(stack: Stack) -> None:
 
 async def test_streams_of_one_session_share_a_tail_and_resume_without_gaps(stack: Stack) -> None:
     session = await make_session(stack)
-    log = EventLog(stack.redis)
+    log = EventLog(stack.redis, stack.a.namespace)
     first = await log.send(session, [message("before")])
     path = f"/v1/sessions/{session}/events/stream"
     async with (
@@ -167,7 +171,9 @@ async def test_a_client_too_far_behind_is_told_to_resume(stack: Stack) -> None:
     path = f"/v1/sessions/{session}/events/stream"
     async with stack.http() as http, http.stream("GET", path) as response:
         # Nothing is read while ten events arrive: the gateway's queue for it overflows.
-        await EventLog(stack.redis).send(session, [message(str(n)) for n in range(10)])
+        await EventLog(stack.redis, stack.a.namespace).send(
+            session, [message(str(n)) for n in range(10)]
+        )
         received = await asyncio.wait_for(frames(response, 10), 10)
     assert received[-1]["event"] == "error"
     assert "Last-Event-ID" in json.loads(received[-1]["data"])["error"]["message"]

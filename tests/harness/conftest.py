@@ -53,8 +53,8 @@ class Harness:
     workers: list[tuple[Worker, asyncio.Event, asyncio.Task[None]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.log = EventLog(self.redis)
-        self.state = SessionState(self.redis)
+        self.log = EventLog(self.redis, "default")
+        self.state = SessionState(self.redis, "default")
 
     def start_worker(self, **overrides: Any) -> Worker:
         defaults: dict[str, Any] = {

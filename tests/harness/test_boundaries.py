@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
-from paddock.eventlog import SANDBOX_REQUESTS, new_session_id
+from paddock.eventlog import new_session_id, sandbox_requests
 from paddock.testing.fakemodel import Reply, Text, ToolUse, turns
 from paddock.testing.ports import wait_until_async
 from paddock.testing.proxy import ProxyProcess, Secrets
@@ -117,7 +117,7 @@ async def test_a_sandbox_that_cannot_be_bound_is_replaced_and_the_model_told(
         session = await harness.start_session("run it", bind=False)
         binding = await harness.bind(session, sandbox)
         events = await harness.wait_idle(session)
-        requests = await harness.redis.xrange(SANDBOX_REQUESTS)
+        requests = await harness.redis.xrange(sandbox_requests("default"))
     finally:
         sandbox.stop()
         proxy.stop()

@@ -99,7 +99,7 @@ async def test_sigkilled_workers_lose_nothing(
     redis_url: str, redis: Redis, tmp_path: Path, sandbox: RunningSandbox
 ) -> None:
     rng = random.Random(7)
-    log, state = EventLog(redis), SessionState(redis)
+    log, state = EventLog(redis, "default"), SessionState(redis, "default")
     before = (await sandbox.client().stats()).executions.get("bash", 0)
     with FakeModelServer(script) as model:
         workers = Workers(tmp_path, redis_url, model.url)

@@ -60,7 +60,7 @@ async def lease_expired(harness, session: str) -> None:
     """Until the dead worker's lease (300 ms) has run out in Redis."""
 
     async def gone() -> bool:
-        return await harness.redis.exists(session_keys(session).lease) == 0
+        return await harness.redis.exists(session_keys("default", session).lease) == 0
 
     await wait_until_async(gone, timeout=5, what="the dead worker's lease to expire")
 
@@ -129,7 +129,7 @@ async def test_a_call_outlives_the_lease_of_the_worker_that_started_it(
     session = await harness.start_session("go")
     await wait_until_async(started.exists, timeout=20, what="the call to run in the sandbox")
     # What a worker stalled past its TTL finds: someone else holds the lease.
-    await harness.redis.set(session_keys(session).lease, "999999:thief", px=900)
+    await harness.redis.set(session_keys("default", session).lease, "999999:thief", px=900)
     events = await harness.wait_idle(session, within=30)
     (result,) = [e for e in events if e["type"] == "agent.tool_result"]
     assert result.get("is_error", False) is False, result

@@ -6,13 +6,13 @@ import os
 import time
 
 from paddock.eventlog import (
-    SANDBOX_REQUESTS,
     SandboxBinding,
     TextBlock,
     UserCustomToolResultEvent,
     UserInterruptEvent,
     UserMessageEvent,
     UserToolConfirmationEvent,
+    sandbox_requests,
 )
 from paddock.testing.fakemodel import Fail, ModelRequest, Reply, Text, ToolUse, turns
 from paddock.testing.ports import wait_until_async
@@ -266,7 +266,7 @@ async def test_dead_sandbox_becomes_an_error_result_and_a_replacement_request(ma
     assert "fresh sandbox" in result["content"][0]["text"]
     assert events[-1]["stop_reason"] == {"type": "end_turn"}
     assert await harness.state.sandbox(session) is None
-    requests = await harness.redis.xrange(SANDBOX_REQUESTS)
+    requests = await harness.redis.xrange(sandbox_requests("default"))
     fields = [{k.decode(): v.decode() for k, v in f.items()} for _, f in requests]
     assert {"session": session, "reason": "dead", "pod": "dead-pod"} in fields
 

@@ -14,11 +14,11 @@ from paddock.operator import labels as L
 from .conftest import Cluster, agent_spec, api_key_secret
 
 
-def state_of(redis_url: str, session_id: str, read: str = "sandbox") -> Any:
+def state_of(redis_url: str, namespace: str, session_id: str, read: str = "sandbox") -> Any:
     async def go() -> Any:
         redis = Redis.from_url(redis_url)
         try:
-            return await getattr(SessionState(redis), read)(session_id)
+            return await getattr(SessionState(redis, namespace), read)(session_id)
         finally:
             await redis.aclose()
 
@@ -78,7 +78,7 @@ def test_warm_pool_fills_binds_refills_and_replaces(
     assert sandbox["podName"] in warm
     session_id = session["metadata"]["labels"][L.SESSION_ID]
     assert session["status"]["sessionId"] == session_id
-    binding = state_of(redis_url, session_id)
+    binding = state_of(redis_url, namespace, session_id)
     assert binding.pod == sandbox["podName"]
     assert binding.url.startswith("http://10.1.0.")
     bound = cluster.get("Pod", namespace, sandbox["podName"])
@@ -103,7 +103,7 @@ def test_warm_pool_fills_binds_refills_and_replaces(
         ),
     )
     new_pod = replaced["status"]["sandbox"]["podName"]
-    assert state_of(redis_url, session_id).pod == new_pod
+    assert state_of(redis_url, namespace, session_id).pod == new_pod
     assert "SandboxReplaced" in {e["reason"] for e in cluster.list("Event", namespace)}
 
 
@@ -172,12 +172,13 @@ def test_a_harness_request_for_a_dead_sandbox_binds_another(
 
     async def report_dead() -> None:
         redis = Redis.from_url(redis_url)
-        await SessionState(redis).request_sandbox(session_id, dead_pod=first)
+        await SessionState(redis, namespace).request_sandbox(session_id, dead_pod=first)
         await redis.aclose()
 
     asyncio.run(report_dead())
     cluster.wait(
-        "another sandbox", lambda: (b := state_of(redis_url, session_id)) and b.pod != first
+        "another sandbox",
+        lambda: (b := state_of(redis_url, namespace, session_id)) and b.pod != first,
     )
     cluster.wait(
         "dead pod deleted",
@@ -186,7 +187,7 @@ def test_a_harness_request_for_a_dead_sandbox_binds_another(
             or cluster.get("Pod", namespace, first)["metadata"].get("deletionTimestamp")
         ),
     )
-    assert isinstance(state_of(redis_url, session_id), SandboxBinding)
+    assert isinstance(state_of(redis_url, namespace, session_id), SandboxBinding)
 
 
 def test_sandbox_pods_the_apiserver_refuses_are_reported_and_retried_with_backoff(

@@ -25,12 +25,12 @@ from .conftest import Cluster, agent_spec
 from .test_sandboxes import agent_with_pool, session_ready
 
 
-def act_as_worker(redis_url: str, session_id: str, *events: Any) -> None:
+def act_as_worker(redis_url: str, namespace: str, session_id: str, *events: Any) -> None:
     """Append events as a harness worker does: under the session's lease."""
 
     async def go() -> None:
         redis = Redis.from_url(redis_url)
-        log = EventLog(redis)
+        log = EventLog(redis, namespace)
         lease = await log.acquire_lease(session_id, "test-worker", ttl_ms=5000)
         assert lease is not None
         stored = await log.append(session_id, list(events), fence=lease)
@@ -90,7 +90,9 @@ def test_a_sessions_life(
     assert (scheduled["status"], scheduled["reason"]) == ("False", "WaitingForWorker")
     assert scheduled["message"].startswith("waiting for a harness worker: HarnessNotReady: ")
 
-    act_as_worker(redis_url, session_id, SessionStatusRunningEvent(), SpanModelRequestStartEvent())
+    act_as_worker(
+        redis_url, namespace, session_id, SessionStatusRunningEvent(), SpanModelRequestStartEvent()
+    )
     running = phase(cluster, namespace, "life", "Running")
     assert running["status"]["eventCount"] == 3
 
@@ -102,6 +104,7 @@ def test_a_sessions_life(
     )
     act_as_worker(
         redis_url,
+        namespace,
         session_id,
         AgentMessageEvent(content=[TextBlock(text="25")]),
         SpanModelRequestEndEvent(model_request_start_id="x", model_usage=usage),

@@ -67,12 +67,22 @@ from paddock.eventlog.ids import (
     session_tag,
     stream_id,
 )
-from paddock.eventlog.keys import check_agent, companion_keys, session_keys, work_keys
+from paddock.eventlog.keys import (
+    check_agent,
+    check_tenant,
+    companion_keys,
+    sandbox_bound,
+    sandbox_requests,
+    session_keys,
+    tenant_of,
+    tenant_patterns,
+    tenant_prefix,
+    work_keys,
+)
 from paddock.eventlog.lease import Heartbeat, Lease
 from paddock.eventlog.log import SOCKET_TIMEOUT_S, EventLog, EventPage, connect
+from paddock.eventlog.migrate import migrate_layout, old_keys
 from paddock.eventlog.sandboxes import (
-    SANDBOX_BOUND,
-    SANDBOX_REQUESTS,
     SandboxBinding,
     SandboxRequest,
     SandboxRequestReader,
@@ -92,8 +102,6 @@ from paddock.eventlog.workqueue import Claim, WorkQueue
 __all__ = [
     "EVENT_LIST_ADAPTER",
     "EVENT_TYPES",
-    "SANDBOX_BOUND",
-    "SANDBOX_REQUESTS",
     "SOCKET_TIMEOUT_S",
     "AgentContent",
     "AgentCustomToolUseEvent",
@@ -161,20 +169,28 @@ __all__ = [
     "UserToolResultEvent",
     "WorkQueue",
     "check_agent",
+    "check_tenant",
     "companion_keys",
     "connect",
     "decode_base62",
     "encode_base62",
     "event_id",
+    "migrate_layout",
     "new_id",
     "new_session_id",
+    "old_keys",
     "open_session",
     "parse_event",
     "payload",
+    "sandbox_bound",
+    "sandbox_requests",
     "session_keys",
     "session_tag",
     "settings_for",
     "stream_entries",
     "stream_id",
+    "tenant_of",
+    "tenant_patterns",
+    "tenant_prefix",
     "work_keys",
 ]

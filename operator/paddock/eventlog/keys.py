@@ -1,6 +1,12 @@
-"""The Redis key layout. Every key of a session shares the Redis Cluster hash tag
-``{<session id>}`` and every key of an Agent's work queue the tag ``{<namespace>/<agent>}``,
-so each Lua script touches keys of exactly one slot."""
+"""The Redis key layout. Every key that belongs to a tenant namespace ``N`` starts with
+``paddock:t:<N>:`` (``tenant_prefix``), so one ACL key pattern ``~paddock:t:<N>:*`` and one
+channel pattern ``&paddock:t:<N>:*`` cover exactly that tenant: a namespace name is a
+DNS-1123 label, which holds neither ``:`` nor a glob character, so no tenant's prefix is a
+prefix of another's. Operator-only keys (the leader lease) live outside every tenant prefix.
+
+Every key of a session shares the Redis Cluster hash tag ``{<session id>}`` and every key of
+an Agent's work queue the tag ``{<namespace>/<agent>}``, so each Lua script touches keys of
+exactly one slot."""
 
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ WORK_GROUP = "workers"
 # namespace/name, both DNS-1123 labels/subdomains as Kubernetes allows them.
 _NAME = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
 AGENT_PATTERN = re.compile(rf"^{_NAME}/{_NAME}$")
+TENANT_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+"""A namespace name (DNS-1123 label): no ``:``, ``*``, ``?``, ``[`` or ``\\``."""
 
 
 class SessionKeys(NamedTuple):
@@ -38,11 +46,29 @@ class SessionKeys(NamedTuple):
 # the session's hash tag too, and EventLog.delete_session removes them with the log's keys:
 # a new per-session key must be listed here, or it outlives its session.
 COMPANION_SUFFIXES = ("settings", "sandbox", "calls")
+SESSION_SUFFIXES = (*SessionKeys._fields, *COMPANION_SUFFIXES)
+"""Every per-session key, by suffix (the migration of the old layout renames these)."""
 
 
-def companion_keys(session_id: str) -> list[str]:
-    """The keys of ``COMPANION_SUFFIXES`` for a session."""
-    base = f"{PREFIX}:{{{check_session_id(session_id)}}}"
+def check_tenant(tenant: str) -> str:
+    """Return ``tenant`` if it is a namespace name, else raise ``InvalidId``."""
+    if not TENANT_PATTERN.match(tenant):
+        raise InvalidId(f"not a namespace name: {tenant!r}")
+    return tenant
+
+
+def tenant_prefix(tenant: str) -> str:
+    """``paddock:t:<tenant>:``, the start of every key and channel of the tenant."""
+    return f"{PREFIX}:t:{check_tenant(tenant)}:"
+
+
+def _session_base(tenant: str, session_id: str) -> str:
+    return f"{tenant_prefix(tenant)}{{{check_session_id(session_id)}}}"
+
+
+def companion_keys(tenant: str, session_id: str) -> list[str]:
+    """The keys of ``COMPANION_SUFFIXES`` for a session of ``tenant``."""
+    base = _session_base(tenant, session_id)
     return [f"{base}:{suffix}" for suffix in COMPANION_SUFFIXES]
 
 
@@ -54,9 +80,9 @@ class WorkKeys(NamedTuple):
 
 
 @lru_cache(maxsize=4096)
-def session_keys(session_id: str) -> SessionKeys:
-    """The event log's keys of a session; ``InvalidId`` for a malformed id."""
-    base = f"{PREFIX}:{{{check_session_id(session_id)}}}"
+def session_keys(tenant: str, session_id: str) -> SessionKeys:
+    """The event log's keys of a session of ``tenant``; ``InvalidId`` for a malformed id."""
+    base = _session_base(tenant, session_id)
     return SessionKeys(
         f"{base}:events", f"{base}:meta", f"{base}:lease", f"{base}:fence", f"{base}:idem"
     )
@@ -69,7 +95,30 @@ def check_agent(agent: str) -> str:
     return agent
 
 
+def tenant_of(agent: str) -> str:
+    """The namespace of ``agent`` (``<namespace>/<name>``): the tenant its queue belongs to."""
+    return check_tenant(check_agent(agent).partition("/")[0])
+
+
 def work_keys(agent: str) -> WorkKeys:
-    """The keys of the work queue of ``agent`` (``<namespace>/<name>``)."""
-    base = f"{PREFIX}:agent:{{{check_agent(agent)}}}"
+    """The keys of the work queue of ``agent`` (``<namespace>/<name>``), in its namespace's
+    tenant prefix."""
+    base = f"{tenant_prefix(tenant_of(agent))}agent:{{{agent}}}"
     return WorkKeys(f"{base}:work", f"{base}:queued")
+
+
+def sandbox_requests(tenant: str) -> str:
+    """Stream of the tenant's `SandboxRequest`s, read by the operator's leader."""
+    return f"{tenant_prefix(tenant)}sandbox-requests"
+
+
+def sandbox_bound(tenant: str) -> str:
+    """Channel on which the tenant's sandbox bindings are announced (message: session id)."""
+    return f"{tenant_prefix(tenant)}sandbox-bound"
+
+
+def tenant_patterns(tenant: str | None) -> tuple[str, str]:
+    """The ACL key pattern (``~...``) and channel pattern (``&...``) that cover exactly
+    ``tenant``'s keys and channels; with None, every tenant's (and nothing outside them)."""
+    prefix = tenant_prefix(tenant) if tenant is not None else f"{PREFIX}:t:"
+    return f"~{prefix}*", f"&{prefix}*"

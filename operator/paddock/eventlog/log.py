@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,9 +13,12 @@ from paddock.eventlog.events import EVENT_TYPES, INPUT_PREFIX, AnyEvent, Session
 from paddock.eventlog.ids import event_id, session_tag, stream_id
 from paddock.eventlog.keys import (
     WORK_GROUP,
+    SessionKeys,
     check_agent,
+    check_tenant,
     companion_keys,
     session_keys,
+    tenant_of,
     work_keys,
 )
 from paddock.eventlog.lease import Heartbeat, Lease
@@ -68,26 +71,63 @@ class EventLog:
 
     The client must use ``decode_responses=False`` (the default), and its
     ``socket_timeout``, if any, must exceed the ``block_ms`` of tails and work claims.
+
+    A log is the view of one tenant (namespace): its sessions' keys are under the tenant's
+    prefix (see ``keys``). ``EventLog(redis)`` without a tenant is the root that the
+    operator and the gateway, which serve many tenants, hold; ``tenant(namespace)`` gives
+    the view of one (sharing the client and the scripts).
     """
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, tenant: str | None = None) -> None:
         if redis.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("EventLog needs a client with decode_responses=False")
         self.redis = redis
         self.scripts = Scripts.register(redis)
+        self.namespace = None if tenant is None else check_tenant(tenant)
+        self._views: dict[str, EventLog] = {}
+
+    def tenant(self, namespace: str) -> EventLog:
+        """The view of tenant ``namespace`` (``InvalidId`` if it is no namespace name)."""
+        if namespace == self.namespace:
+            return self
+        view = self._views.get(namespace)
+        if view is None:
+            view = object.__new__(EventLog)
+            view.redis, view.scripts, view._views = self.redis, self.scripts, self._views
+            view.namespace = check_tenant(namespace)
+            self._views[namespace] = view
+        return view
+
+    def keys(self, session_id: str) -> SessionKeys:
+        """The keys of a session of this view's tenant."""
+        if self.namespace is None:
+            raise ValueError("a session needs its tenant: use EventLog.tenant(namespace)")
+        return session_keys(self.namespace, session_id)
+
+    def _own(self, agent: str) -> bool:
+        # The agent comes from the session's meta hash, which the tenant's own harness can
+        # write: a session names an Agent of its tenant, or its work goes nowhere (the
+        # gateway, which reaches every tenant, must not queue it on another's queue).
+        try:
+            return tenant_of(agent) == self.namespace
+        except InvalidId:
+            return False
 
     # Sessions.
 
     async def create_session(self, session_id: str, *, agent: str) -> bool:
         """Create an empty session (status ``idle``) whose work goes to ``agent``'s queue
-        (``<namespace>/<name>``). Returns False, changing nothing, if it already exists."""
-        keys = session_keys(session_id)
+        (``<namespace>/<name>``, in this tenant). Returns False, changing nothing, if it
+        already exists."""
+        if tenant_of(agent) != self.namespace:
+            raise ValueError(f"agent {agent} is not of tenant {self.namespace}")
+        keys = self.keys(session_id)
         created = await self.scripts.create_session(keys=[keys.meta], args=[check_agent(agent)])
         return bool(created)
 
     async def snapshot(self, session_id: str) -> SessionSnapshot:
         """Status, stop reason, usage and counters of a session, read atomically."""
-        keys = session_keys(session_id)
+        keys = self.keys(session_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(keys.meta)
             pipe.get(keys.lease)
@@ -98,16 +138,23 @@ class EventLog:
         fields = {key.decode(): value.decode() for key, value in meta.items()}
         return from_meta(session_id, fields, _text(lease), seconds * 1000 + micros // 1000)
 
-    async def snapshots(self, session_ids: Collection[str]) -> dict[str, SessionSnapshot]:
+    async def snapshots(
+        self, session_ids: Collection[str], *, tenants: Mapping[str, str] | None = None
+    ) -> dict[str, SessionSnapshot]:
         """Snapshots of many sessions in one round trip (for a status sync over thousands of
         sessions); sessions that do not exist are left out. Each snapshot is consistent on
-        its own; together they are not one atomic read."""
+        its own; together they are not one atomic read. ``tenants`` (session id ->
+        namespace) reads sessions of many tenants, for the operator's sync; without it the
+        sessions are this view's."""
         ids = list(session_ids)
         if not ids:
             return {}
         async with self.redis.pipeline(transaction=False) as pipe:
             for session_id in ids:
-                keys = session_keys(session_id)
+                if tenants is None:
+                    keys = self.keys(session_id)
+                else:
+                    keys = session_keys(tenants[session_id], session_id)
                 pipe.hgetall(keys.meta)
                 pipe.get(keys.lease)
             pipe.time()
@@ -128,15 +175,16 @@ class EventLog:
         on the session finds its lease gone and its appends refused (``SessionNotFound``).
         Safe to repeat; returns False if the session did not exist.
         """
-        keys = session_keys(session_id)
+        keys = self.keys(session_id)
         try:
             _, agent = await self._write(
                 session_id, [SessionDeletedEvent()], token="", client=False, key=None
             )
         except SessionNotFound:
             return False
-        await self.redis.delete(*keys, *companion_keys(session_id))
-        await self.scripts.forget(keys=work_keys(agent), args=[session_id, WORK_GROUP])
+        await self.redis.delete(*keys, *companion_keys(self.namespace or "", session_id))
+        if self._own(agent):
+            await self.scripts.forget(keys=work_keys(agent), args=[session_id, WORK_GROUP])
         return True
 
     # Writes.
@@ -175,7 +223,7 @@ class EventLog:
         the append and the enqueue. Returns the stored events.
         """
         stored, agent = await self._write(session_id, events, token="", client=True, key=key)
-        if any(event.type.startswith(INPUT_PREFIX) for event in stored):
+        if any(event.type.startswith(INPUT_PREFIX) for event in stored) and self._own(agent):
             await self.scripts.enqueue(keys=work_keys(agent), args=[session_id, WORK_GROUP, ""])
         return stored
 
@@ -197,7 +245,7 @@ class EventLog:
             if not isinstance(event, EVENT_TYPES.get(event.type, ())):
                 raise TypeError(f"not an event model of the log: {type(event).__name__}")
             args += (event.type, payload(event))
-        keys = session_keys(session_id)
+        keys = self.keys(session_id)
         reply = await self.scripts.append(
             keys=[keys.events, keys.meta, keys.lease, keys.idem], args=args
         )
@@ -284,7 +332,7 @@ class EventLog:
         *,
         want: int | None,
     ) -> list[Row]:
-        keys = session_keys(session_id)
+        keys = self.keys(session_id)
         filters = list(types or ())
         rows: list[Row] = []
         while want is None or len(rows) < want:
@@ -325,7 +373,7 @@ class EventLog:
         ``release_lease(handled_through=...)`` (outcome ``no_input``)."""
         if ttl_ms < 1 or not holder:
             raise ValueError("a lease needs a holder and a ttl of at least 1 ms")
-        keys = session_keys(session_id)
+        keys = self.keys(session_id)
         reply = await self.scripts.acquire_lease(
             keys=[keys.meta, keys.lease, keys.fence],
             args=[holder, ttl_ms, "1" if only_with_input else "0"],
@@ -338,7 +386,7 @@ class EventLog:
     async def renew_lease(self, lease: Lease) -> None:
         """Extend the lease to ``ttl_ms`` from now; ``LeaseLost`` if it is no longer held
         with this token (expired, released, taken over or session deleted)."""
-        keys = session_keys(lease.session_id)
+        keys = self.keys(lease.session_id)
         reply = await self.scripts.renew_lease(keys=[keys.lease], args=[lease.token, lease.ttl_ms])
         if reply[0] != b"ok":
             raise LeaseLost(lease.session_id, _text(reply[1]))
@@ -351,7 +399,7 @@ class EventLog:
         returns False and the caller still holds the lease and has input to handle. On
         success that position is recorded as handled (see ``SessionSnapshot.pending_input``).
         """
-        keys = session_keys(lease.session_id)
+        keys = self.keys(lease.session_id)
         handled = ""
         if handled_through is not None:
             handled = stream_id(handled_through, session_tag(lease.session_id))

@@ -1,15 +1,16 @@
 """The sandbox protocol: how a session gets its hands, in four steps with one name each.
 
-1. **request** — a harness worker asks for a sandbox (`SandboxRequest`, on the stream
-   `SANDBOX_REQUESTS`): one is `needed`, or the bound one is `dead` (its binding is
-   dropped first, so no worker uses it again). The operator reads them with
-   `SandboxRequestReader`. (It also provides one unasked: when it accepts a Session, and
+1. **request** — a harness worker asks for a sandbox (`SandboxRequest`, on its tenant's
+   stream `keys.sandbox_requests(namespace)`): one is `needed`, or the bound one is `dead`
+   (its binding is dropped first, so no worker uses it again). The operator reads the
+   streams of the tenants it serves with `SandboxRequestReader`; a request is about a
+   session of the stream's tenant, and of no other (a tenant can write only its own). (It also provides one unasked: when it accepts a Session, and
    when a bound pod dies.)
 2. **claim** — the operator takes a warm pod for the session (a JSON patch tested on the
    pod's resourceVersion) or starts a cold one: `paddock.operator.sandboxes`, not here.
 3. **binding** — the operator records which sandbox serves the session (`SandboxBinding`,
-   in the session's state: `SessionState.bind_sandbox`) and announces it on
-   `SANDBOX_BOUND`; workers wait for it with `SandboxWaiter`.
+   in the session's state: `SessionState.bind_sandbox`) and announces it on the tenant's
+   channel `keys.sandbox_bound(namespace)`; workers wait for it with `SandboxWaiter`.
 4. **bind call** — before its first tool call a worker tells the sandbox whose it is now
    (`POST /v1/bind`, `paddock.sandbox.api.BindRequest`); a sandbox takes one session only.
 
@@ -21,23 +22,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING, Literal, cast
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
-from paddock.eventlog.keys import PREFIX
+from paddock.eventlog.keys import sandbox_bound, sandbox_requests
 from paddock.eventlog.storage import stream_entries
 
 if TYPE_CHECKING:
     from paddock.eventlog.sessionstate import SessionState
 
-SANDBOX_BOUND = f"{PREFIX}:sandbox-bound"
-"""Channel on which every binding is announced (message: the session id)."""
-SANDBOX_REQUESTS = f"{PREFIX}:sandbox-requests"
-"""Stream of `SandboxRequest`s, read by the operator's leader."""
 _REQUESTS_MAXLEN = 100_000
 _RECLAIM_IDLE_MS = 30_000
 """A request read but not acknowledged this long ago (its reader died) is read again."""
@@ -65,14 +63,18 @@ class SandboxRequest(BaseModel):
         return cls(session_id=entry["session"], reason=reason, dead_pod=entry.get("pod"))
 
 
-async def request_sandbox(redis: Redis, request: SandboxRequest) -> None:
+async def request_sandbox(redis: Redis, tenant: str, request: SandboxRequest) -> None:
     fields = cast(dict[FieldT, EncodableT], request.fields())  # redis-py's dict is invariant
-    await redis.xadd(SANDBOX_REQUESTS, fields, maxlen=_REQUESTS_MAXLEN, approximate=True)
+    await redis.xadd(sandbox_requests(tenant), fields, maxlen=_REQUESTS_MAXLEN, approximate=True)
 
 
 class SandboxRequestReader:
-    """The operator's side of step 1: a consumer group on the request stream, so a request
-    a previous reader took and never acknowledged (it died) is read again."""
+    """The operator's side of step 1: a consumer group on each tenant's request stream, so
+    a request a previous reader took and never acknowledged (it died) is read again.
+
+    The streams are per tenant, not one shared stream: Redis does not record who wrote an
+    entry, so on a shared stream a tenant could ask for (or report dead) the sandbox of
+    another tenant's session; on its own stream it can name only its own sessions."""
 
     GROUP = "operators"
 
@@ -80,29 +82,61 @@ class SandboxRequestReader:
         self.redis, self.consumer = redis, consumer
 
     async def read(
-        self, *, count: int = 50, block_ms: int = 1000
-    ) -> list[tuple[bytes, SandboxRequest]]:
-        """Requests to handle (then `done`): abandoned ones first, then new ones, waiting up
-        to ``block_ms`` for one. Makes the stream and its group if they are gone (a new
-        Redis, data loss)."""
+        self, tenants: Collection[str], *, count: int = 50, block_ms: int = 1000
+    ) -> list[tuple[str, bytes, SandboxRequest]]:
+        """Requests of ``tenants`` to handle (then `done`), as (tenant, entry id, request):
+        abandoned ones first, then new ones, waiting up to ``block_ms`` for one. Makes the
+        streams and their groups if they are gone (a new tenant, a new Redis, data loss)."""
+        streams = {tenant: sandbox_requests(tenant) for tenant in sorted(tenants)}
+        if not streams:
+            await asyncio.sleep(block_ms / 1000)
+            return []
+        by_stream = {stream: tenant for tenant, stream in streams.items()}
         try:
-            reclaimed = await self.redis.xautoclaim(
-                SANDBOX_REQUESTS, self.GROUP, self.consumer, _RECLAIM_IDLE_MS, count=count
-            )
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for stream in streams.values():
+                    pipe.xautoclaim(
+                        stream, self.GROUP, self.consumer, _RECLAIM_IDLE_MS, count=count
+                    )
+                reclaimed = await pipe.execute()
             fresh = await self.redis.xreadgroup(
-                self.GROUP, self.consumer, {SANDBOX_REQUESTS: ">"}, count=count, block=block_ms
+                self.GROUP,
+                self.consumer,
+                {stream: ">" for stream in streams.values()},
+                count=count,
+                block=block_ms,
             )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            with contextlib.suppress(ResponseError):  # made by another reader meanwhile
-                await self.redis.xgroup_create(SANDBOX_REQUESTS, self.GROUP, id="0", mkstream=True)
+            for stream in streams.values():
+                with contextlib.suppress(ResponseError):  # it exists (BUSYGROUP)
+                    await self.redis.xgroup_create(stream, self.GROUP, id="0", mkstream=True)
             return []
-        entries = [*reclaimed[1], *stream_entries(fresh)]
-        return [(entry_id, SandboxRequest.from_fields(fields)) for entry_id, fields in entries]
+        found = [
+            (tenant, entry_id, fields)
+            for tenant, reply in zip(streams, reclaimed, strict=True)
+            for entry_id, fields in reply[1]
+        ]
+        for stream, entries in _by_stream(fresh):
+            found += [(by_stream[stream], entry_id, fields) for entry_id, fields in entries]
+        return [(t, entry_id, SandboxRequest.from_fields(f)) for t, entry_id, f in found]
 
-    async def done(self, entry_id: bytes) -> None:
-        await self.redis.xack(SANDBOX_REQUESTS, self.GROUP, entry_id)
+    async def done(self, tenant: str, entry_id: bytes) -> None:
+        await self.redis.xack(sandbox_requests(tenant), self.GROUP, entry_id)
+
+
+def _by_stream(reply: object) -> list[tuple[str, list[tuple[bytes, dict[bytes, bytes]]]]]:
+    """The entries of a many-stream XREADGROUP reply, by stream, in whichever shape the
+    client's protocol gives it (a dict in RESP3, a list of pairs in RESP2)."""
+    if not reply:
+        return []
+    pairs = reply.items() if isinstance(reply, dict) else cast("list[Any]", reply)
+    found = []
+    for stream, entries in pairs:
+        name = stream.decode() if isinstance(stream, bytes) else str(stream)
+        found.append((name, stream_entries({stream: entries})))
+    return found
 
 
 class SandboxBinding(BaseModel):
@@ -170,7 +204,7 @@ class SandboxWaiter:
         while True:
             try:
                 async with self.state.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(SANDBOX_BOUND)
+                    await pubsub.subscribe(sandbox_bound(self.state.own()))
                     self._subscribed.set()
                     async for message in pubsub.listen():
                         if message.get("type") != "message":

@@ -20,14 +20,15 @@ from redis.asyncio import Redis
 
 from paddock.eventlog.errors import SessionNotFound
 from paddock.eventlog.events import TextBlock, UserMessageEvent
-from paddock.eventlog.keys import COMPANION_SUFFIXES, companion_keys, session_keys
-from paddock.eventlog.log import EventLog
-from paddock.eventlog.sandboxes import (
-    SANDBOX_BOUND,
-    SandboxBinding,
-    SandboxRequest,
-    request_sandbox,
+from paddock.eventlog.keys import (
+    COMPANION_SUFFIXES,
+    check_tenant,
+    companion_keys,
+    sandbox_bound,
+    session_keys,
 )
+from paddock.eventlog.log import EventLog
+from paddock.eventlog.sandboxes import SandboxBinding, SandboxRequest, request_sandbox
 from paddock.eventlog.scripts import source
 from paddock.models import Budget, FileResource, GitRepository, Session
 
@@ -43,20 +44,42 @@ class SessionSettings(BaseModel):
     files: list[FileResource] = Field(default_factory=list)
 
 
-def _key(session_id: str, suffix: str) -> str:
-    return companion_keys(session_id)[COMPANION_SUFFIXES.index(suffix)]
-
-
 class SessionState:
     """Reads and writes of the shared session state; every call is one Redis round trip.
-    Writes raise ``SessionNotFound`` once the session is deleted (nothing is recreated)."""
+    Writes raise ``SessionNotFound`` once the session is deleted (nothing is recreated).
 
-    def __init__(self, redis: Redis) -> None:
+    Like ``EventLog``, the view of one tenant; ``SessionState(redis)`` is the root of the
+    operator and the gateway, ``tenant(namespace)`` the view of one."""
+
+    def __init__(self, redis: Redis, tenant: str | None = None) -> None:
         self.redis = redis
         self._put = redis.register_script(source("put_state"))
+        self.namespace = None if tenant is None else check_tenant(tenant)
+        self._views: dict[str, SessionState] = {}
+
+    def tenant(self, namespace: str) -> SessionState:
+        """The view of tenant ``namespace`` (``InvalidId`` if it is no namespace name)."""
+        if namespace == self.namespace:
+            return self
+        view = self._views.get(namespace)
+        if view is None:
+            view = object.__new__(SessionState)
+            view.redis, view._put, view._views = self.redis, self._put, self._views
+            view.namespace = check_tenant(namespace)
+            self._views[namespace] = view
+        return view
+
+    def own(self) -> str:
+        """This view's tenant."""
+        if self.namespace is None:
+            raise ValueError("session state needs its tenant: use SessionState.tenant(namespace)")
+        return self.namespace
+
+    def _key(self, session_id: str, suffix: str) -> str:
+        return companion_keys(self.own(), session_id)[COMPANION_SUFFIXES.index(suffix)]
 
     async def _write(self, session_id: str, suffix: str, *args: str) -> None:
-        keys = [session_keys(session_id).meta, _key(session_id, suffix)]
+        keys = [session_keys(self.own(), session_id).meta, self._key(session_id, suffix)]
         if not await self._put(keys=keys, args=list(args)):
             raise SessionNotFound(session_id)
 
@@ -64,21 +87,21 @@ class SessionState:
         await self._write(session_id, "settings", "set", settings.model_dump_json())
 
     async def settings(self, session_id: str) -> SessionSettings | None:
-        raw = await self.redis.get(_key(session_id, "settings"))
+        raw = await self.redis.get(self._key(session_id, "settings"))
         return SessionSettings.model_validate_json(raw) if raw else None
 
     async def bind_sandbox(self, session_id: str, binding: SandboxBinding) -> None:
         """Record the binding, then announce it to workers waiting in `SandboxWaiter`."""
         await self._write(session_id, "sandbox", "set", binding.model_dump_json())
-        await self.redis.publish(SANDBOX_BOUND, session_id)
+        await self.redis.publish(sandbox_bound(self.own()), session_id)
 
     async def sandbox(self, session_id: str) -> SandboxBinding | None:
-        raw = await self.redis.get(_key(session_id, "sandbox"))
+        raw = await self.redis.get(self._key(session_id, "sandbox"))
         return SandboxBinding.model_validate_json(raw) if raw else None
 
     async def unbind_sandbox(self, session_id: str, pod: str | None = None) -> bool:
         """Forget the binding (only if it still names ``pod``, when given)."""
-        key = _key(session_id, "sandbox")
+        key = self._key(session_id, "sandbox")
         if pod is None:
             return bool(await self.redis.delete(key))
         current = await self.sandbox(session_id)
@@ -93,7 +116,7 @@ class SessionState:
             await self.unbind_sandbox(session_id, dead_pod)
         reason: Literal["needed", "dead"] = "dead" if dead_pod else "needed"
         request = SandboxRequest(session_id=session_id, reason=reason, dead_pod=dead_pod)
-        await request_sandbox(self.redis, request)
+        await request_sandbox(self.redis, self.own(), request)
 
     async def mark_started(self, session_id: str, call_id: str, pod: str) -> None:
         """Record that ``call_id`` is about to run in sandbox ``pod``."""
@@ -102,7 +125,7 @@ class SessionState:
     async def started_in(self, session_id: str, call_id: str) -> str | None:
         """The sandbox a call was started in, or None if no worker ever started it."""
         # The client returns bytes (decode_responses=False, as for every client here).
-        raw = cast("bytes | None", await self.redis.hget(_key(session_id, "calls"), call_id))
+        raw = cast("bytes | None", await self.redis.hget(self._key(session_id, "calls"), call_id))
         return raw.decode() if raw else None
 
 
@@ -134,7 +157,9 @@ async def open_session(
     gateway (which creates sessions through the API) and the operator (which sees every
     Session) may both call it; the initial events are sent once. Returns whether this call
     created the log."""
-    agent = f"{session.metadata.namespace or 'default'}/{session.spec.agent_ref.name}"
+    namespace = session.metadata.namespace or "default"
+    log, state = log.tenant(namespace), state.tenant(namespace)
+    agent = f"{namespace}/{session.spec.agent_ref.name}"
     created = await log.create_session(session_id, agent=agent)
     await state.put_settings(session_id, settings_for(session, environment))
     if session.spec.initial_events:

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 from paddock.eventlog.errors import SessionNotFound
 from paddock.eventlog.events import AnyEvent
 from paddock.eventlog.ids import event_id, session_tag, stream_id
-from paddock.eventlog.keys import session_keys
 from paddock.eventlog.storage import Row, decode, stream_entries
 
 if TYPE_CHECKING:
@@ -45,7 +44,7 @@ class Tail:
         if block_ms < 1:
             raise ValueError("block_ms must be at least 1 (0 would block forever)")
         self._log = log
-        self._keys = session_keys(session_id)
+        self._keys = log.keys(session_id)
         self._session_id = session_id
         self._tag = session_tag(session_id)
         self._after = after

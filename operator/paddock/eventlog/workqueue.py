@@ -11,7 +11,7 @@ from typing import TypeVar
 from redis.exceptions import ResponseError
 
 from paddock.eventlog.errors import SessionNotFound
-from paddock.eventlog.keys import WORK_GROUP, work_keys
+from paddock.eventlog.keys import WORK_GROUP, tenant_of, work_keys
 from paddock.eventlog.lease import Heartbeat, Lease
 from paddock.eventlog.log import EventLog
 from paddock.eventlog.storage import stream_entries
@@ -52,7 +52,7 @@ class WorkQueue:
     def __init__(self, log: EventLog, agent: str, *, lease_ttl_ms: int = 30_000) -> None:
         if lease_ttl_ms < 1:
             raise ValueError("lease_ttl_ms must be at least 1")
-        self.log = log
+        self.log = log.tenant(tenant_of(agent))  # an Agent's sessions are of its namespace
         self.lease_ttl_ms = lease_ttl_ms
         self._keys = work_keys(agent)
         # Abandoned work is noticed within a third of the TTL after it became reclaimable.

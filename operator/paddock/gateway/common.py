@@ -100,6 +100,11 @@ def namespace(request: web.Request) -> str:
     return request[NAMESPACE]
 
 
+def tenant_log(request: web.Request) -> EventLog:
+    """The event log of the caller's namespace (the only one its API key reaches)."""
+    return gateway(request).log.tenant(namespace(request))
+
+
 def objects(request: web.Request) -> Objects:
     return Objects(gateway(request).kube, namespace(request))
 

@@ -31,6 +31,7 @@ from paddock.gateway.common import (
     namespace,
     objects,
     read_body,
+    tenant_log,
 )
 from paddock.gateway.convert import meta
 from paddock.gateway.convert.events import sent_events_view, user_event
@@ -63,8 +64,8 @@ async def session_of(request: web.Request) -> tuple[str, SessionSnapshot]:
         obj = await objects(request).find(SESSIONS, ref)
         session_id = meta.labels(obj)[meta.SESSION_ID_LABEL]
     try:
-        snapshot = await gateway(request).log.snapshot(session_id)
-    except SessionNotFound:
+        snapshot = await tenant_log(request).snapshot(session_id)
+    except SessionNotFound:  # also a session of another tenant: its keys are elsewhere
         raise not_found(f"session {ref} not found") from None
     if snapshot.agent.partition("/")[0] != namespace(request):
         raise not_found(f"session {ref} not found")
@@ -100,7 +101,7 @@ async def send_events(request: web.Request) -> web.Response:
     # An Idempotency-Key makes a retried send store its events once.
     key = request.headers.get("Idempotency-Key")
     try:
-        stored = await gateway(request).log.send(
+        stored = await tenant_log(request).send(
             session_id, events, key=f"api:{key[:200]}" if key else None
         )
     except SessionTerminated:
@@ -120,7 +121,7 @@ async def list_events(request: web.Request) -> web.Response:
         raise invalid("created_at filters are not supported on events; page with `page`")
     session_id, _ = await session_of(request)
     try:
-        page = await gateway(request).log.list_events(
+        page = await tenant_log(request).list_events(
             session_id, limit=limit, cursor=query.get("page"), order=order, types=types
         )
     except InvalidId as exc:
@@ -146,7 +147,9 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         # headers arrive misses nothing.
         try:
             subscription = await stack.enter_async_context(
-                gw.fanout.subscribe(session_id, request.headers.get("Last-Event-ID") or None)
+                gw.fanout.subscribe(
+                    namespace(request), session_id, request.headers.get("Last-Event-ID") or None
+                )
             )
         except InvalidId as exc:
             raise invalid(f"Last-Event-ID: {exc}") from None

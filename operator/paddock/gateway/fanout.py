@@ -101,8 +101,10 @@ class Subscription:
 class Hub:
     """The shared tail of one session."""
 
-    def __init__(self, fanout: Fanout, session_id: str) -> None:
+    def __init__(self, fanout: Fanout, tenant: str, session_id: str) -> None:
         self.fanout = fanout
+        self.log = fanout.log.tenant(tenant)
+        self.key = (tenant, session_id)
         self.session_id = session_id
         self.subscribers: set[Subscription] = set()
         self.ready = asyncio.Event()
@@ -112,7 +114,7 @@ class Hub:
     async def _run(self) -> None:
         error: BaseException | None = None
         try:
-            async with self.fanout.log.tail(self.session_id, block_ms=self.fanout.block_ms) as tail:
+            async with self.log.tail(self.session_id, block_ms=self.fanout.block_ms) as tail:
                 self.ready.set()
                 async for event in tail:
                     encoded = frame(event)
@@ -134,17 +136,20 @@ class Fanout:
         self.log = log
         self.block_ms = block_ms
         self.limit = limit
-        self._hubs: dict[str, Hub] = {}
+        self._hubs: dict[tuple[str, str], Hub] = {}
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, session_id: str, after: str | None) -> AsyncIterator[Subscription]:
-        """A subscription to the session's live events (after event id ``after`` if given).
+    async def subscribe(
+        self, tenant: str, session_id: str, after: str | None
+    ) -> AsyncIterator[Subscription]:
+        """A subscription to the live events of a session of ``tenant`` (after event id
+        ``after`` if given).
 
         Raises before yielding what the log raises: ``SessionNotFound``, ``InvalidId``.
         """
-        hub = self._hubs.get(session_id)
+        hub = self._hubs.get((tenant, session_id))
         if hub is None:
-            hub = self._hubs[session_id] = Hub(self, session_id)
+            hub = self._hubs[(tenant, session_id)] = Hub(self, tenant, session_id)
         await hub.ready.wait()
         if hub.task.done():
             # The tail failed to open, or the session was deleted meanwhile.
@@ -153,7 +158,7 @@ class Fanout:
         hub.subscribers.add(subscription)
         try:
             if after is not None:
-                replayed = await self.log.replay(session_id, after=after)
+                replayed = await hub.log.replay(session_id, after=after)
                 subscription.resume(after, [frame(event) for event in replayed])
             yield subscription
         finally:
@@ -163,8 +168,8 @@ class Fanout:
                 hub.task.cancel()
 
     def forget(self, hub: Hub) -> None:
-        if self._hubs.get(hub.session_id) is hub:
-            del self._hubs[hub.session_id]
+        if self._hubs.get(hub.key) is hub:
+            del self._hubs[hub.key]
 
     async def close(self) -> None:
         hubs = list(self._hubs.values())

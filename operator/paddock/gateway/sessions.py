@@ -53,10 +53,10 @@ def session_id_of(obj: dict[str, Any]) -> str:
     return meta.labels(obj)[meta.SESSION_ID_LABEL]
 
 
-async def snapshot_or_none(gw: Gateway, session_id: str) -> SessionSnapshot | None:
+async def snapshot_or_none(gw: Gateway, namespace: str, session_id: str) -> SessionSnapshot | None:
     """The log's snapshot; None before the log exists (the operator has not started it)."""
     try:
-        return await gw.log.snapshot(session_id)
+        return await gw.log.tenant(namespace).snapshot(session_id)
     except SessionNotFound:
         return None
     except RedisError as exc:
@@ -155,11 +155,11 @@ async def _create(
         raise unavailable("the event log is unavailable") from exc
     try:
         obj = await found.create(SESSIONS, name, session_id, spec, annotations)
-        return obj, await gw.log.snapshot(session_id)
+        return obj, await gw.log.tenant(found.namespace).snapshot(session_id)
     except BaseException:
         # No resource, no session: its log goes (nothing else would ever delete it).
         with contextlib.suppress(RedisError):
-            await gw.log.delete_session(session_id)
+            await gw.log.tenant(found.namespace).delete_session(session_id)
         raise
 
 
@@ -167,7 +167,7 @@ async def _create(
 async def retrieve_session(request: web.Request) -> web.Response:
     gw, found = gateway(request), objects(request)
     obj = await found.find(SESSIONS, request.match_info["session_id"])
-    snapshot = await snapshot_or_none(gw, session_id_of(obj))
+    snapshot = await snapshot_or_none(gw, found.namespace, session_id_of(obj))
     return respond(await _Resolver(found).view(obj, snapshot, meta.now()))
 
 
@@ -204,7 +204,9 @@ async def list_sessions(request: web.Request) -> web.Response:
     # Snapshots of many sessions in one round trip; sessions without a log are left out.
     snapshots: dict[str, SessionSnapshot] = {}
     if statuses:
-        snapshots = await gw.log.snapshots([session_id_of(obj) for obj in items])
+        snapshots = await gw.log.tenant(found.namespace).snapshots(
+            [session_id_of(obj) for obj in items]
+        )
         items = [
             obj
             for obj in items
@@ -218,7 +220,9 @@ async def list_sessions(request: web.Request) -> web.Response:
         page=query.get("page"),
     )
     if not statuses:
-        snapshots = await gw.log.snapshots([session_id_of(obj) for obj in page.data])
+        snapshots = await gw.log.tenant(found.namespace).snapshots(
+            [session_id_of(obj) for obj in page.data]
+        )
     resolver, at = _Resolver(found, agents), meta.now()
     data = [await resolver.view(obj, snapshots.get(session_id_of(obj)), at) for obj in page.data]
     return respond(SessionPage(data=data, next_page=page.next_page, prev_page=page.prev_page))
@@ -236,7 +240,7 @@ async def update_session(request: web.Request) -> web.Response:
     given = params.model_fields_set
     obj = await found.find(SESSIONS, ref)
     session_id = session_id_of(obj)
-    snapshot = await snapshot_or_none(gw, session_id)
+    snapshot = await snapshot_or_none(gw, found.namespace, session_id)
     if snapshot is not None and snapshot.status == "terminated":
         raise conflict(f"session {ref} is terminated")
 
@@ -266,11 +270,13 @@ async def update_session(request: web.Request) -> web.Response:
     updated = await found.update(SESSIONS, ref, change)
     if "budget" in given and snapshot is not None:
         # Workers read the budget from the session settings, not from the resource.
-        settings = await gw.state.settings(session_id)
+        settings = await gw.state.tenant(found.namespace).settings(session_id)
         environment = settings.environment if settings else None
         session = Session.model_validate(updated)
         with contextlib.suppress(SessionNotFound):
-            await gw.state.put_settings(session_id, settings_for(session, environment))
+            await gw.state.tenant(found.namespace).put_settings(
+                session_id, settings_for(session, environment)
+            )
     return respond(await _Resolver(found).view(updated, snapshot, meta.now()))
 
 
@@ -284,7 +290,7 @@ async def delete_session(request: web.Request) -> web.Response:
         # Deleted at once: the operator never added its finalizer, so nobody else will
         # remove the log.
         try:
-            await gw.log.delete_session(session_id)
+            await gw.log.tenant(found.namespace).delete_session(session_id)
         except RedisError as exc:
             raise unavailable("the session is deleted but its event log could not be") from exc
     return respond(SessionDeleted(id=session_id))
@@ -302,5 +308,5 @@ async def archive_session(request: web.Request) -> web.Response:
         return new
 
     archived = await found.update(SESSIONS, request.match_info["session_id"], change)
-    snapshot = await snapshot_or_none(gw, session_id_of(archived))
+    snapshot = await snapshot_or_none(gw, found.namespace, session_id_of(archived))
     return respond(await _Resolver(found).view(archived, snapshot, meta.now()))

@@ -33,6 +33,7 @@ from paddock.eventlog import (
     SessionStatusRunningEvent,
     TextBlock,
     WorkQueue,
+    tenant_of,
 )
 from paddock.harness import metrics
 from paddock.harness.interrupts import Interrupted, Interrupts
@@ -60,9 +61,11 @@ class Worker:
     def __init__(self, settings: WorkerSettings, redis: Redis) -> None:
         self.settings = settings
         self.spec = settings.spec
-        self.log = EventLog(redis)
+        # A worker serves one Agent, so one tenant: its Redis user reaches no other.
+        tenant = tenant_of(settings.agent)
+        self.log = EventLog(redis, tenant)
         self.queue = WorkQueue(self.log, settings.agent, lease_ttl_ms=settings.lease_ttl_ms)
-        self.state = SessionState(redis)
+        self.state = SessionState(redis, tenant)
         self.sandboxes = SandboxWaiter(self.state)
         self.toolbox: Toolbox = toolbox(settings.spec)
         self.model = anthropic.AsyncAnthropic(

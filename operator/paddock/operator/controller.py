@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 
 from redis.exceptions import RedisError
 
+from paddock.eventlog import migrate_layout
 from paddock.kube import ApiError
 from paddock.models import Agent, Environment, Session
 from paddock.operator import agents, environments, metrics, sessions
@@ -223,6 +224,8 @@ class Controller:
             self._gained.clear()
             if not self.lease.held():
                 continue
+            if gained:
+                await self._migrate()
             informers = self.rt.informers
             for agent in list(informers["Agent"].values()):
                 self.add(Key("Agent", agent["metadata"]["namespace"], agent["metadata"]["name"]))
@@ -240,6 +243,16 @@ class Controller:
                     labels = _labels(pod)
                     if labels.get(L.SANDBOX_STATE) == "bound" and labels.get(L.SESSION_ID):
                         self.add(Key("sandbox", pod["metadata"]["namespace"], labels[L.SESSION_ID]))
+
+    async def _migrate(self) -> None:
+        """Keys of the layout before tenant prefixes move into it (docs/operations.md)."""
+        try:
+            moved = await migrate_layout(self.rt.redis)
+        except (RedisError, OSError):
+            log.exception("moving old Redis keys into the tenant layout failed; next leadership")
+            return
+        if moved:
+            log.info("moved %d Redis keys into the tenant layout", moved)
 
     async def _work(self, queue: WorkQueue) -> None:
         while True:

@@ -282,7 +282,7 @@ class Sandboxes:
         `one_change(session_id)`."""
         started = time.monotonic()
         namespace, environment_name = render.namespace_of(environment), render.name_of(environment)
-        if await self.rt.state.sandbox(session_id) is not None:
+        if await self.rt.state.tenant(namespace).sandbox(session_id) is not None:
             return "existing"
         own = [p for p in self.session_pods(namespace, session_id) if not pod_dead(p)]
         if own:  # a cold sandbox is starting, or one is bound and not recorded yet
@@ -382,7 +382,7 @@ class Sandboxes:
             claim=claim,
         )
         try:
-            await self.rt.state.bind_sandbox(session_id, binding)
+            await self.rt.state.tenant(meta["namespace"]).bind_sandbox(session_id, binding)
         except SessionNotFound:
             return
         started = self._cold_started.pop(session_id, None)
@@ -392,7 +392,7 @@ class Sandboxes:
     async def release(self, namespace: str, session_id: str) -> None:
         """Forget the binding (so no worker uses it again), then delete the sandboxes."""
         async with self.one_change(session_id):
-            await self.rt.state.unbind_sandbox(session_id)
+            await self.rt.state.tenant(namespace).unbind_sandbox(session_id)
             self.wanting.discard(session_id)
             for pod in self.session_pods(namespace, session_id):
                 if not pod["metadata"].get("deletionTimestamp"):

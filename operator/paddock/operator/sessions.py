@@ -128,7 +128,7 @@ async def accept(rt: Runtime, sandboxes: Sandboxes, session: Session) -> str:
             SessionReason.AGENT_NOT_FOUND,
             f'Agent "{agent_name}" not found in namespace "{namespace}"',
         )
-    settings = await rt.state.settings(sid)
+    settings = await rt.state.tenant(namespace).settings(sid)
     if settings is None:  # not started: a Session applied with kubectl or by GitOps
         env_name = environment_name(session.spec, Agent.model_validate(agent).spec)
     else:  # started by the gateway before the resource existed (or here, before a restart)
@@ -182,7 +182,7 @@ async def report_binding(
 ) -> None:
     """The sandbox part of the status, from the binding in Redis; ``waiting``: the
     Environment's sandboxes fail to start and this one waits for the backoff."""
-    binding = await rt.state.sandbox(sid)
+    binding = await rt.state.tenant(session.metadata.namespace or "").sandbox(sid)
     status: dict[str, Any]
     if binding is None:
         status = {
@@ -250,7 +250,8 @@ async def reconcile_sandbox(
     """A bound sandbox became ready (a cold start completes: record it) or died (bind
     another). Called by the `Controller` for every change of a session's pods."""
     async with sandboxes.one_change(session_id):  # after a bind or release in progress
-        binding = await rt.state.sandbox(session_id)
+        state = rt.state.tenant(namespace)
+        binding = await state.sandbox(session_id)
         pods = sandboxes.session_pods(namespace, session_id)
         for pod in pods:
             sandboxes.note_start(pod)
@@ -272,7 +273,7 @@ async def reconcile_sandbox(
         if any(p["metadata"]["name"] == binding.pod for p in live):
             return
         # The bound pod died or is gone: unless the session is over, bind another.
-        if not await rt.state.unbind_sandbox(session_id, binding.pod):
+        if not await state.unbind_sandbox(session_id, binding.pod):
             return
         await _provide_again(rt, sandboxes, namespace, session_id, binding.pod)
 
@@ -282,7 +283,7 @@ async def _provide_again(
 ) -> None:
     """Bind the session another sandbox, unless it is over; ``gone`` is the bound pod that
     died, if one did."""
-    settings = await rt.state.settings(session_id)
+    settings = await rt.state.tenant(namespace).settings(session_id)
     if settings is None:
         return
     found = await rt.kube.find(API_VERSION, "Session", namespace, settings.name)
@@ -315,7 +316,9 @@ def _owner(pod: dict[str, Any]) -> ObjectStub:
 async def cancel(rt: Runtime, sandboxes: Sandboxes, session: SessionLike, sid: str) -> None:
     """Interrupt the running turn and terminate the session for good; free its sandbox."""
     with contextlib.suppress(SessionTerminated, SessionNotFound):  # already over
-        await rt.log.send(sid, [UserInterruptEvent(), SessionStatusTerminatedEvent()])
+        await rt.log.tenant(session.metadata.namespace or "").send(
+            sid, [UserInterruptEvent(), SessionStatusTerminatedEvent()]
+        )
     await sandboxes.release(session.metadata.namespace or "", sid)
 
 
@@ -324,7 +327,7 @@ async def delete(rt: Runtime, sandboxes: Sandboxes, session: SessionLike) -> Non
     sid = (session.metadata.labels or {}).get(L.SESSION_ID)
     if sid:
         await sandboxes.release(session.metadata.namespace or "", sid)
-        await rt.log.delete_session(sid)
+        await rt.log.tenant(session.metadata.namespace or "").delete_session(sid)
 
 
 def _precondition(meta: ObjectMeta) -> dict[str, Any]:

@@ -239,7 +239,9 @@ class StatusSync:
         ids = list(self.tracked)
         snapshots: dict[str, Any] = {}
         for start in range(0, len(ids), 1000):
-            snapshots.update(await self.rt.log.snapshots(ids[start : start + 1000]))
+            batch = ids[start : start + 1000]
+            tenants = {i: self.tracked[i].agent.partition("/")[0] for i in batch}
+            snapshots.update(await self.rt.log.snapshots(batch, tenants=tenants))
         now = time.time()
         work = []
         for session_id, snapshot in snapshots.items():
@@ -325,9 +327,10 @@ class StatusSync:
         )
 
     async def _reclaim_sandbox(self, session_id: str, tracked: Tracked) -> None:
-        if await self.rt.state.sandbox(session_id) is None:
+        namespace = tracked.resource["metadata"]["namespace"]
+        if await self.rt.state.tenant(namespace).sandbox(session_id) is None:
             return
-        await self.sandboxes.release(tracked.resource["metadata"]["namespace"], session_id)
+        await self.sandboxes.release(namespace, session_id)
         await self.rt.kube.apply_status(
             *_address(tracked.resource),
             {
@@ -359,25 +362,33 @@ class SandboxRequests:
         while True:
             try:
                 while self.lease.held():
-                    for entry_id, request in await self.reader.read():
-                        await self.handle(request)
-                        await self.reader.done(entry_id)
+                    for tenant, entry_id, request in await self.reader.read(self.tenants()):
+                        await self.handle(tenant, request)
+                        await self.reader.done(tenant, entry_id)
             except (RedisError, ApiError, OSError):
                 log.exception("sandbox requests: retrying")
             await asyncio.sleep(0.5)  # after a failure, or while another replica leads
 
-    async def handle(self, request: SandboxRequest) -> None:
+    def tenants(self) -> set[str]:
+        """The namespaces whose harness workers may ask: those with an Agent."""
+        agents = self.rt.informers.get("Agent")
+        return {a["metadata"]["namespace"] for a in agents.values()} if agents else set()
+
+    async def handle(self, tenant: str, request: SandboxRequest) -> None:
         session_id = request.session_id
-        settings = await self.rt.state.settings(session_id)
-        if settings is None or settings.environment is None:
+        settings = await self.rt.state.tenant(tenant).settings(session_id)
+        # The tenant's harness can write its own session state: what it names is believed
+        # only inside its own namespace.
+        if settings is None or settings.environment is None or settings.namespace != tenant:
             return
         kube = self.rt.kube
         found = await kube.find(API_VERSION, "Session", settings.namespace, settings.name)
         session = Session.model_validate(found) if found is not None else None
         if session is None or session.metadata.deletion_timestamp or session.spec.cancel:
             return
-        if request.reason == "dead" and request.dead_pod:
-            await kube.delete("v1", "Pod", settings.namespace, request.dead_pod)
+        own_pods = {p["metadata"]["name"] for p in self.sandboxes.session_pods(tenant, session_id)}
+        if request.reason == "dead" and request.dead_pod and request.dead_pod in own_pods:
+            await kube.delete("v1", "Pod", tenant, request.dead_pod)
             await events.post(
                 kube,
                 session,
