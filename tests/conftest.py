@@ -27,14 +27,17 @@ if TYPE_CHECKING:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    """One redis-server (AOF on, fsync on every write) for the whole run."""
-    with RedisServer() as server:
+    """One redis-server (AOF on, fsync on every write) for the whole run, with Paddock's
+    Redis users as the chart sets them up: its `url` is the operator's (every command),
+    `gateway_url` and `tenant_url(namespace)` the restricted users, the default user behind a
+    password no one has; `rediss_url` a TLS listener whose CA is `ca_file`."""
+    with RedisServer(tls=True) as server:
         yield server
 
 
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
-    """The URL of the shared redis-server, emptied before the test."""
+    """The URL of the shared redis-server (as the operator), emptied before the test."""
     if redis_server.process is None:  # a test stopped it; bring it back
         redis_server.start()
     client = SyncRedis.from_url(redis_server.url)
@@ -69,12 +72,13 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox
 
 @pytest.fixture
 async def stack(
-    control_plane: ControlPlane, redis_url: str, sandbox: RunningSandbox
+    control_plane: ControlPlane, redis_server: RedisServer, redis_url: str, sandbox: RunningSandbox
 ) -> AsyncIterator[Stack]:
-    """A gateway with two tenants, `stack.a` and `stack.b` (see tests/gateway/stack.py)."""
+    """A gateway with two tenants, `stack.a` and `stack.b` (see tests/gateway/stack.py): the
+    gateway runs as its Redis user, workers as their tenant's."""
     from tests.gateway.stack import Stack  # the gateway's imports, only where it is used
 
-    running = await Stack(control_plane, redis_url, sandbox).start()
+    running = await Stack(control_plane, redis_server, sandbox).start()
     yield running
     await running.close()
 

@@ -4,6 +4,7 @@ the environment contract with the operator and gateway, durable Redis."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from tests.chart.support import (
     helm,
     render,
 )
+
+from paddock.eventlog import acl_file
 
 NAMESPACE = "paddock-chart"
 ALL = yaml.safe_load(VALUES_ALL.read_text())
@@ -76,6 +79,7 @@ def test_a_minimal_release_is_accepted_by_the_apiserver(
         "ClusterRoleBinding",
         "ConfigMap",
         "Deployment",
+        "Secret",
         "Service",
         "ServiceAccount",
         "StatefulSet",
@@ -226,6 +230,10 @@ def test_watched_namespaces_scope_permissions(full: Rendered) -> None:
     assert harness_peer["namespaceSelector"]["matchExpressions"][0]["values"] == watched
 
 
+def _password_ref(user: str, release: str = "paddock") -> dict[str, Any]:
+    return {"secretKeyRef": {"name": f"{release}-redis-auth", "key": f"{user}-password"}}
+
+
 def test_operator_contract(default: Rendered) -> None:
     deployment = default.one("Deployment", "paddock-operator")
     assert deployment["spec"]["replicas"] == 2
@@ -235,6 +243,8 @@ def test_operator_contract(default: Rendered) -> None:
     env = env_of(operator)
     assert env == {
         "PADDOCK_REDIS_URL": "redis://paddock-redis.paddock-chart.svc.cluster.local:6379/0",
+        "PADDOCK_REDIS_USERNAME": "paddock-operator",
+        "PADDOCK_REDIS_PASSWORD": _password_ref("operator"),
         "PADDOCK_IMAGE": "paddock/paddock:0.1.0",
         "PADDOCK_SANDBOX_IMAGE": "paddock/sandbox:0.1.0",
         "PADDOCK_WATCH_NAMESPACES": "",
@@ -277,6 +287,8 @@ def test_gateway_contract(default: Rendered) -> None:
     assert gateway["command"] == ["python", "-m", "paddock.gateway"]
     assert env_of(gateway) == {
         "PADDOCK_REDIS_URL": "redis://paddock-redis.paddock-chart.svc.cluster.local:6379/0",
+        "PADDOCK_REDIS_USERNAME": "paddock-gateway",
+        "PADDOCK_REDIS_PASSWORD": _password_ref("gateway"),
         "PADDOCK_GATEWAY_HOST": "0.0.0.0",
         "PADDOCK_GATEWAY_PORT": "8080",
         "PADDOCK_GATEWAY_NAMESPACE": NAMESPACE,
@@ -373,16 +385,80 @@ def test_bundled_redis_is_durable(full: Rendered) -> None:
     assert {"name": "data", "mountPath": "/data"} in redis["volumeMounts"]
 
 
+def test_bundled_redis_requires_each_components_own_user(full: Rendered) -> None:
+    """The chart's ACL file is the one `paddock.eventlog.acl_file` writes (what the tests'
+    redis-server runs) for the Secret's passwords; no password is in plain text outside the
+    Secret, and no pod but Redis mounts the ACL file."""
+    secret = full.one("Secret", "paddock-all-redis-auth")
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert len({data["operator-password"], data["gateway-password"], data["default-password"]}) == 3
+    assert all(len(data[f"{u}-password"]) >= 32 for u in ("operator", "gateway", "default"))
+    assert data["users.acl"] == acl_file(
+        operator_password=data["operator-password"],
+        gateway_password=data["gateway-password"],
+        default_password=data["default-password"],
+    )
+    config = full.one("ConfigMap", "paddock-all-redis")["data"]["redis.conf"].splitlines()
+    assert "aclfile /etc/redis-acl/users.acl" in config
+    statefulset = full.one("StatefulSet", "paddock-all-redis")
+    volumes = {v["name"]: v for v in statefulset["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["acl"]["secret"]["items"] == [{"key": "users.acl", "path": "users.acl"}]
+    redis = container(statefulset, "redis")
+    assert redis["readinessProbe"]["exec"]["command"][:3] == [
+        "redis-cli",
+        "--user",
+        "paddock-operator",
+    ]
+    for obj in full.objects:
+        text = yaml.safe_dump(obj)
+        if obj["kind"] != "Secret":
+            assert not any(
+                data[f"{u}-password"] in text for u in ("operator", "gateway", "default")
+            )
+        for volume in obj.get("spec", {}).get("template", {}).get("spec", {}).get("volumes", []):
+            if volume.get("secret", {}).get("secretName") == "paddock-all-redis-auth":
+                assert obj["metadata"]["name"] == "paddock-all-redis"
+
+
 def test_external_redis_replaces_the_bundled_one() -> None:
     rendered = Rendered(render(NAMESPACE, [VALUES_ALL], EXTERNAL), NAMESPACE)
     assert not rendered.of("StatefulSet")
     assert not [o for o in rendered.objects if o["metadata"]["name"].endswith("-redis")]
     url = EXTERNAL[0].split("=", 1)[1]
+    # The users' passwords are generated for an external Redis too (docs/install.md).
+    assert rendered.one("Secret", "paddock-all-redis-auth")
     for name in ("operator", "gateway"):
         deployment = rendered.one("Deployment", f"paddock-all-{name}")
-        assert env_of(container(deployment, name))["PADDOCK_REDIS_URL"] == url
+        env = env_of(container(deployment, name))
+        assert env["PADDOCK_REDIS_URL"] == url
+        assert env["PADDOCK_REDIS_PASSWORD"] == _password_ref(name, "paddock-all")
+        assert "PADDOCK_REDIS_CA_FILE" not in env
         policy = rendered.one("NetworkPolicy", f"paddock-all-{name}")
         assert {"ports": [{"protocol": "TCP", "port": 6380}]} in policy["spec"]["egress"]
+
+
+def test_an_external_redis_with_tls_gets_its_ca_bundle() -> None:
+    rendered = Rendered(
+        render(NAMESPACE, [VALUES_ALL], [*EXTERNAL, "redis.external.caSecret=redis-ca"]),
+        NAMESPACE,
+    )
+    for name in ("operator", "gateway"):
+        deployment = rendered.one("Deployment", f"paddock-all-{name}")
+        pod = deployment["spec"]["template"]["spec"]
+        assert env_of(container(deployment, name))["PADDOCK_REDIS_CA_FILE"] == (
+            "/etc/paddock/redis-ca/ca.crt"
+        )
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["redis-ca"]["secret"] == {
+            "secretName": "redis-ca",
+            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+        }
+        mounts = container(deployment, name)["volumeMounts"]
+        assert {
+            "name": "redis-ca",
+            "mountPath": "/etc/paddock/redis-ca",
+            "readOnly": True,
+        } in mounts
 
 
 @pytest.mark.parametrize(

@@ -119,7 +119,7 @@ async def main() -> None:
     try:
         with RedisServer() as redis, ControlPlane() as plane:
             plane.apply_crds()
-            stack = await Stack(plane, redis.url, sandbox).start()
+            stack = await Stack(plane, redis, sandbox).start()
             try:
                 print(await record(stack))
             finally:

@@ -7,6 +7,7 @@ process, and deleting the resources leaves no pod, Deployment or Redis key behin
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -102,7 +103,7 @@ def test_a_session_runs_its_tools_in_a_sandbox_and_deleting_it_leaves_nothing(
 
     stack.delete(PADDOCK, "Session", "default", "primes")
     assert stack.redis is not None
-    log = redis.Redis(port=stack.redis.port)
+    log = stack.redis.admin()
 
     def cleaned_up() -> bool:
         return (
@@ -146,6 +147,35 @@ def test_only_the_proxy_container_can_read_the_api_key(stack: LocalStack) -> Non
         for proc in Path("/proc").iterdir():
             if proc.name.isdigit() and _owned_by(proc, harness_uid):
                 assert "sk-ant-" not in _read(proc / part)
+
+
+def test_the_redis_password_is_in_the_harness_container_only(stack: LocalStack) -> None:
+    """The operator provisioned the tenant's Redis user: its password is in the harness
+    container's environment, in no process of the proxy or of a sandbox, and it opens the
+    tenant's keys only."""
+    stack.apply_file(EXAMPLES / "hello-agent.yaml")
+    harness = _ready_pod(stack, "harness")
+    _wait(stack, "a warm sandbox", lambda: bool(_ready_pods(stack, "sandbox")))
+    secret = stack.get("v1", "Secret", "default", "paddock-redis-harness")
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    uids = {c["name"]: c["securityContext"]["runAsUser"] for c in harness["spec"]["containers"]}
+    sandbox_uid = _ready_pods(stack, "sandbox")[0]["spec"]["securityContext"]["runAsUser"]
+    seen: dict[int, bool] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        for uid in (uids["harness"], uids["proxy"], sandbox_uid):
+            if _owned_by(proc, uid):
+                seen[uid] = seen.get(uid, False) or password in _read(proc / "environ")
+    assert seen == {uids["harness"]: True, uids["proxy"]: False, sandbox_uid: False}
+    assert stack.redis is not None
+    tenant = redis.Redis(
+        port=stack.redis.port, username="paddock-harness-default", password=password
+    )
+    assert tenant.ping()
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        tenant.get("paddock:t:other:{sesn_x}:settings")
+    tenant.close()
 
 
 def test_a_sandbox_cannot_reach_another_pods_files(stack: LocalStack) -> None:

@@ -17,7 +17,14 @@ import anthropic
 import httpx
 from redis.asyncio import Redis
 
-from paddock.eventlog import SandboxBinding, SandboxRequest, SessionState, sandbox_requests
+from paddock.eventlog import (
+    GATEWAY_USER,
+    RedisSettings,
+    SandboxBinding,
+    SandboxRequest,
+    SessionState,
+    sandbox_requests,
+)
 from paddock.gateway.app import create_app, start
 from paddock.gateway.auth import API_KEY_LABEL
 from paddock.gateway.common import Gateway
@@ -27,6 +34,7 @@ from paddock.harness.worker import Worker, WorkerSettings
 from paddock.models import AgentSpec, SecretKeyReference
 from paddock.testing.controlplane import ControlPlane
 from paddock.testing.fakemodel import FakeModelServer, Script
+from paddock.testing.redis import RedisServer
 from paddock.testing.sandbox import RunningSandbox
 
 
@@ -43,7 +51,9 @@ def b64(text: str) -> str:
 @dataclass
 class Stack:
     control_plane: ControlPlane
-    redis_url: str
+    redis_server: RedisServer
+    """The gateway connects as its own user, workers as their tenant's, the test as the
+    operator (``redis``)."""
     sandbox: RunningSandbox
     ping_interval_s: float = 15.0
     tenants: list[Tenant] = field(default_factory=list)
@@ -54,6 +64,7 @@ class Stack:
     _redis: Redis | None = None
     _binder: asyncio.Task[None] | None = None
     _workers: list[tuple[asyncio.Event, asyncio.Task[None]]] = field(default_factory=list)
+    _tenant_clients: dict[str, Redis] = field(default_factory=dict)
     _models: list[FakeModelServer] = field(default_factory=list)
     _clients: list[anthropic.AsyncAnthropic] = field(default_factory=list)
 
@@ -82,9 +93,13 @@ class Stack:
                 assert response.status_code == 201, response.text
             for namespace in (f"gw-a-{suffix}", f"gw-b-{suffix}"):
                 self.tenants.append(self.add_key(namespace, kube=kube))
-        self._redis = Redis.from_url(self.redis_url)
+        self._redis = Redis.from_url(self.redis_server.url)
         config = GatewayConfig(
-            redis_url=self.redis_url,
+            redis=RedisSettings(
+                self.redis_server.plain_url,
+                username=GATEWAY_USER,
+                password=self.redis_server.gateway_password,
+            ),
             namespace=self.system_namespace,
             default_anthropic_secret=SecretKeyReference(name="anthropic", key="api-key"),
             host="127.0.0.1",
@@ -168,12 +183,16 @@ class Stack:
             retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.1),
         )
         stop = asyncio.Event()
-        self._workers.append((stop, asyncio.create_task(Worker(settings, self.redis).run(stop))))
+        redis = self._tenant_clients.get(tenant.namespace)
+        if redis is None:
+            url = self.redis_server.tenant_url(tenant.namespace)
+            redis = self._tenant_clients[tenant.namespace] = Redis.from_url(url)
+        self._workers.append((stop, asyncio.create_task(Worker(settings, redis).run(stop))))
         return model
 
     async def _bind_sandboxes(self) -> None:
         """The operator's part: bind a sandbox to every session that asks for one."""
-        redis = Redis.from_url(self.redis_url)
+        redis = Redis.from_url(self.redis_server.url)
         state = SessionState(redis)
         last = {sandbox_requests(t.namespace): "0-0" for t in self.tenants}
         tenant_of = {sandbox_requests(t.namespace): t.namespace for t in self.tenants}
@@ -210,3 +229,5 @@ class Stack:
             model.stop()
         if self._redis is not None:
             await self._redis.aclose()
+        for client in self._tenant_clients.values():
+            await client.aclose()

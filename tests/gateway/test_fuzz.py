@@ -69,7 +69,9 @@ def gateway_process(
     log = tmp_path_factory.mktemp("gateway") / "gateway.log"
     env = {
         **os.environ,
-        "PADDOCK_REDIS_URL": redis_server.url,
+        "PADDOCK_REDIS_URL": redis_server.plain_url,
+        "PADDOCK_REDIS_USERNAME": "paddock-gateway",
+        "PADDOCK_REDIS_PASSWORD": redis_server.gateway_password,
         "PADDOCK_GATEWAY_NAMESPACE": system,
         "PADDOCK_GATEWAY_HOST": "127.0.0.1",
         "PADDOCK_GATEWAY_PORT": str(port),

@@ -26,6 +26,7 @@ from paddock.harness import RetryPolicy, Worker, WorkerSettings
 from paddock.models import AgentSpec
 from paddock.testing.fakemodel import FakeModelServer, Script
 from paddock.testing.ports import wait_until_async
+from paddock.testing.redis import RedisServer
 from paddock.testing.sandbox import RunningSandbox
 
 AGENT = "default/hello"
@@ -45,6 +46,9 @@ def agent_spec(**overrides: Any) -> AgentSpec:
 @dataclass
 class Harness:
     redis: Redis
+    """The operator's client: the test plays the operator and the gateway."""
+    worker_redis: Redis
+    """The tenant's harness user (`RedisServer.tenant_url`): workers run under the ACL."""
     model: FakeModelServer
     sandbox: RunningSandbox
     spec: AgentSpec
@@ -66,7 +70,7 @@ class Harness:
             "retry": RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.2),
         }
         settings = WorkerSettings(**{**defaults, **overrides})
-        worker = Worker(settings, self.redis)
+        worker = Worker(settings, self.worker_redis)
         stop = asyncio.Event()
         self.workers.append((worker, stop, asyncio.create_task(worker.run(stop))))
         return worker
@@ -121,14 +125,15 @@ class Harness:
 
 @pytest.fixture
 async def make_harness(
-    redis: Redis, sandbox: RunningSandbox
+    redis: Redis, redis_server: RedisServer, sandbox: RunningSandbox
 ) -> AsyncIterator[Callable[..., Harness]]:
     """`make_harness(script, **agent_spec_fields)` with one worker started."""
     made: list[Harness] = []
+    tenant = Redis.from_url(redis_server.tenant_url(AGENT.partition("/")[0]))
 
     def make(script: Script, workers: int = 1, **spec: Any) -> Harness:
         model = FakeModelServer(script).start()
-        harness = Harness(redis, model, sandbox, agent_spec(**spec))
+        harness = Harness(redis, tenant, model, sandbox, agent_spec(**spec))
         made.append(harness)
         for _ in range(workers):
             harness.start_worker()
@@ -138,6 +143,7 @@ async def make_harness(
     for harness in made:
         await harness.close()
         harness.model.stop()
+    await tenant.aclose()
 
 
 def types(events: list[dict[str, Any]]) -> list[str]:

@@ -3,9 +3,14 @@ they are or are not ready."""
 
 from __future__ import annotations
 
+import base64
+
+import pytest
+import redis
 from kopf.testing import KopfRunner
 
 from paddock.operator import labels as L
+from paddock.testing.redis import RedisServer
 
 from .conftest import Cluster, agent_spec, api_key_secret
 
@@ -102,3 +107,53 @@ def test_changing_the_agent_rolls_its_harness(
     deployment = cluster.get("Deployment", namespace, "coder-harness")
     assert deployment["spec"]["replicas"] == 3
     assert "Be terse." in cluster.get("ConfigMap", namespace, "coder-agent")["data"]["agent.yaml"]
+
+
+def test_each_namespace_gets_a_redis_user_of_its_own_and_keeps_it(
+    cluster: Cluster, namespace: str, operator: KopfRunner, redis_server: RedisServer
+) -> None:
+    """The operator makes the namespace's Secret, provisions its Redis user with that
+    password (reaching only the namespace's keys), and provisions it again when Redis has
+    forgotten it (a restart or a new Redis: here the user is deleted behind its back)."""
+    cluster.create("Agent", namespace, "coder", agent_spec())
+    secret = cluster.wait(
+        "the tenant's Redis Secret",
+        lambda: cluster.get("Secret", namespace, "paddock-redis-harness"),
+    )
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    user = base64.b64decode(secret["data"]["username"]).decode()
+    assert user == f"paddock-harness-{namespace}"
+
+    def logs_in() -> bool:
+        client = redis.Redis(port=redis_server.port, username=user, password=password)
+        try:
+            return bool(client.ping())
+        except redis.exceptions.AuthenticationError:
+            return False
+        finally:
+            client.close()
+
+    cluster.wait("the tenant's Redis user", logs_in)
+    tenant = redis.Redis(port=redis_server.port, username=user, password=password)
+    assert tenant.set(f"paddock:t:{namespace}:probe", 1)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        tenant.get("paddock:t:other-namespace:probe")
+    tenant.close()
+    deployment = cluster.get("Deployment", namespace, "coder-harness")
+    (harness,) = [
+        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "harness"
+    ]
+    env = {e["name"]: e for e in harness["env"]}
+    assert env["PADDOCK_REDIS_USERNAME"]["value"] == user
+    assert env["PADDOCK_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "paddock-redis-harness",
+        "key": "password",
+    }
+
+    with redis_server.admin() as admin:
+        admin.acl_deluser(user)
+    assert not logs_in()
+    cluster.wait("the user provisioned again", logs_in, timeout=40)
+    # The same password: the Secret was kept, not made anew.
+    again = cluster.get("Secret", namespace, "paddock-redis-harness")
+    assert again["data"]["password"] == secret["data"]["password"]

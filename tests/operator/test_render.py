@@ -13,6 +13,7 @@ import yaml
 from paddock.models import Agent, Environment
 from paddock.models.render import to_yaml
 from paddock.operator import render
+from paddock.operator.runtime import OperatorSettings
 from paddock.proxy.config import parse_config
 
 from .conftest import Cluster, agent_spec
@@ -78,6 +79,7 @@ def rendered(namespace: str = "team-a") -> dict[str, dict[str, Any]]:
         "agent-configmap": render.agent_config_map(a),
         "proxy-configmap": render.proxy_config_map(a, [e], SETTINGS),
         "token-key-secret": render.token_key_secret(a, "0" * 64),
+        "redis-secret": render.redis_secret(namespace, "0" * 43, None),
         "harness-deployment": render.harness_deployment(a, SETTINGS),
         "proxy-service": render.proxy_service(a),
         "harness-networkpolicy": render.harness_network_policy(a, SETTINGS),
@@ -145,11 +147,64 @@ def test_only_the_proxy_touches_secrets() -> None:
             assert mounts >= secret_volumes
         else:
             assert not mounts & secret_volumes, container["name"]
-            assert "secretKeyRef" not in references
             assert "secretRef" not in references
+        if container["name"] != "harness":
+            assert "secretKeyRef" not in references, container["name"]
     assert pod_spec["automountServiceAccountToken"] is False
     harness, proxy = pod_spec["containers"]
     assert harness["securityContext"]["runAsUser"] != proxy["securityContext"]["runAsUser"]
+
+
+@pytest.mark.parametrize("ca", [False, True])
+def test_the_redis_password_reaches_the_harness_container_only(ca: bool) -> None:
+    """The tenant's Redis credentials: by reference, to the harness container of harness
+    pods, never to the proxy, an init container or any sandbox pod."""
+    settings = render.RenderSettings(redis_url="rediss://redis.paddock:6380/0", redis_ca=ca)
+    pod_spec = render.harness_deployment(Agent.model_validate(agent()), settings)["spec"][
+        "template"
+    ]["spec"]
+    for container in _containers(pod_spec):
+        refs = [
+            (var["name"], var["valueFrom"]["secretKeyRef"])
+            for var in container.get("env", [])
+            if "secretKeyRef" in var.get("valueFrom", {})
+        ]
+        if container["name"] != "harness":
+            assert refs == [], container["name"]
+            continue
+        expected = [("PADDOCK_REDIS_PASSWORD", {"name": render.REDIS_SECRET, "key": "password"})]
+        if ca:
+            expected.append(
+                ("PADDOCK_REDIS_CA_PEM", {"name": render.REDIS_SECRET, "key": "ca.crt"})
+            )
+        assert refs == expected
+        env = {var["name"]: var.get("value") for var in container["env"]}
+        assert env["PADDOCK_REDIS_USERNAME"] == "paddock-harness-team-a"
+        assert env["PADDOCK_REDIS_URL"] == "rediss://redis.paddock:6380/0"
+    sandbox = render.sandbox_pod(Environment.model_validate(environment()), "python-0001", "t")
+    dumped = yaml.safe_dump(sandbox)
+    assert render.REDIS_SECRET not in dumped
+    assert "PADDOCK_REDIS" not in dumped
+    assert "secretKeyRef" not in dumped
+
+
+def test_the_redis_secret_holds_the_tenants_user_and_password() -> None:
+    secret = render.redis_secret("team-a", "pw", "-----BEGIN CERTIFICATE-----")
+    assert secret["metadata"]["namespace"] == "team-a"
+    assert secret["stringData"] == {
+        "username": "paddock-harness-team-a",
+        "password": "pw",
+        "ca.crt": "-----BEGIN CERTIFICATE-----",
+    }
+
+
+def test_the_operator_never_renders_its_own_redis_credentials() -> None:
+    settings = OperatorSettings.from_env(
+        {"PADDOCK_REDIS_URL": "redis://paddock-operator:s3cret@redis.paddock:6379/0"}
+    )
+    assert settings.render.redis_url == "redis://redis.paddock:6379/0"
+    deployment = render.harness_deployment(Agent.model_validate(agent()), settings.render)
+    assert "s3cret" not in yaml.safe_dump(deployment)
 
 
 def test_sandboxes_are_locked_down() -> None:
@@ -215,3 +270,16 @@ def test_api_routes_of_a_host_credential_reach_the_proxy_config() -> None:
     ]
     parsed = parse_config(yaml.safe_dump(config))
     assert parsed.credentials[0].api_routes[0].path_prefix == "/repos/"
+
+
+def test_a_tls_redis_with_its_own_ca_reaches_harness_pods_through_the_tenant_secret() -> None:
+    settings = OperatorSettings.from_env(
+        {
+            "PADDOCK_REDIS_URL": "rediss://redis.example.com:6380/2",
+            "PADDOCK_REDIS_CA_FILE": "/etc/paddock/redis-ca/ca.crt",
+        }
+    )
+    assert settings.render.redis_ca is True
+    assert settings.redis.options()["ssl_ca_certs"] == "/etc/paddock/redis-ca/ca.crt"
+    plain = OperatorSettings.from_env({"PADDOCK_REDIS_URL": "rediss://redis.example.com:6380/2"})
+    assert plain.render.redis_ca is False  # the system's CAs: nothing to hand on

@@ -151,12 +151,75 @@ podAntiAffinity:
   {{- end }}
 {{- end -}}
 
+{{/* The Redis users' passwords, generated once and kept across upgrades (lookup). */}}
+{{- define "paddock.redisPasswords" -}}
+{{- $name := printf "%s-redis-auth" (include "paddock.fullname" .) -}}
+{{- $found := lookup "v1" "Secret" .Release.Namespace $name -}}
+{{- $data := (and $found $found.data) | default dict -}}
+{{- $out := dict -}}
+{{- range $key := list "operator-password" "gateway-password" "default-password" -}}
+{{- if hasKey $data $key -}}
+{{- $_ := set $out $key (index $data $key | b64dec) -}}
+{{- else -}}
+{{- $_ := set $out $key (randAlphaNum 40) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{/* The ACL file of the bundled Redis (paddock.eventlog.acl.acl_file: same lines). The
+default user keeps every permission behind a password no one is given: Redis replays the
+AOF as that user, and a restricted one silently drops MULTI/EXEC blocks (redis#14541). */}}
+{{- define "paddock.redisAcl" -}}
+{{- $pw := . -}}
+{{- $commands := "+auth +hello +ping +eval +evalsha +script|load +script|exists +multi +exec +discard +time +exists +del +get +set +incr +pexpire +hget +hset +hdel +hexists +hincrby +hgetall +xadd +xrange +xrevrange +xread +xreadgroup +xack +xdel +xlen +xclaim +xautoclaim +xgroup|create +subscribe +unsubscribe" -}}
+user default on #{{ index $pw "default-password" | sha256sum }} ~* &* +@all
+user paddock-operator on #{{ index $pw "operator-password" | sha256sum }} ~* &* +@all
+user paddock-gateway on #{{ index $pw "gateway-password" | sha256sum }} resetkeys ~paddock:t:* resetchannels &paddock:t:* -@all {{ $commands }}
+{{ end -}}
+
+{{/* Redis settings of the operator and the gateway: URL, user, password, CA. */}}
+{{- define "paddock.redisEnv" -}}
+- name: PADDOCK_REDIS_URL
+  value: {{ include "paddock.redisUrl" .ctx | quote }}
+- name: PADDOCK_REDIS_USERNAME
+  value: paddock-{{ .user }}
+- name: PADDOCK_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "paddock.fullname" .ctx }}-redis-auth
+      key: {{ .user }}-password
+{{- if .ctx.Values.redis.external.caSecret }}
+- name: PADDOCK_REDIS_CA_FILE
+  value: /etc/paddock/redis-ca/ca.crt
+{{- end }}
+{{- end -}}
+
+{{/* The CA bundle of an external rediss:// Redis, for the operator and the gateway. */}}
+{{- define "paddock.redisCaMount" -}}
+{{- if .Values.redis.external.caSecret }}
+- name: redis-ca
+  mountPath: /etc/paddock/redis-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+{{- define "paddock.redisCaVolume" -}}
+{{- with .Values.redis.external.caSecret }}
+- name: redis-ca
+  secret:
+    secretName: {{ . }}
+    items: [{key: ca.crt, path: ca.crt}]
+{{- end }}
+{{- end -}}
+
 {{/* The bundled Redis's configuration. */}}
 {{- define "paddock.redisConf" -}}
 bind * -::*
 protected-mode no
 port 6379
 dir /data
+# Users (and their password digests) are in a Secret; the operator adds tenants' users.
+aclfile /etc/redis-acl/users.acl
 # The event logs are the only durable state: every write reaches the disk before it is
 # acknowledged, and nothing is ever evicted.
 appendonly yes

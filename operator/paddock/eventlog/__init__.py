@@ -1,6 +1,16 @@
 """The event log: sessions as append-only Redis streams, fenced writers, a work queue per
 Agent, and the Managed Agents event models. See docs/eventlog.md."""
 
+from paddock.eventlog.acl import (
+    GATEWAY_USER,
+    OPERATOR_USER,
+    acl_file,
+    harness_rules,
+    harness_user,
+    password_hash,
+    provision_tenant,
+    tenant_has_password,
+)
 from paddock.eventlog.errors import (
     EventLogError,
     InvalidId,
@@ -80,7 +90,7 @@ from paddock.eventlog.keys import (
     work_keys,
 )
 from paddock.eventlog.lease import Heartbeat, Lease
-from paddock.eventlog.log import SOCKET_TIMEOUT_S, EventLog, EventPage, connect
+from paddock.eventlog.log import SOCKET_TIMEOUT_S, EventLog, EventPage, RedisSettings, connect
 from paddock.eventlog.migrate import migrate_layout, old_keys
 from paddock.eventlog.sandboxes import (
     SandboxBinding,
@@ -102,6 +112,8 @@ from paddock.eventlog.workqueue import Claim, WorkQueue
 __all__ = [
     "EVENT_LIST_ADAPTER",
     "EVENT_TYPES",
+    "GATEWAY_USER",
+    "OPERATOR_USER",
     "SOCKET_TIMEOUT_S",
     "AgentContent",
     "AgentCustomToolUseEvent",
@@ -133,6 +145,7 @@ __all__ = [
     "Money",
     "PlainTextSource",
     "RedactedBlock",
+    "RedisSettings",
     "RetryStatus",
     "SandboxBinding",
     "SandboxRequest",
@@ -168,6 +181,7 @@ __all__ = [
     "UserToolConfirmationEvent",
     "UserToolResultEvent",
     "WorkQueue",
+    "acl_file",
     "check_agent",
     "check_tenant",
     "companion_keys",
@@ -175,13 +189,17 @@ __all__ = [
     "decode_base62",
     "encode_base62",
     "event_id",
+    "harness_rules",
+    "harness_user",
     "migrate_layout",
     "new_id",
     "new_session_id",
     "old_keys",
     "open_session",
     "parse_event",
+    "password_hash",
     "payload",
+    "provision_tenant",
     "sandbox_bound",
     "sandbox_requests",
     "session_keys",
@@ -189,6 +207,7 @@ __all__ = [
     "settings_for",
     "stream_entries",
     "stream_id",
+    "tenant_has_password",
     "tenant_of",
     "tenant_patterns",
     "tenant_prefix",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 
@@ -52,13 +53,65 @@ SOCKET_TIMEOUT_S = 30.0
 """Longer than any blocking read (tails and work claims block 5 s at most by default)."""
 
 
-def connect(url: str) -> Redis:
-    """A client for the event log. redis-py's default read timeout (5 s) is as long as a
-    blocking read, so an idle tail would fail now and then; this one waits longer, and
-    pings an idle pooled connection before reusing it."""
-    return Redis.from_url(
-        url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=5, health_check_interval=15
-    )
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """Where Redis is and who to be there: the URL (``redis://`` or ``rediss://`` for TLS),
+    the ACL user and its password, and for TLS the CA bundle that signed the server's
+    certificate (a file, or PEM text); without one the system's CAs are trusted."""
+
+    url: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    ca_pem: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], prefix: str = "PADDOCK_REDIS") -> RedisSettings:
+        """``<prefix>_URL``, ``_USERNAME``, ``_PASSWORD`` or ``_PASSWORD_FILE``, ``_CA_FILE``
+        or ``_CA_PEM``."""
+        password = env.get(f"{prefix}_PASSWORD") or None
+        if path := env.get(f"{prefix}_PASSWORD_FILE"):
+            password = Path(path).read_text().strip()
+        return cls(
+            url=env[f"{prefix}_URL"],
+            username=env.get(f"{prefix}_USERNAME") or None,
+            password=password,
+            ca_file=env.get(f"{prefix}_CA_FILE") or None,
+            ca_pem=env.get(f"{prefix}_CA_PEM") or None,
+        )
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("rediss://")
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for ``Redis.from_url`` / ``ConnectionPool.from_url``."""
+        options: dict[str, Any] = {
+            "socket_timeout": SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": 5,
+            "health_check_interval": 15,
+        }
+        if self.username:
+            options["username"] = self.username
+        if self.password:
+            options["password"] = self.password
+        if self.ca_file or self.ca_pem:
+            if not self.tls:
+                raise ValueError(f"a CA bundle is for TLS: use a rediss:// URL, not {self.url}")
+            options["ssl_ca_certs"] = self.ca_file
+            options["ssl_ca_data"] = self.ca_pem
+        if self.tls:
+            options["ssl_cert_reqs"] = "required"  # and the host name is checked
+        return options
+
+
+def connect(redis: str | RedisSettings) -> Redis:
+    """A client for the event log (from a URL, or settings with credentials and TLS).
+    redis-py's default read timeout (5 s) is as long as a blocking read, so an idle tail
+    would fail now and then; this one waits longer, and pings an idle pooled connection
+    before reusing it."""
+    settings = RedisSettings(redis) if isinstance(redis, str) else redis
+    return Redis.from_url(settings.url, **settings.options())
 
 
 class EventLog:

@@ -1,6 +1,9 @@
 """`python -m paddock.gateway`: the Managed-Agents-compatible HTTP API.
 
-PADDOCK_REDIS_URL                 the event log
+PADDOCK_REDIS_URL                 the event log (redis:// or rediss://)
+PADDOCK_REDIS_USERNAME            its ACL user (paddock-gateway)
+PADDOCK_REDIS_PASSWORD[_FILE]     its password, or a file holding it
+PADDOCK_REDIS_CA_FILE             the CA bundle of a rediss:// server
 PADDOCK_GATEWAY_NAMESPACE         namespace of the API key Secrets
 PADDOCK_GATEWAY_HOST / _PORT      listen address (default 0.0.0.0:8080)
 PADDOCK_DEFAULT_ANTHROPIC_SECRET  `name/key` of the Claude API key of Agents created

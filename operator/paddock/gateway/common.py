@@ -59,7 +59,7 @@ class Gateway:
         kube = KubeClient.from_environment(
             config.kubeconfig, connections=64, connect_timeout_s=5, read_timeout_s=15
         )
-        redis = connect(config.redis_url)
+        redis = connect(config.redis)
         return cls(
             config=config,
             kube=kube,

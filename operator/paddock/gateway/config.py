@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from paddock.eventlog import RedisSettings
 from paddock.models import SecretKeyReference
 
 
 @dataclass(frozen=True)
 class GatewayConfig:
-    redis_url: str
-    """PADDOCK_REDIS_URL: the event log."""
+    redis: RedisSettings
+    """PADDOCK_REDIS_URL (and _USERNAME, _PASSWORD or _PASSWORD_FILE, _CA_FILE): the event
+    log, as the user `paddock-gateway`."""
     namespace: str
     """PADDOCK_GATEWAY_NAMESPACE: where the API key Secrets live."""
     default_anthropic_secret: SecretKeyReference
@@ -62,7 +64,7 @@ def _flag(text: str | None, default: bool) -> bool:
 def config_from_env(env: Mapping[str, str]) -> GatewayConfig:
     """The configuration the environment describes; KeyError/ValueError if incomplete."""
     return GatewayConfig(
-        redis_url=env["PADDOCK_REDIS_URL"],
+        redis=RedisSettings.from_env(env),
         namespace=env["PADDOCK_GATEWAY_NAMESPACE"],
         default_anthropic_secret=parse_secret_ref(
             env.get("PADDOCK_DEFAULT_ANTHROPIC_SECRET") or "anthropic/api-key"

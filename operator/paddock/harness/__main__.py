@@ -4,7 +4,10 @@ Configuration comes from the environment the operator renders into the harness c
 
     PADDOCK_AGENT            <namespace>/<name> of the Agent
     PADDOCK_AGENT_FILE       the Agent resource (YAML or JSON), mounted from a ConfigMap
-    PADDOCK_REDIS_URL        the event log
+    PADDOCK_REDIS_URL        the event log (redis:// or rediss://)
+    PADDOCK_REDIS_USERNAME   its ACL user (paddock-harness-<namespace>)
+    PADDOCK_REDIS_PASSWORD   its password (from the tenant's paddock-redis-harness Secret)
+    PADDOCK_REDIS_CA_PEM     the CA of a rediss:// server (from the same Secret)
     PADDOCK_WORKER_ID        this worker's name (the pod name)
     PADDOCK_MODEL_URL        the credential proxy's API listener (default http://127.0.0.1:8081)
     PADDOCK_PROXY_ADMIN_URL  the proxy's admin listener, which mints sandbox egress tokens
@@ -25,7 +28,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import start_http_server
 
-from paddock.eventlog import connect
+from paddock.eventlog import RedisSettings, connect
 from paddock.harness import Worker, WorkerSettings
 from paddock.models import Agent
 
@@ -43,12 +46,12 @@ def settings_from_env(env: dict[str, str]) -> WorkerSettings:
     )
 
 
-async def serve(settings: WorkerSettings, redis_url: str) -> None:
+async def serve(settings: WorkerSettings, redis_settings: RedisSettings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    redis = connect(redis_url)
+    redis = connect(redis_settings)
     try:
         await Worker(settings, redis).run(stop)
     finally:
@@ -64,7 +67,7 @@ def main() -> None:
     port = int(env.get("PADDOCK_METRICS_PORT", "9090"))
     if port:
         start_http_server(port)
-    asyncio.run(serve(settings, env["PADDOCK_REDIS_URL"]))
+    asyncio.run(serve(settings, RedisSettings.from_env(env)))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """`python -m paddock.operator`: the operator.
 
-PADDOCK_REDIS_URL         the event log
+PADDOCK_REDIS_URL         the event log (redis:// or rediss://)
+PADDOCK_REDIS_USERNAME    its ACL user (paddock-operator: every command, ACL administration)
+PADDOCK_REDIS_PASSWORD    its password (or PADDOCK_REDIS_PASSWORD_FILE, a file holding it)
+PADDOCK_REDIS_CA_FILE     the CA bundle of a rediss:// server (copied to tenants' Secrets)
+PADDOCK_HARNESS_REDIS_URL the URL harness pods use, if not the same (no credentials)
 PADDOCK_IMAGE             the Paddock image of harness pods (harness + proxy)
 PADDOCK_SANDBOX_IMAGE     sandbox image for Environments that keep the default
 PADDOCK_ANTHROPIC_URL     the Claude API the proxies forward to (default the public API)

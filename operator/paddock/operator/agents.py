@@ -12,6 +12,7 @@ from paddock.models import API_VERSION, Agent, AgentReason, ConditionType, Envir
 from paddock.operator import events, render
 from paddock.operator.identity import ensure_id
 from paddock.operator.observed import Deployment, Pod
+from paddock.operator.redisusers import TenantUsers
 from paddock.operator.runtime import Runtime
 from paddock.operator.status import AgentStatusBody, agent_status
 
@@ -112,14 +113,18 @@ class AgentReconciler:
     def __init__(self, rt: Runtime, active_sessions: Callable[[str], int]) -> None:
         self.rt, self.active_sessions = rt, active_sessions
         self._applied: dict[str, int] = {}  # uid -> generation
+        self.redis_users = TenantUsers(rt)
 
     def forget_applied(self) -> None:
         self._applied.clear()
+        self.redis_users.forget()
 
     async def reconcile(self, agent: Agent) -> None:
         meta = agent.metadata
         uid, generation = meta.uid or "", meta.generation or 0
         active = self.active_sessions(f"{meta.namespace}/{meta.name}")
+        # Every time, not once per generation: a restarted Redis has forgotten the user.
+        await self.redis_users.ensure(render.namespace_of(agent))
         if self._applied.get(uid) != generation:
             await ensure_id(self.rt.kube, agent)
             new = await reconcile(self.rt, agent, active_sessions=active)

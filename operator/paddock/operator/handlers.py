@@ -18,7 +18,6 @@ from typing import Any
 import kopf
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from paddock.eventlog import SOCKET_TIMEOUT_S
 from paddock.kube import KubeClient
 from paddock.operator.controller import Controller, informers
 from paddock.operator.leases import Leadership, lease_key
@@ -43,12 +42,7 @@ async def startup(memo: kopf.Memo, **_: Any) -> None:
     # one of 64 connections rather than fail when all are taken.
     redis = Redis(
         connection_pool=BlockingConnectionPool.from_url(
-            config.redis_url,
-            max_connections=64,
-            timeout=None,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            socket_connect_timeout=5,
-            health_check_interval=15,
+            config.redis.url, max_connections=64, timeout=None, **config.redis.options()
         )
     )
     rt = Runtime(config, kube, redis)

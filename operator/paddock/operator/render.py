@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from paddock.eventlog import harness_user
 from paddock.models import Agent, Environment
 from paddock.operator import labels as L
 
@@ -25,6 +26,9 @@ API_PORT, EGRESS_PORT, ADMIN_PORT = 8081, 3128, 8082
 SANDBOX_PORT = 8080
 METRICS_PORT = 9090
 SECRETS_DIR = "/var/run/secrets/paddock"
+REDIS_SECRET = "paddock-redis-harness"
+"""Per tenant namespace: the harness workers' Redis password (and the CA of a TLS Redis),
+generated and provisioned in Redis by the operator (`paddock.operator.redisusers`)."""
 SANDBOX_TOKEN_DIR = "/var/run/paddock/sandbox"
 PRIVATE_RANGES = [
     "10.0.0.0/8",
@@ -41,6 +45,11 @@ class RenderSettings:
 
     image: str = "paddock/paddock:0.1.0"
     redis_url: str = "redis://redis:6379/0"
+    """What harness workers connect to; never holds credentials (they come from the
+    tenant's `REDIS_SECRET`)."""
+    redis_ca: bool = False
+    """The Redis URL is rediss:// with a CA bundle of its own: the tenant's `REDIS_SECRET`
+    carries it (`ca.crt`)."""
     anthropic_url: str = "https://api.anthropic.com"
 
 
@@ -201,6 +210,45 @@ def token_key_secret(agent: Agent, key: str) -> dict[str, Any]:
     }
 
 
+def redis_secret(namespace: str, password: str, ca_pem: str | None) -> dict[str, Any]:
+    """The tenant's Redis credentials for its harness workers (generated once)."""
+    data = {"username": harness_user(namespace), "password": password}
+    if ca_pem:
+        data["ca.crt"] = ca_pem
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": REDIS_SECRET,
+            "namespace": namespace,
+            "labels": {L.COMPONENT: "redis-credentials", "app.kubernetes.io/managed-by": "paddock"},
+        },
+        "stringData": data,
+    }
+
+
+def _redis_env(namespace: str, settings: RenderSettings) -> list[dict[str, Any]]:
+    """The harness container's Redis settings: its tenant's user, the password (and CA) by
+    reference to the tenant's Secret, so they reach this container only."""
+    env: list[dict[str, Any]] = [
+        {"name": "PADDOCK_REDIS_URL", "value": settings.redis_url},
+        {"name": "PADDOCK_REDIS_USERNAME", "value": harness_user(namespace)},
+        {
+            "name": "PADDOCK_REDIS_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": "password"}},
+        },
+    ]
+    if settings.redis_ca:
+        env.append(
+            {
+                "name": "PADDOCK_REDIS_CA_PEM",
+                "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": "ca.crt"}},
+            }
+        )
+    return env
+
+
 def _secret_volume(name: str, secret: str, key: str, path: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -214,7 +262,8 @@ def _secret_volume(name: str, secret: str, key: str, path: str) -> dict[str, Any
 
 def harness_deployment(agent: Agent, settings: RenderSettings) -> dict[str, Any]:
     """The Agent's workers: the harness container and the credential-proxy sidecar. Only the
-    proxy mounts Secrets; no container gets a ServiceAccount token or API permissions."""
+    proxy mounts Secrets, and only the harness container reads one key of another (its
+    tenant's Redis password); no container gets a ServiceAccount token or API permissions."""
     spec = agent.spec
     names = harness_names(agent)
     namespace = namespace_of(agent)
@@ -257,7 +306,7 @@ def harness_deployment(agent: Agent, settings: RenderSettings) -> dict[str, Any]
         "env": [
             {"name": "PADDOCK_AGENT", "value": f"{namespace}/{name_of(agent)}"},
             {"name": "PADDOCK_AGENT_FILE", "value": "/etc/paddock/agent/agent.yaml"},
-            {"name": "PADDOCK_REDIS_URL", "value": settings.redis_url},
+            *_redis_env(namespace, settings),
             {
                 "name": "PADDOCK_WORKER_ID",
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},

@@ -6,18 +6,28 @@ import os
 import socket
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 
-from paddock.eventlog import EventLog, SessionState
+from paddock.eventlog import EventLog, RedisSettings, SessionState
 from paddock.kube import KubeClient
 from paddock.operator.informer import Informer
 from paddock.operator.render import RenderSettings
 
 
+def _without_credentials(url: str) -> str:
+    """The URL without its user and password: the harness URL goes into Deployments."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=host))
+
+
 @dataclass(frozen=True)
 class OperatorSettings:
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis: RedisSettings = field(default_factory=lambda: RedisSettings("redis://127.0.0.1:6379/0"))
+    """PADDOCK_REDIS_URL, _USERNAME (paddock-operator), _PASSWORD or _PASSWORD_FILE,
+    _CA_FILE: the operator's own Redis user."""
     render: RenderSettings = field(default_factory=RenderSettings)
     sandbox_image: str | None = None
     """Default sandbox image for Environments that use the built-in default."""
@@ -29,12 +39,15 @@ class OperatorSettings:
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> OperatorSettings:
-        redis_url = env.get("PADDOCK_REDIS_URL", cls.redis_url)
+        redis = RedisSettings.from_env({"PADDOCK_REDIS_URL": "redis://127.0.0.1:6379/0", **env})
+        harness_url = _without_credentials(env.get("PADDOCK_HARNESS_REDIS_URL", redis.url))
         return cls(
-            redis_url=redis_url,
+            redis=redis,
             render=RenderSettings(
                 image=env.get("PADDOCK_IMAGE", RenderSettings.image),
-                redis_url=env.get("PADDOCK_HARNESS_REDIS_URL", redis_url),
+                redis_url=harness_url,
+                redis_ca=harness_url.startswith("rediss://")
+                and bool(redis.ca_file or redis.ca_pem),
                 anthropic_url=env.get("PADDOCK_ANTHROPIC_URL", RenderSettings.anthropic_url),
             ),
             sandbox_image=env.get("PADDOCK_SANDBOX_IMAGE") or None,

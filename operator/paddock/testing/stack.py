@@ -26,6 +26,7 @@ from typing import Any, TextIO
 import httpx
 import yaml
 
+from paddock.eventlog import GATEWAY_USER, OPERATOR_USER
 from paddock.kube import APPLY, path
 from paddock.operator.observed import Pod
 from paddock.operator.status import pod_failure
@@ -100,7 +101,16 @@ class LocalStack:
         # Pods reach the host's services at the bridge address.
         self.redis = self._exit.enter_context(RedisServer(bind=f"127.0.0.1 {self.host_ip}"))
         redis_url = f"redis://{self.host_ip}:{self.redis.port}/0"
-        operator_env = {**env, "PADDOCK_REDIS_URL": redis_url, "PADDOCK_METRICS_PORT": "0"}
+        # As the chart runs them: each component as its own Redis user, the harness pods as
+        # their tenant's (the operator provisions it, the runner hands the Secret's password
+        # to the harness container only).
+        operator_env = {
+            **env,
+            "PADDOCK_REDIS_URL": redis_url,
+            "PADDOCK_REDIS_USERNAME": OPERATOR_USER,
+            "PADDOCK_REDIS_PASSWORD": self.redis.operator_password,
+            "PADDOCK_METRICS_PORT": "0",
+        }
         if self.anthropic_api_key is None:
             self.model = FakeModelServer(demo_script, host=self.host_ip).start()
             self._exit.callback(self.model.stop)
@@ -113,6 +123,8 @@ class LocalStack:
         gateway_env = {
             **env,
             "PADDOCK_REDIS_URL": redis_url,
+            "PADDOCK_REDIS_USERNAME": GATEWAY_USER,
+            "PADDOCK_REDIS_PASSWORD": self.redis.gateway_password,
             "PADDOCK_GATEWAY_NAMESPACE": GATEWAY_NAMESPACE,
             "PADDOCK_GATEWAY_HOST": "127.0.0.1",
             "PADDOCK_GATEWAY_PORT": str(self.gateway_port),
