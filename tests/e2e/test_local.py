@@ -159,15 +159,24 @@ def test_the_redis_password_is_in_the_harness_container_only(stack: LocalStack) 
     secret = stack.get("v1", "Secret", "default", "paddock-redis-harness")
     password = base64.b64decode(secret["data"]["password"]).decode()
     uids = {c["name"]: c["securityContext"]["runAsUser"] for c in harness["spec"]["containers"]}
-    sandbox_uid = _ready_pods(stack, "sandbox")[0]["spec"]["securityContext"]["runAsUser"]
-    seen: dict[int, bool] = {}
+    sandboxes = {
+        p["metadata"]["name"] for p in _pods(stack, **{"paddock.dev/component": "sandbox"})
+    }
+    # Every process of the pods, by pod (the runner sets HOSTNAME) and uid (the container).
+    seen: dict[str, bool] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
-        for uid in (uids["harness"], uids["proxy"], sandbox_uid):
-            if _owned_by(proc, uid):
-                seen[uid] = seen.get(uid, False) or password in _read(proc / "environ")
-    assert seen == {uids["harness"]: True, uids["proxy"]: False, sandbox_uid: False}
+        environ = _read(proc / "environ")
+        host = next((v[9:] for v in environ.split("\0") if v.startswith("HOSTNAME=")), "")
+        if host == harness["metadata"]["name"]:
+            where = "harness" if _owned_by(proc, uids["harness"]) else "proxy"
+        elif host in sandboxes:
+            where = "sandbox"
+        else:
+            continue
+        seen[where] = seen.get(where, False) or password in environ
+    assert seen == {"harness": True, "proxy": False, "sandbox": False}
     assert stack.redis is not None
     tenant = redis.Redis(
         port=stack.redis.port, username="paddock-harness-default", password=password
