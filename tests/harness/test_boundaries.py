@@ -49,7 +49,9 @@ async def test_model_calls_and_sandbox_egress_go_through_the_proxy(
         harness.start_worker(
             model_base_url=proxy.api_url,
             proxy_admin_url=proxy.admin_url,
-            proxy_egress_url=f"http://127.0.0.1:{proxy.egress_port}",
+            # A name, as the proxy Service's: the sandbox, which has no resolver, gets the
+            # address (localhost is 127.0.0.1 in /etc/hosts).
+            proxy_egress_url=f"http://localhost:{proxy.egress_port}",
         )
         session = await harness.start_session("show me the proxy", bind=False)
         await harness.bind(session, sandbox)
@@ -63,7 +65,8 @@ async def test_model_calls_and_sandbox_egress_go_through_the_proxy(
     # The sandbox was bound to the session: its commands egress through the proxy, and no
     # key is in their environment.
     output = events[-3]["content"][0]["text"]
-    assert f"127.0.0.1:{proxy.egress_port}" in output
+    assert output.splitlines()[0] == f"127.0.0.1:{proxy.egress_port}"
+    assert "localhost" not in output
     assert output.splitlines()[-2] == "0"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import secrets
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,9 +16,9 @@ import httpx
 import pytest
 
 from paddock.models import FileResource, GitRepository
-from paddock.sandbox import SandboxAlreadyBound
+from paddock.sandbox import SandboxAlreadyBound, SandboxClient, SandboxUnreachable
 from paddock.testing.ports import free_port
-from paddock.testing.sandbox import RunningSandbox
+from paddock.testing.sandbox import RunningSandbox, launch
 
 TOKEN = "pdk1.eyJzaWQiOiJ4In0.c2lnbmF0dXJl"
 
@@ -173,6 +174,32 @@ async def test_a_sandbox_serves_one_session_only(
     assert response.status_code == 409
     assert response.json()["error"]["type"] == "conflict_error"
     assert "sesn_first" in await bash(server, "echo $HTTP_PROXY")
+
+
+async def test_a_bind_waits_for_a_sandbox_that_refuses_connections_at_first(
+    tmp_path: Path,
+) -> None:
+    """As a claimed sandbox does until the policy engine admits its Agent's harness (which
+    refuses connections meanwhile): the bind is tried again and succeeds once it can."""
+    port, token = free_port(), secrets.token_urlsafe(16)
+    async with SandboxClient(f"http://127.0.0.1:{port}", token) as client:
+        bind = asyncio.create_task(client.bind("sesn_late", "http://10.0.0.7:3128", TOKEN))
+        # Nothing listens on the port until the server is up: the first attempts are refused.
+        server = await asyncio.to_thread(launch, tmp_path / "late", port=port, token=token)
+        try:
+            result = await bind
+            assert result.session_id == "sesn_late"
+            assert "sesn_late" in await bash(server, "echo $HTTP_PROXY")
+        finally:
+            server.stop()
+
+
+async def test_a_sandbox_that_never_accepts_is_unreachable_after_the_reach_timeout() -> None:
+    async with SandboxClient(f"http://127.0.0.1:{free_port()}", "t") as client:
+        started = time.monotonic()
+        with pytest.raises(SandboxUnreachable):
+            await client.bind("sesn_x", "http://10.0.0.7:3128", TOKEN, reach_timeout=0.5)
+    assert 0.5 <= time.monotonic() - started < 5
 
 
 async def test_invalid_binds_are_refused_and_bind_nothing(sandbox: RunningSandbox) -> None:

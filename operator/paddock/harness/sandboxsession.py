@@ -4,7 +4,11 @@ journal, and asking for a replacement when the sandbox fails."""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
+import socket
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -126,7 +130,7 @@ class SandboxSession:
             settings = self.session_settings or SessionSettings(namespace="", name="")
             await client.bind(
                 self.session_id,
-                self.settings.proxy_egress_url,
+                await by_address(self.settings.proxy_egress_url),
                 await self.proxy_token(settings.environment),
                 repositories=settings.repositories,
                 files=settings.files,
@@ -143,6 +147,28 @@ class SandboxSession:
         )
         response.raise_for_status()
         return str(response.json()["token"])
+
+
+async def by_address(url: str) -> str:
+    """``url`` with its host resolved to an address: sandboxes in `none` and `limited` mode
+    have no resolver, so they get the proxy Service's address, not its name. Unresolvable:
+    SandboxUnavailable (the call fails like an unreachable sandbox; nothing is bound)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        ipaddress.ip_address(host)
+        return url
+    except ValueError:
+        pass
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(
+            host, parts.port, type=socket.SOCK_STREAM
+        )
+    except OSError as exc:
+        raise SandboxUnavailable(f"the proxy address {host} does not resolve: {exc}") from exc
+    address = str(found[0][4][0])
+    literal = f"[{address}]" if ":" in address else address
+    return parts._replace(netloc=f"{literal}:{parts.port}" if parts.port else literal).geturl()
 
 
 async def _cancel(client: SandboxClient, call_id: str) -> None:

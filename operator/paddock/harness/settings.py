@@ -20,7 +20,8 @@ class WorkerSettings:
     proxy_admin_url: str | None = None
     """Mints egress tokens for sandboxes. None: sandboxes are used unbound (no egress)."""
     proxy_egress_url: str | None = None
-    """The proxy address sandboxes use (the Agent's proxy Service)."""
+    """The proxy address sandboxes use (the Agent's proxy Service). A name is resolved by
+    the worker at each bind: the sandbox gets the address, having no resolver of its own."""
     lease_ttl_ms: int = 15_000
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     context_window_tokens: int = 200_000

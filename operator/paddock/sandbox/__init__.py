@@ -9,6 +9,13 @@ from paddock.sandbox.client import (
     SandboxClient,
     SandboxError,
     SandboxUnavailable,
+    SandboxUnreachable,
 )
 
-__all__ = ["SandboxAlreadyBound", "SandboxClient", "SandboxError", "SandboxUnavailable"]
+__all__ = [
+    "SandboxAlreadyBound",
+    "SandboxClient",
+    "SandboxError",
+    "SandboxUnavailable",
+    "SandboxUnreachable",
+]

@@ -7,6 +7,7 @@ not answer in time (it may be dead; a retry of a call with the same call id is s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ __all__ = [
     "SandboxClient",
     "SandboxError",
     "SandboxUnavailable",
+    "SandboxUnreachable",
     "Stats",
     "ToolResult",
 ]
@@ -39,6 +41,13 @@ __all__ = [
 DEFAULT_TIMEOUT = 30.0
 BIND_TIMEOUT = 660.0
 """Long enough for the sandbox's clone timeout plus setup."""
+REACH_TIMEOUT = 10.0
+"""How long `bind` keeps trying to connect to a sandbox that refuses or drops connections:
+a claimed sandbox admits its Agent's harness pods only once the cluster's policy engine has
+seen the claim's labels (docs/sandbox.md, "Reaching a claimed sandbox")."""
+_REACH_FIRST, _REACH_MAX = 0.1, 2.0
+"""The first attempts' connect timeout (a pod-network connect takes milliseconds; a dropped
+SYN is then retried soon instead of after TCP's own 1 s), doubling up to the last."""
 _CALL_MARGIN = 30.0
 """Beyond a bash call's own timeout: the SIGTERM grace, the kill, the transfer."""
 FILE_TOOL_TIMEOUT = 90.0
@@ -49,6 +58,10 @@ _Model = TypeVar("_Model", bound=BaseModel)
 
 class SandboxUnavailable(Exception):
     """The sandbox could not be reached, dropped the connection or did not answer in time."""
+
+
+class SandboxUnreachable(SandboxUnavailable):
+    """No connection could be made: the request never reached the sandbox."""
 
 
 class SandboxError(Exception):
@@ -113,10 +126,14 @@ class SandboxClient:
         files: Sequence[FileResource] = (),
         git_credential_hosts: Sequence[str] = (),
         timeout: float = BIND_TIMEOUT,  # noqa: ASYNC109 -- an HTTP timeout, not a deadline
+        reach_timeout: float = REACH_TIMEOUT,
     ) -> BindResult:
         """Bind the sandbox to a session. Idempotent for the same session; raises
         SandboxAlreadyBound if another session has it, pydantic.ValidationError for invalid
-        arguments. Clone failures are in the result."""
+        arguments. Clone failures are in the result. A connection that fails is tried again,
+        at once and with short connect timeouts at first, for ``reach_timeout`` seconds:
+        the first call to a freshly claimed sandbox may come before the policy engine
+        admits it (then SandboxUnreachable)."""
         body = BindRequest(
             session_id=session_id,
             proxy_url=proxy_url,
@@ -125,7 +142,24 @@ class SandboxClient:
             files=list(files),
             git_credential_hosts=list(git_credential_hosts),
         )
-        return await self._request("POST", "/v1/bind", BindResult, body, timeout=timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + reach_timeout
+        connect = _REACH_FIRST
+        while True:
+            left = deadline - loop.time()
+            try:
+                return await self._request(
+                    "POST",
+                    "/v1/bind",
+                    BindResult,
+                    body,
+                    timeout=httpx.Timeout(timeout, connect=max(min(connect, left), 0.01)),
+                )
+            except SandboxUnreachable:
+                if loop.time() >= deadline:
+                    raise
+            connect = min(connect * 2, _REACH_MAX)
+            await asyncio.sleep(min(0.02, max(deadline - loop.time(), 0)))
 
     async def call(
         self,
@@ -164,7 +198,7 @@ class SandboxClient:
         answer: type[_Model],
         body: BaseModel | None = None,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109 -- an HTTP timeout
+        timeout: float | httpx.Timeout | None = None,  # noqa: ASYNC109 -- an HTTP timeout
     ) -> _Model:
         content = body.model_dump_json(exclude_none=True) if body is not None else None
         try:
@@ -175,6 +209,8 @@ class SandboxClient:
                 headers={"Content-Type": "application/json"},
                 timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
             )
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise SandboxUnreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         except httpx.TransportError as exc:
             raise SandboxUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         if response.status_code >= 400:

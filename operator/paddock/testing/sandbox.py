@@ -47,20 +47,26 @@ class RunningSandbox:
 
 
 def launch(
-    base: Path, *args: str, workdir: Path | None = None, wrapper: tuple[str, ...] = ()
+    base: Path,
+    *args: str,
+    workdir: Path | None = None,
+    wrapper: tuple[str, ...] = (),
+    port: int | None = None,
+    token: str | None = None,
 ) -> RunningSandbox:
     """Start a server with its own workdir, HOME and token under ``base``; wait until it
-    answers. ``wrapper`` prefixes the command (for example to drop privileges)."""
+    answers. ``wrapper`` prefixes the command (for example to drop privileges); ``port``
+    and ``token`` are chosen when not given."""
     base.mkdir(parents=True, exist_ok=True)
     home = base / "home"
     home.mkdir(exist_ok=True)
     if workdir is None:
         workdir = base / "workspace"
         workdir.mkdir(exist_ok=True)
-    token = secrets.token_urlsafe(24)
+    token = token or secrets.token_urlsafe(24)
     (base / "token").write_text(token + "\n")
     canary = f"canary-{secrets.token_hex(8)}"
-    port = free_port()
+    port = port or free_port()
     log = base / "server.log"
     command = [
         *wrapper,
