@@ -29,6 +29,7 @@ def test_agent_renders_its_harness_and_reports_a_missing_secret(
         ("ConfigMap", "coder-proxy"),
         ("Secret", "coder-proxy-token-key"),
         ("NetworkPolicy", "coder-harness"),
+        ("NetworkPolicy", "coder-sandbox-access"),
     ]:
         # Applied one after the other by the same reconcile.
         cluster.wait(f"{kind} {name}", lambda k=kind, n=name: cluster.get(k, namespace, n))

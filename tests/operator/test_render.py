@@ -83,6 +83,7 @@ def rendered(namespace: str = "team-a") -> dict[str, dict[str, Any]]:
         "harness-deployment": render.harness_deployment(a, SETTINGS),
         "proxy-service": render.proxy_service(a),
         "harness-networkpolicy": render.harness_network_policy(a, SETTINGS),
+        "sandbox-access-networkpolicy": render.sandbox_access_policy(a),
         "sandbox-pod": render.sandbox_pod(e, "python-0001", "sandbox-token"),
         "sandbox-networkpolicy": render.sandbox_network_policy(e),
     }
@@ -223,19 +224,85 @@ def test_sandboxes_are_locked_down() -> None:
     assert not [v for v in spec["volumes"] if "secret" in v or "projected" in v]
 
 
-def test_sandbox_network_policy_allows_only_harness_in_and_proxy_and_dns_out() -> None:
-    policy = render.sandbox_network_policy(Environment.model_validate(environment()))["spec"]
+def _environment_in(mode: str) -> Environment:
+    body = environment()
+    body["spec"]["networking"] = {"mode": mode}
+    return Environment.model_validate(body)
+
+
+@pytest.mark.parametrize("mode", ["none", "limited", "open"])
+def test_an_environment_policy_lets_nothing_in_and_only_open_mode_dns_out(mode: str) -> None:
+    policy = render.sandbox_network_policy(_environment_in(mode))["spec"]
+    assert policy["podSelector"] == {
+        "matchLabels": {"paddock.dev/component": "sandbox", "paddock.dev/environment": "python"}
+    }
     assert policy["policyTypes"] == ["Ingress", "Egress"]
-    (ingress,) = policy["ingress"]
-    assert ingress["from"] == [
-        {"podSelector": {"matchLabels": {"paddock.dev/component": "harness"}}}
-    ]
-    to_proxy, to_dns = policy["egress"]
-    assert to_proxy["ports"] == [{"protocol": "TCP", "port": 3128}]
+    assert not policy.get("ingress"), "a warm sandbox admits nothing"
+    if mode != "open":
+        assert not policy.get("egress"), "no resolver, no proxy, nothing before a claim"
+        return
+    (to_dns,) = policy["egress"]
     assert {p["port"] for p in to_dns["ports"]} == {53}
-    assert to_dns["to"][0]["namespaceSelector"]["matchLabels"] == {
+    (peer,) = to_dns["to"]
+    assert peer["namespaceSelector"]["matchLabels"] == {
         "kubernetes.io/metadata.name": "kube-system"
     }
+    assert peer["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+
+
+def test_a_claimed_sandbox_talks_only_to_its_agents_harness_pods() -> None:
+    a = Agent.model_validate(agent())
+    policy = render.sandbox_access_policy(a)
+    assert policy["metadata"]["name"] == "coder-sandbox-access"
+    spec = policy["spec"]
+    assert spec["podSelector"] == {
+        "matchLabels": {"paddock.dev/component": "sandbox", "paddock.dev/agent": "coder"}
+    }
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    own_harness = [
+        {
+            "podSelector": {
+                "matchLabels": {"paddock.dev/component": "harness", "paddock.dev/agent": "coder"}
+            }
+        }
+    ]
+    (ingress,) = spec["ingress"]
+    assert ingress == {"from": own_harness, "ports": [{"protocol": "TCP", "port": 8080}]}
+    (egress,) = spec["egress"]
+    assert egress == {"to": own_harness, "ports": [{"protocol": "TCP", "port": 3128}]}
+    # And the harness side agrees: its proxy admits, and it calls, its own sandboxes only.
+    harness = render.harness_network_policy(a, SETTINGS)["spec"]
+    own_sandboxes = [{"podSelector": {"matchLabels": spec["podSelector"]["matchLabels"]}}]
+    assert [r for r in harness["ingress"] if r.get("from")] == [
+        {"from": own_sandboxes, "ports": [{"protocol": "TCP", "port": 3128}]}
+    ]
+    assert [r for r in harness["egress"] if any("podSelector" in t for t in r.get("to", []))] == [
+        {"to": own_sandboxes, "ports": [{"protocol": "TCP", "port": 8080}]}
+    ]
+
+
+def test_agent_and_environment_policies_never_share_a_name() -> None:
+    a, e = agent(), environment()
+    a["metadata"]["name"] = "python"  # an Agent named like the Environment
+    names = {
+        render.sandbox_access_policy(Agent.model_validate(a))["metadata"]["name"],
+        render.harness_network_policy(Agent.model_validate(a), SETTINGS)["metadata"]["name"],
+        render.sandbox_network_policy(Environment.model_validate(e))["metadata"]["name"],
+    }
+    assert len(names) == 3
+
+
+@pytest.mark.parametrize("mode", ["none", "limited"])
+def test_sandboxes_without_open_networking_have_no_resolver(mode: str) -> None:
+    spec = render.sandbox_pod(_environment_in(mode), "python-0001", "t")["spec"]
+    assert spec["dnsPolicy"] == "None"
+    assert spec["dnsConfig"] == {"nameservers": ["127.0.0.1"]}
+
+
+def test_open_sandboxes_use_the_cluster_resolver() -> None:
+    spec = render.sandbox_pod(_environment_in("open"), "python-0001", "t")["spec"]
+    assert "dnsPolicy" not in spec  # ClusterFirst
+    assert "dnsConfig" not in spec
 
 
 def test_changing_the_agent_rolls_the_harness() -> None:

@@ -69,6 +69,8 @@ def test_warm_pool_fills_binds_refills_and_replaces(
     )
     pod = cluster.get("Pod", namespace, warm[0])
     assert pod["metadata"]["ownerReferences"][0]["kind"] == "Environment"
+    # No Agent's policy selects a warm pod: no harness reaches it, it reaches no proxy.
+    assert L.AGENT not in pod["metadata"]["labels"]
 
     # A claim binds at once from the pool.
     cluster.create("Session", namespace, "s1", {"agentRef": {"name": "coder"}})
@@ -83,6 +85,7 @@ def test_warm_pool_fills_binds_refills_and_replaces(
     assert binding.url.startswith("http://10.1.0.")
     bound = cluster.get("Pod", namespace, sandbox["podName"])
     assert bound["metadata"]["labels"][L.SANDBOX_STATE] == "bound"
+    assert bound["metadata"]["labels"][L.AGENT] == "coder"  # `coder-sandbox-access` selects it
     assert bound["metadata"]["ownerReferences"][0]["kind"] == "Session"
     assert binding.token == bound["metadata"]["annotations"][L.SANDBOX_TOKEN]
 
@@ -130,6 +133,7 @@ def test_empty_pool_starts_a_cold_sandbox_for_the_session(
     assert starting["status"] == "False"
     (pod,) = cluster.sandboxes(namespace, **{L.SANDBOX_STATE: "bound"})
     assert pod["metadata"]["annotations"][L.CLAIM] == "cold"
+    assert pod["metadata"]["labels"][L.AGENT] == "coder"
     cluster.run_pod(namespace, pod["metadata"]["name"], ip="10.2.0.9")
     session = session_ready(cluster, namespace, "s1")
     assert session["status"]["sandbox"] == {

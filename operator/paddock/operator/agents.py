@@ -1,5 +1,6 @@
 """Reconciling an Agent: its harness Deployment with the proxy sidecar, their config, the
-proxy Service and NetworkPolicy, and the Agent's status."""
+proxy Service, the NetworkPolicies of its harness pods and of the sandboxes claimed for its
+sessions, and the Agent's status."""
 
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ async def reconcile(rt: Runtime, agent: Agent, *, active_sessions: int) -> Agent
     )
     await kube.apply(render.proxy_service(agent), manager=MANAGER)
     await kube.apply(render.harness_network_policy(agent, rt.settings.render), manager=MANAGER)
+    await kube.apply(render.sandbox_access_policy(agent), manager=MANAGER)
     return await status(
         rt, agent, deployment=Deployment(deployment), active_sessions=active_sessions
     )

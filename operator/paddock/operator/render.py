@@ -30,6 +30,8 @@ REDIS_SECRET = "paddock-redis-harness"
 """Per tenant namespace: the harness workers' Redis password (and the CA of a TLS Redis),
 generated and provisioned in Redis by the operator (`paddock.operator.redisusers`)."""
 SANDBOX_TOKEN_DIR = "/var/run/paddock/sandbox"
+NO_RESOLVER = "127.0.0.1"
+"""The only nameserver of a sandbox in `none` or `limited` mode: its own loopback."""
 PRIVATE_RANGES = [
     "10.0.0.0/8",
     "172.16.0.0/12",
@@ -120,6 +122,8 @@ def harness_names(agent: Agent) -> dict[str, str]:
         "service": f"{name}-proxy",
         "token_key": f"{name}-proxy-token-key",
         "policy": f"{name}-harness",
+        # Not `<x>-sandboxes`: that is an Environment's policy, and names may coincide.
+        "sandbox_policy": f"{name}-sandbox-access",
     }
 
 
@@ -396,8 +400,8 @@ def proxy_service(agent: Agent) -> dict[str, Any]:
 
 _DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
 _DNS = {"ports": _DNS_PORTS}
-# Sandboxes may resolve names only through the cluster's resolver, not any server (which
-# would be a tunnel out); the resolver itself still recurses: see docs/security-model.md.
+# Sandboxes in `open` mode may resolve names through the cluster's resolver only, not any
+# server (which would be a tunnel out); it recurses, an allowed channel in that mode.
 _CLUSTER_DNS = {
     "to": [
         {
@@ -413,10 +417,15 @@ def redis_port(url: str) -> int:
     return urlsplit(url).port or 6379
 
 
+def claimed_sandbox_labels(agent: Agent) -> dict[str, str]:
+    """The labels of a sandbox claimed for a session of ``agent`` (set by the claim)."""
+    return {L.COMPONENT: "sandbox", L.AGENT: name_of(agent)}
+
+
 def harness_network_policy(agent: Agent, settings: RenderSettings) -> dict[str, Any]:
-    """Harness pods: sandboxes may reach the proxy, anyone the metrics; out to DNS, Redis,
-    the sandboxes and public HTTPS (the model API and allowlisted hosts), never the
-    metadata address or other private addresses."""
+    """Harness pods: the Agent's claimed sandboxes may reach the proxy, anyone the metrics;
+    out to DNS, Redis, the Agent's claimed sandboxes and public HTTPS (the model API and
+    allowlisted hosts), never the metadata address or other private addresses."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -426,7 +435,7 @@ def harness_network_policy(agent: Agent, settings: RenderSettings) -> dict[str, 
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [
                 {
-                    "from": [{"podSelector": {"matchLabels": {L.COMPONENT: "sandbox"}}}],
+                    "from": [{"podSelector": {"matchLabels": claimed_sandbox_labels(agent)}}],
                     "ports": [{"protocol": "TCP", "port": EGRESS_PORT}],
                 },
                 {"ports": [{"protocol": "TCP", "port": METRICS_PORT}]},
@@ -435,7 +444,7 @@ def harness_network_policy(agent: Agent, settings: RenderSettings) -> dict[str, 
                 _DNS,
                 {"ports": [{"protocol": "TCP", "port": redis_port(settings.redis_url)}]},
                 {
-                    "to": [{"podSelector": {"matchLabels": {L.COMPONENT: "sandbox"}}}],
+                    "to": [{"podSelector": {"matchLabels": claimed_sandbox_labels(agent)}}],
                     "ports": [{"protocol": "TCP", "port": SANDBOX_PORT}],
                 },
                 {
@@ -443,6 +452,26 @@ def harness_network_policy(agent: Agent, settings: RenderSettings) -> dict[str, 
                     "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 80}],
                 },
             ],
+        },
+    }
+
+
+def sandbox_access_policy(agent: Agent) -> dict[str, Any]:
+    """What a sandbox claimed for a session of ``agent`` may do beyond its Environment's
+    deny-all: accept calls from the Agent's harness pods, reach the Agent's proxies. The
+    claim labels the pod with the Agent, so no policy object per session is needed."""
+    harness = [{"podSelector": {"matchLabels": harness_labels(agent)}}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(
+            harness_names(agent)["sandbox_policy"], agent, claimed_sandbox_labels(agent)
+        ),
+        "spec": {
+            "podSelector": {"matchLabels": claimed_sandbox_labels(agent)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": harness, "ports": [{"protocol": "TCP", "port": SANDBOX_PORT}]}],
+            "egress": [{"to": harness, "ports": [{"protocol": "TCP", "port": EGRESS_PORT}]}],
         },
     }
 
@@ -522,6 +551,12 @@ def sandbox_pod(environment: Environment, name: str, token: str) -> dict[str, An
     }
     if spec.runtime_class_name:
         pod_spec["runtimeClassName"] = spec.runtime_class_name
+    if spec.networking.mode != "open":
+        # No recursive resolver: names are the proxy's to resolve (the proxy address the
+        # harness hands over at bind is an IP). Nothing answers on the sandbox's own
+        # loopback, so a lookup fails at once instead of waiting out a timeout.
+        pod_spec["dnsPolicy"] = "None"
+        pod_spec["dnsConfig"] = {"nameservers": [NO_RESOLVER]}
     meta = _meta(
         name,
         environment,
@@ -536,27 +571,20 @@ def sandbox_pod(environment: Environment, name: str, token: str) -> dict[str, An
 
 
 def sandbox_network_policy(environment: Environment) -> dict[str, Any]:
-    """Sandboxes accept calls only from harness pods and reach only the proxies and DNS."""
+    """Every sandbox of the Environment, warm or claimed: nothing in, nothing out (in `open`
+    mode, the cluster's DNS out). The claimed sandbox's Agent's `sandbox_access_policy` adds
+    its harness in and its proxy out; the kubelet's probes come from the node, which
+    NetworkPolicy does not filter."""
     name = name_of(environment)
+    spec: dict[str, Any] = {
+        "podSelector": {"matchLabels": sandbox_labels(environment)},
+        "policyTypes": ["Ingress", "Egress"],
+    }
+    if environment.spec.networking.mode == "open":
+        spec["egress"] = [_CLUSTER_DNS]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _meta(f"{name}-sandboxes", environment, sandbox_labels(environment)),
-        "spec": {
-            "podSelector": {"matchLabels": sandbox_labels(environment)},
-            "policyTypes": ["Ingress", "Egress"],
-            "ingress": [
-                {
-                    "from": [{"podSelector": {"matchLabels": {L.COMPONENT: "harness"}}}],
-                    "ports": [{"protocol": "TCP", "port": SANDBOX_PORT}],
-                }
-            ],
-            "egress": [
-                {
-                    "to": [{"podSelector": {"matchLabels": {L.COMPONENT: "harness"}}}],
-                    "ports": [{"protocol": "TCP", "port": EGRESS_PORT}],
-                },
-                _CLUSTER_DNS,
-            ],
-        },
+        "spec": spec,
     }

@@ -3,7 +3,8 @@ steps 2 and 3 of the sandbox protocol (`paddock.eventlog.sandboxes`), the claim 
 binding.
 
 Pods move from `warm` (owned by the Environment) to `bound` (owned by the Session,
-labelled with its id) by a JSON patch that tests the pod's resourceVersion, so two
+labelled with its id and its Agent, which the Agent's `sandbox_access_policy` selects) by a
+JSON patch that tests the pod's resourceVersion, so two
 operators (or two sessions) can never claim the same pod. When the pool is empty, a pod is
 created for the session directly (`cold`) and bound once it is ready. A bound pod is
 never returned to the pool.
@@ -302,7 +303,9 @@ class Sandboxes:
             return "waiting"
         self.wanting.discard(session_id)
         pod = self._new_pod(self._effective(environment))
-        pod["metadata"]["labels"].update({L.SANDBOX_STATE: "bound", L.SESSION_ID: session_id})
+        pod["metadata"]["labels"].update(
+            {L.SANDBOX_STATE: "bound", L.SESSION_ID: session_id, L.AGENT: _agent_of(session)}
+        )
         pod["metadata"]["annotations"][L.CLAIM] = "cold"
         pod["metadata"]["ownerReferences"] = _owned_by(session)
         self._cold_started[session_id] = started
@@ -347,17 +350,7 @@ class Sandboxes:
     ) -> dict[str, Any] | None:
         meta = pod["metadata"]
         key = (meta["namespace"], meta["name"])
-        patch = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
-            {
-                "op": "replace",
-                "path": f"/metadata/labels/{_escape(L.SANDBOX_STATE)}",
-                "value": "bound",
-            },
-            {"op": "add", "path": f"/metadata/labels/{_escape(L.SESSION_ID)}", "value": session_id},
-            {"op": "add", "path": f"/metadata/annotations/{_escape(L.CLAIM)}", "value": "warm"},
-            {"op": "replace", "path": "/metadata/ownerReferences", "value": _owned_by(session)},
-        ]
+        patch = claim_patch(pod, session_id, _agent_of(session), _owned_by(session))
         self._claiming.add(key)
         try:
             claimed = await self.kube.patch(
@@ -398,6 +391,32 @@ class Sandboxes:
                 if not pod["metadata"].get("deletionTimestamp"):
                     await self.kube.delete("v1", "Pod", namespace, pod["metadata"]["name"])
             self._cold_started.pop(session_id, None)
+
+
+def claim_patch(
+    pod: dict[str, Any], session_id: str, agent: str, owners: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The JSON patch that claims warm ``pod`` for a session of ``agent``: it applies only
+    to the version read (two claimers never both win), relabels the pod `bound` with the
+    session and the Agent, and gives it to ``owners`` (the Session)."""
+    meta = pod["metadata"]
+    return [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
+        {
+            "op": "replace",
+            "path": f"/metadata/labels/{_escape(L.SANDBOX_STATE)}",
+            "value": "bound",
+        },
+        {"op": "add", "path": f"/metadata/labels/{_escape(L.SESSION_ID)}", "value": session_id},
+        # Only now may the Agent's harness pods reach it, and it the Agent's proxies.
+        {"op": "add", "path": f"/metadata/labels/{_escape(L.AGENT)}", "value": agent},
+        {"op": "add", "path": f"/metadata/annotations/{_escape(L.CLAIM)}", "value": "warm"},
+        {"op": "replace", "path": "/metadata/ownerReferences", "value": owners},
+    ]
+
+
+def _agent_of(session: Session) -> str:
+    return session.spec.agent_ref.name
 
 
 def _owned_by(session: Session) -> list[dict[str, Any]]:
