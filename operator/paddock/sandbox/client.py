@@ -45,9 +45,11 @@ REACH_TIMEOUT = 10.0
 """How long `bind` keeps trying to connect to a sandbox that refuses or drops connections:
 a claimed sandbox admits its Agent's harness pods only once the cluster's policy engine has
 seen the claim's labels (docs/sandbox.md, "Reaching a claimed sandbox")."""
-_REACH_FIRST, _REACH_MAX = 0.1, 2.0
-"""The first attempts' connect timeout (a pod-network connect takes milliseconds; a dropped
-SYN is then retried soon instead of after TCP's own 1 s), doubling up to the last."""
+_REACH_FIRST, _REACH_FAST_FOR, _REACH_MAX, _REACH_PAUSE = 0.05, 1.0, 2.0, 0.01
+"""Connect timeouts of the attempts: 50 ms during the first second (a pod-network connect
+takes milliseconds; a SYN the policy engine dropped, or rejected once the kernel's ICMP rate
+limit has run out, is then sent again soon instead of after TCP's own 1 s), then doubling up
+to 2 s (a slow network still gets through); 10 ms between attempts."""
 _CALL_MARGIN = 30.0
 """Beyond a bash call's own timeout: the SIGTERM grace, the kill, the transfer."""
 FILE_TOOL_TIMEOUT = 90.0
@@ -143,7 +145,8 @@ class SandboxClient:
             git_credential_hosts=list(git_credential_hosts),
         )
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + reach_timeout
+        started = loop.time()
+        deadline = started + reach_timeout
         connect = _REACH_FIRST
         while True:
             left = deadline - loop.time()
@@ -158,8 +161,9 @@ class SandboxClient:
             except SandboxUnreachable:
                 if loop.time() >= deadline:
                     raise
-            connect = min(connect * 2, _REACH_MAX)
-            await asyncio.sleep(min(0.02, max(deadline - loop.time(), 0)))
+            if loop.time() - started >= _REACH_FAST_FOR:
+                connect = min(connect * 2, _REACH_MAX)
+            await asyncio.sleep(min(_REACH_PAUSE, max(deadline - loop.time(), 0)))
 
     async def call(
         self,
