@@ -31,6 +31,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from paddock.testing.ports import wait_until
 
@@ -498,9 +500,49 @@ def cluster_ip(stack: Stack, namespace: str, name: str) -> str:
     return kubectl_json(stack.cluster, "-n", namespace, "get", "service", name)["spec"]["clusterIP"]
 
 
-def test_sandbox_is_bound_to_the_proxy(bound_sandbox: Sandbox) -> None:
+def test_sandbox_is_bound_to_the_proxy(stack: Stack, bound_sandbox: Sandbox) -> None:
     env = bound_sandbox.bash("env")
-    assert re.search(r"^HTTPS_PROXY=http://sesn_[^:]+:[^@]+@", env, re.MULTILINE), env
+    found = re.search(r"^HTTPS_PROXY=http://sesn_[^:]+:[^@]+@([^:]+):3128$", env, re.MULTILINE)
+    assert found, env
+    # By address: the sandbox has no resolver to look the Service's name up with.
+    assert found.group(1) == cluster_ip(stack, stack.namespace, f"{AGENT}-proxy"), env
+
+
+DNS_QUERY = (
+    "import socket, sys\n"
+    "q = bytes.fromhex('abcd01000001000000000000') + b''.join(\n"
+    "    bytes([len(p)]) + p.encode() for p in sys.argv[2].split('.')) + bytes.fromhex('0000010001')\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)\n"
+    "try:\n"
+    "    s.sendto(q, (sys.argv[1], 53)); s.recv(512); print('answered')\n"
+    "except OSError as e:\n"
+    "    print('no answer', type(e).__name__)\n"
+)
+"""Sends one DNS query for argv[2] straight to the server argv[1] (no resolver involved)."""
+
+
+def dns_query(server: str, name: str) -> str:
+    return f"python3 -c {shlex.quote(DNS_QUERY)} {server} {name}"
+
+
+def test_dns_lookups_from_a_limited_sandbox_reach_no_resolver(
+    stack: Stack, bound_sandbox: Sandbox, control: Callable[[str], str]
+) -> None:
+    """The example Environment is `limited`: its sandbox's only nameserver is its own
+    loopback, names outside and inside the cluster do not resolve, and a query sent straight
+    to the cluster resolver gets no answer, where the control pod resolves and is answered."""
+    dns_ip = cluster_ip(stack, "kube-system", "kube-dns")
+    cluster_name = "kubernetes.default.svc.cluster.local"
+    resolv = bound_sandbox.bash("cat /etc/resolv.conf")
+    assert re.findall(r"^nameserver\s+(\S+)", resolv, re.MULTILINE) == ["127.0.0.1"], resolv
+    assert control(f"getent hosts {cluster_name}").strip(), "the control resolves nothing"
+    assert control(dns_query(dns_ip, "exfil-probe.example.com")).strip() == "answered"
+    for name in (cluster_name, "pypi.org", "exfil-probe.example.com"):
+        found = bound_sandbox.bash(f"getent hosts {name} || echo unresolved")
+        assert first_line(found) == "unresolved", f"the sandbox resolved {name}: {found}"
+    for name in (cluster_name, "exfil-probe.example.com"):
+        answer = first_line(bound_sandbox.bash(dns_query(dns_ip, name)))
+        assert answer.startswith("no answer"), f"the cluster resolver answered {name}: {answer}"
 
 
 def proxy_audit(stack: Stack) -> list[dict[str, Any]]:
@@ -850,6 +892,106 @@ def test_security_context_holds_inside_the_containers(stack: Stack, bound_sandbo
                 SECURITY_PROBE_PY,
             )
             check_security(output, pod, container)
+
+
+# --- another Agent in the namespace ---------------------------------------------------------
+
+OTHER = "other"
+
+
+@pytest.fixture(scope="module")
+def other_agent(stack: Stack, finished: dict[str, Any]) -> dict[str, Any]:
+    """A second Agent in the namespace, like the example one; its running harness pod."""
+    documents = yaml.safe_load_all((ROOT / "examples/hello-agent.yaml").read_text())
+    agent = next(d for d in documents if d["kind"] == "Agent")
+    agent["metadata"]["name"] = OTHER
+    stack.kubectl("apply", "-f", "-", input=json.dumps(agent))
+
+    def running() -> dict[str, Any] | None:
+        pods = kubectl_json(
+            stack.cluster,
+            "-n",
+            stack.namespace,
+            "get",
+            "pods",
+            "-l",
+            f"paddock.dev/agent={OTHER},paddock.dev/component=harness",
+        )["items"]
+        ready = [
+            p
+            for p in pods
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in p.get("status", {}).get("conditions", [])
+            )
+        ]
+        return ready[0] if ready else None
+
+    pod: dict[str, Any] = wait_for(f"Agent {OTHER}'s harness", running, diagnose=stack.diagnose)
+    return pod
+
+
+def test_a_sandbox_cannot_open_another_agents_proxy_or_harness(
+    stack: Stack, bound_sandbox: Sandbox, other_agent: dict[str, Any], control: Callable[[str], str]
+) -> None:
+    """From the example session's sandbox: Agent `other`'s proxy (its pod and its Service)
+    and its harness pod's metrics port do not answer, where the sandbox's own Agent's proxy
+    does and the control pod reaches `other`'s metrics port."""
+    other_ip = other_agent["status"]["podIP"]
+    own_proxy = cluster_ip(stack, stack.namespace, f"{AGENT}-proxy")
+    other_proxy = cluster_ip(stack, stack.namespace, f"{OTHER}-proxy")
+    assert control(tcp(other_ip, 9090)).strip() == "open", "the control cannot reach it either"
+    assert first_line(bound_sandbox.bash(tcp(own_proxy, 3128))) == "open"
+    for what, (host, port) in {
+        "other's proxy pod": (other_ip, 3128),
+        "other's proxy Service": (other_proxy, 3128),
+        "other's harness metrics": (other_ip, 9090),
+    }.items():
+        assert first_line(bound_sandbox.bash(tcp(host, port))) == "closed", (
+            f"the sandbox reached {what} at {host}:{port}"
+        )
+
+
+def test_another_agents_sandbox_cannot_open_this_agents_proxy_or_sandbox(
+    stack: Stack, bound_sandbox: Sandbox, other_agent: dict[str, Any]
+) -> None:
+    """A hostile model of Agent `other` (the scripted model running bash in its session's
+    sandbox) opens its own proxy but neither the example Agent's proxy nor its sandbox; its
+    session runs end to end, so `other`'s harness reaches the sandbox claimed for it."""
+    if not stack.scripted:
+        pytest.skip("needs the scripted model (its `Run:` script)")
+    own = cluster_ip(stack, stack.namespace, f"{OTHER}-proxy")
+    targets = {
+        "own-proxy": (own, 3128),
+        "hello-proxy": (cluster_ip(stack, stack.namespace, f"{AGENT}-proxy"), 3128),
+        "hello-proxy-pod": (harness_pods(stack)[0]["status"]["podIP"], 3128),
+        "hello-sandbox": (bound_sandbox.pod["status"]["podIP"], 8080),
+    }
+    command = "; ".join(f"echo {key}=$({tcp(h, p)})" for key, (h, p) in targets.items())
+    session = {
+        "apiVersion": "paddock.dev/v1alpha1",
+        "kind": "Session",
+        "metadata": {"name": "other-probe"},
+        "spec": {
+            "agentRef": {"name": OTHER},
+            "initialEvents": [
+                {"type": "user.message", "content": [{"type": "text", "text": f"Run: {command}"}]}
+            ],
+        },
+    }
+    stack.kubectl("apply", "-f", "-", input=json.dumps(session))
+    status = wait_stopped(stack, "other-probe")
+    assert status["stopReason"] == "end_turn", status
+    with gateway(stack) as url:
+        logs = stack.paddock(url, "logs", "other-probe")
+    assert logs.returncode == 0, logs.stderr
+    seen = dict(re.findall(r"([a-z]+(?:-[a-z]+)*)=(open|closed)\b", logs.stdout))
+    assert seen == {
+        "own-proxy": "open",
+        "hello-proxy": "closed",
+        "hello-proxy-pod": "closed",
+        "hello-sandbox": "closed",
+    }, logs.stdout
 
 
 # --- pods dying under a session ---------------------------------------------------------------
