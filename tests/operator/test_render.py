@@ -79,7 +79,7 @@ def rendered(namespace: str = "team-a") -> dict[str, dict[str, Any]]:
         "agent-configmap": render.agent_config_map(a),
         "proxy-configmap": render.proxy_config_map(a, [e], SETTINGS),
         "token-key-secret": render.token_key_secret(a, "0" * 64),
-        "redis-secret": render.redis_secret(namespace, "0" * 43, None),
+        "redis-secret": render.redis_secret(namespace, "0" * 43, None, a),
         "harness-deployment": render.harness_deployment(a, SETTINGS),
         "proxy-service": render.proxy_service(a),
         "harness-networkpolicy": render.harness_network_policy(a, SETTINGS),
@@ -190,8 +190,12 @@ def test_the_redis_password_reaches_the_harness_container_only(ca: bool) -> None
 
 
 def test_the_redis_secret_holds_the_tenants_user_and_password() -> None:
-    secret = render.redis_secret("team-a", "pw", "-----BEGIN CERTIFICATE-----")
+    a = Agent.model_validate(agent("team-a"))
+    secret = render.redis_secret("team-a", "pw", "-----BEGIN CERTIFICATE-----", a)
     assert secret["metadata"]["namespace"] == "team-a"
+    # Owned by the Agent, not controlled: the last Agent of the namespace takes it along.
+    [owner] = secret["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("Agent", a.metadata.uid, False)
     assert secret["stringData"] == {
         "username": "paddock-harness-team-a",
         "password": "pw",

@@ -151,8 +151,10 @@ class SandboxSession:
 
 async def by_address(url: str) -> str:
     """``url`` with its host resolved to an address: sandboxes in `none` and `limited` mode
-    have no resolver, so they get the proxy Service's address, not its name. Unresolvable:
-    SandboxUnavailable (the call fails like an unreachable sandbox; nothing is bound)."""
+    have no resolver, so they get the proxy Service's address, not its name. A name that does
+    not resolve here (yet: the local runner names a Service only once its pods are ready) is
+    handed over as it is, as before sandboxes lost their resolver: egress then fails in the
+    sandbox, with the proxy's name in the error, instead of the sandbox being replaced."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     try:
@@ -165,7 +167,8 @@ async def by_address(url: str) -> str:
             host, parts.port, type=socket.SOCK_STREAM
         )
     except OSError as exc:
-        raise SandboxUnavailable(f"the proxy address {host} does not resolve: {exc}") from exc
+        log.warning("the proxy address %s does not resolve (%s): handing over the name", host, exc)
+        return url
     address = str(found[0][4][0])
     literal = f"[{address}]" if ":" in address else address
     return parts._replace(netloc=f"{literal}:{parts.port}" if parts.port else literal).geturl()

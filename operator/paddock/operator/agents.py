@@ -126,7 +126,7 @@ class AgentReconciler:
         uid, generation = meta.uid or "", meta.generation or 0
         active = self.active_sessions(f"{meta.namespace}/{meta.name}")
         # Every time, not once per generation: a restarted Redis has forgotten the user.
-        await self.redis_users.ensure(render.namespace_of(agent))
+        await self.redis_users.ensure(agent)
         if self._applied.get(uid) != generation:
             await ensure_id(self.rt.kube, agent)
             new = await reconcile(self.rt, agent, active_sessions=active)

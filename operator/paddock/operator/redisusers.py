@@ -16,6 +16,7 @@ from pathlib import Path
 
 from paddock.eventlog import provision_tenant, tenant_has_password
 from paddock.kube import ApiError
+from paddock.models import Agent
 from paddock.operator import render
 from paddock.operator.runtime import Runtime
 
@@ -26,28 +27,61 @@ class TenantUsers:
         self._passwords: dict[str, str] = {}
         self._set: set[str] = set()
         """Tenants this process has set (its rules may be newer than what Redis has)."""
+        self._owners: set[str] = set()
+        """Agents (uids) this process has seen among their tenant Secret's owners."""
 
     def forget(self) -> None:
         """Read the Secrets again (a new leadership: someone may have rotated one)."""
         self._passwords.clear()
         self._set.clear()
+        self._owners.clear()
 
-    async def ensure(self, namespace: str) -> None:
-        """The tenant's Secret exists and Redis knows its user with that password."""
-        password = self._passwords.get(namespace) or await self._password(namespace)
+    async def ensure(self, agent: Agent) -> None:
+        """The tenant of ``agent`` has its Secret, owned by ``agent`` among others, and Redis
+        knows its user with that password."""
+        namespace = render.namespace_of(agent)
+        if agent.metadata.uid not in self._owners:
+            await self._adopt(namespace, agent)
+        password = self._passwords.get(namespace) or await self._password(namespace, agent)
         redis = self.rt.redis
         if namespace in self._set and await tenant_has_password(redis, namespace, password):
             return
         await provision_tenant(redis, namespace, password)
         self._set.add(namespace)
 
-    async def _password(self, namespace: str) -> str:
+    async def _adopt(self, namespace: str, agent: Agent) -> None:
+        """Add ``agent`` to the Secret's owners; read the Secret's password again (the Secret
+        may have been collected with the namespace's last Agent and made anew since)."""
+        found = await self.rt.kube.find("v1", "Secret", namespace, render.REDIS_SECRET)
+        self._passwords.pop(namespace, None)
+        if found is None:
+            return  # _password makes it, owned by this Agent
+        meta = found["metadata"]
+        owners = meta.get("ownerReferences") or []
+        if not any(o.get("uid") == agent.metadata.uid for o in owners):
+            # resourceVersion: two Agents adopting at once must not drop each other.
+            await self.rt.kube.patch(
+                "v1",
+                "Secret",
+                namespace,
+                render.REDIS_SECRET,
+                {
+                    "metadata": {
+                        "resourceVersion": meta["resourceVersion"],
+                        "ownerReferences": [*owners, render.tenant_owner(agent)],
+                    }
+                },
+            )
+        self._owners.add(agent.metadata.uid or "")
+
+    async def _password(self, namespace: str, agent: Agent) -> str:
         kube = self.rt.kube
         found = await kube.find("v1", "Secret", namespace, render.REDIS_SECRET)
         if found is None:
             password = secrets.token_urlsafe(32)
             try:
-                await kube.create(render.redis_secret(namespace, password, self._ca_pem()))
+                await kube.create(render.redis_secret(namespace, password, self._ca_pem(), agent))
+                self._owners.add(agent.metadata.uid or "")
                 self._passwords[namespace] = password
                 return password
             except ApiError as exc:

@@ -214,8 +214,16 @@ def token_key_secret(agent: Agent, key: str) -> dict[str, Any]:
     }
 
 
-def redis_secret(namespace: str, password: str, ca_pem: str | None) -> dict[str, Any]:
-    """The tenant's Redis credentials for its harness workers (generated once)."""
+def tenant_owner(agent: Agent) -> dict[str, Any]:
+    """An Agent as one of the owners of what its namespace's Agents share (the tenant's Redis
+    Secret): not the controller, so the garbage collector removes the object only once its
+    last Agent is gone."""
+    return {**_owner(agent)[0], "controller": False, "blockOwnerDeletion": False}
+
+
+def redis_secret(namespace: str, password: str, ca_pem: str | None, owner: Agent) -> dict[str, Any]:
+    """The tenant's Redis credentials for its harness workers (generated once; owned by every
+    Agent of the namespace, so the last one's deletion, or an uninstall, removes it)."""
     data = {"username": harness_user(namespace), "password": password}
     if ca_pem:
         data["ca.crt"] = ca_pem
@@ -227,6 +235,7 @@ def redis_secret(namespace: str, password: str, ca_pem: str | None) -> dict[str,
             "name": REDIS_SECRET,
             "namespace": namespace,
             "labels": {L.COMPONENT: "redis-credentials", "app.kubernetes.io/managed-by": "paddock"},
+            "ownerReferences": [tenant_owner(owner)],
         },
         "stringData": data,
     }
