@@ -160,7 +160,8 @@ OPERATOR_GRANTS = {
         ("", r): {"get", "list", "watch", "create", "update", "patch", "delete"}
         for r in ("pods", "services", "configmaps")
     },
-    ("", "secrets"): {"get", "list", "watch", "create"},
+    # patch: only the tenant's Redis Secret (asserted below).
+    ("", "secrets"): {"get", "list", "watch", "create", "patch"},
     ("", "events"): {"create"},
     ("events.k8s.io", "events"): {"create"},
     ("networking.k8s.io", "networkpolicies"): {
@@ -198,6 +199,12 @@ def test_rbac_is_least_privilege(case: tuple[str, Rendered]) -> None:
     # Secrets: the operator's namespaced role, and the gateway's Role in its own namespace.
     secret_roles = [r for r in rendered.of("ClusterRole") if ("", "secrets") in _grants(r["rules"])]
     assert [r["metadata"]["name"] for r in secret_roles] == [f"{prefix}-operator"]
+    patching = [
+        r for r in secret_roles[0]["rules"] if "secrets" in r["resources"] and "patch" in r["verbs"]
+    ]
+    assert [(r.get("resourceNames"), r["verbs"]) for r in patching] == [
+        (["paddock-redis-harness"], ["patch"])
+    ], "the operator may patch the tenant's Redis Secret and no other"
     api_keys = rendered.one("Role", f"{prefix}-gateway-api-keys")
     assert api_keys["metadata"]["namespace"] == NAMESPACE
     assert _grants(api_keys["rules"]) == {("", "secrets"): {"get", "list", "watch"}}
