@@ -153,7 +153,7 @@ def test_each_namespace_gets_a_redis_user_of_its_own_and_keeps_it(
 
     with redis_server.admin() as admin:
         admin.acl_deluser(user)
-    assert not logs_in()
+    # (Not asserted that the login fails now: a reconcile may already have set it again.)
     cluster.wait("the user provisioned again", logs_in, timeout=40)
     # The same password: the Secret was kept, not made anew.
     again = cluster.get("Secret", namespace, "paddock-redis-harness")

@@ -40,6 +40,7 @@ SOURCES = {
         "anthropic": {"api-key": b"sk-ant-1"},
         "coder-proxy-token-key": {"key": b"k"},
         "github": {"token": b"ghp"},
+        "paddock-redis-harness": {"username": b"paddock-harness-team-a", "password": b"pw"},
     },
 }
 
@@ -47,8 +48,11 @@ SOURCES = {
 def test_the_harness_runs_on_the_local_python_with_its_pod_environment() -> None:
     pod = _harness_pod()
     harness = pod["spec"]["containers"][0]
-    env = spec.container_env(pod, harness, pod_ip=IP, configmaps=SOURCES["configmaps"], secrets={})
+    env = spec.container_env(
+        pod, harness, pod_ip=IP, configmaps=SOURCES["configmaps"], secrets=SOURCES["secrets"]
+    )
     assert env["PADDOCK_WORKER_ID"] == pod["metadata"]["name"]  # the downward API
+    assert env["PADDOCK_REDIS_PASSWORD"] == b"pw"  # the tenant's Redis Secret, as bytes
     assert env["PADDOCK_AGENT"] == "team-a/coder"
     assert spec.container_argv(harness, env, "/venv/bin/python") == [
         "/venv/bin/python", "-m", "paddock.harness",
