@@ -10,9 +10,10 @@ exactly one slot."""
 
 from __future__ import annotations
 
+import copy
 import re
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, Self
 
 from paddock.eventlog.errors import InvalidId
 from paddock.eventlog.ids import check_session_id
@@ -55,6 +56,25 @@ def check_tenant(tenant: str) -> str:
     if not TENANT_PATTERN.match(tenant):
         raise InvalidId(f"not a namespace name: {tenant!r}")
     return tenant
+
+
+class TenantViews:
+    """A root object (``namespace`` None) that hands out per-tenant views sharing its client,
+    scripts and view cache: ``tenant(namespace)``."""
+
+    namespace: str | None
+    _views: dict[str, Self]
+
+    def tenant(self, namespace: str) -> Self:
+        """The view of tenant ``namespace`` (``InvalidId`` if it is no namespace name)."""
+        if namespace == self.namespace:
+            return self
+        view = self._views.get(namespace)
+        if view is None:
+            view = copy.copy(self)  # shallow: the client, scripts and cache are shared
+            view.namespace = check_tenant(namespace)
+            self._views[namespace] = view
+        return view
 
 
 def tenant_prefix(tenant: str) -> str:

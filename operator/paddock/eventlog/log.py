@@ -15,6 +15,7 @@ from paddock.eventlog.ids import event_id, session_tag, stream_id
 from paddock.eventlog.keys import (
     WORK_GROUP,
     SessionKeys,
+    TenantViews,
     check_agent,
     check_tenant,
     companion_keys,
@@ -114,7 +115,7 @@ def connect(redis: str | RedisSettings) -> Redis:
     return Redis.from_url(settings.url, **settings.options())
 
 
-class EventLog:
+class EventLog(TenantViews):
     """Sessions' event logs in Redis (``redis.asyncio``).
 
     Every write is one Lua script on the keys of one session, so it is atomic: it either
@@ -138,18 +139,6 @@ class EventLog:
         self.scripts = Scripts.register(redis)
         self.namespace = None if tenant is None else check_tenant(tenant)
         self._views: dict[str, EventLog] = {}
-
-    def tenant(self, namespace: str) -> EventLog:
-        """The view of tenant ``namespace`` (``InvalidId`` if it is no namespace name)."""
-        if namespace == self.namespace:
-            return self
-        view = self._views.get(namespace)
-        if view is None:
-            view = object.__new__(EventLog)
-            view.redis, view.scripts, view._views = self.redis, self.scripts, self._views
-            view.namespace = check_tenant(namespace)
-            self._views[namespace] = view
-        return view
 
     def keys(self, session_id: str) -> SessionKeys:
         """The keys of a session of this view's tenant."""

@@ -22,6 +22,7 @@ from paddock.eventlog.errors import SessionNotFound
 from paddock.eventlog.events import TextBlock, UserMessageEvent
 from paddock.eventlog.keys import (
     COMPANION_SUFFIXES,
+    TenantViews,
     check_tenant,
     companion_keys,
     sandbox_bound,
@@ -44,7 +45,7 @@ class SessionSettings(BaseModel):
     files: list[FileResource] = Field(default_factory=list)
 
 
-class SessionState:
+class SessionState(TenantViews):
     """Reads and writes of the shared session state; every call is one Redis round trip.
     Writes raise ``SessionNotFound`` once the session is deleted (nothing is recreated).
 
@@ -56,18 +57,6 @@ class SessionState:
         self._put = redis.register_script(source("put_state"))
         self.namespace = None if tenant is None else check_tenant(tenant)
         self._views: dict[str, SessionState] = {}
-
-    def tenant(self, namespace: str) -> SessionState:
-        """The view of tenant ``namespace`` (``InvalidId`` if it is no namespace name)."""
-        if namespace == self.namespace:
-            return self
-        view = self._views.get(namespace)
-        if view is None:
-            view = object.__new__(SessionState)
-            view.redis, view._put, view._views = self.redis, self._put, self._views
-            view.namespace = check_tenant(namespace)
-            self._views[namespace] = view
-        return view
 
     def own(self) -> str:
         """This view's tenant."""
