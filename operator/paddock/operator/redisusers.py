@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import secrets
 from pathlib import Path
+from typing import Any
 
 from paddock.eventlog import provision_tenant, tenant_has_password
 from paddock.kube import ApiError
@@ -50,12 +51,13 @@ class TenantUsers:
         self._set.add(namespace)
 
     async def _adopt(self, namespace: str, agent: Agent) -> None:
-        """Add ``agent`` to the Secret's owners; read the Secret's password again (the Secret
-        may have been collected with the namespace's last Agent and made anew since)."""
+        """Add ``agent`` to the Secret's owners and take the password from it (the Secret may
+        have been collected with the namespace's last Agent and made anew since)."""
         found = await self.rt.kube.find("v1", "Secret", namespace, render.REDIS_SECRET)
-        self._passwords.pop(namespace, None)
         if found is None:
+            self._passwords.pop(namespace, None)
             return  # _password makes it, owned by this Agent
+        self._remember(namespace, found)
         meta = found["metadata"]
         owners = meta.get("ownerReferences") or []
         if not any(o.get("uid") == agent.metadata.uid for o in owners):
@@ -88,7 +90,10 @@ class TenantUsers:
                 if exc.status != 409:  # 409: another Agent's reconcile made it meanwhile
                     raise
             found = await kube.get("v1", "Secret", namespace, render.REDIS_SECRET)
-        password = base64.b64decode((found.get("data") or {}).get("password", "")).decode()
+        return self._remember(namespace, found)
+
+    def _remember(self, namespace: str, secret: dict[str, Any]) -> str:
+        password = base64.b64decode((secret.get("data") or {}).get("password", "")).decode()
         if not password:
             raise ValueError(f"Secret {namespace}/{render.REDIS_SECRET} has no password")
         self._passwords[namespace] = password
