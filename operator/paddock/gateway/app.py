@@ -186,6 +186,15 @@ def error_response(error: ApiError, request_id: str) -> web.Response:
     return response
 
 
+def _outside_app_response(error: ApiError) -> web.Response:
+    """``error_response`` for an answer the middleware never sees (so ``_on_prepare`` does
+    not run): a request id of its own, in the header too."""
+    request_id = new_id("req_")
+    response = error_response(error, request_id)
+    response.headers["request-id"] = request_id
+    return response
+
+
 @web.middleware
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[REQUEST_ID] = new_id("req_")
@@ -300,9 +309,7 @@ class _EnvelopeRequestHandler(RequestHandler):
         else:  # 500 (a bug) or 504, outside the middleware
             self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
             error = ApiError(status, "internal error" if status == 500 else "request failed")
-        request_id = new_id("req_")
-        response = error_response(error, request_id)
-        response.headers["request-id"] = request_id
+        response = _outside_app_response(error)
         response.force_close()
         metrics.REQUESTS.labels("unparsed", "", str(error.status)).inc()
         return response
@@ -324,11 +331,7 @@ class _Runner(web.AppRunner):
             except web.HTTPException as exc:
                 # Raised by aiohttp before the middleware runs (an `Expect` other than
                 # 100-continue): the envelope, like everything else.
-                request_id = new_id("req_")
-                error = ApiError(exc.status, exc.text or exc.reason)
-                response = error_response(error, request_id)
-                response.headers["request-id"] = request_id
-                return response
+                return _outside_app_response(ApiError(exc.status, exc.text or exc.reason))
 
         return _EnvelopeServer(
             handle,
