@@ -39,6 +39,7 @@ from paddock.models.environment import (
 )
 from paddock.models.pricing import list_cost_cents, price
 from paddock.models.session import (
+    AgentReference,
     Budget,
     FileResource,
     GitRepository,
@@ -57,6 +58,7 @@ __all__ = [
     "VERSION",
     "Agent",
     "AgentReason",
+    "AgentReference",
     "AgentSpec",
     "AgentStatus",
     "Budget",

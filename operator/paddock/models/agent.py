@@ -244,6 +244,10 @@ class AgentSpec(Model):
     """The worker Deployment."""
     limits: AgentLimits = AgentLimits()
     """Per-session limits."""
+    revision_history_limit: Annotated[int, Field(ge=1)] = 10
+    """Versions of the Agent kept (as `ControllerRevision`s `<name>-v<version>`), the current
+    one included, as a StatefulSet's `revisionHistoryLimit`. A version a live Session runs is
+    never pruned."""
 
 
 class AgentStatus(Model):

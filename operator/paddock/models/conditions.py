@@ -65,6 +65,9 @@ class SessionReason(StrEnum):
     """Its references resolve and the session is open in the event log."""
     AGENT_NOT_FOUND = "AgentNotFound"
     """The `agentRef` names no Agent; the operator retries."""
+    AGENT_VERSION_NOT_FOUND = "AgentVersionNotFound"
+    """`agentRef.version` names a version the Agent does not have (pruned, or not made yet);
+    the operator retries (a version not made yet may still come)."""
     ENVIRONMENT_NOT_FOUND = "EnvironmentNotFound"
     """The Environment it (or its Agent) names does not exist; the operator retries."""
 

@@ -105,6 +105,15 @@ class Budget(Model):
     """Cap on input plus output tokens."""
 
 
+class AgentReference(LocalObjectReference):
+    """The Agent that runs a session, and which of its versions."""
+
+    version: Annotated[int, Field(ge=1)] | None = None
+    """The Agent version to run (its `metadata.generation` when that version was made; see
+    `agent versions` in docs/api-design.md). Unset: the Agent's current version when the
+    session is accepted. The session runs this version to its end, whatever later changes."""
+
+
 class SessionSpec(Model):
     """Desired state of a Session."""
 
@@ -121,14 +130,14 @@ class SessionSpec(Model):
     }
 
     agent_ref: Annotated[
-        LocalObjectReference,
+        AgentReference,
         Field(
             json_schema_extra={
                 "x-kubernetes-validations": [cel_rule("self == oldSelf", "agentRef is immutable")]
             }
         ),
     ]
-    """The Agent that runs this session."""
+    """The Agent that runs this session (and its version). Immutable."""
     environment_ref: LocalObjectReference | None = None
     """The Environment of the sandbox. Unset: the Agent's `environmentRef`."""
     title: Annotated[str, Field(max_length=256)] | None = None
@@ -188,6 +197,8 @@ class SessionStatus(Model):
     """The `metadata.generation` this status describes."""
     session_id: Annotated[str, Field(pattern=r"^sesn_[0-9A-Za-z]+$")] | None = None
     """Id of the session in the event log and the Managed Agents API (`sesn_...`)."""
+    agent_version: int | None = None
+    """The Agent version the session is pinned to (runs to its end)."""
     phase: SessionPhase | None = None
     """`Pending` until a worker picks it up, then `Running`, `Idle`, `Rescheduling` or `Terminated`."""
     stop_reason: StopReason | None = None

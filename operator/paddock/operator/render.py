@@ -131,13 +131,21 @@ def harness_labels(agent: Agent) -> dict[str, str]:
     return {L.COMPONENT: "harness", L.AGENT: name_of(agent)}
 
 
+def harness_spec(agent: Agent) -> dict[str, Any]:
+    """The spec as harness pods get it: without what only the operator reads (the version
+    history limit), so that changing that rolls no pod."""
+    spec = agent.spec.to_k8s()
+    spec.pop("revisionHistoryLimit", None)
+    return spec
+
+
 def agent_config_map(agent: Agent) -> dict[str, Any]:
     """The Agent as the harness reads it (a file, so a 100k system prompt is no env var)."""
     document = {
         "apiVersion": agent.api_version,
         "kind": "Agent",
         "metadata": {"name": name_of(agent), "namespace": namespace_of(agent)},
-        "spec": agent.spec.to_k8s(),
+        "spec": harness_spec(agent),
     }
     return {
         "apiVersion": "v1",
@@ -359,7 +367,9 @@ def harness_deployment(agent: Agent, settings: RenderSettings) -> dict[str, Any]
         "securityContext": _restricted(PROXY_UID),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    template_hash = digest({"spec": spec.to_k8s(), "image": image, "redis": settings.redis_url})
+    template_hash = digest(
+        {"spec": harness_spec(agent), "image": image, "redis": settings.redis_url}
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
