@@ -1,6 +1,16 @@
 """The one async Kubernetes API client of Paddock (operator, gateway, local pod runner), its
 credential loader, and the Retry-After reading every client of Paddock uses."""
 
+from paddock.kube.agentversions import (
+    AGENT_LABEL,
+    AgentVersion,
+    agent_revision,
+    find_version,
+    generation,
+    list_versions,
+    record_current,
+    versions_in_use,
+)
 from paddock.kube.client import (
     APPLY,
     CONNECTIONS,
@@ -17,20 +27,44 @@ from paddock.kube.client import (
     retry_after,
 )
 from paddock.kube.credentials import Credentials
+from paddock.kube.revisions import (
+    controller_revision,
+    delete_revision,
+    find_revision,
+    list_revisions,
+    record_revision,
+    revision_name,
+    revisions_to_prune,
+)
 
 __all__ = [
+    "AGENT_LABEL",
     "APPLY",
     "CONNECTIONS",
     "JSON_PATCH",
     "MERGE",
     "PLURALS",
+    "AgentVersion",
     "Answer",
     "ApiError",
     "Conflict",
     "Credentials",
     "KubeClient",
     "NotFound",
+    "agent_revision",
+    "controller_revision",
+    "delete_revision",
+    "find_revision",
+    "find_version",
+    "generation",
+    "list_revisions",
+    "list_versions",
     "path",
     "raise_for_status",
+    "record_current",
+    "record_revision",
     "retry_after",
+    "revision_name",
+    "revisions_to_prune",
+    "versions_in_use",
 ]

@@ -48,6 +48,7 @@ PLURALS = {
     ("v1", "Secret"): "secrets",
     ("v1", "Event"): "events",
     ("apps/v1", "Deployment"): "deployments",
+    ("apps/v1", "ControllerRevision"): "controllerrevisions",
     ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
     ("paddock.dev/v1alpha1", "Agent"): "agents",
     ("paddock.dev/v1alpha1", "Environment"): "environments",
