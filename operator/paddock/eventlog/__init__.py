@@ -99,6 +99,7 @@ from paddock.eventlog.sandboxes import (
     SandboxWaiter,
 )
 from paddock.eventlog.sessionstate import (
+    AgentPin,
     SessionSettings,
     SessionState,
     open_session,
@@ -120,6 +121,7 @@ __all__ = [
     "AgentMcpToolResultEvent",
     "AgentMcpToolUseEvent",
     "AgentMessageEvent",
+    "AgentPin",
     "AgentThinkingEvent",
     "AgentThreadContextCompactedEvent",
     "AgentToolResultEvent",

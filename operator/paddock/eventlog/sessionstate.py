@@ -31,7 +31,16 @@ from paddock.eventlog.keys import (
 from paddock.eventlog.log import EventLog
 from paddock.eventlog.sandboxes import SandboxBinding, SandboxRequest, request_sandbox
 from paddock.eventlog.scripts import source
-from paddock.models import Budget, FileResource, GitRepository, Session
+from paddock.models import AgentSpec, Budget, FileResource, GitRepository, Session
+
+
+class AgentPin(BaseModel):
+    """The Agent version a session runs to its end, and that version's spec (so a worker
+    whose pod runs another version still runs this one). Written once: the first writer's
+    pin stays (docs/api-design.md, "Decision: agent versions")."""
+
+    version: int
+    spec: AgentSpec
 
 
 class SessionSettings(BaseModel):
@@ -43,6 +52,8 @@ class SessionSettings(BaseModel):
     budget: Budget | None = None
     repositories: list[GitRepository] = Field(default_factory=list)
     files: list[FileResource] = Field(default_factory=list)
+    agent: AgentPin | None = None
+    """None for a session opened before versions were pinned: it runs its worker's spec."""
 
 
 class SessionState(TenantViews):
@@ -67,17 +78,36 @@ class SessionState(TenantViews):
     def _key(self, session_id: str, suffix: str) -> str:
         return companion_keys(self.own(), session_id)[COMPANION_SUFFIXES.index(suffix)]
 
-    async def _write(self, session_id: str, suffix: str, *args: str) -> None:
+    async def _write(
+        self, session_id: str, suffix: str, *args: str, pinned: tuple[str, str] | None = None
+    ) -> None:
         keys = [session_keys(self.own(), session_id).meta, self._key(session_id, suffix)]
-        if not await self._put(keys=keys, args=list(args)):
+        values = list(args)
+        if pinned is not None:
+            keys.append(self._key(session_id, pinned[0]))
+            values.append(pinned[1])
+        if not await self._put(keys=keys, args=values):
             raise SessionNotFound(session_id)
 
     async def put_settings(self, session_id: str, settings: SessionSettings) -> None:
-        await self._write(session_id, "settings", "set", settings.model_dump_json())
+        """Write the settings; their `agent` pin only if the session has none yet (it is kept
+        apart, so a later write, a budget change, cannot move the session's version)."""
+        pin = ("agent", settings.agent.model_dump_json()) if settings.agent else None
+        body = settings.model_dump_json(exclude={"agent"})
+        await self._write(session_id, "settings", "set", body, pinned=pin)
 
     async def settings(self, session_id: str) -> SessionSettings | None:
-        raw = await self.redis.get(self._key(session_id, "settings"))
-        return SessionSettings.model_validate_json(raw) if raw else None
+        # One round trip (a pipeline: MGET is not among the tenants' commands).
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self._key(session_id, "settings"))
+            pipe.get(self._key(session_id, "agent"))
+            raw, pin = await pipe.execute()
+        if not raw:
+            return None
+        settings = SessionSettings.model_validate_json(raw)
+        if pin:
+            settings.agent = AgentPin.model_validate_json(pin)
+        return settings
 
     async def bind_sandbox(self, session_id: str, binding: SandboxBinding) -> None:
         """Record the binding, then announce it to workers waiting in `SandboxWaiter`."""
@@ -118,9 +148,11 @@ class SessionState(TenantViews):
         return raw.decode() if raw else None
 
 
-def settings_for(session: Session, environment: str | None) -> SessionSettings:
+def settings_for(
+    session: Session, environment: str | None, agent: AgentPin | None = None
+) -> SessionSettings:
     """What the harness needs of a Session resource; ``environment`` is the resolved one
-    (the Session's own, else its Agent's)."""
+    (the Session's own, else its Agent's), ``agent`` the version it is pinned to."""
     repositories = [r.git_repository for r in session.spec.resources if r.git_repository]
     files = [r.file for r in session.spec.resources if r.file]
     return SessionSettings(
@@ -130,6 +162,7 @@ def settings_for(session: Session, environment: str | None) -> SessionSettings:
         budget=session.spec.budget,
         repositories=repositories,
         files=files,
+        agent=agent,
     )
 
 
@@ -140,17 +173,18 @@ async def open_session(
     session: Session,
     *,
     environment: str | None,
+    agent: AgentPin | None = None,
 ) -> bool:
     """Start the session of a Session resource in Redis: create its log, record its settings
     and send its initial events (which queue it for the Agent's workers). Idempotent: the
     gateway (which creates sessions through the API) and the operator (which sees every
     Session) may both call it; the initial events are sent once. Returns whether this call
-    created the log."""
+    created the log. ``agent``: the Agent version to pin (set once: the first call's stays)."""
     namespace = session.metadata.namespace or "default"
     log, state = log.tenant(namespace), state.tenant(namespace)
-    agent = f"{namespace}/{session.spec.agent_ref.name}"
-    created = await log.create_session(session_id, agent=agent)
-    await state.put_settings(session_id, settings_for(session, environment))
+    agent_key = f"{namespace}/{session.spec.agent_ref.name}"
+    created = await log.create_session(session_id, agent=agent_key)
+    await state.put_settings(session_id, settings_for(session, environment, agent))
     if session.spec.initial_events:
         events = [
             UserMessageEvent(content=[TextBlock(text=block.text) for block in event.content])

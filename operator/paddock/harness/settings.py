@@ -3,8 +3,9 @@ environment)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from paddock.eventlog import SessionSettings
 from paddock.harness.model import RetryPolicy
 from paddock.models import AgentSpec
 
@@ -27,3 +28,20 @@ class WorkerSettings:
     context_window_tokens: int = 200_000
     compact_at: float = 0.8
     """Compact when the conversation is estimated above this share of the window."""
+
+
+def session_worker_settings(
+    worker: WorkerSettings, session: SessionSettings | None
+) -> WorkerSettings:
+    """The settings a worker runs one session with: the spec of the Agent version the session
+    is pinned to (prompt, model, tools, limits), not its pod's, which may be another version
+    while harness pods roll. What belongs to the pod stays the pod's: `credentials` (its
+    credential proxy holds those Secrets and no others) and `harness`. A session opened
+    before versions were pinned runs its pod's spec."""
+    if session is None or session.agent is None:
+        return worker
+    pod = worker.spec
+    spec = session.agent.spec.model_copy(
+        update={"credentials": pod.credentials, "harness": pod.harness}
+    )
+    return replace(worker, spec=spec)

@@ -40,7 +40,7 @@ from paddock.harness.interrupts import Interrupted, Interrupts
 from paddock.harness.modelstep import ModelStep
 from paddock.harness.sandboxsession import SandboxSession
 from paddock.harness.sessionlog import SessionLog
-from paddock.harness.settings import WorkerSettings
+from paddock.harness.settings import WorkerSettings, session_worker_settings
 from paddock.harness.tools import Toolbox, toolbox
 from paddock.harness.transcript import (
     AwaitUser,
@@ -148,15 +148,20 @@ class SessionRun:
         self.beat = beat
         self.session = SessionLog(worker.log, claim)
         self.interrupts = Interrupts(self.session, beat.lost)
+        # The session's Agent version, whatever version this worker's pod runs.
+        run_settings = session_worker_settings(worker.settings, settings)
+        self.toolbox = (
+            worker.toolbox if run_settings is worker.settings else toolbox(run_settings.spec)
+        )
         self.model_step = ModelStep(
-            self.session, self.interrupts, worker.model, worker.toolbox, worker.settings, settings
+            self.session, self.interrupts, worker.model, self.toolbox, run_settings, settings
         )
         self.sandbox = SandboxSession(
             claim.session_id,
             worker.state,
             worker.sandboxes,
             worker.http,
-            worker.settings,
+            run_settings,
             settings,
             self.interrupts,
         )
@@ -245,7 +250,7 @@ class SessionRun:
 
     async def run_tool(self, call: ToolCall) -> tuple[str, bool]:
         """(result text, is_error) of a call: built-in tools run in the sandbox."""
-        policy = self.worker.toolbox.policy(call.name)
+        policy = self.toolbox.policy(call.name)
         if policy is None or policy.kind != "builtin":
             return f"Unknown tool {call.name!r}.", True
         return await self.sandbox.execute(call)
