@@ -8,7 +8,14 @@ import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from paddock.kube import KubeClient
+from paddock.kube import (
+    KubeClient,
+    delete_revision,
+    list_versions,
+    record_current,
+    revisions_to_prune,
+    versions_in_use,
+)
 from paddock.models import API_VERSION, Agent, AgentReason, ConditionType, Environment
 from paddock.operator import events, render
 from paddock.operator.identity import ensure_id
@@ -64,6 +71,34 @@ async def reconcile(rt: Runtime, agent: Agent, *, active_sessions: int) -> Agent
     return await status(
         rt, agent, deployment=Deployment(deployment), active_sessions=active_sessions
     )
+
+
+async def record_versions(rt: Runtime, agent: Agent) -> None:
+    """Record the Agent's current version (docs/api-design.md, "Decision: agent versions"),
+    and prune the versions beyond `revisionHistoryLimit` that no live Session runs."""
+    meta = agent.metadata
+    obj = {
+        "apiVersion": agent.api_version,
+        "kind": agent.kind,
+        "metadata": {
+            "name": meta.name,
+            "namespace": meta.namespace,
+            "uid": meta.uid,
+            "generation": meta.generation,
+            "annotations": meta.annotations or {},
+        },
+        "spec": agent.spec.to_k8s(),
+    }
+    await record_current(rt.kube, obj)
+    sessions = (
+        s
+        for s in rt.informers["Session"].values()
+        if s["metadata"].get("namespace") == meta.namespace
+    )
+    in_use = versions_in_use(sessions, meta.name or "")
+    kept = [v.version for v in await list_versions(rt.kube, obj)]
+    for version in revisions_to_prune(kept, limit=agent.spec.revision_history_limit, in_use=in_use):
+        await delete_revision(rt.kube, obj, version)
 
 
 async def status(
@@ -130,6 +165,7 @@ class AgentReconciler:
         if self._applied.get(uid) != generation:
             await ensure_id(self.rt.kube, agent)
             new = await reconcile(self.rt, agent, active_sessions=active)
+            await record_versions(self.rt, agent)
             self._applied[uid] = generation
         else:
             new = await status(self.rt, agent, active_sessions=active)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from paddock.eventlog import (
+    AgentPin,
     SessionNotFound,
     SessionStatusTerminatedEvent,
     SessionTerminated,
@@ -25,10 +26,10 @@ from paddock.eventlog import (
     new_id,
     open_session,
 )
-from paddock.kube import JSON_PATCH
+from paddock.kube import JSON_PATCH, find_version, generation, record_current
 from paddock.models import (
     API_VERSION,
-    Agent,
+    AgentSpec,
     Condition,
     ConditionType,
     Environment,
@@ -129,10 +130,12 @@ async def accept(rt: Runtime, sandboxes: Sandboxes, session: Session) -> str:
             f'Agent "{agent_name}" not found in namespace "{namespace}"',
         )
     settings = await rt.state.tenant(namespace).settings(sid)
+    pin: AgentPin | None
     if settings is None:  # not started: a Session applied with kubectl or by GitOps
-        env_name = environment_name(session.spec, Agent.model_validate(agent).spec)
+        pin = await _pin(rt, session, sid, agent)
+        env_name = environment_name(session.spec, pin.spec)
     else:  # started by the gateway before the resource existed (or here, before a restart)
-        env_name = settings.environment
+        pin, env_name = settings.agent, settings.environment
     environment = None
     if env_name:
         found = await rt.find(API_VERSION, "Environment", namespace, env_name)
@@ -141,9 +144,10 @@ async def accept(rt: Runtime, sandboxes: Sandboxes, session: Session) -> str:
             await _unresolved(rt, session, sid, SessionReason.ENVIRONMENT_NOT_FOUND, message)
         environment = Environment.model_validate(found)
     if settings is None:
-        await open_session(rt.log, rt.state, sid, session, environment=env_name)
+        await open_session(rt.log, rt.state, sid, session, environment=env_name, agent=pin)
     ready: dict[str, Any] = {
         "sessionId": sid,
+        **({"agentVersion": pin.version} if pin is not None else {}),
         "observedGeneration": session.metadata.generation,
         "conditions": [
             _ready(session, True, SessionReason.ACCEPTED, f'run by Agent "{agent_name}"')
@@ -167,6 +171,23 @@ async def accept(rt: Runtime, sandboxes: Sandboxes, session: Session) -> str:
             _apply_status(rt, session, ready, SESSION_MANAGER),
         )
     return sid
+
+
+async def _pin(rt: Runtime, session: Session, sid: str, agent: dict[str, Any]) -> AgentPin:
+    """The Agent version a Session applied with kubectl runs: the one it names, else the
+    Agent's current one (recorded, so that it outlives later changes of the Agent)."""
+    name, current = session.spec.agent_ref.name, generation(agent)
+    wanted = session.spec.agent_ref.version or current
+    found = await find_version(rt.kube, agent, wanted)
+    if found is None:
+        message = (
+            f'Agent "{name}" has no version {wanted}: it is at version {current}, and versions '
+            "beyond its revisionHistoryLimit that no live Session runs are pruned"
+        )
+        await _unresolved(rt, session, sid, SessionReason.AGENT_VERSION_NOT_FOUND, message)
+    if wanted == current:
+        await record_current(rt.kube, agent)
+    return AgentPin(version=wanted, spec=AgentSpec.model_validate(found.spec))
 
 
 async def provide_sandbox(

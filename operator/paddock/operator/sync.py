@@ -108,7 +108,11 @@ def slim_session(session: dict[str, Any]) -> dict[str, Any]:
         "metadata": slim_meta,
         "spec": {k: spec[k] for k in ("agentRef", "environmentRef", "ttl", "cancel") if k in spec},
         "status": {
-            **{k: status[k] for k in ("phase", "stopReason", "lastEventId") if k in status},
+            **{
+                k: status[k]
+                for k in ("phase", "stopReason", "lastEventId", "agentVersion")
+                if k in status
+            },
             "conditions": [
                 c
                 for c in status.get("conditions") or []
