@@ -126,8 +126,10 @@ async def test_agent_versions_follow_the_spec(stack: Stack) -> None:
     assert tooled.tools[0].default_config.enabled is True
     assert (await client.beta.agents.update(agent.id, name="v", description="d")).version == 3
     assert (await client.beta.agents.retrieve(agent.id, version=3)).version == 3
+    # Older versions are kept (tests/gateway/test_versions.py); later ones do not exist.
+    assert (await client.beta.agents.retrieve(agent.id, version=1)).description is None
     async with stack.http() as http:
-        assert (await http.get(f"/v1/agents/{agent.id}", params={"version": 1})).status_code == 404
+        assert (await http.get(f"/v1/agents/{agent.id}", params={"version": 4})).status_code == 404
 
     archived = await client.beta.agents.archive(agent.id)
     assert archived.archived_at is not None

@@ -1,6 +1,6 @@
 """`/v1/agents`: Agent resources as Managed Agents agents. `version` is the Agent's
-`metadata.generation`: it grows with every change of the spec, and only the current
-version is kept."""
+`metadata.generation`: it grows with every change of the spec; older versions are its
+ControllerRevisions (paddock.kube.agentversions), up to its `revisionHistoryLimit`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from aiohttp import web
 from paddock.eventlog import new_id
 from paddock.gateway.common import checked, gateway, objects, read_body
 from paddock.gateway.convert import meta
-from paddock.gateway.convert.agents import agent_spec_fields, agent_view
+from paddock.gateway.convert.agents import agent_spec_fields, agent_view, version_object
 from paddock.gateway.errors import conflict, invalid, not_found
 from paddock.gateway.objects import AGENTS
 from paddock.gateway.pages import bool_param, limit_param, paginate, time_filters
@@ -49,17 +49,41 @@ async def create_agent(request: web.Request) -> web.Response:
 async def retrieve_agent(request: web.Request) -> web.Response:
     ref = request.match_info["agent_id"]
     found = await objects(request).find(AGENTS, ref)
-    view = agent_view(found)
     wanted = request.query.get("version")
-    if wanted is not None:
-        if not wanted.isdigit() or int(wanted) < 1:
-            raise invalid("version: must be a positive integer")
-        if int(wanted) != view.version:
-            raise not_found(
-                f"version {wanted} of agent {ref} is not available: Paddock keeps only the "
-                f"current version ({view.version})"
-            )
-    return respond(view)
+    if wanted is None:
+        return respond(agent_view(found))
+    if not wanted.isdigit() or int(wanted) < 1:
+        raise invalid("version: must be a positive integer")
+    version = await objects(request).agent_version(found, int(wanted))
+    if version is None:
+        raise not_found(version_missing(ref, int(wanted), found))
+    return respond(agent_view(version_object(found, version)))
+
+
+def version_missing(ref: str, version: int, agent: dict[str, Any]) -> str:
+    current = agent_view(agent).version
+    return (
+        f"version {version} of agent {ref} not found: the agent is at version {current}, and "
+        "older versions that no live session runs are kept up to its revisionHistoryLimit"
+    )
+
+
+@routes.get("/v1/agents/{agent_id}/versions")
+async def list_agent_versions(request: web.Request) -> web.Response:
+    """Every kept version, newest first (as the agents list), paginated by version."""
+    found = await objects(request).find(AGENTS, request.match_info["agent_id"])
+    limit = limit_param(request.query, default=20, maximum=100)
+    versions = await objects(request).agent_versions(found)
+    agent_id = meta.labels(found)[meta.AGENT_ID_LABEL]
+    page = paginate(
+        versions,
+        lambda v: (f"{v.version:012d}", agent_id),
+        limit=limit,
+        order="desc",
+        page=request.query.get("page"),
+    )
+    data = [agent_view(version_object(found, v)) for v in page.data]
+    return respond(AgentPage(data=data, next_page=page.next_page))
 
 
 @routes.get("/v1/agents")
@@ -119,6 +143,8 @@ async def update_agent(request: web.Request) -> web.Response:
         annotations[meta.UPDATED_AT_ANNOTATION] = meta.rfc3339(meta.now())
         return new
 
+    # The version this update supersedes stays available (the operator may not have seen it).
+    await objects(request).record_agent_version(await objects(request).find(AGENTS, ref))
     updated = await objects(request).update(AGENTS, ref, change)
     return respond(agent_view(updated))
 

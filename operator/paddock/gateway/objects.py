@@ -8,6 +8,7 @@ another namespace is simply not found.
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,8 +22,15 @@ from paddock.gateway.convert.meta import (
     session_object_name,
 )
 from paddock.gateway.errors import ApiError, conflict, invalid, not_found, unavailable
+from paddock.kube import (
+    AgentVersion,
+    Conflict,
+    KubeClient,
+    find_version,
+    list_versions,
+    record_current,
+)
 from paddock.kube import ApiError as KubeApiError
-from paddock.kube import Conflict, KubeClient
 from paddock.models import API_VERSION, OBJECT_NAME_PATTERN
 
 _NAME = re.compile(OBJECT_NAME_PATTERN)
@@ -166,3 +174,20 @@ class Objects:
             self.kube.delete_object(API_VERSION, kind.kind, self.namespace, obj["metadata"]["name"])
         )
         return result
+
+    # Agent versions (paddock.kube.agentversions): ControllerRevisions of the Agent.
+
+    async def agent_version(self, agent: dict[str, Any], version: int) -> AgentVersion | None:
+        """Version ``version`` of ``agent``; None if it was pruned or is not made yet."""
+        found: AgentVersion | None = await self._call(find_version(self.kube, agent, version))
+        return found
+
+    async def agent_versions(self, agent: dict[str, Any]) -> builtins.list[AgentVersion]:
+        """The kept versions of ``agent``, oldest first."""
+        found: builtins.list[AgentVersion] = await self._call(list_versions(self.kube, agent))
+        return found
+
+    async def record_agent_version(self, agent: dict[str, Any]) -> None:
+        """Record ``agent``'s current version (if no writer has), before a session is pinned
+        to it or an update supersedes it."""
+        await self._call(record_current(self.kube, agent))

@@ -107,7 +107,7 @@ def _paths() -> dict[str, Any]:
         "/v1/agents/{agent_id}": {
             "get": _operation(
                 "getAgent",
-                "Get an agent (`version` must be the current one)",
+                "Get an agent, or (`version`) one of its kept versions",
                 views.Agent,
                 parameters=[agent, _query("version", {"type": "integer", "minimum": 1})],
             ),
@@ -117,6 +117,14 @@ def _paths() -> dict[str, Any]:
                 views.Agent,
                 parameters=[agent],
                 body=AgentUpdateParams,
+            ),
+        },
+        "/v1/agents/{agent_id}/versions": {
+            "get": _operation(
+                "listAgentVersions",
+                "List an agent's kept versions, newest first",
+                views.AgentPage,
+                parameters=[agent, _LIMIT, _PAGE],
             ),
         },
         "/v1/agents/{agent_id}/archive": {

@@ -19,16 +19,19 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from paddock.eventlog import (
+    AgentPin,
     SessionNotFound,
     SessionSnapshot,
+    SessionState,
     new_session_id,
     open_session,
     settings_for,
 )
 from paddock.gateway import views
+from paddock.gateway.agents import version_missing
 from paddock.gateway.common import Gateway, checked, gateway, objects, read_body
 from paddock.gateway.convert import meta
-from paddock.gateway.convert.agents import session_agent_view
+from paddock.gateway.convert.agents import session_agent_view, version_object
 from paddock.gateway.convert.sessions import session_spec, session_status, session_view
 from paddock.gateway.errors import conflict, invalid, not_found, unavailable, unsupported
 from paddock.gateway.objects import AGENTS, ENVIRONMENTS, SESSIONS, Objects
@@ -42,6 +45,7 @@ from paddock.gateway.pages import (
 )
 from paddock.gateway.params import AgentRefParam, SessionCreateParams, SessionUpdateParams
 from paddock.gateway.views import SessionDeleted, SessionPage, respond
+from paddock.kube import AgentVersion, generation
 from paddock.models import AgentSpec, Session, SessionSpec, environment_name
 
 routes = web.RouteTableDef()
@@ -72,13 +76,48 @@ def _environment_name(session: dict[str, Any], agent: dict[str, Any] | None) -> 
     return ref["name"] if ref else None
 
 
-class _Resolver:
-    """Agents and environments of one namespace by Kubernetes name, each read once."""
+def pinned_version(session: dict[str, Any]) -> int | None:
+    """The Agent version a Session runs: the one it names (the gateway always names it),
+    else the one the operator pinned when it accepted it; None before that."""
+    version = session["spec"]["agentRef"].get("version") or (session.get("status") or {}).get(
+        "agentVersion"
+    )
+    return int(version) if version else None
 
-    def __init__(self, found: Objects, agents: list[dict[str, Any]] | None = None) -> None:
+
+class _Resolver:
+    """Agents (at the versions sessions run) and environments of one namespace by Kubernetes
+    name, each read once. ``state``: where a session's pin is read when its version's
+    revision is pruned (a terminated session's may be)."""
+
+    def __init__(
+        self,
+        found: Objects,
+        agents: list[dict[str, Any]] | None = None,
+        state: SessionState | None = None,
+    ) -> None:
         self.found = found
         self.agents = {a["metadata"]["name"]: a for a in agents} if agents is not None else None
         self.environments: dict[str, dict[str, Any] | None] = {}
+        self.state = state
+        self.versions: dict[tuple[str, int], AgentVersion | None] = {}
+
+    async def at_version(self, agent: dict[str, Any], session: dict[str, Any]) -> dict[str, Any]:
+        """``agent`` as ``session`` runs it."""
+        version = pinned_version(session)
+        if version is None or version == generation(agent):
+            return agent
+        key = (agent["metadata"]["name"], version)
+        if key not in self.versions:
+            self.versions[key] = await self.found.agent_version(agent, version)
+        found = self.versions[key]
+        if found is None and self.state is not None:
+            with contextlib.suppress(RedisError):
+                settings = await self.state.settings(session_id_of(session))
+                if settings is not None and settings.agent is not None:
+                    pin = settings.agent
+                    found = AgentVersion(pin.version, pin.spec.to_k8s(), None)
+        return version_object(agent, found) if found is not None else agent
 
     async def agent(self, name: str) -> dict[str, Any] | None:
         if self.agents is not None:
@@ -99,8 +138,9 @@ class _Resolver:
         agent_name = obj["spec"]["agentRef"]["name"]
         agent = await self.agent(agent_name)
         environment_id = await self.environment_id(_environment_name(obj, agent))
+        shown = await self.at_version(agent, obj) if agent is not None else None
         return session_view(
-            obj, session_agent_view(agent, agent_name), environment_id, snapshot, at
+            obj, session_agent_view(shown, agent_name), environment_id, snapshot, at
         )
 
 
@@ -115,11 +155,9 @@ async def create_session(request: web.Request) -> web.Response:
     else:
         raise unsupported("agent_with_overrides", "create an Agent with the overrides instead")
     agent = await found.find(AGENTS, agent_ref)
-    generation = int(agent["metadata"].get("generation", 1))
-    if version is not None and version != generation:
-        raise not_found(f"version {version} of agent {agent_ref} is not available")
     if meta.archived_at(agent):
         raise invalid(f"agent {agent_ref} is archived")
+    pin = await _pin(found, agent, agent_ref, version)
     explicit_environment = None
     if params.environment_id is not None:
         environment = await found.find(ENVIRONMENTS, params.environment_id)
@@ -130,19 +168,37 @@ async def create_session(request: web.Request) -> web.Response:
             )
         explicit_environment = environment["metadata"]["name"]
     spec = session_spec(params, agent["metadata"]["name"], explicit_environment)
-    resolved = environment_name(checked(SessionSpec, spec), AgentSpec.model_validate(agent["spec"]))
+    spec["agentRef"]["version"] = pin.version
+    resolved = environment_name(checked(SessionSpec, spec), pin.spec)
     if resolved is None:
         raise invalid(f"environment_id is required: agent {agent_ref} has no default environment")
     annotations = {}
     if params.metadata:
         annotations[meta.METADATA_ANNOTATION] = meta.metadata_annotation(params.metadata)
     # Finish even if the client goes away: a log without its resource would be left behind.
-    obj, snapshot = await asyncio.shield(_create(gw, found, spec, annotations, resolved))
+    obj, snapshot = await asyncio.shield(_create(gw, found, spec, annotations, resolved, pin))
     return respond(await _Resolver(found, [agent]).view(obj, snapshot, meta.now()))
 
 
+async def _pin(found: Objects, agent: dict[str, Any], ref: str, version: int | None) -> AgentPin:
+    """The Agent version a new session runs to its end: the one asked for, else the current
+    one, recorded now so the session never waits for the operator to have seen it."""
+    wanted = version or generation(agent)
+    kept = await found.agent_version(agent, wanted)
+    if kept is None:
+        raise not_found(version_missing(ref, wanted, agent))
+    if wanted == generation(agent):
+        await found.record_agent_version(agent)
+    return AgentPin(version=wanted, spec=AgentSpec.model_validate(kept.spec))
+
+
 async def _create(
-    gw: Gateway, found: Objects, spec: dict[str, Any], annotations: dict[str, str], environment: str
+    gw: Gateway,
+    found: Objects,
+    spec: dict[str, Any],
+    annotations: dict[str, str],
+    environment: str,
+    pin: AgentPin,
 ) -> tuple[dict[str, Any], SessionSnapshot]:
     session_id = new_session_id()
     name = meta.session_object_name(session_id)
@@ -150,7 +206,9 @@ async def _create(
         {"metadata": {"name": name, "namespace": found.namespace}, "spec": spec}
     )
     try:
-        await open_session(gw.log, gw.state, session_id, session, environment=environment)
+        await open_session(
+            gw.log, gw.state, session_id, session, environment=environment, agent=pin
+        )
     except RedisError as exc:
         raise unavailable("the event log is unavailable") from exc
     try:
@@ -168,7 +226,8 @@ async def retrieve_session(request: web.Request) -> web.Response:
     gw, found = gateway(request), objects(request)
     obj = await found.find(SESSIONS, request.match_info["session_id"])
     snapshot = await snapshot_or_none(gw, found.namespace, session_id_of(obj))
-    return respond(await _Resolver(found).view(obj, snapshot, meta.now()))
+    resolver = _Resolver(found, state=gw.state.tenant(found.namespace))
+    return respond(await resolver.view(obj, snapshot, meta.now()))
 
 
 @routes.get("/v1/sessions")
@@ -183,22 +242,22 @@ async def list_sessions(request: web.Request) -> web.Response:
     if statuses - set(_STATUSES):
         raise invalid(f"statuses: each must be one of {', '.join(_STATUSES)}")
     sessions, agents = await asyncio.gather(found.list(SESSIONS), found.list(AGENTS))
-    agent_name = None
+    agent_name, agent_version = None, None
     if "agent_id" in query:
         matches = [a for a in agents if meta.labels(a)[meta.AGENT_ID_LABEL] == query["agent_id"]]
         if not matches:
             return respond(_NO_SESSIONS)
         agent_name = matches[0]["metadata"]["name"]
-        if "agent_version" in query and query["agent_version"] != str(
-            matches[0]["metadata"].get("generation")
-        ):
-            # Sessions run their Agent's current version: older versions have none.
-            return respond(_NO_SESSIONS)
+        if "agent_version" in query:
+            if not query["agent_version"].isdigit():
+                raise invalid("agent_version: must be a positive integer")
+            agent_version = int(query["agent_version"])
     items = [
         obj
         for obj in sessions
         if (archived or not meta.archived_at(obj))
         and (agent_name is None or obj["spec"]["agentRef"]["name"] == agent_name)
+        and (agent_version is None or pinned_version(obj) == agent_version)
         and all(test(meta.parse_time(meta.created_at(obj))) for test in tests)
     ]
     # Snapshots of many sessions in one round trip; sessions without a log are left out.
@@ -223,7 +282,7 @@ async def list_sessions(request: web.Request) -> web.Response:
         snapshots = await gw.log.tenant(found.namespace).snapshots(
             [session_id_of(obj) for obj in page.data]
         )
-    resolver, at = _Resolver(found, agents), meta.now()
+    resolver, at = _Resolver(found, agents, gw.state.tenant(found.namespace)), meta.now()
     data = [await resolver.view(obj, snapshots.get(session_id_of(obj)), at) for obj in page.data]
     return respond(SessionPage(data=data, next_page=page.next_page, prev_page=page.prev_page))
 
@@ -234,7 +293,11 @@ async def update_session(request: web.Request) -> web.Response:
     params = await read_body(request, SessionUpdateParams)
     gw, found = gateway(request), objects(request)
     if params.agent is not None:
-        raise unsupported("agent updates of a session", "update the Agent")
+        raise unsupported(
+            "agent updates of a session",
+            "a session runs the Agent version it was created with; "
+            "start a new session to run a newer one",
+        )
     if params.vault_ids:
         raise unsupported("vault_ids")
     given = params.model_fields_set
@@ -277,7 +340,8 @@ async def update_session(request: web.Request) -> web.Response:
             await gw.state.tenant(found.namespace).put_settings(
                 session_id, settings_for(session, environment)
             )
-    return respond(await _Resolver(found).view(updated, snapshot, meta.now()))
+    resolver = _Resolver(found, state=gw.state.tenant(found.namespace))
+    return respond(await resolver.view(updated, snapshot, meta.now()))
 
 
 @routes.delete("/v1/sessions/{session_id}")
@@ -309,4 +373,5 @@ async def archive_session(request: web.Request) -> web.Response:
 
     archived = await found.update(SESSIONS, request.match_info["session_id"], change)
     snapshot = await snapshot_or_none(gw, found.namespace, session_id_of(archived))
-    return respond(await _Resolver(found).view(archived, snapshot, meta.now()))
+    resolver = _Resolver(found, state=gw.state.tenant(found.namespace))
+    return respond(await resolver.view(archived, snapshot, meta.now()))

@@ -8,6 +8,7 @@ from typing import Any
 from paddock.gateway import views
 from paddock.gateway.convert.meta import (
     AGENT_ID_LABEL,
+    UPDATED_AT_ANNOTATION,
     api_metadata,
     archived_at,
     created_at,
@@ -24,6 +25,7 @@ from paddock.gateway.params import (
     ModelParam,
     PermissionPolicyParam,
 )
+from paddock.kube import AgentVersion, generation
 from paddock.models import BUILTIN_TOOL_NAMES, AgentSpec
 
 
@@ -225,9 +227,21 @@ def agent_view(obj: dict[str, Any]) -> views.Agent:
     )
 
 
+def version_object(agent: dict[str, Any], version: AgentVersion) -> dict[str, Any]:
+    """The Agent resource as it was at ``version``: that version's spec, generation and time;
+    the rest (id, name, metadata, archival) as it is now, since those are not versioned."""
+    if version.version == generation(agent):
+        return agent
+    meta = dict(agent["metadata"])
+    annotations = dict(meta.get("annotations") or {})
+    annotations[UPDATED_AT_ANNOTATION] = version.made_at or created_at(agent)
+    meta.update(generation=version.version, annotations=annotations)
+    return {**agent, "metadata": meta, "spec": version.spec}
+
+
 def session_agent_view(obj: dict[str, Any] | None, name: str) -> views.SessionAgent:
-    """The `agent` of a session: the Agent as it is now (Paddock sessions run their Agent's
-    current spec). An Agent that is gone shows as an empty stand-in named ``name``."""
+    """The `agent` of a session: ``obj``, the Agent at the version the session runs (see
+    `version_object`). An Agent that is gone shows as an empty stand-in named ``name``."""
     if obj is None:
         return views.SessionAgent(
             id="",
