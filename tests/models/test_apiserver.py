@@ -291,6 +291,18 @@ INVALID: list[tuple[str, str, dict[str, Any] | None, str]] = [
         'spec.harness.resources.requests.cpu: Invalid value: "-250m"',
     ),
     (
+        "agent version 0",
+        "Session",
+        session_spec(agentRef={"name": "hello", "version": 0}),
+        "spec.agentRef.version: Invalid value: 0",
+    ),
+    (
+        "history limit 0",
+        "Agent",
+        agent_spec(revisionHistoryLimit=0),
+        "spec.revisionHistoryLimit: Invalid value: 0",
+    ),
+    (
         "agent in another namespace",
         "Session",
         session_spec(agentRef={"name": "hello", "namespace": "other"}),
@@ -511,6 +523,12 @@ def test_a_reference_to_another_namespace_is_refused_even_without_strict_fields(
     ("field", "change", "message"),
     [
         ("agentRef", {"agentRef": {"name": "other"}}, "agentRef is immutable"),
+        # A session runs the version it was created with (docs/api-design.md).
+        (
+            "agentRef.version",
+            {"agentRef": {"name": "hello", "version": 2}},
+            "agentRef is immutable",
+        ),
         ("environmentRef", {"environmentRef": {"name": "gpu"}}, "environmentRef is immutable"),
         ("cancel", {"cancel": False}, "cancel cannot be undone"),
     ],
