@@ -156,6 +156,7 @@ OPERATOR_GRANTS = {
         for r in ("agents", "environments", "sessions")
     },
     ("apps", "deployments"): {"get", "list", "watch", "create", "update", "patch", "delete"},
+    ("apps", "controllerrevisions"): {"get", "list", "create", "delete"},
     **{
         ("", r): {"get", "list", "watch", "create", "update", "patch", "delete"}
         for r in ("pods", "services", "configmaps")
@@ -183,8 +184,11 @@ def test_rbac_is_least_privilege(case: tuple[str, Rendered]) -> None:
     assert operator == OPERATOR_GRANTS
     gateway = _grants(_rules(rendered, "ClusterRole", f"{prefix}-gateway"))
     assert gateway == {
-        ("paddock.dev", r): {"get", "list", "watch", "create", "update", "patch", "delete"}
-        for r in ("agents", "environments", "sessions")
+        **{
+            ("paddock.dev", r): {"get", "list", "watch", "create", "update", "patch", "delete"}
+            for r in ("agents", "environments", "sessions")
+        },
+        ("apps", "controllerrevisions"): {"get", "list", "create", "delete"},
     }
     # Kubernetes identities: the gateway asks the apiserver about tokens and permissions.
     assert _grants(_rules(rendered, "ClusterRole", f"{prefix}-gateway-auth")) == {
