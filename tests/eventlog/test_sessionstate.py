@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from paddock.eventlog import (
+    AgentPin,
     EventLog,
     SandboxBinding,
     SandboxWaiter,
@@ -20,7 +21,7 @@ from paddock.eventlog import (
     open_session,
     sandbox_requests,
 )
-from paddock.models import Budget, GitRepository, Session
+from paddock.models import AgentSpec, Budget, GitRepository, Session
 from paddock.testing.ports import wait_until_async
 
 
@@ -47,6 +48,34 @@ async def test_settings_round_trip(state: SessionState, session: str) -> None:
     )
     await state.put_settings(session, settings)
     assert await state.settings(session) == settings
+
+
+def pin(version: int) -> AgentPin:
+    spec = AgentSpec.model_validate(
+        {
+            "model": "claude-sonnet-4-6",
+            "system": f"version {version}",
+            "credentials": {"anthropicApiKey": {"name": "anthropic", "key": "api-key"}},
+        }
+    )
+    return AgentPin(version=version, spec=spec)
+
+
+async def test_the_agent_version_is_pinned_once_by_the_first_writer(
+    state: SessionState, session: str
+) -> None:
+    first = SessionSettings(namespace="team-a", name="s", agent=pin(1))
+    await state.put_settings(session, first)
+    # The other writer (the operator's accept, the gateway) opens it at another version.
+    await state.put_settings(session, first.model_copy(update={"agent": pin(2)}))
+    assert await state.settings(session) == first
+    # A later write without a pin (a budget update) changes the settings, not the version.
+    budget = SessionSettings(namespace="team-a", name="s", budget=Budget(max_tokens=7))
+    await state.put_settings(session, budget)
+    stored = await state.settings(session)
+    assert stored is not None
+    assert stored.budget == Budget(max_tokens=7)
+    assert stored.agent == pin(1)
 
 
 async def test_a_dead_sandbox_is_unbound_and_replaced_only_once(
