@@ -1,5 +1,6 @@
 """The one async Kubernetes API client of Paddock (operator, gateway, local pod runner), its
-credential loader, and the Retry-After reading every client of Paddock uses."""
+credential loader, the Retry-After reading every client of Paddock uses, and the Agent
+versions (ControllerRevisions) the operator and the gateway both read and record."""
 
 from paddock.kube.agentversions import (
     AGENT_LABEL,
