@@ -29,7 +29,7 @@ from paddock.gateway.app import create_app, start
 from paddock.gateway.auth import API_KEY_LABEL
 from paddock.gateway.common import Gateway
 from paddock.gateway.config import GatewayConfig
-from paddock.harness.model import RetryPolicy
+from paddock.harness import RetryPolicy
 from paddock.harness.worker import Worker, WorkerSettings
 from paddock.models import AgentSpec, SecretKeyReference
 from paddock.testing.controlplane import ControlPlane

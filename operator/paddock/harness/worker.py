@@ -38,7 +38,7 @@ from paddock.eventlog import (
 from paddock.harness import metrics
 from paddock.harness.interrupts import Interrupted, Interrupts
 from paddock.harness.modelstep import ModelStep
-from paddock.harness.sandboxsession import SandboxSession
+from paddock.harness.sandboxsession import EgressUnavailable, SandboxSession
 from paddock.harness.sessionlog import SessionLog
 from paddock.harness.settings import WorkerSettings
 from paddock.harness.tools import Toolbox, toolbox
@@ -159,6 +159,7 @@ class SessionRun:
             worker.settings,
             settings,
             self.interrupts,
+            self.session,
         )
 
     async def run(self) -> None:
@@ -227,11 +228,14 @@ class SessionRun:
                 ),
                 key=f"result:{call.id}",
             )
-        for call in step.run:
+        for index, call in enumerate(step.run):
             began = time.monotonic()
             try:
                 text, is_error = await self.run_tool(call)
             except Interrupted:
+                return
+            except EgressUnavailable as exc:
+                await self.give_up(step.run[index:], str(exc))
                 return
             metrics.TOOL_LATENCY.labels(call.name).observe(time.monotonic() - began)
             await self.session.emit(
@@ -242,6 +246,22 @@ class SessionRun:
                 ),
                 key=f"result:{call.id}",
             )
+
+    async def give_up(self, calls: list[ToolCall], reason: str) -> None:
+        """End the turn with `retries_exhausted` (the `session.error` that says why is in the
+        log), the first call answered with the reason and the rest as not run, so that the
+        session stays usable: the next `user.message` starts a new turn."""
+        for call in calls:
+            text = reason if call is calls[0] else "An earlier call of this turn failed."
+            await self.session.emit(
+                AgentToolResultEvent(
+                    tool_use_id=call.id,
+                    is_error=True,
+                    content=[TextBlock(text=f"The call did not run: {text}")],
+                ),
+                key=f"result:{call.id}",
+            )
+        await self.session.idle("retries_exhausted")
 
     async def run_tool(self, call: ToolCall) -> tuple[str, bool]:
         """(result text, is_error) of a call: built-in tools run in the sandbox."""
