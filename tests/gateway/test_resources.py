@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import anthropic
 import pytest
 
 from paddock.eventlog import EventLog, SessionState, session_keys, tenant_prefix
@@ -105,6 +106,66 @@ async def test_an_agent_is_an_agent_resource_and_back(stack: Stack) -> None:
     async with stack.http() as http:
         # Kubernetes names work wherever ids do (a Paddock extension).
         assert (await http.get(f"/v1/agents/{name}")).json() == created
+
+
+async def test_disabling_tools_paddock_lacks_is_accepted_and_enabling_them_is_not(
+    stack: Stack,
+) -> None:
+    """Client code written for Managed Agents turns off web_search and web_fetch: Paddock has
+    neither, so that is accepted, stored in the Agent and shown as the SDK types it; asking
+    for one of them stays a clear 400."""
+    client = stack.client()
+    toolset: dict[str, Any] = {
+        "type": "agent_toolset_20260401",
+        "configs": [
+            {"name": "web_search", "enabled": False},
+            {"name": "web_fetch", "enabled": False},
+        ],
+    }
+    agent = await client.beta.agents.create(
+        name="offline", model="claude-sonnet-4-6", tools=[toolset]
+    )
+    (tools,) = agent.tools
+    assert [(type(c).__name__, c.name, c.enabled) for c in tools.configs] == [
+        ("BetaManagedAgentsWebSearchToolConfig", "web_search", False),
+        ("BetaManagedAgentsWebFetchToolConfig", "web_fetch", False),
+    ]
+    assert tools.default_config.enabled is True  # the six tools Paddock has stay on
+    resource = stack.agent_resource(agent.id)
+    assert resource["spec"]["tools"]["builtin"]["configs"] == [
+        {"name": "web_search", "enabled": False},
+        {"name": "web_fetch", "enabled": False},
+    ]
+    # Sending the tools back as they came is no change.
+    tools_back = [t.to_dict() for t in agent.tools]
+    same = await client.beta.agents.update(agent.id, version=1, tools=tools_back)  # type: ignore[arg-type]
+    assert same.version == 1
+    assert (await client.beta.agents.retrieve(agent.id)).tools == agent.tools
+    # Left to the default (off here), an absent tool is off too.
+    quiet = {
+        "type": "agent_toolset_20260401",
+        "default_config": {"enabled": False},
+        "configs": [{"name": "web_search"}, {"name": "bash", "enabled": True}],
+    }
+    only_bash = await client.beta.agents.create(
+        name="quiet", model="claude-sonnet-4-6", tools=[quiet]
+    )
+    assert [(c.name, c.enabled) for c in only_bash.tools[0].configs] == [
+        ("web_search", False),
+        ("bash", True),
+    ]
+
+    for config in ({"name": "web_search", "enabled": True}, {"name": "web_fetch"}):
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            await client.beta.agents.create(
+                name="online",
+                model="claude-sonnet-4-6",
+                tools=[{"type": "agent_toolset_20260401", "configs": [config]}],  # type: ignore[list-item]
+            )
+        assert refused.value.status_code == 400
+        assert f"the built-in tool {config['name']} is not supported by Paddock" in str(
+            refused.value
+        )
 
 
 async def test_agent_versions_follow_the_spec(stack: Stack) -> None:
