@@ -248,6 +248,42 @@ async def test_an_environment_is_an_environment_resource(stack: Stack) -> None:
         assert (await http.get(f"/v1/environments/{default.id}")).status_code == 404
 
 
+async def test_archiving_an_environment_frees_its_name(stack: Stack) -> None:
+    """Client code that makes its environment, archives it when done, and runs again."""
+    client = stack.client()
+    first = await client.beta.environments.create(name="nightly")
+    with pytest.raises(anthropic.ConflictError, match="an environment named 'nightly'"):
+        await client.beta.environments.create(name="nightly")
+    await client.beta.environments.archive(first.id)
+    second = await client.beta.environments.create(name="nightly")
+    assert second.id != first.id
+    assert second.name == "nightly"
+    with pytest.raises(anthropic.ConflictError):
+        await client.beta.environments.create(name="nightly")
+    # Both are there, as resources of their own; only the live one is listed by default.
+    listed = [e async for e in client.beta.environments.list(include_archived=True)]
+    assert {e.id for e in listed if e.name == "nightly"} == {first.id, second.id}
+    assert [e.id async for e in client.beta.environments.list() if e.name == "nightly"] == [
+        second.id
+    ]
+    names = {
+        r["metadata"]["labels"]["paddock.dev/environment-id"]: r["metadata"]["name"]
+        for r in stack.resources("environments", stack.a.namespace)
+    }
+    assert names[first.id] != names[second.id]
+    assert (await client.beta.environments.retrieve(first.id)).archived_at is not None
+    # A live environment may take an archived one's name too.
+    other = await client.beta.environments.create(name="weekly")
+    await client.beta.environments.archive(second.id)
+    renamed = await client.beta.environments.update(other.id, name="nightly")
+    assert renamed.name == "nightly"
+    # Agents have no name rule: an archived agent's name is as free as any other.
+    agent = await client.beta.agents.create(name="nightly", model="claude-sonnet-4-6")
+    await client.beta.agents.archive(agent.id)
+    again = await client.beta.agents.create(name="nightly", model="claude-sonnet-4-6")
+    assert again.id != agent.id
+
+
 async def test_a_session_is_a_session_resource_with_a_live_log(stack: Stack) -> None:
     client = stack.client()
     environment = await client.beta.environments.create(name="session-env")
