@@ -38,6 +38,7 @@ from paddock.eventlog import (
 from paddock.harness import metrics
 from paddock.harness.interrupts import Interrupted, Interrupts
 from paddock.harness.modelstep import ModelStep
+from paddock.harness.retries import Failure, session_error
 from paddock.harness.sandboxsession import EgressUnavailable, SandboxSession
 from paddock.harness.sessionlog import SessionLog
 from paddock.harness.settings import WorkerSettings
@@ -75,6 +76,8 @@ class Worker:
             timeout=parse_duration(settings.spec.limits.model_timeout),
         )
         self.http = httpx.AsyncClient(timeout=10)
+        self.failures: dict[str, int] = {}
+        """Failed runs in a row of each session (see `SessionRun.failed`)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve sessions until ``stop`` is set; then hand unfinished sessions back."""
@@ -116,7 +119,18 @@ class Worker:
         try:
             async with self.queue.heartbeat(claim) as beat:
                 settings = await self.state.settings(claim.session_id)
-                await SessionRun(self, claim, beat, settings).run()
+                run = SessionRun(self, claim, beat, settings)
+                try:
+                    await run.run()
+                    self.failures.pop(claim.session_id, None)
+                    return
+                except (LeaseLost, SessionNotFound):
+                    raise
+                except Exception as exc:
+                    log.exception("session %s: worker failed", claim.session_id)
+                    if await run.failed(exc):
+                        return
+            await self._hand_back(claim)
         except (LeaseLost, SessionNotFound):
             log.info("session %s: lease lost or session deleted; stopping", claim.session_id)
         except asyncio.CancelledError:
@@ -180,6 +194,34 @@ class SessionRun:
             watcher.cancel()
             watcher.add_done_callback(lambda t: t.cancelled() or t.exception())
             await self.sandbox.close()
+
+    async def failed(self, exc: Exception) -> bool:
+        """After an error the turn loop does not handle (a bug, a broken dependency): report
+        it as a `session.error` and hand the session back only after a backoff wait, holding
+        the lease meanwhile, so that a failure that repeats never spins; once the retries are
+        exhausted, end the turn with `retries_exhausted` (the next `user.message` starts a
+        new one). True when the claim is finished."""
+        failures, session_id = self.worker.failures, self.claim.session_id
+        attempt = failures.get(session_id, 0)
+        policy = self.worker.settings.retry
+        will_retry = attempt + 1 < policy.attempts
+        failure = Failure("unknown_error", f"the harness worker failed: {exc!r}", will_retry)
+        failures[session_id] = attempt + 1
+        try:
+            await self.session.emit(session_error(failure, will_retry))
+            if not will_retry:
+                failures.pop(session_id, None)
+                await self.session.idle("retries_exhausted")
+                assert self.session.position is not None
+                return await self.worker.queue.finish(
+                    self.claim, handled_through=self.session.position
+                )
+        except (LeaseLost, SessionNotFound):
+            raise
+        except Exception:
+            log.exception("session %s: could not report the failure", session_id)
+        await asyncio.sleep(policy.delay(attempt, None))
+        return False
 
     async def work(self) -> None:
         """Take steps until the session waits for the user."""
