@@ -262,14 +262,7 @@ class SessionRun:
         most once (keyed by the call id)."""
         for call in step.denied:
             reason = call.deny_message or "no reason given"
-            await self.session.emit(
-                AgentToolResultEvent(
-                    tool_use_id=call.id,
-                    is_error=True,
-                    content=[TextBlock(text=f"The user denied this tool call: {reason}")],
-                ),
-                key=f"result:{call.id}",
-            )
+            await self.answer(call, f"The user denied this tool call: {reason}", True)
         for index, call in enumerate(step.run):
             began = time.monotonic()
             try:
@@ -280,14 +273,16 @@ class SessionRun:
                 await self.give_up(step.run[index:], str(exc))
                 return
             metrics.TOOL_LATENCY.labels(call.name).observe(time.monotonic() - began)
-            await self.session.emit(
-                AgentToolResultEvent(
-                    tool_use_id=call.id,
-                    is_error=is_error,
-                    content=[TextBlock(text=text)],
-                ),
-                key=f"result:{call.id}",
-            )
+            await self.answer(call, text, is_error)
+
+    async def answer(self, call: ToolCall, text: str, is_error: bool) -> None:
+        """Append the call's result, at most once (keyed by the call id)."""
+        await self.session.emit(
+            AgentToolResultEvent(
+                tool_use_id=call.id, is_error=is_error, content=[TextBlock(text=text)]
+            ),
+            key=f"result:{call.id}",
+        )
 
     async def give_up(self, calls: list[ToolCall], reason: str) -> None:
         """End the turn with `retries_exhausted` (the `session.error` that says why is in the
@@ -295,14 +290,7 @@ class SessionRun:
         session stays usable: the next `user.message` starts a new turn."""
         for call in calls:
             text = reason if call is calls[0] else "An earlier call of this turn failed."
-            await self.session.emit(
-                AgentToolResultEvent(
-                    tool_use_id=call.id,
-                    is_error=True,
-                    content=[TextBlock(text=f"The call did not run: {text}")],
-                ),
-                key=f"result:{call.id}",
-            )
+            await self.answer(call, f"The call did not run: {text}", True)
         await self.session.idle("retries_exhausted")
 
     async def run_tool(self, call: ToolCall) -> tuple[str, bool]:

@@ -246,12 +246,7 @@ class LocalPod:
         if volume.source is not None:
             publish(root, volume)
         else:
-            for relative, (content, mode) in volume.files.items():
-                target = root / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(content)
-                os.chown(target, volume.uid, volume.gid)
-                target.chmod(mode)
+            _write_files(root, volume)
         os.chown(root, volume.uid, volume.gid)
         root.chmod(volume.dir_mode)
         return root
@@ -453,12 +448,7 @@ def publish(root: Path, volume: spec.VolumeFiles) -> None:
     and Secrets this way). Each top-level name is a symlink through ``..data``."""
     version = root / f"..{datetime.now(UTC):%Y_%m_%d_%H_%M_%S.%f}"
     version.mkdir()
-    for relative, (content, mode) in volume.files.items():
-        target = version / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content)
-        os.chown(target, volume.uid, volume.gid)
-        target.chmod(mode)
+    _write_files(version, volume)
     for directory in [version, *(p for p in version.rglob("*") if p.is_dir())]:
         os.chown(directory, volume.uid, volume.gid)
         directory.chmod(volume.dir_mode)
@@ -477,6 +467,15 @@ def publish(root: Path, volume: spec.VolumeFiles) -> None:
             entry.unlink()
     if old is not None:
         shutil.rmtree(root / old, ignore_errors=True)
+
+
+def _write_files(directory: Path, volume: spec.VolumeFiles) -> None:
+    for relative, (content, mode) in volume.files.items():
+        target = directory / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        os.chown(target, volume.uid, volume.gid)
+        target.chmod(mode)
 
 
 def _log_tail(path: Path, offset: int) -> str:
