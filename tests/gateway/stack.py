@@ -29,7 +29,7 @@ from paddock.gateway.app import create_app, start
 from paddock.gateway.auth import API_KEY_LABEL
 from paddock.gateway.common import Gateway
 from paddock.gateway.config import GatewayConfig
-from paddock.harness.model import RetryPolicy
+from paddock.harness import RetryPolicy
 from paddock.harness.worker import Worker, WorkerSettings
 from paddock.models import AgentSpec, SecretKeyReference
 from paddock.testing.controlplane import ControlPlane
@@ -167,9 +167,10 @@ class Stack:
         return found
 
     def start_worker(
-        self, agent_id: str, script: Script, tenant: Tenant | None = None
+        self, agent_id: str, script: Script, tenant: Tenant | None = None, **settings: Any
     ) -> FakeModelServer:
-        """A harness worker for the Agent, calling a scripted model; returns the model."""
+        """A harness worker for the Agent, calling a scripted model; returns the model.
+        ``settings`` are `WorkerSettings` fields (a proxy's URLs, retry policies)."""
         tenant = tenant or self.a
         resource = self.agent_resource(agent_id, tenant)
         model = FakeModelServer(script).start()
@@ -181,6 +182,7 @@ class Stack:
             model_base_url=model.url,
             lease_ttl_ms=3000,
             retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.1),
+            **settings,
         )
         stop = asyncio.Event()
         redis = self._tenant_clients.get(tenant.namespace)

@@ -1,8 +1,11 @@
 """Malformed and forbidden requests get the right status and the Managed Agents error
-envelope, with a `request-id` header and a JSON content type; never a 5xx."""
+envelope, with a `request-id` header and a JSON content type; never a 5xx. Errors inside a
+session reach the client as `session.error` events."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -10,7 +13,9 @@ import httpx
 import pytest
 
 from paddock.eventlog import EventLog, SessionStatusTerminatedEvent
+from paddock.harness import RetryPolicy
 from paddock.testing.fakemodel import Reply, ToolUse, turns
+from paddock.testing.proxy import ProxyProcess, Secrets
 
 from .stack import Stack, Tenant
 
@@ -347,3 +352,61 @@ async def test_version_conflicts_are_not_retried(stack: Stack) -> None:
     assert response.headers["x-should-retry"] == "false"
     with pytest.raises(anthropic.ConflictError):
         await stack.client(max_retries=2).beta.agents.update(agent.id, version=3, system="y")
+
+
+async def test_a_proxy_refusing_the_sandbox_egress_ends_the_turn_the_client_sees(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Issue 16's hang: an Environment created after its Agent, and a proxy whose config does
+    not name it (yet). The client's stream shows each refused attempt as a `session.error`,
+    then the turn's end with `retries_exhausted`, within seconds; the proxy counted a few
+    token requests, not thousands."""
+    proxy = ProxyProcess(
+        tmp_path, Secrets(tmp_path / "secrets"), environments={"default": {"mode": "none"}}
+    ).start()
+    try:
+        client = stack.client()
+        agent = await client.beta.agents.create(
+            name="late-env",
+            model="claude-sonnet-4-6",
+            tools=[{"type": "agent_toolset_20260401"}],
+        )
+        environment = await client.beta.environments.create(name="created-after")
+        session = await client.beta.sessions.create(agent=agent.id, environment_id=environment.id)
+        stack.start_worker(
+            agent.id,
+            turns(Reply([ToolUse("bash", {"command": "echo hi"})])),
+            proxy_admin_url=proxy.admin_url,
+            proxy_egress_url=f"http://127.0.0.1:{proxy.egress_port}",
+            bind_retry=RetryPolicy(attempts=3, base_delay=0.2, max_delay=1.0, jitter=0.5),
+        )
+        seen: list[Any] = []
+        async with await client.beta.sessions.events.stream(session.id) as stream:
+            began = time.monotonic()
+            await client.beta.sessions.events.send(
+                session.id,
+                events=[{"type": "user.message", "content": [{"type": "text", "text": "go"}]}],
+            )
+            async for event in stream:
+                seen.append(event)
+                if event.type == "session.status_idle":
+                    break
+        elapsed = time.monotonic() - began
+        async with httpx.AsyncClient() as http:
+            counters = (await http.get(f"{proxy.admin_url}/metrics")).text
+    finally:
+        proxy.stop()
+    errors = [e.error for e in seen if e.type == "session.error"]
+    assert [(e.type, e.retry_status.type) for e in errors] == [
+        ("unknown_error", "retrying"),
+        ("unknown_error", "retrying"),
+        ("unknown_error", "exhausted"),
+    ]
+    assert "is not configured on this proxy" in errors[-1].message
+    (result,) = [e for e in seen if e.type == "agent.tool_result"]
+    assert result.is_error is True
+    assert seen[-1].stop_reason.type == "retries_exhausted"
+    assert elapsed < 10
+    assert 'paddock_proxy_requests_total{listener="admin",decision="deny"} 3' in counters
+    retrieved = await client.beta.sessions.retrieve(session.id)
+    assert retrieved.status == "idle"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import anthropic
 import pytest
 
 from paddock.eventlog import EventLog, SessionState, session_keys, tenant_prefix
@@ -107,6 +108,66 @@ async def test_an_agent_is_an_agent_resource_and_back(stack: Stack) -> None:
         assert (await http.get(f"/v1/agents/{name}")).json() == created
 
 
+async def test_disabling_tools_paddock_lacks_is_accepted_and_enabling_them_is_not(
+    stack: Stack,
+) -> None:
+    """Client code written for Managed Agents turns off web_search and web_fetch: Paddock has
+    neither, so that is accepted, stored in the Agent and shown as the SDK types it; asking
+    for one of them stays a clear 400."""
+    client = stack.client()
+    toolset: dict[str, Any] = {
+        "type": "agent_toolset_20260401",
+        "configs": [
+            {"name": "web_search", "enabled": False},
+            {"name": "web_fetch", "enabled": False},
+        ],
+    }
+    agent = await client.beta.agents.create(
+        name="offline", model="claude-sonnet-4-6", tools=[toolset]
+    )
+    (tools,) = agent.tools
+    assert [(type(c).__name__, c.name, c.enabled) for c in tools.configs] == [
+        ("BetaManagedAgentsWebSearchToolConfig", "web_search", False),
+        ("BetaManagedAgentsWebFetchToolConfig", "web_fetch", False),
+    ]
+    assert tools.default_config.enabled is True  # the six tools Paddock has stay on
+    resource = stack.agent_resource(agent.id)
+    assert resource["spec"]["tools"]["builtin"]["configs"] == [
+        {"name": "web_search", "enabled": False},
+        {"name": "web_fetch", "enabled": False},
+    ]
+    # Sending the tools back as they came is no change.
+    tools_back = [t.to_dict() for t in agent.tools]
+    same = await client.beta.agents.update(agent.id, version=1, tools=tools_back)  # type: ignore[arg-type]
+    assert same.version == 1
+    assert (await client.beta.agents.retrieve(agent.id)).tools == agent.tools
+    # Left to the default (off here), an absent tool is off too.
+    quiet = {
+        "type": "agent_toolset_20260401",
+        "default_config": {"enabled": False},
+        "configs": [{"name": "web_search"}, {"name": "bash", "enabled": True}],
+    }
+    only_bash = await client.beta.agents.create(
+        name="quiet", model="claude-sonnet-4-6", tools=[quiet]
+    )
+    assert [(c.name, c.enabled) for c in only_bash.tools[0].configs] == [
+        ("web_search", False),
+        ("bash", True),
+    ]
+
+    for config in ({"name": "web_search", "enabled": True}, {"name": "web_fetch"}):
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            await client.beta.agents.create(
+                name="online",
+                model="claude-sonnet-4-6",
+                tools=[{"type": "agent_toolset_20260401", "configs": [config]}],  # type: ignore[list-item]
+            )
+        assert refused.value.status_code == 400
+        assert f"the built-in tool {config['name']} is not supported by Paddock" in str(
+            refused.value
+        )
+
+
 async def test_agent_versions_follow_the_spec(stack: Stack) -> None:
     client = stack.client()
     agent = await client.beta.agents.create(name="v", model="claude-sonnet-4-6")
@@ -187,6 +248,42 @@ async def test_an_environment_is_an_environment_resource(stack: Stack) -> None:
     assert (deleted.id, deleted.type) == (default.id, "environment_deleted")
     async with stack.http() as http:
         assert (await http.get(f"/v1/environments/{default.id}")).status_code == 404
+
+
+async def test_archiving_an_environment_frees_its_name(stack: Stack) -> None:
+    """Client code that makes its environment, archives it when done, and runs again."""
+    client = stack.client()
+    first = await client.beta.environments.create(name="nightly")
+    with pytest.raises(anthropic.ConflictError, match="an environment named 'nightly'"):
+        await client.beta.environments.create(name="nightly")
+    await client.beta.environments.archive(first.id)
+    second = await client.beta.environments.create(name="nightly")
+    assert second.id != first.id
+    assert second.name == "nightly"
+    with pytest.raises(anthropic.ConflictError):
+        await client.beta.environments.create(name="nightly")
+    # Both are there, as resources of their own; only the live one is listed by default.
+    listed = [e async for e in client.beta.environments.list(include_archived=True)]
+    assert {e.id for e in listed if e.name == "nightly"} == {first.id, second.id}
+    assert [e.id async for e in client.beta.environments.list() if e.name == "nightly"] == [
+        second.id
+    ]
+    names = {
+        r["metadata"]["labels"]["paddock.dev/environment-id"]: r["metadata"]["name"]
+        for r in stack.resources("environments", stack.a.namespace)
+    }
+    assert names[first.id] != names[second.id]
+    assert (await client.beta.environments.retrieve(first.id)).archived_at is not None
+    # A live environment may take an archived one's name too.
+    other = await client.beta.environments.create(name="weekly")
+    await client.beta.environments.archive(second.id)
+    renamed = await client.beta.environments.update(other.id, name="nightly")
+    assert renamed.name == "nightly"
+    # Agents have no name rule: an archived agent's name is as free as any other.
+    agent = await client.beta.agents.create(name="nightly", model="claude-sonnet-4-6")
+    await client.beta.agents.archive(agent.id)
+    again = await client.beta.agents.create(name="nightly", model="claude-sonnet-4-6")
+    assert again.id != agent.id
 
 
 async def test_a_session_is_a_session_resource_with_a_live_log(stack: Stack) -> None:

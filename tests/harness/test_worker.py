@@ -14,6 +14,7 @@ from paddock.eventlog import (
     UserToolConfirmationEvent,
     sandbox_requests,
 )
+from paddock.harness.modelstep import ModelStep
 from paddock.testing.fakemodel import Fail, ModelRequest, Reply, Text, ToolUse, turns
 from paddock.testing.ports import wait_until_async
 
@@ -288,3 +289,36 @@ async def test_compaction_replaces_long_history_with_a_summary(make_harness) -> 
     assert "agent.thread_context_compacted" in types(events)
     after = harness.model.requests[-1]
     assert "SUMMARY: user asked three things" in after.messages[0]["content"][0]["text"]
+
+
+async def test_a_failure_the_turn_loop_does_not_handle_is_reported_and_retried_boundedly(
+    make_harness, monkeypatch
+) -> None:
+    """Whatever fails inside a run (here a harness bug, injected), the session is not handed
+    back and re-claimed in a hot loop: each failure is a `session.error`, retried after a
+    backoff wait, and once the retries are exhausted the turn ends with `retries_exhausted`;
+    the next message is served as usual."""
+    calls: list[float] = []
+    original = ModelStep.run
+
+    async def broken(self: ModelStep) -> None:
+        calls.append(time.monotonic())
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ModelStep, "run", broken)
+    harness = make_harness(turns(Reply([Text("Fine now.")])))
+    session = await harness.start_session("hello")
+    events = await harness.wait_idle(session, within=10)
+    errors = [e["error"] for e in events if e["type"] == "session.error"]
+    # The conftest's policy: three attempts.
+    assert [e["retry_status"]["type"] for e in errors] == ["retrying", "retrying", "exhausted"]
+    assert {e["type"] for e in errors} == {"unknown_error"}
+    assert "RuntimeError('a bug')" in errors[0]["message"]
+    assert events[-1]["stop_reason"] == {"type": "retries_exhausted"}
+    assert len(calls) == 3
+
+    monkeypatch.setattr(ModelStep, "run", original)
+    await harness.send(session, UserMessageEvent(content=[TextBlock(text="again")]))
+    events = await harness.wait_idle(session, count=2)
+    assert events[-1]["stop_reason"] == {"type": "end_turn"}
+    assert len(calls) == 3

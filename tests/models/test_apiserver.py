@@ -148,6 +148,12 @@ INVALID: list[tuple[str, str, dict[str, Any] | None, str]] = [
         "custom tool names must differ from the built-in tools",
     ),
     (
+        "a tool Paddock lacks, not disabled",
+        "Agent",
+        agent_spec(tools={"builtin": {"configs": [{"name": "web_search"}]}}),
+        "Paddock has no web_fetch or web_search tool: such an entry must set enabled: false",
+    ),
+    (
         "custom tool input that is not an object",
         "Agent",
         agent_spec(

@@ -32,9 +32,16 @@ def _check_scope(scope: Scope | None) -> None:
 
 
 async def _check_name_free(found: Objects, name: str, *, other_than: str | None = None) -> None:
+    """409 if an environment that is not archived has ``name``: archiving frees a name, so
+    client code that archives its environment and makes it again runs twice (the archived
+    one keeps its own Kubernetes name, which has a random suffix)."""
     # Checked before writing: two concurrent creates with one name can both succeed.
     for obj in await found.list(ENVIRONMENTS):
-        if meta.display_name(obj) == name and obj["metadata"]["name"] != other_than:
+        if (
+            meta.display_name(obj) == name
+            and not meta.archived_at(obj)
+            and obj["metadata"]["name"] != other_than
+        ):
             raise conflict(f"an environment named {name!r} exists already")
 
 

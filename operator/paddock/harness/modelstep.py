@@ -16,11 +16,8 @@ from paddock.eventlog import (
     AgentThreadContextCompactedEvent,
     AgentToolUseEvent,
     AnyEvent,
-    ErrorDetail,
     Evaluation,
     ModelUsage,
-    RetryStatus,
-    SessionErrorEvent,
     SessionSettings,
     SpanModelRequestEndEvent,
     SpanModelRequestStartEvent,
@@ -30,7 +27,8 @@ from paddock.eventlog import (
 from paddock.harness import metrics
 from paddock.harness.budget import limit_reached
 from paddock.harness.interrupts import Interrupted, Interrupts
-from paddock.harness.model import ModelFailure, call_with_retries, stream_message
+from paddock.harness.model import classify, stream_message
+from paddock.harness.retries import Failure, call_with_retries, session_error
 from paddock.harness.sessionlog import SessionLog
 from paddock.harness.settings import WorkerSettings
 from paddock.harness.tools import Toolbox
@@ -126,22 +124,16 @@ class ModelStep:
         def first_token() -> None:
             metrics.TIME_TO_FIRST_TOKEN.observe(time.monotonic() - began)
 
-        async def on_failure(failure: ModelFailure, will_retry: bool) -> None:
+        async def on_failure(failure: Failure, will_retry: bool) -> None:
             metrics.MODEL_ERRORS.labels(failure.error_type).inc()
             if will_retry:
                 metrics.MODEL_RETRIES.labels(failure.error_type).inc()
-            status = RetryStatus(type="retrying" if will_retry else "exhausted")
-            await self.session.emit(
-                SessionErrorEvent(
-                    error=ErrorDetail(
-                        type=failure.error_type, message=failure.message, retry_status=status
-                    )
-                )
-            )
+            await self.session.emit(session_error(failure, will_retry))
 
         return await call_with_retries(
             lambda: stream_message(self.model, request, first_token),
             self.settings.retry,
+            classify,
             on_failure,
         )
 

@@ -1,6 +1,7 @@
 """A session's sandbox, from the worker's side: waiting for the operator to bind one, the
-bind call that gives it the session's egress, built-in tool calls recorded in the tool-call
-journal, and asking for a replacement when the sandbox fails."""
+bind call that gives it the session's egress (its token retried with backoff while the proxy
+refuses it), built-in tool calls recorded in the tool-call journal, and asking for a
+replacement when the sandbox fails."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import httpx
 
 from paddock.eventlog import SandboxBinding, SandboxWaiter, SessionSettings, SessionState
 from paddock.harness.interrupts import Interrupted, Interrupts
+from paddock.harness.retries import Failure, call_with_retries, session_error
+from paddock.harness.sessionlog import SessionLog
 from paddock.harness.settings import WorkerSettings
 from paddock.harness.tools import READ_ONLY_TOOLS
 from paddock.harness.transcript import ToolCall
@@ -21,6 +24,11 @@ from paddock.models import parse_duration
 from paddock.sandbox import SandboxAlreadyBound, SandboxClient, SandboxError, SandboxUnavailable
 
 log = logging.getLogger(__name__)
+
+
+class EgressUnavailable(Exception):
+    """The credential proxy gave no egress token for the session's sandbox within the bind
+    retries (each refusal is in the log as a `session.error`): the turn cannot go on."""
 
 
 class SandboxSession:
@@ -35,6 +43,7 @@ class SandboxSession:
         settings: WorkerSettings,
         session_settings: SessionSettings | None,
         interrupts: Interrupts,
+        session: SessionLog,
     ) -> None:
         self.session_id = session_id
         self.state = state
@@ -44,6 +53,7 @@ class SandboxSession:
         self.limits = settings.spec.limits
         self.session_settings = session_settings
         self.interrupts = interrupts
+        self.session = session
         self.clients: dict[str, SandboxClient] = {}
         """One client per sandbox pod used in this run, bound to the session."""
 
@@ -52,7 +62,8 @@ class SandboxSession:
             await client.aclose()
 
     async def execute(self, call: ToolCall) -> tuple[str, bool]:
-        """Run a built-in call in the session's sandbox: (result text, is_error)."""
+        """Run a built-in call in the session's sandbox: (result text, is_error).
+        `EgressUnavailable` when the sandbox cannot be bound to the session."""
         binding = await self.binding()
         if binding is None:
             wait = self.limits.sandbox_wait_timeout
@@ -72,6 +83,7 @@ class SandboxSession:
         # A retry in the same sandbox is safe: the sandbox runs each call id at most once.
         await self.state.mark_started(self.session_id, call.id, binding.pod)
         timeout = parse_duration(self.limits.tool_timeout)
+        client: SandboxClient | None = None
         try:
             # Binding fails like a call does (a sandbox bound elsewhere, or broken): the
             # sandbox is replaced and the model told, instead of the turn failing and retrying.
@@ -82,7 +94,7 @@ class SandboxSession:
         except Interrupted:
             # A user interrupt stops the call. A lost lease does not: the session's next
             # worker resumes this very call id in this sandbox and takes its result.
-            if not self.interrupts.lease_lost.is_set():
+            if client is not None and not self.interrupts.lease_lost.is_set():
                 await _cancel(client, call.id)
             raise
         except SandboxError as exc:
@@ -140,13 +152,51 @@ class SandboxSession:
         return client
 
     async def proxy_token(self, environment: str | None) -> str:
-        """An egress token of the credential proxy for the session's sandbox."""
-        response = await self.http.post(
-            f"{self.settings.proxy_admin_url}/v1/session-tokens",
-            json={"session_id": self.session_id, "environment": environment or "default"},
+        """An egress token of the credential proxy for the session's sandbox. The proxy may
+        refuse it for a while (a ConfigMap that names a new Environment reaches a running pod
+        up to a minute late) or be unreachable: each failure is appended as a `session.error`
+        and retried with backoff; `EgressUnavailable` once the retries are exhausted. A user
+        interrupt stops the waiting (`Interrupted`)."""
+        failures: list[Failure] = []
+
+        async def mint() -> str:
+            response = await self.http.post(
+                f"{self.settings.proxy_admin_url}/v1/session-tokens",
+                json={"session_id": self.session_id, "environment": environment or "default"},
+            )
+            response.raise_for_status()
+            return str(response.json()["token"])
+
+        async def report(failure: Failure, will_retry: bool) -> None:
+            failures.append(failure)
+            await self.session.emit(session_error(failure, will_retry))
+
+        token = await self.interrupts.interruptible(
+            call_with_retries(mint, self.settings.bind_retry, proxy_failure, report)
         )
-        response.raise_for_status()
-        return str(response.json()["token"])
+        if token is None:
+            raise EgressUnavailable(failures[-1].message)
+        return token
+
+
+def proxy_failure(exc: Exception) -> Failure | None:
+    """A failed token request as `session.error` reports it. A refusal is retried as well:
+    the proxy's config may not name the session's environment yet."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        try:
+            reason = str(exc.response.json()["error"]["message"])
+        except (ValueError, KeyError, TypeError):
+            reason = exc.response.text[:200]
+        status = exc.response.status_code
+        return Failure(
+            "unknown_error",
+            f"the credential proxy refused an egress token for the sandbox (HTTP {status}: "
+            f"{reason})",
+            True,
+        )
+    if isinstance(exc, httpx.TransportError):
+        return Failure("unknown_error", f"the credential proxy is unreachable ({exc!r})", True)
+    return None
 
 
 async def by_address(url: str) -> str:

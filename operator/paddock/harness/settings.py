@@ -6,8 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from paddock.eventlog import SessionSettings
-from paddock.harness.model import RetryPolicy
+from paddock.harness.retries import RetryPolicy
 from paddock.models import AgentSpec
+
+BIND_RETRY = RetryPolicy(attempts=5, base_delay=1.0, max_delay=8.0, jitter=0.5)
+"""Egress tokens for a sandbox: waits of 0.5-1, 1-2, 2-4 and 4-8 s (7.5-15 s in all), so a
+proxy whose ConfigMap is being refreshed gets time, and a turn that cannot go on ends within
+seconds."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,7 @@ class WorkerSettings:
     the worker at each bind: the sandbox gets the address, having no resolver of its own."""
     lease_ttl_ms: int = 15_000
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    bind_retry: RetryPolicy = BIND_RETRY
     context_window_tokens: int = 200_000
     compact_at: float = 0.8
     """Compact when the conversation is estimated above this share of the window."""

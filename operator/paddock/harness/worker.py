@@ -38,7 +38,8 @@ from paddock.eventlog import (
 from paddock.harness import metrics
 from paddock.harness.interrupts import Interrupted, Interrupts
 from paddock.harness.modelstep import ModelStep
-from paddock.harness.sandboxsession import SandboxSession
+from paddock.harness.retries import Failure, session_error
+from paddock.harness.sandboxsession import EgressUnavailable, SandboxSession
 from paddock.harness.sessionlog import SessionLog
 from paddock.harness.settings import WorkerSettings, session_worker_settings
 from paddock.harness.tools import Toolbox, toolbox
@@ -75,6 +76,8 @@ class Worker:
             timeout=parse_duration(settings.spec.limits.model_timeout),
         )
         self.http = httpx.AsyncClient(timeout=10)
+        self.failures: dict[str, int] = {}
+        """Failed runs in a row of each session (see `SessionRun.failed`)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve sessions until ``stop`` is set; then hand unfinished sessions back."""
@@ -116,7 +119,18 @@ class Worker:
         try:
             async with self.queue.heartbeat(claim) as beat:
                 settings = await self.state.settings(claim.session_id)
-                await SessionRun(self, claim, beat, settings).run()
+                run = SessionRun(self, claim, beat, settings)
+                try:
+                    await run.run()
+                    self.failures.pop(claim.session_id, None)
+                    return
+                except (LeaseLost, SessionNotFound):
+                    raise
+                except Exception as exc:
+                    log.exception("session %s: worker failed", claim.session_id)
+                    if await run.failed(exc):
+                        return
+            await self._hand_back(claim)
         except (LeaseLost, SessionNotFound):
             log.info("session %s: lease lost or session deleted; stopping", claim.session_id)
         except asyncio.CancelledError:
@@ -164,6 +178,7 @@ class SessionRun:
             run_settings,
             settings,
             self.interrupts,
+            self.session,
         )
 
     async def run(self) -> None:
@@ -184,6 +199,34 @@ class SessionRun:
             watcher.cancel()
             watcher.add_done_callback(lambda t: t.cancelled() or t.exception())
             await self.sandbox.close()
+
+    async def failed(self, exc: Exception) -> bool:
+        """After an error the turn loop does not handle (a bug, a broken dependency): report
+        it as a `session.error` and hand the session back only after a backoff wait, holding
+        the lease meanwhile, so that a failure that repeats never spins; once the retries are
+        exhausted, end the turn with `retries_exhausted` (the next `user.message` starts a
+        new one). True when the claim is finished."""
+        failures, session_id = self.worker.failures, self.claim.session_id
+        attempt = failures.get(session_id, 0)
+        policy = self.worker.settings.retry
+        will_retry = attempt + 1 < policy.attempts
+        failure = Failure("unknown_error", f"the harness worker failed: {exc!r}", will_retry)
+        failures[session_id] = attempt + 1
+        try:
+            await self.session.emit(session_error(failure, will_retry))
+            if not will_retry:
+                failures.pop(session_id, None)
+                await self.session.idle("retries_exhausted")
+                assert self.session.position is not None
+                return await self.worker.queue.finish(
+                    self.claim, handled_through=self.session.position
+                )
+        except (LeaseLost, SessionNotFound):
+            raise
+        except Exception:
+            log.exception("session %s: could not report the failure", session_id)
+        await asyncio.sleep(policy.delay(attempt, None))
+        return False
 
     async def work(self) -> None:
         """Take steps until the session waits for the user."""
@@ -224,29 +267,36 @@ class SessionRun:
         most once (keyed by the call id)."""
         for call in step.denied:
             reason = call.deny_message or "no reason given"
-            await self.session.emit(
-                AgentToolResultEvent(
-                    tool_use_id=call.id,
-                    is_error=True,
-                    content=[TextBlock(text=f"The user denied this tool call: {reason}")],
-                ),
-                key=f"result:{call.id}",
-            )
-        for call in step.run:
+            await self.answer(call, f"The user denied this tool call: {reason}", True)
+        for index, call in enumerate(step.run):
             began = time.monotonic()
             try:
                 text, is_error = await self.run_tool(call)
             except Interrupted:
                 return
+            except EgressUnavailable as exc:
+                await self.give_up(step.run[index:], str(exc))
+                return
             metrics.TOOL_LATENCY.labels(call.name).observe(time.monotonic() - began)
-            await self.session.emit(
-                AgentToolResultEvent(
-                    tool_use_id=call.id,
-                    is_error=is_error,
-                    content=[TextBlock(text=text)],
-                ),
-                key=f"result:{call.id}",
-            )
+            await self.answer(call, text, is_error)
+
+    async def answer(self, call: ToolCall, text: str, is_error: bool) -> None:
+        """Append the call's result, at most once (keyed by the call id)."""
+        await self.session.emit(
+            AgentToolResultEvent(
+                tool_use_id=call.id, is_error=is_error, content=[TextBlock(text=text)]
+            ),
+            key=f"result:{call.id}",
+        )
+
+    async def give_up(self, calls: list[ToolCall], reason: str) -> None:
+        """End the turn with `retries_exhausted` (the `session.error` that says why is in the
+        log), the first call answered with the reason and the rest as not run, so that the
+        session stays usable: the next `user.message` starts a new turn."""
+        for call in calls:
+            text = reason if call is calls[0] else "An earlier call of this turn failed."
+            await self.answer(call, f"The call did not run: {text}", True)
+        await self.session.idle("retries_exhausted")
 
     async def run_tool(self, call: ToolCall) -> tuple[str, bool]:
         """(result text, is_error) of a call: built-in tools run in the sandbox."""

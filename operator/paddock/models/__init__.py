@@ -1,6 +1,7 @@
 """The API types of `paddock.dev/v1alpha1`: Agent, Environment and Session."""
 
 from paddock.models.agent import (
+    ABSENT_TOOL_NAMES,
     BUILTIN_TOOL_NAMES,
     Agent,
     AgentSpec,
@@ -51,6 +52,7 @@ from paddock.models.session import (
 )
 
 __all__ = [
+    "ABSENT_TOOL_NAMES",
     "API_VERSION",
     "BUILTIN_TOOL_NAMES",
     "GROUP",

@@ -21,6 +21,15 @@ from paddock.models.common import (
 
 BuiltinToolName = Literal["bash", "read", "write", "edit", "glob", "grep"]
 BUILTIN_TOOL_NAMES: tuple[str, ...] = get_args(BuiltinToolName)
+ToolsetToolName = Literal[
+    "bash", "read", "write", "edit", "glob", "grep", "web_fetch", "web_search"
+]
+"""The tools of Managed Agents' `agent_toolset_20260401`."""
+ABSENT_TOOL_NAMES: tuple[str, ...] = tuple(
+    name for name in get_args(ToolsetToolName) if name not in BUILTIN_TOOL_NAMES
+)
+"""Tools of the toolset that Paddock's sandbox lacks: a config may only disable them, so an
+agent written for Managed Agents that turns them off applies unchanged."""
 PermissionPolicy = Literal["always_allow", "always_ask"]
 CLAUDE_MODEL_PATTERN = r"^claude-[a-z0-9]([-a-z0-9.@]*[a-z0-9])?$"
 HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -31,8 +40,22 @@ ToolName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z
 class BuiltinToolConfig(Model):
     """Per-tool override of the built-in toolset's defaults."""
 
-    name: BuiltinToolName
-    """The built-in tool this entry configures."""
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "!(self.name in ['web_fetch', 'web_search']) || "
+                    "(has(self.enabled) && !self.enabled)",
+                    "Paddock has no web_fetch or web_search tool: such an entry must set "
+                    "enabled: false",
+                )
+            ]
+        }
+    }
+
+    name: ToolsetToolName
+    """The built-in tool this entry configures. `web_fetch` and `web_search`, which Paddock
+    does not have, may only be disabled."""
     enabled: bool | None = None
     """Whether the model is offered this tool. Unset: the toolset's `enabled`."""
     permission_policy: PermissionPolicy | None = None
@@ -48,7 +71,7 @@ class BuiltinToolset(Model):
     permission_policy: PermissionPolicy = "always_allow"
     """Default permission policy for every tool that has no entry in `configs`."""
     configs: Annotated[
-        list[BuiltinToolConfig], Field(max_length=6, json_schema_extra=map_list("name"))
+        list[BuiltinToolConfig], Field(max_length=8, json_schema_extra=map_list("name"))
     ] = Field(default_factory=list)
     """Per-tool overrides, at most one entry per tool."""
 

@@ -1,6 +1,6 @@
-"""The runner's control loop: it watches Pods, Deployments and Services and plays the parts
-of a cluster that a bare apiserver lacks: kubelet (pods run as local processes, status
-reported), Deployment controller, garbage collector (objects whose owner is gone are
+"""The runner's control loop: it watches Pods, Deployments, Services, ConfigMaps and Secrets
+and plays the parts of a cluster that a bare apiserver lacks: kubelet (pods run as local
+processes, status reported, ConfigMap and Secret volumes refreshed), Deployment controller, garbage collector (objects whose owner is gone are
 deleted), and cluster DNS (a hosts file per pod that names every Service's ready pods)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,10 @@ class Runner:
                         self._follow("apps/v1", "Deployment", namespace, self._deployment_event)
                     )
                     tasks.create_task(self._follow("v1", "Service", namespace, self._service_event))
+                    for kind in ("ConfigMap", "Secret"):
+                        tasks.create_task(
+                            self._follow("v1", kind, namespace, partial(self._source_event, kind))
+                        )
                 tasks.create_task(self._reconcile_deployments())
                 tasks.create_task(self._collect_garbage())
         finally:
@@ -155,6 +160,14 @@ class Runner:
                 {"status": status},
                 subresource="status",
             )
+
+    async def _source_event(self, kind: str, what: str, obj: dict[str, Any]) -> None:
+        """A ConfigMap or Secret changed: refresh the volumes that show it (environment
+        variables keep the value they started with, as on a kubelet)."""
+        meta = obj["metadata"]
+        for pod in list(self.local.values()):
+            if pod.namespace == meta["namespace"] and pod.uses(kind, meta["name"]):
+                pod.refresh_soon()
 
     # Services: cluster DNS.
 

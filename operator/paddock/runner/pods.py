@@ -1,5 +1,6 @@
-"""One pod run as local processes: its network namespace, volumes, containers, readiness
-probes, restarts, and the status it reports to the apiserver."""
+"""One pod run as local processes: its network namespace, volumes (ConfigMaps and Secrets
+refreshed while it runs), containers, readiness probes, restarts, and the status it reports to
+the apiserver."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from paddock.kube import KubeClient, NotFound
+from paddock.kube import ApiError, KubeClient, NotFound
 from paddock.runner import spec
 from paddock.runner.network import PodNetwork
 
@@ -97,6 +98,11 @@ class LocalPod:
         self._reported = ""
         self._announced_ready = False
         self._task: asyncio.Task[None] | None = None
+        self._published: dict[str, dict[str, tuple[bytes, int]]] | None = None
+        """The files of each ConfigMap and Secret volume as last written (None until the
+        volumes are)."""
+        self._stale = False
+        self._refresher: asyncio.Task[None] | None = None
         self.on_change: Callable[[], None] | None = None  # called when readiness changes
 
     @property
@@ -112,6 +118,8 @@ class LocalPod:
                 self.network.add, self.uid.replace("-", "")[:16]
             )
             specs = await self._prepare()
+            if self._stale:  # a source changed while the volumes were being written
+                self.refresh_soon()
             for container, container_spec in zip(self.containers, specs, strict=True):
                 await self._spawn(container, container_spec)
             self.phase = "Running"
@@ -189,19 +197,8 @@ class LocalPod:
         volumes and HOME bind-mounted into their root, never this directory."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
-        paths = {}
-        for volume in volumes:
-            root = self.dir / "volumes" / volume.name
-            root.mkdir(parents=True, exist_ok=True)
-            for relative, (content, mode) in volume.files.items():
-                target = root / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(content)
-                os.chown(target, volume.uid, volume.gid)
-                target.chmod(mode)
-            os.chown(root, volume.uid, volume.gid)
-            root.chmod(volume.dir_mode)
-            paths[volume.name] = root
+        paths = {volume.name: self._write_volume(volume) for volume in volumes}
+        self._published = {v.name: v.files for v in volumes if v.source is not None}
         for mount_point in (self.rootfs, self.layers):
             mount_point.mkdir(mode=0o700, exist_ok=True)
         specs = []
@@ -242,6 +239,62 @@ class LocalPod:
             path.chmod(0o600)
             specs.append(path)
         return specs
+
+    def _write_volume(self, volume: spec.VolumeFiles) -> Path:
+        root = self.dir / "volumes" / volume.name
+        root.mkdir(parents=True, exist_ok=True)
+        if volume.source is not None:
+            publish(root, volume)
+        else:
+            _write_files(root, volume)
+        os.chown(root, volume.uid, volume.gid)
+        root.chmod(volume.dir_mode)
+        return root
+
+    def uses(self, kind: str, name: str) -> bool:
+        """Whether a volume of the pod shows the ConfigMap or Secret ``name``."""
+        for volume in self.pod["spec"].get("volumes") or []:
+            if kind == "ConfigMap" and (volume.get("configMap") or {}).get("name") == name:
+                return True
+            if kind == "Secret" and (volume.get("secret") or {}).get("secretName") == name:
+                return True
+        return False
+
+    def refresh_soon(self) -> None:
+        """Bring the ConfigMap and Secret volumes up to date with the apiserver, in the
+        background (changes that arrive meanwhile are taken by the same refresh)."""
+        self._stale = True
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.create_task(
+                self._refresh(), name=f"volumes of {self.namespace}/{self.name}"
+            )
+
+    async def _refresh(self) -> None:
+        while self._stale:
+            self._stale = False
+            if self._published is None:
+                self._stale = True  # the pod's start refreshes once its volumes are written
+                return
+            try:
+                configmaps, secrets = await self._sources()
+                volumes = spec.volumes(
+                    self.pod, pod_ip=self.ip, configmaps=configmaps, secrets=secrets
+                )
+            except spec.MissingSource as exc:
+                # As a kubelet: a source that is gone leaves the files it last had.
+                log.info("%s/%s: volumes not refreshed: %s", self.namespace, self.name, exc)
+                continue
+            except ApiError as exc:
+                log.warning("%s/%s: volumes not refreshed: %s", self.namespace, self.name, exc)
+                continue
+            published = self._published
+            changed = [
+                v for v in volumes if v.source is not None and published.get(v.name) != v.files
+            ]
+            for volume in changed:
+                await asyncio.to_thread(self._write_volume, volume)
+                published[volume.name] = volume.files
+                log.info("%s/%s: volume %s refreshed", self.namespace, self.name, volume.name)
 
     async def _spawn(self, container: Container, container_spec: Path) -> None:
         log_path = self.dir / f"{container.name}.log"
@@ -364,9 +417,10 @@ class LocalPod:
         """Stop the containers (SIGTERM, then SIGKILL after the grace period, at most
         ``most_grace``) and remove the namespace, whatever still runs in it, and the
         pod's files."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for own in (self._task, self._refresher):
+            if own is not None:
+                own.cancel()
+                await asyncio.gather(own, return_exceptions=True)
         grace = self.pod["spec"].get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
         if most_grace is not None:
             grace = min(grace, most_grace)
@@ -385,6 +439,43 @@ class LocalPod:
             await asyncio.to_thread(self.network.remove, self.netns, self.ip)
         await asyncio.to_thread(shutil.rmtree, self.dir, True)
         log.info("%s/%s: stopped", self.namespace, self.name)
+
+
+def publish(root: Path, volume: spec.VolumeFiles) -> None:
+    """Write ``volume``'s files as a kubelet writes a ConfigMap or Secret volume: into a new
+    timestamped directory, then one rename swaps the ``..data`` symlink to it, so a reader
+    sees the old files or the new ones, never a mix (the credential proxy watches its config
+    and Secrets this way). Each top-level name is a symlink through ``..data``."""
+    version = root / f"..{datetime.now(UTC):%Y_%m_%d_%H_%M_%S.%f}"
+    version.mkdir()
+    _write_files(version, volume)
+    for directory in [version, *(p for p in version.rglob("*") if p.is_dir())]:
+        os.chown(directory, volume.uid, volume.gid)
+        directory.chmod(volume.dir_mode)
+    data = root / "..data"
+    old = os.readlink(data) if data.is_symlink() else None
+    staging = root / "..data_tmp"
+    staging.unlink(missing_ok=True)
+    staging.symlink_to(version.name)
+    os.replace(staging, data)
+    names = {Path(relative).parts[0] for relative in volume.files}
+    for name in names:
+        if not (root / name).is_symlink():
+            (root / name).symlink_to(f"..data/{name}")
+    for entry in root.iterdir():
+        if entry.is_symlink() and not entry.name.startswith("..") and entry.name not in names:
+            entry.unlink()
+    if old is not None:
+        shutil.rmtree(root / old, ignore_errors=True)
+
+
+def _write_files(directory: Path, volume: spec.VolumeFiles) -> None:
+    for relative, (content, mode) in volume.files.items():
+        target = directory / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        os.chown(target, volume.uid, volume.gid)
+        target.chmod(mode)
 
 
 def _log_tail(path: Path, offset: int) -> str:

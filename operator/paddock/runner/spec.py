@@ -30,6 +30,9 @@ class VolumeFiles:
     uid: int = 0
     gid: int = 0
     dir_mode: int = 0o755
+    source: tuple[str, str] | None = None
+    """The (kind, name) of the ConfigMap or Secret the files come from: such a volume is
+    refreshed while the pod runs, as a kubelet does."""
 
 
 class MissingSource(Exception):
@@ -159,7 +162,13 @@ def volumes(
             if texts is None:
                 raise MissingSource(f"ConfigMap {source['name']!r} not found")
             chosen = _items(texts, source.get("items"), source.get("defaultMode", 0o644))
-            result.append(VolumeFiles(name, {k: (v.encode(), m) for k, (v, m) in chosen.items()}))
+            result.append(
+                VolumeFiles(
+                    name,
+                    {k: (v.encode(), m) for k, (v, m) in chosen.items()},
+                    source=("ConfigMap", source["name"]),
+                )
+            )
         elif "secret" in volume:
             source = volume["secret"]
             data = secrets.get(source["secretName"])
@@ -168,7 +177,16 @@ def volumes(
             owners = mounters.get(name, set())
             uid = owners.pop() if len(owners) == 1 else 0
             files = _items(data, source.get("items"), 0o400)
-            result.append(VolumeFiles(name, files, uid=uid, gid=uid, dir_mode=0o500))
+            result.append(
+                VolumeFiles(
+                    name,
+                    files,
+                    uid=uid,
+                    gid=uid,
+                    dir_mode=0o500,
+                    source=("Secret", source["secretName"]),
+                )
+            )
         elif "downwardAPI" in volume:
             files = {
                 item["path"]: (

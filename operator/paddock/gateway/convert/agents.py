@@ -26,7 +26,7 @@ from paddock.gateway.params import (
     PermissionPolicyParam,
 )
 from paddock.kube import AgentVersion, generation
-from paddock.models import BUILTIN_TOOL_NAMES, AgentSpec
+from paddock.models import ABSENT_TOOL_NAMES, BUILTIN_TOOL_NAMES, AgentSpec
 
 
 def _policy(param: PermissionPolicyParam | None, default: str, where: str) -> str:
@@ -68,15 +68,20 @@ def _builtin_toolset(toolsets: list[AgentToolsetParam]) -> dict[str, Any]:
         "configs": [],
     }
     for config in toolset.configs or []:
-        if config.name not in BUILTIN_TOOL_NAMES:
-            raise unsupported(f"the built-in tool {config.name}", "the sandbox has none")
+        absent = config.name in ABSENT_TOOL_NAMES
+        if absent and (config.enabled or (config.enabled is None and builtin["enabled"])):
+            raise unsupported(
+                f"the built-in tool {config.name}",
+                "the sandbox has none; disable it (enabled: false) or leave it out",
+            )
         if config.type is not None and config.type != config.name:
             raise invalid(f"tools.configs: type {config.type!r} differs from name {config.name!r}")
         if any(entry["name"] == config.name for entry in builtin["configs"]):
             raise invalid(f"tools.configs: {config.name} is configured twice")
         entry: dict[str, Any] = {"name": config.name}
-        if config.enabled is not None:
-            entry["enabled"] = config.enabled
+        if config.enabled is not None or absent:
+            # An absent tool's entry says `enabled: false` itself (the CRD requires it).
+            entry["enabled"] = bool(config.enabled)
         if config.permission_policy is not None:
             entry["permissionPolicy"] = _policy(
                 config.permission_policy, "always_allow", f"tools.configs.{config.name}"
