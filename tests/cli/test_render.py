@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
+from datetime import UTC, datetime
 
-from paddock.cli.render import Renderer, folded, tool_call
+from paddock.cli.render import Renderer, age, document, folded, listing, table, tool_call
 from paddock.cli.terminal import Terminal
 
 
@@ -99,3 +101,64 @@ def test_usage_is_summed_for_the_summary() -> None:
         renderer.summary("end_turn", 2.25)
         == "end_turn · 2 model requests · 1,500 in / 14 out tokens · 2.2s"
     )
+
+
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC).timestamp()
+
+
+def test_ages_read_like_kubectl() -> None:
+    assert age("2026-05-01T11:59:18Z", NOW) == "42s"
+    assert age("2026-05-01T11:55:00.5+00:00", NOW) == "4m"
+    assert age("2026-04-29T09:00:00Z", NOW) == "2d"
+    assert age("2026-05-01T12:00:09Z", NOW) == "0s"  # a clock ahead is not negative
+    assert age(None, NOW) == ""
+
+
+def test_tables_align_their_columns() -> None:
+    assert table(["ID", "NAME"], [["agent_1", "a"], ["x", "longer name"]]) == [
+        "ID       NAME",
+        "agent_1  a",
+        "x        longer name",
+    ]
+    assert table(["ID", "AGE"], []) == ["ID  AGE"]
+
+
+def test_each_kind_has_its_columns() -> None:
+    agent = {
+        "id": "agent_1",
+        "name": "Coder",
+        "model": {"id": "claude-sonnet-4-6", "speed": "standard"},
+        "version": 3,
+        "system": "Line one\nline two",
+        "created_at": "2026-05-01T11:00:00Z",
+        "updated_at": "2026-05-01T11:58:00Z",
+    }
+    assert listing("agent", [agent], NOW) == [
+        "ID       NAME   MODEL              VERSION  AGE",
+        "agent_1  Coder  claude-sonnet-4-6  3        1h",
+    ]
+    assert listing("version", [agent], NOW)[1] == (
+        "3        Coder  claude-sonnet-4-6  Line one line two  2m"
+    )
+    environment = {
+        "id": "env_1",
+        "name": "py",
+        "config": {"type": "cloud", "networking": {"type": "limited"}},
+        "created_at": "2026-05-01T11:59:00Z",
+    }
+    assert listing("environment", [environment], NOW)[1] == "env_1  py    limited     1m"
+    session = {
+        "id": "sesn_1",
+        "status": "idle",
+        "agent": {"name": "Coder"},
+        "title": None,
+        "created_at": "2026-05-01T12:00:00Z",
+    }
+    assert listing("session", [session], NOW)[1] == "sesn_1  idle    Coder         0s"
+
+
+def test_documents_for_scripts() -> None:
+    data = [{"id": "agent_1", "name": "Café", "tools": []}]
+    assert json.loads(document(data, "json")) == data
+    assert "Café" in document(data, "json")
+    assert document(data, "yaml") == "- id: agent_1\n  name: Café\n  tools: []"

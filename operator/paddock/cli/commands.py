@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
+import json
+import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, cast
 
 import anthropic
+import yaml
 from anthropic import Anthropic
+from anthropic.types.beta.sessions import (
+    BetaManagedAgentsEventParams as EventParams,
+)
 from anthropic.types.beta.sessions import (
     BetaManagedAgentsUserToolConfirmationEventParams as ToolConfirmation,
 )
 
-from paddock.cli.render import Renderer, shorten, tool_call
+from paddock.cli.render import Renderer, document, listing, shorten, tool_call
 from paddock.cli.terminal import Terminal
 
 EXIT_OK = 0
@@ -135,7 +142,9 @@ def _answer(
         for event_id, use in pending:
             what = tool_call(use) if use else event_id
             if use and use["type"] == "agent.custom_tool_use":
-                term.line(f"  ◆ {what} waits for a user.custom_tool_result ({event_id})")
+                term.line(
+                    f'  ◆ {what} waits for its result: paddock result {session_id} {event_id} "…"'
+                )
             else:
                 term.line(f"  ? {what} needs approval: paddock approve {session_id} {event_id}")
         return False
@@ -159,14 +168,30 @@ def _answer(
     return True
 
 
-def logs(client: Anthropic, term: Terminal, session: str, follow: bool, until_idle: bool) -> int:
-    """Print the session's events; with ``follow``, go on with new ones until the session
-    is terminated or deleted, or with ``until_idle`` until it waits for the user (exit code
-    by stop reason, as `run`)."""
+def logs(
+    client: Anthropic,
+    term: Terminal,
+    session: str,
+    follow: bool,
+    until_idle: bool,
+    types: list[str] | None = None,
+    output: str = "table",
+) -> int:
+    """Print the session's events (only those of ``types``, if given); with ``follow``, go
+    on with new ones until the session is terminated or deleted, or with ``until_idle``
+    until it waits for the user (exit code by stop reason, as `run`)."""
     renderer = Renderer(term)
+    wanted = set(types or ())
+
+    def show(event: dict[str, Any]) -> None:
+        if not wanted or event["type"] in wanted:
+            _show_logged(term, renderer, event, output)
+
     if not follow:
-        for item in client.beta.sessions.events.list(session):
-            _show_logged(term, renderer, item.to_dict())
+        # The gateway filters; the filter above is for the stream, which it does not.
+        selected = cast(Any, types) if types else anthropic.omit
+        for item in client.beta.sessions.events.list(session, types=selected):
+            show(item.to_dict(mode="json"))
         return EXIT_OK
     idle: dict[str, Any] | None = None  # the idle event, unless the user spoke after it
 
@@ -181,24 +206,25 @@ def logs(client: Anthropic, term: Terminal, session: str, follow: bool, until_id
             return EXIT_TERMINATED
         return None
 
-    # Stream first, then history: an event appended in between is in one or both.
+    # Stream first, then history: an event appended in between is in one or both. Both are
+    # read whole (the end of the session is seen whatever --type shows).
     with client.beta.sessions.events.stream(session) as stream:
         seen: set[str] = set()
         code = None
         for item in client.beta.sessions.events.list(session):
-            event: dict[str, Any] = item.to_dict()
+            event: dict[str, Any] = item.to_dict(mode="json")
             seen.add(event["id"])
-            _show_logged(term, renderer, event)
+            show(event)
             code = done(event)
         if code is None and until_idle and idle is not None:
             return STOP_REASON_EXIT.get(idle["stop_reason"]["type"], EXIT_ERROR)
         try:
             with _stalls_reported(client, term, session):
                 for live in stream:
-                    event = live.to_dict()
+                    event = live.to_dict(mode="json")
                     if event["id"] in seen:
                         continue
-                    _show_logged(term, renderer, event)
+                    show(event)
                     code = done(event)
                     if code is not None:
                         return code
@@ -209,7 +235,15 @@ def logs(client: Anthropic, term: Terminal, session: str, follow: bool, until_id
     return EXIT_OK
 
 
-def _show_logged(term: Terminal, renderer: Renderer, event: dict[str, Any]) -> None:
+def _show_logged(term: Terminal, renderer: Renderer, event: dict[str, Any], output: str) -> None:
+    """An event as the terminal shows it, or for scripts as one line of JSON (JSON Lines)
+    or one YAML document."""
+    if output == "json":
+        term.line(json.dumps(event, ensure_ascii=False))
+        return
+    if output == "yaml":
+        term.line("---\n" + document(event, output))
+        return
     renderer.show(event)
     if event["type"] == "session.status_idle":
         stop = event["stop_reason"]
@@ -219,13 +253,68 @@ def _show_logged(term: Terminal, renderer: Renderer, event: dict[str, Any]) -> N
         )
 
 
-def send(client: Anthropic, term: Terminal, session: str, text: str) -> int:
-    sent = client.beta.sessions.events.send(
-        session, events=[{"type": "user.message", "content": [{"type": "text", "text": text}]}]
-    )
-    assert sent.data, "the gateway answers with the events it appended"
-    term.line(sent.data[0].id)
+def _send(
+    client: Anthropic,
+    term: Terminal,
+    output: str,
+    session: str,
+    events: list[EventParams],
+    said: Callable[[list[dict[str, Any]]], list[str]],
+) -> int:
+    """Append ``events`` to the session; print what ``said`` makes of the appended events,
+    or for scripts the events themselves."""
+    sent = client.beta.sessions.events.send(session, events=events)
+    appended = [event.to_dict(mode="json") for event in sent.data or []]
+    assert appended, "the gateway answers with the events it appended"
+    if output == "table":
+        for line in said(appended):
+            term.line(line)
+    else:
+        term.line(document(appended, output))
     return EXIT_OK
+
+
+def send(client: Anthropic, term: Terminal, session: str, text: str, output: str = "table") -> int:
+    message: EventParams = {"type": "user.message", "content": [{"type": "text", "text": text}]}
+    return _send(client, term, output, session, [message], lambda sent: [sent[0]["id"]])
+
+
+def interrupt(client: Anthropic, term: Terminal, session: str, output: str = "table") -> int:
+    """Stop the session's turn: the running tool calls end as errors, then it goes idle."""
+    return _send(
+        client,
+        term,
+        output,
+        session,
+        [{"type": "user.interrupt"}],
+        lambda sent: [f"interrupted {session} ({sent[0]['id']})"],
+    )
+
+
+def result(
+    client: Anthropic,
+    term: Terminal,
+    session: str,
+    event: str,
+    text: str,
+    error: bool,
+    output: str = "table",
+) -> int:
+    """Answer the custom tool call ``event`` with ``text`` (an error with ``error``)."""
+    answer: EventParams = {
+        "type": "user.custom_tool_result",
+        "custom_tool_use_id": event,
+        "content": [{"type": "text", "text": text}],
+        "is_error": error,
+    }
+    return _send(
+        client,
+        term,
+        output,
+        session,
+        [answer],
+        lambda sent: [f"{'error' if error else 'result'} sent for {event} ({sent[0]['id']})"],
+    )
 
 
 def confirm(
@@ -235,13 +324,14 @@ def confirm(
     event: str | None,
     allow: bool,
     message: str | None,
+    output: str = "table",
 ) -> int:
     """Answer the tool call ``event``, or every call the session waits for."""
     event_ids = [event] if event else _pending(client, session)
     if not event_ids:
         term.line(f"session {session} waits for no tool confirmation")
         return EXIT_ERROR
-    answers: list[ToolConfirmation] = []
+    answers: list[EventParams] = []
     for event_id in event_ids:
         answer: ToolConfirmation = {
             "type": "user.tool_confirmation",
@@ -251,10 +341,10 @@ def confirm(
         if not allow and message:
             answer["deny_message"] = message
         answers.append(answer)
-    client.beta.sessions.events.send(session, events=answers)
-    for event_id in event_ids:
-        term.line(f"{'allowed' if allow else 'denied'} {event_id}")
-    return EXIT_OK
+    verb = "allowed" if allow else "denied"
+    return _send(
+        client, term, output, session, answers, lambda _: [f"{verb} {e}" for e in event_ids]
+    )
 
 
 def _pending(client: Anthropic, session: str) -> list[str]:
@@ -270,37 +360,180 @@ def _pending(client: Anthropic, session: str) -> list[str]:
     return []
 
 
-def _age(moment: datetime | str) -> str:
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
-    seconds = max(int(time.time() - moment.timestamp()), 0)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+# Resources: agents, environments, sessions.
 
 
-def _table(term: Terminal, header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for index, row in enumerate([header, *rows]):
-        text = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        term.line(term.style(text.rstrip(), "bold") if index == 0 else text.rstrip())
+class UsageError(Exception):
+    """Input the user has to fix, such as an unreadable file (exit code 2)."""
 
 
-def sessions(client: Anthropic, term: Terminal, limit: int) -> int:
-    page = client.beta.sessions.list(limit=limit)
-    rows = [
-        [s.id, s.status, s.agent.name, shorten(s.title or "", 40), _age(s.created_at)]
-        for s in page.data
-    ]
-    _table(term, ["ID", "STATUS", "AGENT", "TITLE", "AGE"], rows)
+_SERVER_FIELDS = ("id", "type", "created_at", "updated_at", "archived_at")
+"""Fields the server sets: dropped from a file, so that `get -o yaml`'s output, edited,
+is a valid body for `create -f` or `update -f`."""
+_REQUEST_OPTIONS = {
+    "betas",
+    "workspace_id",
+    "extra_headers",
+    "extra_query",
+    "extra_body",
+    "timeout",
+}
+
+
+def _show(
+    term: Terminal, output: str, kind: str, data: dict[str, Any] | list[dict[str, Any]]
+) -> None:
+    """Objects of ``kind`` as a table, or one object (a `get`) or an array (a list) as a
+    document."""
+    if output != "table":
+        term.line(document(data, output))
+        return
+    for index, line in enumerate(
+        listing(kind, data if isinstance(data, list) else [data], time.time())
+    ):
+        term.line(term.style(line, "bold") if index == 0 else line)
+
+
+def _changed(term: Terminal, output: str, kind: str, obj: dict[str, Any], what: str) -> int:
+    """What a create, update, archive or delete did: one line for people (`agent agent_…
+    created`), the object the gateway answered with for scripts."""
+    if output == "table":
+        term.line(f"{kind} {obj['id']} {what}")
+    else:
+        term.line(document(obj, output))
     return EXIT_OK
 
 
-def agents(client: Anthropic, term: Terminal) -> int:
-    rows = [
-        [a.id, a.name, a.model.id, str(a.version), _age(a.created_at)]
-        for a in client.beta.agents.list()
-    ]
-    _table(term, ["ID", "NAME", "MODEL", "VERSION", "AGE"], rows)
+def read_body(path: str, kind: str) -> dict[str, Any]:
+    """The API body of a ``kind`` in a JSON or YAML file (`-`: stdin), without the fields
+    the server sets."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        body = json.loads(text)
+    except ValueError:
+        try:
+            body = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{path} is neither JSON nor YAML: {exc}") from exc
+    if not isinstance(body, dict):
+        raise UsageError(f"{path}: expected the fields of a {kind}, not {type(body).__name__}")
+    if "apiVersion" in body and "kind" in body:
+        # The CR has fields the API does not (credentials, harness, environmentRef): the
+        # manifest goes to the cluster as it is, not through a lossy conversion here.
+        raise UsageError(
+            f"{path} is a Kubernetes manifest (kind {body['kind']}): apply it with "
+            f"`kubectl apply -f {path}`; `-f` here takes the API's {kind} body"
+        )
+    return {key: value for key, value in body.items() if key not in _SERVER_FIELDS}
+
+
+def _call(method: Callable[..., Any], source: str, body: dict[str, Any], *args: str) -> Any:
+    """``method(*args)`` with the fields of ``body`` as its keyword arguments; a usage error
+    names the fields it does not take, or requires and lacks."""
+    fields = {
+        name: parameter.default is inspect.Parameter.empty
+        for name, parameter in inspect.signature(method).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name not in _REQUEST_OPTIONS
+    }
+    missing = [name for name, required in fields.items() if required and name not in body]
+    for problem, names in (("unknown", sorted(set(body) - set(fields))), ("missing", missing)):
+        if names:
+            plural = "s" * (len(names) > 1)
+            raise UsageError(f"{source}: {problem} field{plural} {', '.join(names)}")
+    return method(*args, **body)
+
+
+def _body(path: str | None, kind: str, flags: dict[str, Any]) -> dict[str, Any]:
+    """The file's fields (if any), with the flags that were given on top."""
+    body = read_body(path, kind) if path else {}
+    body.update({key: value for key, value in flags.items() if value is not None})
+    return body
+
+
+def _resources(client: Anthropic, kind: str) -> Any:
+    """The SDK's resource of ``kind``: the list, get, archive and delete verbs are the same
+    for each."""
+    return {
+        "agent": client.beta.agents,
+        "environment": client.beta.environments,
+        "session": client.beta.sessions,
+    }[kind]
+
+
+def list_objects(
+    client: Anthropic, term: Terminal, kind: str, output: str, limit: int | None, archived: bool
+) -> int:
+    """The newest ``limit`` objects of ``kind`` (all without a limit), archived ones too
+    with ``archived``."""
+    found = _resources(client, kind).list(
+        limit=limit or anthropic.omit, include_archived=archived or anthropic.omit
+    )
+    items = found.data if limit else list(found)
+    _show(term, output, kind, [item.to_dict(mode="json") for item in items])
+    return EXIT_OK
+
+
+def get(client: Anthropic, term: Terminal, kind: str, ref: str, output: str) -> int:
+    _show(term, output, kind, _resources(client, kind).retrieve(ref).to_dict(mode="json"))
+    return EXIT_OK
+
+
+def archive(client: Anthropic, term: Terminal, kind: str, ref: str, output: str) -> int:
+    archived = _resources(client, kind).archive(ref).to_dict(mode="json")
+    return _changed(term, output, kind, archived, "archived")
+
+
+def delete(client: Anthropic, term: Terminal, kind: str, ref: str, output: str) -> int:
+    deleted = _resources(client, kind).delete(ref).to_dict(mode="json")
+    return _changed(term, output, kind, deleted, "deleted")
+
+
+def create(
+    client: Anthropic,
+    term: Terminal,
+    kind: str,
+    path: str | None,
+    flags: dict[str, Any],
+    output: str,
+) -> int:
+    """Create an agent or environment from the file and/or the flags."""
+    body = _body(path, kind, flags)
+    body.pop("version", None)  # a new agent starts at version 1
+    created = _call(_resources(client, kind).create, path or "flags", body).to_dict(mode="json")
+    version = f" (version {created['version']})" if kind == "agent" else ""
+    return _changed(term, output, kind, created, "created" + version)
+
+
+def update_agent(
+    client: Anthropic,
+    term: Terminal,
+    agent: str,
+    path: str | None,
+    flags: dict[str, Any],
+    output: str,
+) -> int:
+    """Change the fields of the file and flags. A `version` (in the file, or `--version`)
+    makes it conditional: the gateway refuses with 409 if the agent has moved on since."""
+    body = _body(path, "agent", flags)
+    if not set(body) - {"version"}:
+        raise UsageError("nothing to update: give -f FILE or a flag such as --system")
+    before = client.beta.agents.retrieve(agent)
+    updated = _call(client.beta.agents.update, path or "flags", body, before.id)
+    after = updated.to_dict(mode="json")
+    what = (
+        f"updated: version {before.version} → {after['version']}"
+        if after["version"] != before.version
+        else f"unchanged (version {before.version})"
+    )
+    return _changed(term, output, "agent", after, what)
+
+
+def agent_versions(client: Anthropic, term: Terminal, agent: str, output: str) -> int:
+    """Every version of the agent, as the gateway lists them."""
+    agent_id = client.beta.agents.retrieve(agent).id
+    found = [v.to_dict(mode="json") for v in client.beta.agents.versions.list(agent_id)]
+    _show(term, output, "version", found)
     return EXIT_OK

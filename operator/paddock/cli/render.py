@@ -1,14 +1,19 @@
-"""Session events as readable terminal lines.
+"""Session events as readable terminal lines, and resources as tables or documents.
 
 Messages are printed whole, tool calls as one `● tool(argument)` line, their results folded
-to a few lines, and model requests as a spinner. Events are plain dicts (the SDK's
-`event.to_dict()`), so the rendering is tested without a server.
+to a few lines, and model requests as a spinner. Agents, environments and sessions are
+aligned tables (as `kubectl get`) or JSON/YAML documents. Events and resources are plain
+dicts (the SDK's `to_dict(mode="json")`), so the rendering is tested without a server.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
+
+import yaml
 
 from paddock.cli.terminal import Terminal
 
@@ -145,3 +150,85 @@ class Renderer:
             f"{stop_reason} · {self.requests} model request{'s' * (self.requests != 1)} · "
             f"{self.input_tokens:,} in / {self.output_tokens:,} out tokens · {seconds:.1f}s"
         )
+
+
+OUTPUTS = ("table", "json", "yaml")
+"""The `-o` forms: a table for people, JSON or YAML (the API's objects) for scripts."""
+
+
+def document(data: Any, output: str) -> str:
+    """``data`` as a JSON or YAML document."""
+    if output == "json":
+        return json.dumps(data, indent=2, ensure_ascii=False)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n")
+
+
+def age(moment: str | None, now: float) -> str:
+    """How long ago ``moment`` (RFC 3339) was, as kubectl says it: `42s`, `5m`, `3h`, `2d`."""
+    if not moment:
+        return ""
+    seconds = max(int(now - datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Left-aligned columns two spaces apart, header first; no trailing blanks."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def _networking(environment: dict[str, Any]) -> str:
+    return str(((environment.get("config") or {}).get("networking") or {}).get("type", ""))
+
+
+Row = Callable[[dict[str, Any], float], list[str]]
+COLUMNS: dict[str, tuple[list[str], Row]] = {
+    "agent": (
+        ["ID", "NAME", "MODEL", "VERSION", "AGE"],
+        lambda a, now: [
+            a["id"],
+            a["name"],
+            a["model"]["id"],
+            str(a["version"]),
+            age(a["created_at"], now),
+        ],
+    ),
+    # A version's age is when it was made: its `updated_at`.
+    "version": (
+        ["VERSION", "NAME", "MODEL", "SYSTEM", "AGE"],
+        lambda a, now: [
+            str(a["version"]),
+            a["name"],
+            a["model"]["id"],
+            shorten((a.get("system") or "").replace("\n", " "), 40),
+            age(a["updated_at"], now),
+        ],
+    ),
+    "environment": (
+        ["ID", "NAME", "NETWORKING", "AGE"],
+        lambda e, now: [e["id"], e["name"], _networking(e), age(e["created_at"], now)],
+    ),
+    "session": (
+        ["ID", "STATUS", "AGENT", "TITLE", "AGE"],
+        lambda s, now: [
+            s["id"],
+            s["status"],
+            s["agent"]["name"],
+            shorten(s.get("title") or "", 40),
+            age(s["created_at"], now),
+        ],
+    ),
+}
+"""The table of each kind of object: its header and the cells of one object."""
+
+
+def listing(kind: str, items: list[dict[str, Any]], now: float) -> list[str]:
+    """The table of ``items``, objects of ``kind`` (a key of `COLUMNS`)."""
+    header, row = COLUMNS[kind]
+    return table(header, [row(item, now) for item in items])
