@@ -56,7 +56,8 @@ class Binding:
             authenticated, basic = _proxy_credentials(request)
             self._env.use_proxy(authenticated)
             await self._configure_git(request, authenticated, basic)
-            written = [self._write(file) for file in request.files]
+            # Files API files (no inline content) are the harness's to mount.
+            written = [self._write(file) for file in request.files if file.content is not None]
             cloned = await asyncio.gather(*(self._clone(repo) for repo in request.repositories))
             self._result = BindResult(
                 session_id=request.session_id,
@@ -95,6 +96,7 @@ class Binding:
                 raise BindFailed(f"git config {key} failed: {outcome.output.strip()}")
 
     def _write(self, file: FileResource) -> FileStatus:
+        assert file.content is not None
         try:
             path = Path(file.path)
             path.parent.mkdir(parents=True, exist_ok=True)
