@@ -13,6 +13,7 @@ Keys share the session's hash tag, like the log itself.
 
 from __future__ import annotations
 
+import secrets
 from typing import Literal, cast
 
 from pydantic import BaseModel, Field
@@ -43,6 +44,9 @@ class SessionSettings(BaseModel):
     budget: Budget | None = None
     repositories: list[GitRepository] = Field(default_factory=list)
     files: list[FileResource] = Field(default_factory=list)
+    gateway_token: str | None = None
+    """The harness's credential at the gateway's internal file routes for this session
+    (mounting its Files API files, uploading its outputs); random, made by `open_session`."""
 
 
 class SessionState(TenantViews):
@@ -150,7 +154,12 @@ async def open_session(
     log, state = log.tenant(namespace), state.tenant(namespace)
     agent = f"{namespace}/{session.spec.agent_ref.name}"
     created = await log.create_session(session_id, agent=agent)
-    await state.put_settings(session_id, settings_for(session, environment))
+    previous = await state.settings(session_id)
+    # A second call keeps the first one's token: a worker may be using it already.
+    token = previous.gateway_token if previous and previous.gateway_token else None
+    settings = settings_for(session, environment)
+    settings.gateway_token = token or secrets.token_urlsafe(32)
+    await state.put_settings(session_id, settings)
     if session.spec.initial_events:
         events = [
             UserMessageEvent(content=[TextBlock(text=block.text) for block in event.content])
