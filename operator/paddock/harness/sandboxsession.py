@@ -18,7 +18,7 @@ from paddock.harness.interrupts import Interrupted, Interrupts
 from paddock.harness.settings import WorkerSettings
 from paddock.harness.tools import READ_ONLY_TOOLS
 from paddock.harness.transcript import ToolCall
-from paddock.models import parse_duration
+from paddock.models import GitRepository, parse_duration
 from paddock.sandbox import SandboxAlreadyBound, SandboxClient, SandboxError, SandboxUnavailable
 
 log = logging.getLogger(__name__)
@@ -121,11 +121,28 @@ class SandboxSession:
             self.session_settings = settings
 
     async def mount(self, pod: str, client: SandboxClient) -> None:
-        """Mount the session's Files API files the sandbox lacks."""
+        """Mount the session's Files API files the sandbox lacks, and clone the repositories
+        added since it was bound (a bound sandbox only: clones go through the proxy)."""
         settings = self.session_settings
+        if settings is None:
+            return
+        done = self.files.setdefault(pod, SandboxFiles())
         files = self._gateway_files(settings)
-        if files is not None and settings is not None:
-            await files.mount(settings, client, self.files.setdefault(pod, SandboxFiles()))
+        if files is not None:
+            await files.mount(settings, client, done)
+        if not self._binds():
+            return
+        for repository in settings.repositories:
+            key = _repository_key(repository)
+            if key in done.mounted:
+                continue
+            result = await client.mount_repository(key, repository)
+            if not result.ok:
+                log.warning("repository %s was not cloned: %s", repository.url, result.error)
+            done.mounted.add(key)
+
+    def _binds(self) -> bool:
+        return bool(self.settings.proxy_admin_url and self.settings.proxy_egress_url)
 
     async def collect_outputs(self) -> None:
         """Upload what the agent left in the outputs directory of the sandboxes this run
@@ -170,6 +187,9 @@ class SandboxSession:
                 files=[file for file in settings.files if file.content is not None],
                 git_credential_hosts=[c.host for c in self.settings.spec.credentials.hosts],
             )
+            # Cloned at bind: not again when mounting what was added later.
+            done = self.files.setdefault(binding.pod, SandboxFiles())
+            done.mounted.update(_repository_key(r) for r in settings.repositories)
         self.clients[binding.pod] = client
         return client
 
@@ -181,6 +201,10 @@ class SandboxSession:
         )
         response.raise_for_status()
         return str(response.json()["token"])
+
+
+def _repository_key(repository: GitRepository) -> str:
+    return f"repository:{repository.url}:{repository.mount_path or ''}"
 
 
 async def by_address(url: str) -> str:

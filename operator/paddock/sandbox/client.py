@@ -27,7 +27,7 @@ from paddock.sandbox.api import (
     ToolCall,
     ToolResult,
 )
-from paddock.sandbox.mounts import MountedFile, Outputs
+from paddock.sandbox.mounts import MountedFile, MountedRepository, MountRepository, Outputs
 
 __all__ = [
     "BindResult",
@@ -208,6 +208,13 @@ class SandboxClient:
         if response.status_code >= 400:
             raise _error(response)
         return MountedFile.model_validate_json(response.content)
+
+    async def mount_repository(self, key: str, repository: GitRepository) -> MountedRepository:
+        """Clone ``repository`` into the bound sandbox unless ``key`` was mounted before."""
+        body = MountRepository(key=key, repository=repository)
+        return await self._request(
+            "POST", "/v1/mounts/repository", MountedRepository, body, timeout=BIND_TIMEOUT
+        )
 
     async def outputs(self) -> Outputs:
         """The files in the session's outputs directory."""

@@ -1,7 +1,8 @@
 """Resources mounted after the bind, and the session's outputs directory.
 
 The harness mounts a session's Files API files (and resources added while the session
-runs) before the next tool call: it streams each file's bytes into `PUT /v1/mounts/file`.
+runs) before the next tool call: it streams each file's bytes into `PUT /v1/mounts/file`,
+and has repositories added after the bind cloned by `POST /v1/mounts/repository`.
 Each mount names a key; a key mounted once is not mounted again, so a worker that resumes
 the session after a crash does not overwrite what the agent changed since.
 
@@ -12,14 +13,16 @@ by `GET /v1/outputs/{path}`; the harness copies them to the gateway's file store
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from pydantic import Field
 
-from paddock.sandbox.api import FileStatus, Wire
+from paddock.models import GitRepository
+from paddock.sandbox.api import FileStatus, RepositoryStatus, Wire
 
 OUTPUTS_LIMIT = 1000
 """The most files `GET /v1/outputs` lists (the first ones, by path)."""
@@ -30,6 +33,20 @@ class MountedFile(FileStatus):
 
     skipped: bool = False
     """The key was mounted before: nothing was written."""
+
+
+class MountRepository(Wire):
+    """Body of `POST /v1/mounts/repository`."""
+
+    key: str = Field(min_length=1, max_length=2048)
+    repository: GitRepository
+
+
+class MountedRepository(RepositoryStatus):
+    """The outcome of `POST /v1/mounts/repository`."""
+
+    skipped: bool = False
+    """The key was mounted before: nothing was cloned."""
 
 
 class OutputFile(Wire):
@@ -45,6 +62,11 @@ class Outputs(Wire):
     directory: str
     files: list[OutputFile] = Field(default_factory=list)
     truncated: bool = False
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):  # its directory may not even be one
+        path.unlink(missing_ok=True)
 
 
 class Mounts:
@@ -70,13 +92,32 @@ class Mounts:
                         await asyncio.to_thread(out.write, chunk)
                 await asyncio.to_thread(os.replace, temporary, path)
             except OSError as exc:
-                temporary.unlink(missing_ok=True)
+                _remove(temporary)
                 return MountedFile(path=str(path), ok=False, error=f"{exc.strerror or exc}")
             except BaseException:
-                temporary.unlink(missing_ok=True)
+                _remove(temporary)
                 raise
             self._keys.add(key)
             return MountedFile(path=str(path), ok=True)
+
+    async def mount_repository(
+        self,
+        key: str,
+        repository: GitRepository,
+        clone: Callable[[GitRepository], Awaitable[RepositoryStatus]],
+    ) -> MountedRepository:
+        """Clone ``repository`` with ``clone`` unless ``key`` was mounted already."""
+        async with self._lock:
+            if key in self._keys:
+                return MountedRepository(
+                    url=repository.url,
+                    mount_path=repository.mount_path or "",
+                    ok=True,
+                    skipped=True,
+                )
+            status = await clone(repository)
+            self._keys.add(key)
+            return MountedRepository(**status.model_dump())
 
     def outputs(self) -> Outputs:
         """Regular files below the outputs directory (not following links out of it)."""

@@ -25,7 +25,7 @@ from paddock.sandbox.api import BindRequest, CancelResult, ErrorBody, ErrorDetai
 from paddock.sandbox.base import resolve
 from paddock.sandbox.binding import AlreadyBound, BindFailed, Binding
 from paddock.sandbox.calls import Calls
-from paddock.sandbox.mounts import Mounts
+from paddock.sandbox.mounts import MountRepository, Mounts
 from paddock.sandbox.shell import CommandEnvironment, Shell
 from paddock.sandbox.tools import Toolbox
 
@@ -97,6 +97,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/v1/calls/{call_id}/cancel", api.cancel)
     app.router.add_get("/v1/stats", api.stats)
     app.router.add_put("/v1/mounts/file", api.mount_file)
+    app.router.add_post("/v1/mounts/repository", api.mount_repository)
     app.router.add_get("/v1/outputs", api.outputs)
     app.router.add_get("/v1/outputs/{path:.+}", api.output)
     return app
@@ -158,6 +159,16 @@ class _Api:
         target = resolve(self.settings.workdir, path)
         result = await self.mounts.mount_file(key, target, request.content.iter_chunked(_CHUNK))
         return _json(result)
+
+    async def mount_repository(self, request: web.Request) -> web.Response:
+        """Clone a repository added to the running session: through the proxy, so only into
+        a bound sandbox (409 before)."""
+        body = await _parse(request, MountRepository)
+        if self.binding.session_id is None:
+            raise ApiError(409, "conflict_error", "bind the sandbox before cloning into it")
+        return _json(
+            await self.mounts.mount_repository(body.key, body.repository, self.binding.clone)
+        )
 
     async def outputs(self, request: web.Request) -> web.Response:
         return _json(await asyncio.to_thread(self.mounts.outputs))
