@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from paddock.eventlog import SessionSettings
@@ -112,6 +113,12 @@ async def _receive(upload: Upload, chunks: Any) -> None:
         raise ApiError(400, f"request body cannot be read: {exc}", close=True) from None
 
 
+def _first_line(exc: Exception) -> str:
+    """The complaint without the bytes a parser quotes."""
+    text = str(getattr(exc, "message", "") or exc).strip().splitlines() or ["malformed"]
+    return text[0].partition(": b'")[0][:200]
+
+
 async def _part_chunks(part: BodyPartReader) -> Any:
     while chunk := await part.read_chunk(_CHUNK):
         yield chunk
@@ -132,18 +139,25 @@ async def upload_file(request: web.Request) -> web.Response:
     upload: Upload | None = None
     filename, mime_type, expires = "", "application/octet-stream", None
     try:
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise invalid("nested multipart bodies are not accepted")
-            if part.name == "file" and upload is None:
-                mime_type = _mime_type(part)
-                filename = _filename(part.filename, mime_type)
-                upload = await store.receive(tenant)
-                await _receive(upload, _part_chunks(part))
-            elif part.name == "expires_in_seconds":
-                expires = await _expiry(part)
-            else:
-                raise invalid(f"unexpected form field {part.name!r}: send `file`")
+        try:
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):
+                    raise invalid("nested multipart bodies are not accepted")
+                if part.name == "file" and upload is None:
+                    mime_type = _mime_type(part)
+                    filename = _filename(part.filename, mime_type)
+                    upload = await store.receive(tenant)
+                    await _receive(upload, _part_chunks(part))
+                elif part.name == "expires_in_seconds":
+                    expires = await _expiry(part)
+                else:
+                    raise invalid(f"unexpected form field {part.name!r}: send `file`")
+        except (HttpProcessingError, ValueError) as exc:
+            # Broken framing: a part's headers, a missing boundary, a body that ends early.
+            message = _first_line(exc)
+            raise ApiError(
+                400, f"the multipart body cannot be read: {message}", close=True
+            ) from None
         if upload is None:
             raise invalid("file: the form has no `file` part")
         stored = await upload.commit(

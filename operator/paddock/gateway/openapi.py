@@ -133,7 +133,7 @@ def _file_paths() -> dict[str, Any]:
                 "Download a file's content",
                 None,
                 parameters=[file],
-                content_type="application/octet-stream",
+                content_type="*/*",  # the stored mime_type
             ),
         },
         "/v1/sessions/{session_id}/resources": {
