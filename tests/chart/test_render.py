@@ -258,6 +258,10 @@ def test_operator_contract(default: Rendered) -> None:
         "PADDOCK_REDIS_PASSWORD": _password_ref("operator"),
         "PADDOCK_IMAGE": "paddock/paddock:0.1.0",
         "PADDOCK_SANDBOX_IMAGE": "paddock/sandbox:0.1.0",
+        "PADDOCK_GATEWAY_URL": "http://paddock-gateway.paddock-chart.svc:80",
+        "PADDOCK_GATEWAY_NAMESPACE": NAMESPACE,
+        "PADDOCK_GATEWAY_LABELS": "app.kubernetes.io/instance=paddock,"
+        "app.kubernetes.io/component=gateway",
         "PADDOCK_WATCH_NAMESPACES": "",
         "PADDOCK_METRICS_PORT": "9090",
         "PADDOCK_HEALTH_PORT": "8080",
@@ -310,6 +314,8 @@ def test_gateway_contract(default: Rendered) -> None:
         "PADDOCK_GATEWAY_TOKEN_AUDIENCES": "",
         "PADDOCK_GATEWAY_RATE_LIMIT": "20",
         "PADDOCK_GATEWAY_RATE_BURST": "200",
+        "PADDOCK_GATEWAY_FILES_DIR": "/var/lib/paddock/files",
+        "PADDOCK_GATEWAY_FILES_MAX_BYTES": "524288000",
     }
     ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
     assert ports == {"http": 8080, "metrics": 9090}
@@ -532,3 +538,56 @@ def test_gateway_identity_and_rate_limit_values(full: Rendered) -> None:
     assert not [r for r in keys_only.of("ClusterRole") if r["metadata"]["name"].endswith("-auth")]
     deployment = keys_only.one("Deployment", "paddock-gateway")
     assert env_of(container(deployment, "gateway"))["PADDOCK_GATEWAY_KUBERNETES_AUTH"] == "false"
+
+
+def test_the_gateway_keeps_files_on_a_claim(default: Rendered, full: Rendered) -> None:
+    claim = default.one("PersistentVolumeClaim", "paddock-gateway-files")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    assert "storageClassName" not in claim["spec"]
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    pod = default.one("Deployment", "paddock-gateway")["spec"]["template"]["spec"]
+    assert {"name": "files", "persistentVolumeClaim": {"claimName": "paddock-gateway-files"}} in (
+        pod["volumes"]
+    )
+    mounts = container(default.one("Deployment", "paddock-gateway"), "gateway")["volumeMounts"]
+    assert {"name": "files", "mountPath": "/var/lib/paddock/files"} in mounts
+    # One node mounts a ReadWriteOnce volume: both replicas are scheduled onto it.
+    (term,) = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
+
+    # ReadWriteMany: replicas spread as before; the size and class are the values'.
+    shared = full.one("PersistentVolumeClaim", "paddock-all-gateway-files")
+    assert shared["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert shared["spec"]["storageClassName"] == "shared-files"
+    assert shared["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    spread = full.one("Deployment", "paddock-all-gateway")["spec"]["template"]["spec"]
+    assert "podAffinity" not in spread["affinity"]
+    gateway = env_of(container(full.one("Deployment", "paddock-all-gateway"), "gateway"))
+    assert gateway["PADDOCK_GATEWAY_FILES_MAX_BYTES"] == "1048576"
+
+    existing = Rendered(
+        render(NAMESPACE, sets=["gateway.files.persistence.existingClaim=team-files"]), NAMESPACE
+    )
+    assert not existing.of("PersistentVolumeClaim")
+    pod = existing.one("Deployment", "paddock-gateway")["spec"]["template"]["spec"]
+    assert {"name": "files", "persistentVolumeClaim": {"claimName": "team-files"}} in pod["volumes"]
+
+    ephemeral = Rendered(
+        render(NAMESPACE, sets=["gateway.files.persistence.enabled=false"]), NAMESPACE
+    )
+    assert not ephemeral.of("PersistentVolumeClaim")
+    pod = ephemeral.one("Deployment", "paddock-gateway")["spec"]["template"]["spec"]
+    assert {"name": "files", "emptyDir": {}} in pod["volumes"]
+    assert "podAffinity" not in pod["affinity"]
+
+
+def test_harness_pods_may_reach_a_gateway_that_admits_only_some(full: Rendered) -> None:
+    policy = full.one("NetworkPolicy", "paddock-all-gateway")
+    rules = [r for r in policy["spec"]["ingress"] if r.get("from")]
+    harness = {
+        "namespaceSelector": {},
+        "podSelector": {"matchLabels": {"paddock.dev/component": "harness"}},
+    }
+    assert any(harness in rule["from"] for rule in rules)

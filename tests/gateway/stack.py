@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+import shutil
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -55,6 +58,8 @@ class Stack:
     """The gateway connects as its own user, workers as their tenant's, the test as the
     operator (``redis``)."""
     sandbox: RunningSandbox
+    files_dir: Path | None = None
+    """The gateway's file store; None: a temporary directory, removed at close."""
     ping_interval_s: float = 15.0
     tenants: list[Tenant] = field(default_factory=list)
     system_namespace: str = ""
@@ -66,6 +71,7 @@ class Stack:
     _workers: list[tuple[asyncio.Event, asyncio.Task[None]]] = field(default_factory=list)
     _tenant_clients: dict[str, Redis] = field(default_factory=dict)
     _models: list[FakeModelServer] = field(default_factory=list)
+    _own_files_dir: bool = False
     _clients: list[anthropic.AsyncAnthropic] = field(default_factory=list)
 
     @property
@@ -94,6 +100,9 @@ class Stack:
             for namespace in (f"gw-a-{suffix}", f"gw-b-{suffix}"):
                 self.tenants.append(self.add_key(namespace, kube=kube))
         self._redis = Redis.from_url(self.redis_server.url)
+        if self.files_dir is None:
+            self.files_dir = Path(tempfile.mkdtemp(prefix="paddock-files-"))
+            self._own_files_dir = True
         config = GatewayConfig(
             redis=RedisSettings(
                 self.redis_server.plain_url,
@@ -106,6 +115,7 @@ class Stack:
             port=0,
             metrics_port=0,
             kubeconfig=str(self.control_plane.kubeconfig),
+            files_dir=self.files_dir,
         )
         self.gateway = Gateway.connect(config)
         self.gateway.ping_interval_s = self.ping_interval_s
@@ -180,6 +190,7 @@ class Stack:
             spec=AgentSpec.model_validate(resource["spec"]),
             worker_id=f"worker-{len(self._workers)}",
             model_base_url=model.url,
+            gateway_url=self.url,
             lease_ttl_ms=3000,
             retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.1),
             **settings,
@@ -233,3 +244,5 @@ class Stack:
             await self._redis.aclose()
         for client in self._tenant_clients.values():
             await client.aclose()
+        if self._own_files_dir and self.files_dir is not None:
+            shutil.rmtree(self.files_dir, ignore_errors=True)

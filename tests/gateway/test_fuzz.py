@@ -80,6 +80,7 @@ def gateway_process(
         # Fuzzing is no normal use: it sends a thousand requests a minute with one key.
         "PADDOCK_GATEWAY_RATE_LIMIT": "1000",
         "PADDOCK_GATEWAY_RATE_BURST": "5000",
+        "PADDOCK_GATEWAY_FILES_DIR": str(tmp_path_factory.mktemp("files")),
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -124,7 +125,17 @@ def existing(gateway_process: RunningGateway) -> dict[str, str]:
         session = http.post(
             "/v1/sessions", json={"agent": agent, "environment_id": environment}
         ).json()["id"]
-    return {"agent_id": agent, "environment_id": environment, "session_id": session}
+        file = http.post("/v1/files", files={"file": ("fuzz.txt", b"fuzz")}).json()["id"]
+        resource = http.post(
+            f"/v1/sessions/{session}/resources", json={"type": "file", "file_id": file}
+        ).json()["id"]
+    return {
+        "agent_id": agent,
+        "environment_id": environment,
+        "session_id": session,
+        "file_id": file,
+        "resource_id": resource,
+    }
 
 
 @pytest.mark.timeout(120)

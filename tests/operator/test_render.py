@@ -20,7 +20,11 @@ from .conftest import Cluster, agent_spec
 
 GOLDEN = Path(__file__).parent / "golden"
 SETTINGS = render.RenderSettings(
-    image="paddock/paddock:0.1.0", redis_url="redis://redis.paddock:6379/0"
+    image="paddock/paddock:0.1.0",
+    redis_url="redis://redis.paddock:6379/0",
+    gateway_url="http://paddock-gateway.paddock-system.svc:80",
+    gateway_namespace="paddock-system",
+    gateway_labels=(("app.kubernetes.io/component", "gateway"),),
 )
 
 
@@ -280,9 +284,20 @@ def test_a_claimed_sandbox_talks_only_to_its_agents_harness_pods() -> None:
     assert [r for r in harness["ingress"] if r.get("from")] == [
         {"from": own_sandboxes, "ports": [{"protocol": "TCP", "port": 3128}]}
     ]
-    assert [r for r in harness["egress"] if any("podSelector" in t for t in r.get("to", []))] == [
-        {"to": own_sandboxes, "ports": [{"protocol": "TCP", "port": 8080}]}
+    in_namespace = [
+        r
+        for r in harness["egress"]
+        if any("podSelector" in t and "namespaceSelector" not in t for t in r.get("to", []))
     ]
+    assert in_namespace == [{"to": own_sandboxes, "ports": [{"protocol": "TCP", "port": 8080}]}]
+    # Beyond the namespace, only the gateway's pods (session files).
+    gateway = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "paddock-system"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/component": "gateway"}},
+    }
+    assert [
+        r for r in harness["egress"] if any("namespaceSelector" in t for t in r.get("to", []))
+    ] == [{"to": [gateway], "ports": [{"protocol": "TCP", "port": 8080}]}]
 
 
 def test_agent_and_environment_policies_never_share_a_name() -> None:
@@ -354,3 +369,13 @@ def test_a_tls_redis_with_its_own_ca_reaches_harness_pods_through_the_tenant_sec
     assert settings.redis.options()["ssl_ca_certs"] == "/etc/paddock/redis-ca/ca.crt"
     plain = OperatorSettings.from_env({"PADDOCK_REDIS_URL": "rediss://redis.example.com:6380/2"})
     assert plain.render.redis_ca is False  # the system's CAs: nothing to hand on
+
+
+def test_without_a_gateway_harness_pods_get_no_gateway_url_or_egress() -> None:
+    a = Agent.model_validate(agent())
+    bare = render.RenderSettings(image=SETTINGS.image, redis_url=SETTINGS.redis_url)
+    harness = render.harness_deployment(a, bare)["spec"]["template"]["spec"]["containers"]
+    names = {e["name"] for c in harness for e in c.get("env", [])}
+    assert "PADDOCK_GATEWAY_URL" not in names
+    egress = render.harness_network_policy(a, bare)["spec"]["egress"]
+    assert not [r for r in egress if any("namespaceSelector" in t for t in r.get("to", []))]

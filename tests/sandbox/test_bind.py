@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from paddock.models import FileResource, GitRepository
-from paddock.sandbox import SandboxAlreadyBound, SandboxClient, SandboxUnreachable
+from paddock.sandbox import SandboxAlreadyBound, SandboxClient, SandboxError, SandboxUnreachable
 from paddock.testing.ports import free_port
 from paddock.testing.sandbox import RunningSandbox, launch
 
@@ -317,3 +317,25 @@ async def test_an_unreachable_proxy_fails_the_clone_quickly(
     assert not status.ok
     assert status.error
     assert "unable to access" in status.error
+
+
+async def test_a_repository_added_later_is_cloned_into_a_bound_sandbox_only(
+    start_sandbox: Callable[..., RunningSandbox],
+    start_proxy: Callable[..., FakeProxy],
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "served").mkdir()
+    published_repository(tmp_path / "served")
+    proxy = await start_proxy(root=tmp_path / "served")
+    server = start_sandbox()
+    repository = GitRepository(url="https://git.example.com/org/repo.git", branch="feature")
+    async with server.client() as client:
+        with pytest.raises(SandboxError) as unbound:
+            await client.mount_repository("repository:x", repository)
+        assert unbound.value.status == 409
+        await client.bind("sesn_later1", proxy.url, TOKEN, git_credential_hosts=["git.example.com"])
+        cloned = await client.mount_repository("repository:x", repository)
+        assert (cloned.ok, cloned.mount_path) == (True, str(server.workdir / "repo"))
+        assert (server.workdir / "repo" / "feature.txt").read_text() == "feature\n"
+        again = await client.mount_repository("repository:x", repository)
+        assert again.skipped

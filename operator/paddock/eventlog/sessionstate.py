@@ -13,6 +13,7 @@ Keys share the session's hash tag, like the log itself.
 
 from __future__ import annotations
 
+import secrets
 from typing import Literal, cast
 
 from pydantic import BaseModel, Field
@@ -54,6 +55,9 @@ class SessionSettings(BaseModel):
     files: list[FileResource] = Field(default_factory=list)
     agent: AgentPin | None = None
     """None for a session opened before versions were pinned: it runs its worker's spec."""
+    gateway_token: str | None = None
+    """The harness's credential at the gateway's internal file routes for this session
+    (mounting its Files API files, uploading its outputs); random, made by `open_session`."""
 
 
 class SessionState(TenantViews):
@@ -184,7 +188,12 @@ async def open_session(
     log, state = log.tenant(namespace), state.tenant(namespace)
     agent_key = f"{namespace}/{session.spec.agent_ref.name}"
     created = await log.create_session(session_id, agent=agent_key)
-    await state.put_settings(session_id, settings_for(session, environment, agent))
+    previous = await state.settings(session_id)
+    # A second call keeps the first one's token: a worker may be using it already.
+    token = previous.gateway_token if previous and previous.gateway_token else None
+    settings = settings_for(session, environment, agent)
+    settings.gateway_token = token or secrets.token_urlsafe(32)
+    await state.put_settings(session_id, settings)
     if session.spec.initial_events:
         events = [
             UserMessageEvent(content=[TextBlock(text=block.text) for block in event.content])

@@ -116,6 +116,9 @@ class ApiKeys:
 
 RESOURCES = frozenset({"agents", "environments", "sessions"})
 """What the API's routes are made of: resources of group ``paddock.dev``."""
+_GUARDED_AS = {"files": "sessions"}
+"""Routes that are no resource of their own: the Files API serves sessions (their inputs
+and outputs), so RBAC on sessions decides it."""
 _NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
@@ -136,6 +139,8 @@ def required_access(method: str, route: str) -> Access | None:
     and ``delete``: the verbs RBAC already uses for these resources.
     """
     parts = route.strip("/").split("/")
+    if len(parts) >= 2:
+        parts[1] = _GUARDED_AS.get(parts[1], parts[1])
     if len(parts) < 2 or parts[0] != "v1" or parts[1] not in RESOURCES:
         return None
     collection = len(parts) == 2

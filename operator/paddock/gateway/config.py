@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from paddock.eventlog import RedisSettings
 from paddock.models import SecretKeyReference
+
+DEFAULT_FILES_MAX_BYTES = 500 * 1024 * 1024
+"""The Files API's documented limit on one file (500 MB)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,11 @@ class GatewayConfig:
     """PADDOCK_GATEWAY_RATE_LIMIT: requests a second per credential; 0 disables."""
     rate_burst: int = 200
     """PADDOCK_GATEWAY_RATE_BURST: requests a credential may send at once."""
+    files_dir: Path | None = None
+    """PADDOCK_GATEWAY_FILES_DIR: where the Files API keeps files (a directory per tenant
+    namespace; the chart mounts a PersistentVolumeClaim); unset: the Files API answers 404."""
+    files_max_bytes: int = DEFAULT_FILES_MAX_BYTES
+    """PADDOCK_GATEWAY_FILES_MAX_BYTES: the largest file an upload may carry (413 beyond)."""
 
 
 def parse_secret_ref(text: str) -> SecretKeyReference:
@@ -82,4 +91,8 @@ def config_from_env(env: Mapping[str, str]) -> GatewayConfig:
         ),
         rate_limit=float(env.get("PADDOCK_GATEWAY_RATE_LIMIT") or 20),
         rate_burst=int(env.get("PADDOCK_GATEWAY_RATE_BURST") or 200),
+        files_dir=Path(env["PADDOCK_GATEWAY_FILES_DIR"])
+        if env.get("PADDOCK_GATEWAY_FILES_DIR")
+        else None,
+        files_max_bytes=int(env.get("PADDOCK_GATEWAY_FILES_MAX_BYTES") or DEFAULT_FILES_MAX_BYTES),
     )

@@ -21,6 +21,8 @@ from paddock.gateway.params import (
     AgentUpdateParams,
     EnvironmentCreateParams,
     EnvironmentUpdateParams,
+    ResourceAddParams,
+    ResourceUpdateParams,
     SendEventsParams,
     SessionCreateParams,
     SessionUpdateParams,
@@ -57,6 +59,7 @@ def _operation(
     *,
     parameters: list[dict[str, Any]] | None = None,
     body: type[BaseModel] | None = None,
+    form: dict[str, Any] | None = None,
     content_type: str = "application/json",
 ) -> dict[str, Any]:
     error = {
@@ -81,7 +84,99 @@ def _operation(
             "required": True,
             "content": {"application/json": {"schema": _ref(body)}},
         }
+    if form:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": form}},
+        }
     return operation
+
+
+_UPLOAD = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary"},
+        "expires_in_seconds": {"type": "integer", "minimum": 3600, "maximum": 7_776_000},
+    },
+}
+
+
+def _file_paths() -> dict[str, Any]:
+    file, session, resource = _path("file_id"), _path("session_id"), _path("resource_id")
+    return {
+        "/v1/files": {
+            "post": _operation("uploadFile", "Upload a file", views.FileMetadata, form=_UPLOAD),
+            "get": _operation(
+                "listFiles",
+                "List files, newest first",
+                views.FilePage,
+                parameters=[
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                    _PAGE,
+                    _query("scope_id", _STRING, "Only the outputs of this session."),
+                    _query("ids[]", {"type": "array", "items": _STRING, "maxItems": 100}),
+                ],
+            ),
+        },
+        "/v1/files/{file_id}": {
+            "get": _operation(
+                "getFileMetadata", "Get a file's metadata", views.FileMetadata, parameters=[file]
+            ),
+            "delete": _operation(
+                "deleteFile", "Delete a file", views.FileDeleted, parameters=[file]
+            ),
+        },
+        "/v1/files/{file_id}/content": {
+            "get": _operation(
+                "downloadFile",
+                "Download a file's content",
+                None,
+                parameters=[file],
+                content_type="*/*",  # the stored mime_type
+            ),
+        },
+        "/v1/sessions/{session_id}/resources": {
+            "post": _operation(
+                "addSessionResource",
+                "Mount a file or repository into a session",
+                views.AnySessionResource,
+                parameters=[session],
+                body=ResourceAddParams,
+            ),
+            "get": _operation(
+                "listSessionResources",
+                "List a session's resources",
+                views.SessionResourcePage,
+                parameters=[
+                    session,
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                    _PAGE,
+                ],
+            ),
+        },
+        "/v1/sessions/{session_id}/resources/{resource_id}": {
+            "get": _operation(
+                "getSessionResource",
+                "Get a session resource",
+                views.AnySessionResource,
+                parameters=[session, resource],
+            ),
+            "post": _operation(
+                "updateSessionResource",
+                "Rotate a repository's token (not supported by Paddock)",
+                views.AnySessionResource,
+                parameters=[session, resource],
+                body=ResourceUpdateParams,
+            ),
+            "delete": _operation(
+                "deleteSessionResource",
+                "Remove a resource from a session",
+                views.SessionResourceDeleted,
+                parameters=[session, resource],
+            ),
+        },
+    }
 
 
 def _paths() -> dict[str, Any]:
@@ -279,7 +374,7 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"apiKey": []}],
-        "paths": _paths(),
+        "paths": {**_paths(), **_file_paths()},
         "components": {
             "schemas": definitions["$defs"],
             "securitySchemes": {

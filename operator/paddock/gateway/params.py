@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from paddock.eventlog import ToolResultContent, UserContent
 
@@ -255,8 +255,11 @@ class GitHubRepositoryParam(Param):
     mount_path: Annotated[str, Field(max_length=1024)] | None = None
 
 
-class FileResourceParam(OpenParam):
+class FileResourceParam(Param):
     type: Literal["file"]
+    file_id: Annotated[str, Field(min_length=1, max_length=128)]
+    mount_path: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^/")] | None = None
+    """Default `/mnt/session/uploads/<file_id>`."""
 
 
 class MemoryStoreResourceParam(OpenParam):
@@ -305,6 +308,15 @@ class SessionCreateParams(Param):
     vault_ids: list[str] | None = None
     initial_events: Annotated[list[InitialEventParam], Field(max_length=50)] | None = None
     budget: BudgetParam | None = None
+
+
+class ResourceAddParams(RootModel[ResourceParam]):
+    """`sessions.resources.add`: a file (the SDK's one type) or, as the reference allows, a
+    repository."""
+
+
+class ResourceUpdateParams(Param):
+    authorization_token: Annotated[str, Field(min_length=1, max_length=4096)]
 
 
 class SessionUpdateParams(Param):
@@ -359,5 +371,7 @@ REQUEST_BODIES: tuple[type[BaseModel], ...] = (
     SessionCreateParams,
     SessionUpdateParams,
     SendEventsParams,
+    ResourceAddParams,
+    ResourceUpdateParams,
 )
 """The models the OpenAPI document describes as request bodies."""

@@ -25,9 +25,8 @@ from paddock.eventlog import (
     SessionState,
     new_session_id,
     open_session,
-    settings_for,
 )
-from paddock.gateway import views
+from paddock.gateway import mounts, views
 from paddock.gateway.agents import version_missing
 from paddock.gateway.common import Gateway, checked, gateway, objects, read_body
 from paddock.gateway.convert import meta
@@ -167,6 +166,7 @@ async def create_session(request: web.Request) -> web.Response:
                 error_code="environment_archived",
             )
         explicit_environment = environment["metadata"]["name"]
+    await mounts.check_files(gw, found.namespace, params.resources or [])
     spec = session_spec(params, agent["metadata"]["name"], explicit_environment)
     spec["agentRef"]["version"] = pin.version
     resolved = environment_name(checked(SessionSpec, spec), pin.spec)
@@ -333,13 +333,8 @@ async def update_session(request: web.Request) -> web.Response:
     updated = await found.update(SESSIONS, ref, change)
     if "budget" in given and snapshot is not None:
         # Workers read the budget from the session settings, not from the resource.
-        settings = await gw.state.tenant(found.namespace).settings(session_id)
-        environment = settings.environment if settings else None
         session = Session.model_validate(updated)
-        with contextlib.suppress(SessionNotFound):
-            await gw.state.tenant(found.namespace).put_settings(
-                session_id, settings_for(session, environment)
-            )
+        await mounts.refresh_settings(gw, found.namespace, session_id, session)
     resolver = _Resolver(found, state=gw.state.tenant(found.namespace))
     return respond(await resolver.view(updated, snapshot, meta.now()))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
 
 from paddock.eventlog import AnyEvent
 from paddock.gateway.params import BuiltinTool
@@ -305,6 +305,54 @@ class EventPage(View):
     next_page: str | None
 
 
+# Session resources (`sessions.resources`).
+
+
+class AnySessionResource(RootModel[SessionResource]):
+    """One session resource, of either type (`sessions.resources` add, get)."""
+
+
+class SessionResourcePage(View):
+    data: list[SessionResource]
+    next_page: str | None
+
+
+class SessionResourceDeleted(View):
+    id: str
+    type: Literal["session_resource_deleted"] = "session_resource_deleted"
+
+
+# Files (`files`).
+
+
+class FileScope(View):
+    type: Literal["session"] = "session"
+    id: str
+
+
+class FileMetadata(View):
+    id: str
+    type: Literal["file"] = "file"
+    filename: str
+    mime_type: str
+    size_bytes: int
+    created_at: Timestamp
+    downloadable: bool
+    expires_at: Timestamp | None
+    scope: FileScope | None
+    """The session whose outputs directory the file came from; null for an upload."""
+
+
+class FilePage(View):
+    data: list[FileMetadata]
+    next_page: str | None
+
+
+class FileDeleted(View):
+    id: str
+    type: Literal["file_deleted"] = "file_deleted"
+
+
 # Errors (reference §1.4).
 
 
@@ -321,7 +369,7 @@ class ErrorResponse(View):
     request_id: str
 
 
-RESPONSE_BODIES: tuple[type[View], ...] = (
+RESPONSE_BODIES: tuple[type[BaseModel], ...] = (
     Agent,
     AgentPage,
     Environment,
@@ -332,6 +380,12 @@ RESPONSE_BODIES: tuple[type[View], ...] = (
     SessionDeleted,
     SentEvents,
     EventPage,
+    AnySessionResource,
+    SessionResourcePage,
+    SessionResourceDeleted,
+    FileMetadata,
+    FilePage,
+    FileDeleted,
     ErrorResponse,
 )
 """The models the OpenAPI document describes as response bodies."""

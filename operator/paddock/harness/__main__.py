@@ -12,6 +12,7 @@ Configuration comes from the environment the operator renders into the harness c
     PADDOCK_MODEL_URL        the credential proxy's API listener (default http://127.0.0.1:8081)
     PADDOCK_PROXY_ADMIN_URL  the proxy's admin listener, which mints sandbox egress tokens
     PADDOCK_PROXY_EGRESS_URL the proxy address sandboxes use (the Agent's proxy Service)
+    PADDOCK_GATEWAY_URL      the gateway, for Files API files and session outputs
     PADDOCK_METRICS_PORT     Prometheus metrics (default 9090; 0 disables)
     PADDOCK_LEASE_TTL_MS     session lease (default 15000)
 """
@@ -42,6 +43,7 @@ def settings_from_env(env: dict[str, str]) -> WorkerSettings:
         model_base_url=env.get("PADDOCK_MODEL_URL", "http://127.0.0.1:8081"),
         proxy_admin_url=env.get("PADDOCK_PROXY_ADMIN_URL") or None,
         proxy_egress_url=env.get("PADDOCK_PROXY_EGRESS_URL") or None,
+        gateway_url=env.get("PADDOCK_GATEWAY_URL") or None,
         lease_ttl_ms=int(env.get("PADDOCK_LEASE_TTL_MS", "15000")),
     )
 

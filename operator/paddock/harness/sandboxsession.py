@@ -14,13 +14,14 @@ from urllib.parse import urlsplit
 import httpx
 
 from paddock.eventlog import SandboxBinding, SandboxWaiter, SessionSettings, SessionState
+from paddock.harness.files import GatewayFiles, SandboxFiles
 from paddock.harness.interrupts import Interrupted, Interrupts
 from paddock.harness.retries import Failure, call_with_retries, session_error
 from paddock.harness.sessionlog import SessionLog
 from paddock.harness.settings import WorkerSettings
 from paddock.harness.tools import READ_ONLY_TOOLS
 from paddock.harness.transcript import ToolCall
-from paddock.models import parse_duration
+from paddock.models import GitRepository, parse_duration
 from paddock.sandbox import SandboxAlreadyBound, SandboxClient, SandboxError, SandboxUnavailable
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class SandboxSession:
         self.session = session
         self.clients: dict[str, SandboxClient] = {}
         """One client per sandbox pod used in this run, bound to the session."""
+        self.files: dict[str, SandboxFiles] = {}
+        """What was mounted into and collected from each of those pods."""
 
     async def close(self) -> None:
         for client in self.clients.values():
@@ -87,7 +90,9 @@ class SandboxSession:
         try:
             # Binding fails like a call does (a sandbox bound elsewhere, or broken): the
             # sandbox is replaced and the model told, instead of the turn failing and retrying.
+            await self.refresh_settings()
             client = await self.client(binding)
+            await self.mount(binding.pod, client)
             result = await self.interrupts.interruptible(
                 client.call(call.name, call.input, call_id=call.id, timeout=timeout)
             )
@@ -113,6 +118,52 @@ class SandboxSession:
             ), True
         text = "\n".join(block.text for block in result.content if block.type == "text")
         return text, result.is_error
+
+    def _gateway_files(self, settings: SessionSettings | None) -> GatewayFiles | None:
+        url = self.settings.gateway_url
+        if url is None or settings is None or not settings.gateway_token:
+            return None
+        return GatewayFiles(self.http, url, self.session_id, settings)
+
+    async def refresh_settings(self) -> None:
+        """Read the session's settings afresh: resources may have been added since the run
+        began, and are mounted before the next call."""
+        settings = await self.state.settings(self.session_id)
+        if settings is not None:
+            self.session_settings = settings
+
+    async def mount(self, pod: str, client: SandboxClient) -> None:
+        """Mount the session's Files API files the sandbox lacks, and clone the repositories
+        added since it was bound (a bound sandbox only: clones go through the proxy)."""
+        settings = self.session_settings
+        if settings is None:
+            return
+        done = self.files.setdefault(pod, SandboxFiles())
+        files = self._gateway_files(settings)
+        if files is not None:
+            await files.mount(settings, client, done)
+        if not self._binds():
+            return
+        for repository in settings.repositories:
+            key = _repository_key(repository)
+            if key in done.mounted:
+                continue
+            result = await client.mount_repository(key, repository)
+            if not result.ok:
+                log.warning("repository %s was not cloned: %s", repository.url, result.error)
+            done.mounted.add(key)
+
+    def _binds(self) -> bool:
+        return bool(self.settings.proxy_admin_url and self.settings.proxy_egress_url)
+
+    async def collect_outputs(self) -> None:
+        """Upload what the agent left in the outputs directory of the sandboxes this run
+        used (none used, nothing to collect: no sandbox is bound for it)."""
+        files = self._gateway_files(self.session_settings)
+        if files is None:
+            return
+        for pod, client in list(self.clients.items()):
+            await files.upload_outputs(client, self.files.setdefault(pod, SandboxFiles()))
 
     async def replace(self, binding: SandboxBinding) -> None:
         """Ask the operator for a fresh sandbox in place of ``binding``'s, and forget it."""
@@ -145,9 +196,12 @@ class SandboxSession:
                 await by_address(self.settings.proxy_egress_url),
                 await self.proxy_token(settings.environment),
                 repositories=settings.repositories,
-                files=settings.files,
+                files=[file for file in settings.files if file.content is not None],
                 git_credential_hosts=[c.host for c in self.settings.spec.credentials.hosts],
             )
+            # Cloned at bind: not again when mounting what was added later.
+            done = self.files.setdefault(binding.pod, SandboxFiles())
+            done.mounted.update(_repository_key(r) for r in settings.repositories)
         self.clients[binding.pod] = client
         return client
 
@@ -197,6 +251,10 @@ def proxy_failure(exc: Exception) -> Failure | None:
     if isinstance(exc, httpx.TransportError):
         return Failure("unknown_error", f"the credential proxy is unreachable ({exc!r})", True)
     return None
+
+
+def _repository_key(repository: GitRepository) -> str:
+    return f"repository:{repository.url}:{repository.mount_path or ''}"
 
 
 async def by_address(url: str) -> str:

@@ -28,6 +28,9 @@ class WorkerSettings:
     proxy_egress_url: str | None = None
     """The proxy address sandboxes use (the Agent's proxy Service). A name is resolved by
     the worker at each bind: the sandbox gets the address, having no resolver of its own."""
+    gateway_url: str | None = None
+    """The gateway's internal file routes: Files API files are mounted from there and
+    outputs uploaded there. None: neither happens."""
     lease_ttl_ms: int = 15_000
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     bind_retry: RetryPolicy = BIND_RETRY

@@ -191,6 +191,8 @@ class SessionRun:
             while True:
                 await self.session.sync()
                 await self.work()
+                # The turn is over: what it left in the outputs directory is for the user.
+                await self.sandbox.collect_outputs()
                 handled = self.session.position
                 if await self.worker.queue.finish(self.claim, handled_through=handled):
                     return

@@ -68,12 +68,26 @@ class GitRepository(Model):
 
 
 class FileResource(Model):
-    """A file written into the sandbox when it is bound."""
+    """A file written into the sandbox: inline `content`, or a file of the Files API
+    (`fileId`, in the Session's namespace), which the harness streams from the gateway."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "has(self.content) != has(self.fileId)",
+                    "exactly one of content or fileId must be set",
+                )
+            ]
+        }
+    }
 
     path: Annotated[str, Field(max_length=1024, pattern=r"^/")]
     """Absolute path of the file."""
-    content: Annotated[str, Field(max_length=262_144)]
-    """File content (UTF-8 text, at most 256 KiB)."""
+    content: Annotated[str, Field(max_length=262_144)] | None = None
+    """File content (UTF-8 text, at most 256 KiB), written when the sandbox is bound."""
+    file_id: Annotated[str, Field(pattern=r"^file_[0-9A-Za-z]{1,64}$")] | None = None
+    """A file uploaded with the Files API (`file_...`), mounted before the next tool call."""
 
 
 class SessionResource(Model):

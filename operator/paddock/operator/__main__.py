@@ -8,6 +8,9 @@ PADDOCK_HARNESS_REDIS_URL the URL harness pods use, if not the same (no credenti
 PADDOCK_IMAGE             the Paddock image of harness pods (harness + proxy)
 PADDOCK_SANDBOX_IMAGE     sandbox image for Environments that keep the default
 PADDOCK_ANTHROPIC_URL     the Claude API the proxies forward to (default the public API)
+PADDOCK_GATEWAY_URL       the gateway's in-cluster URL, given to harness pods (session files)
+PADDOCK_GATEWAY_NAMESPACE the gateway's namespace, PADDOCK_GATEWAY_LABELS (k=v,...) its pods'
+                          labels, PADDOCK_GATEWAY_POD_PORT their port: harness egress to them
 PADDOCK_WATCH_NAMESPACES  comma-separated namespaces to serve; empty: all
 PADDOCK_METRICS_PORT      Prometheus metrics (default 9090; 0 disables)
 PADDOCK_HEALTH_PORT       liveness endpoint /healthz (unset: none)

@@ -30,6 +30,8 @@ REDIS_SECRET = "paddock-redis-harness"
 """Per tenant namespace: the harness workers' Redis password (and the CA of a TLS Redis),
 generated and provisioned in Redis by the operator (`paddock.operator.redisusers`)."""
 SANDBOX_TOKEN_DIR = "/var/run/paddock/sandbox"
+SESSION_DIR = "/mnt/session"
+"""Where a session's files are in its sandbox: `uploads/` (Files API files) and `outputs/`."""
 NO_RESOLVER = "127.0.0.1"
 """The only nameserver of a sandbox in `none` or `limited` mode: its own loopback."""
 PRIVATE_RANGES = [
@@ -53,6 +55,16 @@ class RenderSettings:
     """The Redis URL is rediss:// with a CA bundle of its own: the tenant's `REDIS_SECRET`
     carries it (`ca.crt`)."""
     anthropic_url: str = "https://api.anthropic.com"
+    gateway_url: str | None = None
+    """The gateway's in-cluster URL: harness workers mount Files API files from it and
+    upload session outputs to it. None: they do neither."""
+    gateway_namespace: str | None = None
+    """Where the gateway's pods run (the harness NetworkPolicy lets workers reach them)."""
+    gateway_labels: tuple[tuple[str, str], ...] = ()
+    """Labels that select the gateway's pods."""
+    gateway_port: int = 8080
+    """The port the gateway's pods listen on (NetworkPolicy sees pod ports, not Service
+    ports)."""
 
 
 Owner = Agent | Environment
@@ -338,6 +350,7 @@ def harness_deployment(agent: Agent, settings: RenderSettings) -> dict[str, Any]
                 "name": "PADDOCK_PROXY_EGRESS_URL",
                 "value": f"http://{names['service']}.{namespace}.svc:{EGRESS_PORT}",
             },
+            *_gateway_env(settings),
             {"name": "PADDOCK_METRICS_PORT", "value": str(METRICS_PORT)},
         ],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
@@ -441,10 +454,31 @@ def claimed_sandbox_labels(agent: Agent) -> dict[str, str]:
     return {L.COMPONENT: "sandbox", L.AGENT: name_of(agent)}
 
 
+def _gateway_env(settings: RenderSettings) -> list[dict[str, Any]]:
+    if settings.gateway_url is None:
+        return []
+    return [{"name": "PADDOCK_GATEWAY_URL", "value": settings.gateway_url}]
+
+
+def _gateway_egress(settings: RenderSettings) -> list[dict[str, Any]]:
+    """To the gateway's pods, for session files (none without a gateway URL)."""
+    if settings.gateway_url is None or settings.gateway_namespace is None:
+        return []
+    peer: dict[str, Any] = {
+        "namespaceSelector": {
+            "matchLabels": {"kubernetes.io/metadata.name": settings.gateway_namespace}
+        }
+    }
+    if settings.gateway_labels:
+        peer["podSelector"] = {"matchLabels": dict(settings.gateway_labels)}
+    return [{"to": [peer], "ports": [{"protocol": "TCP", "port": settings.gateway_port}]}]
+
+
 def harness_network_policy(agent: Agent, settings: RenderSettings) -> dict[str, Any]:
     """Harness pods: the Agent's claimed sandboxes may reach the proxy, anyone the metrics;
-    out to DNS, Redis, the Agent's claimed sandboxes and public HTTPS (the model API and
-    allowlisted hosts), never the metadata address or other private addresses."""
+    out to DNS, Redis, the gateway (session files), the Agent's claimed sandboxes and public
+    HTTPS (the model API and allowlisted hosts), never the metadata address or other private
+    addresses."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -462,6 +496,7 @@ def harness_network_policy(agent: Agent, settings: RenderSettings) -> dict[str, 
             "egress": [
                 _DNS,
                 {"ports": [{"protocol": "TCP", "port": redis_port(settings.redis_url)}]},
+                *_gateway_egress(settings),
                 {
                     "to": [{"podSelector": {"matchLabels": claimed_sandbox_labels(agent)}}],
                     "ports": [{"protocol": "TCP", "port": SANDBOX_PORT}],
@@ -549,12 +584,15 @@ def sandbox_pod(environment: Environment, name: str, token: str) -> dict[str, An
                 "terminationMessagePolicy": "FallbackToLogsOnError",
                 "volumeMounts": [
                     {"name": "workspace", "mountPath": spec.working_dir},
+                    # Files API uploads and the outputs directory, writable by the sandbox user.
+                    {"name": "session", "mountPath": SESSION_DIR},
                     {"name": "token", "mountPath": SANDBOX_TOKEN_DIR, "readOnly": True},
                 ],
             }
         ],
         "volumes": [
             {"name": "workspace", "emptyDir": {}},
+            {"name": "session", "emptyDir": {}},
             {
                 "name": "token",
                 "downwardAPI": {

@@ -49,6 +49,10 @@ class OperatorSettings:
                 redis_ca=harness_url.startswith("rediss://")
                 and bool(redis.ca_file or redis.ca_pem),
                 anthropic_url=env.get("PADDOCK_ANTHROPIC_URL", RenderSettings.anthropic_url),
+                gateway_url=env.get("PADDOCK_GATEWAY_URL") or None,
+                gateway_namespace=env.get("PADDOCK_GATEWAY_NAMESPACE") or None,
+                gateway_labels=_labels(env.get("PADDOCK_GATEWAY_LABELS", "")),
+                gateway_port=int(env.get("PADDOCK_GATEWAY_POD_PORT") or 8080),
             ),
             sandbox_image=env.get("PADDOCK_SANDBOX_IMAGE") or None,
             identity=env.get("POD_NAME") or cls().identity,
@@ -87,3 +91,16 @@ class Runtime:
     async def close(self) -> None:
         await self.kube.aclose()
         await self.redis.aclose()
+
+
+def _labels(text: str) -> tuple[tuple[str, str], ...]:
+    """`k=v,k=v` as label pairs; ValueError for an item without `=`."""
+    pairs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"expected key=value, got {item!r}")
+        pairs.append((key.strip(), value.strip()))
+    return tuple(pairs)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from paddock.sandbox.server import Settings, create_app
+from paddock.sandbox.server import DEFAULT_OUTPUTS_DIR, Settings, create_app
 
 TOKEN_FILE_ENV = "PADDOCK_SANDBOX_TOKEN_FILE"
 log = logging.getLogger("paddock.sandbox")
@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> None:
         default=300.0,
         help="seconds allowed for cloning one repository",
     )
+    parser.add_argument(
+        "--outputs-dir",
+        type=Path,
+        default=DEFAULT_OUTPUTS_DIR,
+        help="where the agent leaves files for the user, collected after each turn",
+    )
     args = parser.parse_args(argv)
     if args.token_file is None:
         parser.error(f"a token is required: pass --token-file or set {TOKEN_FILE_ENV}")
@@ -54,7 +60,10 @@ def main(argv: list[str] | None = None) -> None:
     if os.getpid() == 1:
         _serve_under_init()
     settings = Settings(
-        workdir=args.workdir.absolute(), token=token, clone_timeout=args.clone_timeout
+        workdir=args.workdir.absolute(),
+        token=token,
+        clone_timeout=args.clone_timeout,
+        outputs_dir=args.outputs_dir.absolute(),
     )
     log.info("serving %s on %s:%d", settings.workdir, args.host, args.port)
     web.run_app(create_app(settings), host=args.host, port=args.port, print=None)

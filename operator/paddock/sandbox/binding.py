@@ -56,8 +56,9 @@ class Binding:
             authenticated, basic = _proxy_credentials(request)
             self._env.use_proxy(authenticated)
             await self._configure_git(request, authenticated, basic)
-            written = [self._write(file) for file in request.files]
-            cloned = await asyncio.gather(*(self._clone(repo) for repo in request.repositories))
+            # Files API files (no inline content) are the harness's to mount.
+            written = [self._write(file) for file in request.files if file.content is not None]
+            cloned = await asyncio.gather(*(self.clone(repo) for repo in request.repositories))
             self._result = BindResult(
                 session_id=request.session_id,
                 files=written,
@@ -95,6 +96,7 @@ class Binding:
                 raise BindFailed(f"git config {key} failed: {outcome.output.strip()}")
 
     def _write(self, file: FileResource) -> FileStatus:
+        assert file.content is not None
         try:
             path = Path(file.path)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,8 +105,14 @@ class Binding:
             return FileStatus(path=file.path, ok=False, error=f"{exc.strerror or exc}")
         return FileStatus(path=file.path, ok=True)
 
-    async def _clone(self, repo: GitRepository) -> RepositoryStatus:
-        """Clone (and check out `branch` or `commit`) within the clone timeout; never raises."""
+    @property
+    def session_id(self) -> str | None:
+        """The session this sandbox is bound to."""
+        return self._session_id
+
+    async def clone(self, repo: GitRepository) -> RepositoryStatus:
+        """Clone (and check out `branch` or `commit`) within the clone timeout; never raises.
+        Through the proxy once bound (git's settings are global)."""
         name = posixpath.basename(urlsplit(repo.url).path.rstrip("/")).removesuffix(".git")
         mount_path = repo.mount_path or str(self._workdir / (name or "repository"))
         clone = ["git", "clone", "--quiet"]

@@ -8,7 +8,8 @@ not answer in time (it may be dead; a retry of a call with the same call id is s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -26,6 +27,7 @@ from paddock.sandbox.api import (
     ToolCall,
     ToolResult,
 )
+from paddock.sandbox.mounts import MountedFile, MountedRepository, MountRepository, Outputs
 
 __all__ = [
     "BindResult",
@@ -190,6 +192,47 @@ class SandboxClient:
         path = f"/v1/calls/{quote(call_id, safe='')}/cancel"
         result = await self._request("POST", path, CancelResult, timeout=FILE_TOOL_TIMEOUT)
         return result.cancelled
+
+    async def mount_file(self, key: str, path: str, content: AsyncIterator[bytes]) -> MountedFile:
+        """Stream ``content`` into the file at ``path`` unless ``key`` was mounted before."""
+        try:
+            response = await self._http.put(
+                "/v1/mounts/file",
+                params={"key": key, "path": path},
+                content=content,
+                headers={"Content-Type": "application/octet-stream"},
+                timeout=httpx.Timeout(DEFAULT_TIMEOUT, read=BIND_TIMEOUT),
+            )
+        except httpx.TransportError as exc:
+            raise SandboxUnavailable(f"PUT /v1/mounts/file: {type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 400:
+            raise _error(response)
+        return MountedFile.model_validate_json(response.content)
+
+    async def mount_repository(self, key: str, repository: GitRepository) -> MountedRepository:
+        """Clone ``repository`` into the bound sandbox unless ``key`` was mounted before."""
+        body = MountRepository(key=key, repository=repository)
+        return await self._request(
+            "POST", "/v1/mounts/repository", MountedRepository, body, timeout=BIND_TIMEOUT
+        )
+
+    async def outputs(self) -> Outputs:
+        """The files in the session's outputs directory."""
+        return await self._request("GET", "/v1/outputs", Outputs)
+
+    @contextlib.asynccontextmanager
+    async def output(self, path: str) -> AsyncIterator[httpx.Response]:
+        """A streamed response with the content of output file ``path``."""
+        try:
+            async with self._http.stream(
+                "GET", f"/v1/outputs/{quote(path)}", timeout=httpx.Timeout(DEFAULT_TIMEOUT)
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _error(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise SandboxUnavailable(f"GET /v1/outputs/{path}: {exc}") from exc
 
     async def stats(self) -> Stats:
         """How many times each tool really executed."""

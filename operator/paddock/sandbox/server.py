@@ -6,6 +6,7 @@ is JSON in the Anthropic error envelope; tool failures are not errors but tool r
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -21,16 +22,22 @@ from aiohttp.typedefs import Middleware
 from pydantic import BaseModel, ValidationError
 
 from paddock.sandbox.api import BindRequest, CancelResult, ErrorBody, ErrorDetail, ToolCall
+from paddock.sandbox.base import resolve
 from paddock.sandbox.binding import AlreadyBound, BindFailed, Binding
 from paddock.sandbox.calls import Calls
+from paddock.sandbox.mounts import MountRepository, Mounts
 from paddock.sandbox.shell import CommandEnvironment, Shell
 from paddock.sandbox.tools import Toolbox
 
 log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+_CHUNK = 256 * 1024
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 """Room for `write` calls with large content and binds with many files."""
+
+
+DEFAULT_OUTPUTS_DIR = Path("/mnt/session/outputs")
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,8 @@ class Settings:
     workdir: Path
     token: str
     clone_timeout: float = 300.0
+    outputs_dir: Path = DEFAULT_OUTPUTS_DIR
+    """Where the agent leaves files for the user (reference: `/mnt/session/outputs/`)."""
 
 
 class ApiError(Exception):
@@ -64,7 +73,13 @@ def create_app(settings: Settings) -> web.Application:
         settings,
         Toolbox(settings.workdir, shell),
         Binding(settings.workdir, env, settings.clone_timeout),
+        Mounts(settings.outputs_dir),
     )
+    try:
+        # There before the first call, as the agent is told (a pod mounts an emptyDir above).
+        settings.outputs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning("cannot create the outputs directory %s: %s", settings.outputs_dir, exc)
 
     async def shutdown(_app: web.Application) -> None:
         await api.calls.cancel_all()
@@ -81,14 +96,21 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/v1/tools/{name}", api.tool)
     app.router.add_post("/v1/calls/{call_id}/cancel", api.cancel)
     app.router.add_get("/v1/stats", api.stats)
+    app.router.add_put("/v1/mounts/file", api.mount_file)
+    app.router.add_post("/v1/mounts/repository", api.mount_repository)
+    app.router.add_get("/v1/outputs", api.outputs)
+    app.router.add_get("/v1/outputs/{path:.+}", api.output)
     return app
 
 
 class _Api:
-    def __init__(self, settings: Settings, toolbox: Toolbox, binding: Binding) -> None:
+    def __init__(
+        self, settings: Settings, toolbox: Toolbox, binding: Binding, mounts: Mounts
+    ) -> None:
         self.settings = settings
         self.toolbox = toolbox
         self.binding = binding
+        self.mounts = mounts
         self.calls = Calls(toolbox.run)
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -127,6 +149,36 @@ class _Api:
 
     async def stats(self, request: web.Request) -> web.Response:
         return _json(self.calls.stats())
+
+    async def mount_file(self, request: web.Request) -> web.Response:
+        """The body is the file's content, streamed: files may be far larger than any JSON
+        body this server takes."""
+        key, path = request.query.get("key", ""), request.query.get("path", "")
+        if not key or not path.startswith("/"):
+            raise ApiError(400, "invalid_request_error", "key and an absolute path are required")
+        target = resolve(self.settings.workdir, path)
+        result = await self.mounts.mount_file(key, target, request.content.iter_chunked(_CHUNK))
+        return _json(result)
+
+    async def mount_repository(self, request: web.Request) -> web.Response:
+        """Clone a repository added to the running session: through the proxy, so only into
+        a bound sandbox (409 before)."""
+        body = await _parse(request, MountRepository)
+        if self.binding.session_id is None:
+            raise ApiError(409, "conflict_error", "bind the sandbox before cloning into it")
+        return _json(
+            await self.mounts.mount_repository(body.key, body.repository, self.binding.clone)
+        )
+
+    async def outputs(self, request: web.Request) -> web.Response:
+        return _json(await asyncio.to_thread(self.mounts.outputs))
+
+    async def output(self, request: web.Request) -> web.StreamResponse:
+        relative = request.match_info["path"]
+        path = await asyncio.to_thread(self.mounts.output_path, relative)
+        if path is None:
+            raise ApiError(404, "not_found_error", f"no output file {relative!r}")
+        return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
 
 async def _parse(request: web.Request, model: type[_Model]) -> _Model:

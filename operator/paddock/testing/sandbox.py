@@ -26,6 +26,8 @@ class RunningSandbox:
     token: str
     workdir: Path
     home: Path
+    outputs: Path
+    """The outputs directory (in place of `/mnt/session/outputs`)."""
     canary: str
     process: subprocess.Popen[bytes]
     log: Path
@@ -81,6 +83,8 @@ def launch(
         str(workdir),
         "--token-file",
         str(base / "token"),
+        "--outputs-dir",
+        str(base / "outputs"),
         *args,
     ]
     with log.open("wb") as out:
@@ -90,7 +94,9 @@ def launch(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    running = RunningSandbox(f"http://127.0.0.1:{port}", token, workdir, home, canary, process, log)
+    running = RunningSandbox(
+        f"http://127.0.0.1:{port}", token, workdir, home, base / "outputs", canary, process, log
+    )
 
     def answers() -> bool:
         if process.poll() is not None:

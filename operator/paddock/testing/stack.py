@@ -128,6 +128,7 @@ class LocalStack:
             "PADDOCK_GATEWAY_NAMESPACE": GATEWAY_NAMESPACE,
             "PADDOCK_GATEWAY_HOST": "127.0.0.1",
             "PADDOCK_GATEWAY_PORT": str(self.gateway_port),
+            "PADDOCK_GATEWAY_FILES_DIR": str(self.dir / "files"),
             "PADDOCK_METRICS_PORT": "0",
         }
         self._spawn("gateway", [sys.executable, "-m", "paddock.gateway"], gateway_env)

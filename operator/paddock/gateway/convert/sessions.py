@@ -3,6 +3,8 @@ log's snapshot) as the API's `session` view."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +12,7 @@ from paddock.eventlog import SessionSnapshot
 from paddock.gateway import views
 from paddock.gateway.convert.meta import (
     SESSION_ID_LABEL,
+    annotations_of,
     api_metadata,
     archived_at,
     created_at,
@@ -19,8 +22,13 @@ from paddock.gateway.convert.meta import (
     updated_at,
 )
 from paddock.gateway.errors import unsupported
-from paddock.gateway.params import GitHubRepositoryParam, SessionCreateParams
-from paddock.models import ConditionType, SessionSpec
+from paddock.gateway.params import (
+    FileResourceParam,
+    GitHubRepositoryParam,
+    ResourceParam,
+    SessionCreateParams,
+)
+from paddock.models import ConditionType, SessionResource, SessionSpec
 
 
 def _repository(resource: GitHubRepositoryParam) -> dict[str, Any]:
@@ -40,6 +48,26 @@ def _repository(resource: GitHubRepositoryParam) -> dict[str, Any]:
     return {"gitRepository": repository}
 
 
+UPLOADS_DIR = "/mnt/session/uploads"
+"""Where a file resource is mounted when its `mount_path` is not given (reference §3.3)."""
+RESOURCE_TIMES_ANNOTATION = "paddock.dev/resources-added"
+"""When each resource added to a running session was added (JSON, by resource id)."""
+
+
+def _file(resource: FileResourceParam) -> dict[str, Any]:
+    path = resource.mount_path or f"{UPLOADS_DIR}/{resource.file_id}"
+    return {"file": {"path": path, "fileId": resource.file_id}}
+
+
+def resource_spec(resource: ResourceParam) -> dict[str, Any]:
+    """A resource of a create or add request as a `spec.resources` item (camelCase)."""
+    if isinstance(resource, GitHubRepositoryParam):
+        return _repository(resource)
+    if isinstance(resource, FileResourceParam):
+        return _file(resource)
+    raise unsupported(f"resources of type {resource.type}", "only github_repository and file")
+
+
 def session_spec(
     params: SessionCreateParams, agent_name: str, environment_name: str | None
 ) -> dict[str, Any]:
@@ -51,11 +79,7 @@ def session_spec(
         spec["environmentRef"] = {"name": environment_name}
     if params.title:
         spec["title"] = params.title
-    resources = []
-    for resource in params.resources or []:
-        if not isinstance(resource, GitHubRepositoryParam):
-            raise unsupported(f"resources of type {resource.type}", "only github_repository")
-        resources.append(_repository(resource))
+    resources = [resource_spec(resource) for resource in params.resources or []]
     if resources:
         spec["resources"] = resources
     initial = []
@@ -87,11 +111,28 @@ def _budget_view(spec: SessionSpec) -> views.BudgetLimit | None:
     )
 
 
-def _resources_view(obj: dict[str, Any], spec: SessionSpec) -> list[views.SessionResource]:
-    stamp = created_at(obj)
+def mount_path(resource: SessionResource) -> str:
+    """Where ``resource`` is in the sandbox; one resource per path, so it names it."""
+    if resource.file is not None:
+        return resource.file.path
+    assert resource.git_repository is not None
+    repository = resource.git_repository
+    name = repository.url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+    return repository.mount_path or f"/workspace/{name}"
+
+
+def resource_id(resource: SessionResource) -> str:
+    """A resource's id, stable while others are added and deleted: made from its path."""
+    return "sres_" + hashlib.sha256(mount_path(resource).encode()).hexdigest()[:24]
+
+
+def resources_view(obj: dict[str, Any], spec: SessionSpec) -> list[views.SessionResource]:
+    added = json.loads(annotations_of(obj).get(RESOURCE_TIMES_ANNOTATION) or "{}")
     resources: list[views.SessionResource] = []
-    for index, resource in enumerate(spec.resources):
-        ids = {"id": f"sres_{index}", "created_at": stamp, "updated_at": stamp}
+    for resource in spec.resources:
+        key = resource_id(resource)
+        stamp = added.get(key) or created_at(obj)
+        ids = {"id": key, "created_at": stamp, "updated_at": stamp}
         if resource.git_repository is not None:
             repository = resource.git_repository
             checkout: views.BranchCheckout | views.CommitCheckout | None = None
@@ -99,19 +140,23 @@ def _resources_view(obj: dict[str, Any], spec: SessionSpec) -> list[views.Sessio
                 checkout = views.BranchCheckout(name=repository.branch)
             elif repository.commit:
                 checkout = views.CommitCheckout(sha=repository.commit)
-            name = repository.url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
             resources.append(
                 views.GitHubRepositoryResource(
                     **ids,
                     type="github_repository",
                     url=repository.url,
-                    mount_path=repository.mount_path or f"/workspace/{name}",
+                    mount_path=mount_path(resource),
                     checkout=checkout,
                 )
             )
         elif resource.file is not None:
             resources.append(
-                views.FileResource(**ids, type="file", file_id="", mount_path=resource.file.path)
+                views.FileResource(
+                    **ids,
+                    type="file",
+                    file_id=resource.file.file_id or "",
+                    mount_path=resource.file.path,
+                )
             )
     return resources
 
@@ -177,7 +222,7 @@ def session_view(
         title=spec.title,
         environment_id=environment_id or "",
         agent=agent,
-        resources=_resources_view(obj, spec),
+        resources=resources_view(obj, spec),
         metadata=api_metadata(obj),
         budget=_budget_view(spec),
         stats=views.SessionStats(
