@@ -304,3 +304,38 @@ def test_with_an_api_key_the_model_is_reached_through_the_proxy_and_relay(tmp_pa
 
         _wait(stack, "the session's end_turn", finished)
     assert {r.headers["x-api-key"] for r in upstream.requests} == {key}
+
+
+def test_a_files_api_file_is_mounted_in_the_sandbox_pod_and_an_output_downloaded(
+    stack: LocalStack,
+) -> None:
+    # Real pods: the harness fetches the file from the gateway at its bridge address and
+    # streams it into the sandbox pod at the default mount path; the output comes back.
+    stack.apply_file(EXAMPLES / "hello-agent.yaml")
+    client = anthropic.Anthropic(base_url=stack.gateway_url, api_key=stack.api_key)
+    uploaded = client.beta.files.upload(file=("notes.md", b"the answer is 42\n", "text/markdown"))
+    mounted = f"/mnt/session/uploads/{uploaded.id}"
+    agent = next(a for a in client.beta.agents.list() if a.name == "hello")
+    session = client.beta.sessions.create(
+        agent=agent.id,
+        environment_id=next(e.id for e in client.beta.environments.list() if e.name == "python"),
+        resources=[{"type": "file", "file_id": uploaded.id}],
+    )
+    command = f"cat {mounted} && cp {mounted} /mnt/session/outputs/copy.md"
+    client.beta.sessions.events.send(
+        session.id,
+        events=[{"type": "user.message", "content": [{"type": "text", "text": f"Run: {command}"}]}],
+    )
+
+    def outputs() -> list[Any]:
+        return [f for f in client.beta.files.list(scope_id=session.id) if f.filename == "copy.md"]
+
+    _wait(stack, "the session's output file", outputs)
+    results = [
+        e.to_dict()
+        for e in client.beta.sessions.events.list(session.id)
+        if e.type == "agent.tool_result"
+    ]
+    assert "the answer is 42" in str(results[0]["content"]), results
+    (copy,) = outputs()
+    assert client.beta.files.download(copy.id).read() == b"the answer is 42\n"

@@ -73,7 +73,8 @@ class LocalStack:
 
     @property
     def gateway_url(self) -> str:
-        return f"http://127.0.0.1:{self.gateway_port}"
+        # The bridge address: the host's clients and the harness pods (session files) alike.
+        return f"http://{self.host_ip}:{self.gateway_port}"
 
     def __enter__(self) -> LocalStack:
         try:
@@ -110,6 +111,7 @@ class LocalStack:
             "PADDOCK_REDIS_USERNAME": OPERATOR_USER,
             "PADDOCK_REDIS_PASSWORD": self.redis.operator_password,
             "PADDOCK_METRICS_PORT": "0",
+            "PADDOCK_GATEWAY_URL": self.gateway_url,
         }
         if self.anthropic_api_key is None:
             self.model = FakeModelServer(demo_script, host=self.host_ip).start()
@@ -126,7 +128,7 @@ class LocalStack:
             "PADDOCK_REDIS_USERNAME": GATEWAY_USER,
             "PADDOCK_REDIS_PASSWORD": self.redis.gateway_password,
             "PADDOCK_GATEWAY_NAMESPACE": GATEWAY_NAMESPACE,
-            "PADDOCK_GATEWAY_HOST": "127.0.0.1",
+            "PADDOCK_GATEWAY_HOST": self.host_ip,
             "PADDOCK_GATEWAY_PORT": str(self.gateway_port),
             "PADDOCK_GATEWAY_FILES_DIR": str(self.dir / "files"),
             "PADDOCK_METRICS_PORT": "0",
