@@ -170,20 +170,21 @@ def diagnose(inst: Installation, *namespaces: str) -> str:
     return "\n".join(parts)[-30_000:]
 
 
-def _redis_volume(inst: Installation, size: str) -> None:
-    """A hostPath PersistentVolume for the chart's Redis claim (the node has no dynamic
-    provisioner): the claim, without a StorageClass, binds to it."""
-    path = inst.node.dir / "volumes" / "redis"
+def _host_volume(inst: Installation, name: str, size: str, claim: str) -> None:
+    """A hostPath PersistentVolume for one of the chart's claims (the node has no dynamic
+    provisioner), pinned to that claim so the Redis and file-store claims cannot swap."""
+    path = inst.node.dir / "volumes" / name
     path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o777)  # hostPath ignores fsGroup; Redis runs as 999
+    path.chmod(0o777)  # hostPath ignores fsGroup; Redis runs as 999, the gateway as another uid
     volume = {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
-        "metadata": {"name": "paddock-redis-data"},
+        "metadata": {"name": f"paddock-{name}"},
         "spec": {
             "capacity": {"storage": size},
             "accessModes": ["ReadWriteOnce"],
             "persistentVolumeReclaimPolicy": "Delete",
+            "claimRef": {"namespace": RELEASE_NAMESPACE, "name": claim},
             "hostPath": {"path": str(path), "type": "Directory"},
         },
     }
@@ -276,8 +277,9 @@ def install(
         "-f",
         str(REPO_ROOT / "charts/paddock/crds"),
     )
-    redis_size = "1Gi"
-    _redis_volume(inst, redis_size)
+    redis_size = files_size = "1Gi"
+    _host_volume(inst, "redis-data", redis_size, f"data-{RELEASE}-redis-0")
+    _host_volume(inst, "gateway-files", files_size, f"{RELEASE}-gateway-files")
     repository, _, redis_tag = REDIS_IMAGE.rpartition(":")
     assert node.control_plane is not None
     # The operator's and gateway's egress to the API: after the `kubernetes` Service's DNAT
@@ -304,6 +306,8 @@ def install(
         "redis.image.pullPolicy=Never",
         "--set-string",
         f"redis.persistence.size={redis_size}",
+        "--set-string",
+        f"gateway.files.persistence.size={files_size}",
         "--set-string",
         f"operator.anthropicUrl={anthropic_url}",
         "--set-json",
@@ -335,8 +339,8 @@ def install(
 
 
 def uninstall(inst: Installation) -> None:
-    """Undo `install` (idempotent): the release, the scripted model, the Redis claim and
-    volume, the gateway key and the `anthropic` Secret. The CRDs stay (as with helm)."""
+    """Undo `install` (idempotent): the release, the scripted model, the Redis and file-store
+    claims and volumes, the gateway key and the `anthropic` Secret. The CRDs stay (as with helm)."""
     steps: list[tuple[str, ...]] = [
         ("-n", RELEASE_NAMESPACE, "delete", "secret", f"cluster-{inst.user_namespace}"),
         ("-n", inst.user_namespace, "delete", "secret", "anthropic"),
@@ -347,7 +351,7 @@ def uninstall(inst: Installation) -> None:
         inst.helm("uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait", "--timeout", "120s")
     steps += [
         ("-n", RELEASE_NAMESPACE, "delete", "pvc", "--all", "--wait=false"),
-        ("delete", "pv", "paddock-redis-data", "--wait=false"),
+        ("delete", "pv", "paddock-redis-data", "paddock-gateway-files", "--wait=false"),
     ]
     for args in steps:
         with contextlib.suppress(subprocess.CalledProcessError):
