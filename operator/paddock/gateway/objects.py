@@ -28,6 +28,7 @@ from paddock.kube import (
     KubeClient,
     find_version,
     list_versions,
+    pin_version,
     record_current,
 )
 from paddock.kube import ApiError as KubeApiError
@@ -187,7 +188,14 @@ class Objects:
         found: builtins.list[AgentVersion] = await self._call(list_versions(self.kube, agent))
         return found
 
+    async def pin_agent_version(
+        self, agent: dict[str, Any], version: int | None
+    ) -> AgentVersion | None:
+        """The version of ``agent`` a new session runs (`paddock.kube.pin_version`)."""
+        found: AgentVersion | None = await self._call(pin_version(self.kube, agent, version))
+        return found
+
     async def record_agent_version(self, agent: dict[str, Any]) -> None:
-        """Record ``agent``'s current version (if no writer has), before a session is pinned
-        to it or an update supersedes it."""
+        """Record ``agent``'s current version (if no writer has) before an update supersedes
+        it."""
         await self._call(record_current(self.kube, agent))

@@ -182,14 +182,11 @@ async def create_session(request: web.Request) -> web.Response:
 
 async def _pin(found: Objects, agent: dict[str, Any], ref: str, version: int | None) -> AgentPin:
     """The Agent version a new session runs to its end: the one asked for, else the current
-    one, recorded now so the session never waits for the operator to have seen it."""
-    wanted = version or generation(agent)
-    kept = await found.agent_version(agent, wanted)
+    one (`paddock.kube.pin_version`)."""
+    kept = await found.pin_agent_version(agent, version)
     if kept is None:
-        raise not_found(version_missing(ref, wanted, agent))
-    if wanted == generation(agent):
-        await found.record_agent_version(agent)
-    return AgentPin(version=wanted, spec=AgentSpec.model_validate(kept.spec))
+        raise not_found(version_missing(ref, version or generation(agent), agent))
+    return AgentPin(version=kept.version, spec=AgentSpec.model_validate(kept.spec))
 
 
 async def _create(

@@ -9,6 +9,7 @@ from paddock.kube.agentversions import (
     find_version,
     generation,
     list_versions,
+    pin_version,
     record_current,
     versions_in_use,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "list_revisions",
     "list_versions",
     "path",
+    "pin_version",
     "raise_for_status",
     "record_current",
     "record_revision",

@@ -82,6 +82,19 @@ async def find_version(
     return _version(found) if found is not None else None
 
 
+async def pin_version(
+    kube: KubeClient, agent: dict[str, Any], version: int | None
+) -> AgentVersion | None:
+    """The version a new session runs to its end: ``version``, else the current one, which
+    is recorded now so that it outlives later changes of the Agent and the session never
+    waits for the operator to have seen it. None if that version was pruned or is not made."""
+    wanted = version or generation(agent)
+    found = await find_version(kube, agent, wanted)
+    if found is not None and wanted == generation(agent):
+        await record_current(kube, agent)
+    return found
+
+
 async def list_versions(kube: KubeClient, agent: dict[str, Any]) -> list[AgentVersion]:
     """Every kept version of the Agent, oldest first; the current one even before any writer
     recorded it."""

@@ -26,7 +26,7 @@ from paddock.eventlog import (
     new_id,
     open_session,
 )
-from paddock.kube import JSON_PATCH, find_version, generation, record_current
+from paddock.kube import JSON_PATCH, generation, pin_version
 from paddock.models import (
     API_VERSION,
     AgentSpec,
@@ -178,15 +178,13 @@ async def _pin(rt: Runtime, session: Session, sid: str, agent: dict[str, Any]) -
     Agent's current one (recorded, so that it outlives later changes of the Agent)."""
     name, current = session.spec.agent_ref.name, generation(agent)
     wanted = session.spec.agent_ref.version or current
-    found = await find_version(rt.kube, agent, wanted)
+    found = await pin_version(rt.kube, agent, wanted)
     if found is None:
         message = (
             f'Agent "{name}" has no version {wanted}: it is at version {current}, and versions '
             "beyond its revisionHistoryLimit that no live Session runs are pruned"
         )
         await _unresolved(rt, session, sid, SessionReason.AGENT_VERSION_NOT_FOUND, message)
-    if wanted == current:
-        await record_current(rt.kube, agent)
     return AgentPin(version=wanted, spec=AgentSpec.model_validate(found.spec))
 
 
