@@ -1101,6 +1101,56 @@ def test_harness_pods_deleted_mid_session_another_worker_finishes(
     assert not before & after, (before, after)
 
 
+# --- files --------------------------------------------------------------------------------------
+
+
+def test_a_files_api_file_is_mounted_in_the_sandbox_and_an_output_downloaded(
+    stack: Stack, finished: dict[str, Any]
+) -> None:
+    """The chart's file store on its PersistentVolume, the harness reaching the gateway's
+    internal file routes through the operator's NetworkPolicy, and the sandbox pod writing
+    an output that the harness uploads: all through the official SDK."""
+    if not stack.scripted:
+        pytest.skip("needs the scripted model (its `Run:` script)")
+    import anthropic
+
+    with gateway(stack) as url:
+        client = anthropic.Anthropic(base_url=url, api_key=stack.gateway_key, max_retries=0)
+        body = f"uploaded {secrets.token_hex(4)}\n".encode()
+        uploaded = client.beta.files.upload(file=("notes.md", body, "text/markdown"))
+        agent = next(a for a in client.beta.agents.list() if a.name == AGENT)
+        session = client.beta.sessions.create(
+            agent=agent.id,
+            environment_id=next(e.id for e in client.beta.environments.list()),
+            resources=[
+                {"type": "file", "file_id": uploaded.id, "mount_path": "/mnt/session/notes.md"}
+            ],
+        )
+        command = "cat /mnt/session/notes.md && cp /mnt/session/notes.md /mnt/session/outputs/"
+        client.beta.sessions.events.send(
+            session.id,
+            events=[
+                {"type": "user.message", "content": [{"type": "text", "text": f"Run: {command}"}]}
+            ],
+        )
+
+        def outputs() -> list[Any]:
+            listed = client.beta.files.list(scope_id=session.id)
+            return [f for f in listed if f.filename == "notes.md"]
+
+        (output,) = wait_for("the session's output file", outputs, diagnose=stack.diagnose)
+        results = [
+            e.to_dict()
+            for e in client.beta.sessions.events.list(session.id)
+            if e.type == "agent.tool_result"
+        ]
+        assert body.decode().strip() in str(results[0]["content"]), results
+        assert client.beta.files.download(output.id).read() == body
+        client.beta.files.delete(uploaded.id)
+        with pytest.raises(anthropic.NotFoundError):
+            client.beta.files.retrieve_metadata(uploaded.id)
+
+
 # --- the release's life cycle ----------------------------------------------------------------
 
 

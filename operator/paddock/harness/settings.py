@@ -9,10 +9,12 @@ from paddock.eventlog import SessionSettings
 from paddock.harness.retries import RetryPolicy
 from paddock.models import AgentSpec
 
-BIND_RETRY = RetryPolicy(attempts=5, base_delay=1.0, max_delay=8.0, jitter=0.5)
-"""Egress tokens for a sandbox: waits of 0.5-1, 1-2, 2-4 and 4-8 s (7.5-15 s in all), so a
-proxy whose ConfigMap is being refreshed gets time, and a turn that cannot go on ends within
-seconds."""
+BIND_RETRY = RetryPolicy(attempts=10, base_delay=1.0, max_delay=16.0, jitter=0.25)
+"""Egress tokens for a sandbox: waits of 1, 2, 4, 8 and then 16 s (each up to a quarter
+shorter; 71-95 s in all). A ConfigMap that names a new Environment reaches a running proxy
+when the kubelet next syncs the pod (its `syncFrequency`, a minute by default, plus the
+cache TTL), so a first turn right after an Environment is created must outlast that; a
+proxy that is really broken still ends the turn within two minutes."""
 
 
 @dataclass(frozen=True)

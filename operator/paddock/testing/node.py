@@ -15,7 +15,9 @@ Images come from no registry: a pause image (Kubernetes' pause.c), a busybox ima
 (Debian's busybox-static) and a CoreDNS image are written as OCI archives
 (`paddock.testing.ociimage`) and imported with `ctr`. Everything is undone on exit:
 processes, pods' network namespaces and mounts, the bridge, iptables chains and ipsets,
-cgroups, sysctls it changed.
+cgroups, sysctls it changed. A node whose process was killed before it could undo them
+(SIGKILL, a CI timeout) leaves a stamp in /run naming its directories: the next node on the
+same bridge removes what is left, instead of refusing to start.
 
 `python -m paddock.testing.node up [--keep]` brings one up and prints its kubeconfig.
 """
@@ -170,6 +172,7 @@ class LocalNode:
                 # Reach the kubelet at its address, never by resolving the node's name.
                 extra_args=("--kubelet-preferred-address-types=InternalIP",),
             ).start()
+            self._write_stamp()
             self._stamp("control_plane", started)
             self._start_containerd()
             self._import_images()
@@ -215,10 +218,25 @@ class LocalNode:
         shutil.rmtree(self.dir, ignore_errors=True)
         if errors:
             print(f"paddock.testing.node: cleanup errors: {errors}", file=sys.stderr)
+        else:
+            _stamp_path(self.bridge).unlink(missing_ok=True)
 
     def _stop_control_plane(self) -> None:
         if self.control_plane is not None:
             self.control_plane.close()
+
+    def _write_stamp(self) -> None:
+        """Who owns the bridge and where its files are: what a later node needs to clean up
+        after this one if this process dies without `close` (SIGKILL, a CI timeout)."""
+        stamp = {
+            "pid": os.getpid(),
+            "dir": str(self.dir),
+            "control_plane_dir": str(self.control_plane.dir) if self.control_plane else None,
+            "pod_cidr": str(self.pod_cidr),
+            "service_cidr": str(self.service_cidr),
+            "bridge": self.bridge,
+        }
+        _stamp_path(self.bridge).write_text(json.dumps(stamp))
 
     def __enter__(self) -> LocalNode:
         return self.start()
@@ -292,9 +310,17 @@ class LocalNode:
         Services), unrouted Service addresses kept on the bridge, and a guard so that pods
         reach nothing beyond the node."""
         if Path(f"/sys/class/net/{self.bridge}").exists():
-            raise RuntimeError(f"{self.bridge} exists already: is another node running?")
+            stale = _stale_node(self.bridge)
+            if stale is None:
+                raise RuntimeError(f"{self.bridge} exists already: is another node running?")
+            print(
+                f"paddock.testing.node: removing what a node left behind ({stale})",
+                file=sys.stderr,
+            )
+            _sweep(stale, self.binaries)
         _sh("ip", "link", "add", self.bridge, "type", "bridge")
         self._owns_host = True
+        self._write_stamp()
         _sh("ip", "addr", "add", f"{self.host_ip}/{self.pod_cidr.prefixlen}", "dev", self.bridge)
         _sh("ip", "link", "set", self.bridge, "up")
         _sh("ip", "route", "add", str(self.service_cidr), "dev", self.bridge, "src", self.host_ip)
@@ -865,6 +891,66 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             with contextlib.suppress(OSError):
                 (Path("/proc/sys") / key.replace(".", "/")).write_text(old)
         self._sysctls.clear()
+
+
+def _stamp_path(bridge: str) -> Path:
+    # /run is a tmpfs: a reboot clears the stamp together with what it describes.
+    return Path(f"/run/paddock-node-{bridge}.json")
+
+
+def _stale_node(bridge: str) -> dict[str, Any] | None:
+    """The stamp of the node that made ``bridge``, if the process that made it is gone."""
+    try:
+        stamp: dict[str, Any] = json.loads(_stamp_path(bridge).read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(int(stamp["pid"]), 0)
+    except ProcessLookupError:
+        return stamp
+    except (PermissionError, KeyError, ValueError):
+        return None
+    return None
+
+
+def _sweep(stale: dict[str, Any], binaries: Path) -> None:
+    """Undo what a node whose process died left on the host: kill its processes (the
+    components, named by its directories, and every pod process, in kubelet's cgroups), then
+    the usual cleanup as its owner."""
+    markers = [m.encode() for m in (stale["dir"], stale.get("control_plane_dir")) if m]
+
+    def leftovers() -> list[int]:
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+                cgroups = (proc / "cgroup").read_text()
+            except OSError:
+                continue
+            if "/kubepods" in cgroups or any(m in cmdline for m in markers):
+                found.append(int(proc.name))
+        return found
+
+    for pid in leftovers():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: not leftovers(), timeout=20, what="the stale node's processes to go")
+    node = LocalNode(
+        binaries=binaries,
+        pod_cidr=stale["pod_cidr"],
+        service_cidr=stale["service_cidr"],
+        bridge=stale["bridge"],
+    )
+    shutil.rmtree(node.dir, ignore_errors=True)
+    node.dir = Path(stale["dir"])
+    node.socket = node.dir / "containerd" / "containerd.sock"
+    node._owns_host = node._route_added = node._guard_added = True
+    node.close()
+    if stale.get("control_plane_dir"):
+        shutil.rmtree(stale["control_plane_dir"], ignore_errors=True)
 
 
 def _remove_iptables_chains(bridge: str) -> None:
