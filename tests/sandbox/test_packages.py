@@ -4,6 +4,7 @@ index on loopback. A failed install is an exit with the installer's words."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from paddock.proxy import tokens
 from paddock.sandbox.packages import INSTALL_FAILED_EXIT, PLAN_ENV, PackagePlan
+from paddock.testing.npmregistry import NpmRegistry
 from paddock.testing.proxy import ProxyProcess, Secrets
 from paddock.testing.pyindex import PackageIndex
 from paddock.testing.sandbox import launch
@@ -29,7 +31,24 @@ def index() -> Iterator[PackageIndex]:
 
 
 @pytest.fixture
-def package_proxy(tmp_path: Path, index: PackageIndex) -> Iterator[ProxyProcess]:
+def registry() -> Iterator[NpmRegistry]:
+    with NpmRegistry() as running:
+        running.add(
+            "paddock-demo-npm",
+            "1.0.0",
+            {
+                "index.js": 'module.exports = "required from the local registry";\n',
+                "cli.js": "#!/usr/bin/env node\nconsole.log('run from the local registry');\n",
+            },
+            bin={"paddock-demo": "cli.js"},
+        )
+        yield running
+
+
+@pytest.fixture
+def package_proxy(
+    tmp_path: Path, index: PackageIndex, registry: NpmRegistry
+) -> Iterator[ProxyProcess]:
     """The package proxy as the chart runs it: one registries-only policy, no credentials;
     the loopback index reached through the development-only address exception."""
     secrets_ = Secrets(tmp_path / "secrets")
@@ -43,14 +62,19 @@ def package_proxy(tmp_path: Path, index: PackageIndex) -> Iterator[ProxyProcess]
                 "allowed_domains": [index.host],
             }
         },
-        address_exceptions=[f"{index.host}:{index.port}"],
+        address_exceptions=[f"{index.host}:{index.port}", f"{registry.host}:{registry.port}"],
     ).start()
     yield proxy
     proxy.stop()
 
 
 def _plan_env(
-    tmp_path: Path, proxy: ProxyProcess, index: PackageIndex, *pip: str
+    tmp_path: Path,
+    proxy: ProxyProcess,
+    index: PackageIndex,
+    *pip: str,
+    npm: tuple[str, ...] = (),
+    registry: NpmRegistry | None = None,
 ) -> dict[str, str]:
     # Minted as the operator mints it: with the package proxy's key, for the pod's name.
     key = proxy.secrets.path("token_key").read_bytes().strip()
@@ -59,10 +83,12 @@ def _plan_env(
     plan = PackagePlan(
         dir=tmp_path / "packages",
         pip=list(pip),
+        npm=list(npm),
         proxy_url=f"http://127.0.0.1:{proxy.egress_port}",
         proxy_user=POD,
         token_file=token_file,
         pip_index_url=index.url,
+        npm_registry=registry.url if registry else None,
     )
     return {PLAN_ENV: plan.model_dump_json()}
 
@@ -112,3 +138,26 @@ def test_without_the_package_proxy_nothing_is_installed(
     with pytest.raises(RuntimeError, match=f"exited with {INSTALL_FAILED_EXIT}"):
         launch(tmp_path / "sandbox", env=env)
     assert not any(p.startswith("/files/") for p in index.requests)
+
+
+@pytest.mark.skipif(shutil.which("npm") is None, reason="needs npm")
+async def test_an_npm_package_is_installed_and_its_module_and_command_are_found(
+    tmp_path: Path, package_proxy: ProxyProcess, index: PackageIndex, registry: NpmRegistry
+) -> None:
+    env = _plan_env(
+        tmp_path, package_proxy, index, npm=("paddock-demo-npm@1.0.0",), registry=registry
+    )
+    sandbox = launch(tmp_path / "sandbox", env=env)
+    try:
+        assert any(p.endswith("paddock-demo-npm-1.0.0.tgz") for p in registry.requests)
+        async with sandbox.client() as client:
+            required = await client.call(
+                "bash", {"command": "node -e 'console.log(require(\"paddock-demo-npm\"))'"}
+            )
+            ran = await client.call("bash", {"command": "paddock-demo"})
+        assert "required from the local registry" in required.content[0].text, required
+        assert "run from the local registry" in ran.content[0].text, ran
+    finally:
+        sandbox.stop()
+    audited = [e for e in package_proxy.audit() if e.get("port") == registry.port]
+    assert audited, package_proxy.logs()
