@@ -452,3 +452,21 @@ def test_a_claim_ends_the_install_access_of_a_sandbox_with_packages() -> None:
     plain = render.sandbox_pod(Environment.model_validate(environment()), "p", "t")
     plain["metadata"]["resourceVersion"] = "7"
     assert not [op for op in claim_patch(plain, "sesn_1", "coder", []) if op["op"] == "remove"]
+
+
+def test_another_mirror_changes_the_pool_hash_of_an_environment_with_packages() -> None:
+    """The pool's pods are replaced when the operator's pip index changes, as when the spec
+    does; and a pod rendered with its install carries the hash the pool computes."""
+    mirror = render.PackageInstall("http://10.96.0.20:3128", "t", "https://a.internal/simple/")
+    other = render.PackageInstall("http://10.96.0.20:3128", "t", "https://b.internal/simple/")
+    hashes = {
+        render.sandbox_pod(with_packages(), "p", "t", install)["metadata"]["labels"][
+            "paddock.dev/template-hash"
+        ]
+        for install in (mirror, other)
+    }
+    assert len(hashes) == 2
+    assert (
+        render.sandbox_template_hash(with_packages(), ("https://a.internal/simple/", None))
+        in hashes
+    )

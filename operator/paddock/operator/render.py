@@ -556,9 +556,14 @@ def sandbox_labels(environment: Environment) -> dict[str, str]:
     return {L.COMPONENT: "sandbox", L.ENVIRONMENT: name_of(environment)}
 
 
-def sandbox_template_hash(environment: Environment) -> str:
-    """Changes whenever a pooled sandbox would be rendered differently."""
-    return digest(environment.spec.to_k8s())
+def sandbox_template_hash(
+    environment: Environment, mirrors: tuple[str | None, str | None] | None = None
+) -> str:
+    """Changes whenever a pooled sandbox would be rendered differently. ``mirrors``: the pip
+    index and npm registry when its sandboxes install packages (None when they do not)."""
+    if mirrors is None:
+        return digest(environment.spec.to_k8s())
+    return digest({"spec": environment.spec.to_k8s(), "mirrors": list(mirrors)})
 
 
 @dataclass(frozen=True)
@@ -694,7 +699,12 @@ def sandbox_pod(
         {
             **sandbox_labels(environment),
             L.SANDBOX_STATE: "warm",
-            L.TEMPLATE_HASH: sandbox_template_hash(environment),
+            L.TEMPLATE_HASH: sandbox_template_hash(
+                environment,
+                (install.pip_index_url, install.npm_registry)
+                if install is not None and installs_packages(environment)
+                else None,
+            ),
         },
     )
     meta["annotations"] = {L.SANDBOX_TOKEN: token}
