@@ -83,12 +83,12 @@ def test_an_installing_pool_pod_gets_its_plan_a_token_and_a_way_to_the_package_p
     claims = tokens.verify(KEY, token, session_id=name, now=int(time.time()), max_age=60)
     assert claims.environment == "packages"
     assert pod["metadata"]["labels"][L.PACKAGES] == "install"
+    url = (
+        f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/python-sandbox-packages"
+    )
     policy = cluster.wait(
         "the package policy",
-        lambda: cluster.http.get(
-            f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/"
-            "python-sandbox-packages"
-        ).json(),
+        lambda: (reply := cluster.http.get(url)).status_code == 200 and reply.json(),
     )
     assert policy["spec"]["podSelector"]["matchLabels"][L.PACKAGES] == "install"
     assert policy["spec"]["egress"][0]["ports"] == [{"protocol": "TCP", "port": 3999}]
