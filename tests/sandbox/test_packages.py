@@ -129,7 +129,7 @@ def test_a_package_that_is_not_found_fails_the_sandbox_with_pips_words(
     assert "pdk1." not in message  # the proxy token is not in the log
 
 
-def test_without_the_package_proxy_nothing_is_installed(
+def test_a_forged_package_token_installs_nothing(
     tmp_path: Path, package_proxy: ProxyProcess, index: PackageIndex
 ) -> None:
     """A wrong token: the proxy refuses (407), the install fails, the sandbox never serves."""
