@@ -24,6 +24,8 @@ from tests.chart.support import (
 )
 
 from paddock.eventlog import acl_file
+from paddock.operator.render import PACKAGE_POLICY
+from paddock.proxy.config import parse_config
 
 NAMESPACE = "paddock-chart"
 ALL = yaml.safe_load(VALUES_ALL.read_text())
@@ -262,6 +264,11 @@ def test_operator_contract(default: Rendered) -> None:
         "PADDOCK_GATEWAY_NAMESPACE": NAMESPACE,
         "PADDOCK_GATEWAY_LABELS": "app.kubernetes.io/instance=paddock,"
         "app.kubernetes.io/component=gateway",
+        "PADDOCK_PACKAGE_PROXY_URL": "http://paddock-package-proxy.paddock-chart.svc:3128",
+        "PADDOCK_PACKAGE_PROXY_TOKEN_KEY_FILE": "/var/run/secrets/paddock/package-proxy/key",
+        "PADDOCK_PACKAGE_PROXY_NAMESPACE": NAMESPACE,
+        "PADDOCK_PACKAGE_PROXY_LABELS": "app.kubernetes.io/instance=paddock,"
+        "app.kubernetes.io/component=package-proxy",
         "PADDOCK_WATCH_NAMESPACES": "",
         "PADDOCK_METRICS_PORT": "9090",
         "PADDOCK_HEALTH_PORT": "8080",
@@ -363,7 +370,12 @@ def _pod_labels(rendered: Rendered, service: dict[str, Any]) -> dict[str, str]:
 
 def test_network_policies_are_on_by_default(default: Rendered) -> None:
     policies = {p["metadata"]["name"]: p["spec"] for p in default.of("NetworkPolicy")}
-    assert sorted(policies) == ["paddock-gateway", "paddock-operator", "paddock-redis"]
+    assert sorted(policies) == [
+        "paddock-gateway",
+        "paddock-operator",
+        "paddock-package-proxy",
+        "paddock-redis",
+    ]
     for spec in policies.values():
         assert spec["policyTypes"] == ["Ingress", "Egress"]
     redis = policies["paddock-redis"]
@@ -591,3 +603,51 @@ def test_harness_pods_may_reach_a_gateway_that_admits_only_some(full: Rendered) 
         "podSelector": {"matchLabels": {"paddock.dev/component": "harness"}},
     }
     assert any(harness in rule["from"] for rule in rules)
+
+
+def test_the_package_proxy_holds_no_credential_and_allows_registries_only(full: Rendered) -> None:
+    """paddock.proxy with one policy (registries and the mirrors), no API key, and a token key
+    that only it and the operator mount; the operator is told the mirrors and where it is."""
+    config = parse_config(
+        full.one("ConfigMap", "paddock-all-package-proxy")["data"]["proxy.yaml"], "package proxy"
+    )
+    assert list(config.environments) == [PACKAGE_POLICY]
+    policy = config.environments[PACKAGE_POLICY]
+    assert (policy.mode, policy.allow_package_managers) == ("limited", True)
+    assert policy.allowed_domains == ALL["packages"]["allowedHosts"]
+    assert config.credentials == []
+    assert config.token_max_age_seconds == ALL["packages"]["tokenMaxAgeSeconds"]
+    deployment = full.one("Deployment", "paddock-all-package-proxy")
+    proxy = container(deployment, "proxy")
+    assert proxy["command"] == [
+        "python", "-m", "paddock.proxy", "--config", "/etc/paddock/proxy/proxy.yaml"
+    ]  # fmt: skip
+    mounts = {m["mountPath"] for m in proxy["volumeMounts"]}
+    assert str(config.api_key_file.parent) not in mounts, "no API key is mounted"
+    assert str(config.token_key_file.parent) in mounts
+    key_secret = "paddock-all-package-proxy-token-key"
+    mounted_by = {
+        d["metadata"]["name"]
+        for d in full.of("Deployment")
+        if any(
+            v.get("secret", {}).get("secretName") == key_secret
+            for v in d["spec"]["template"]["spec"]["volumes"]
+        )
+    }
+    assert mounted_by == {"paddock-all-package-proxy", "paddock-all-operator"}
+    env = env_of(container(full.one("Deployment", "paddock-all-operator"), "operator"))
+    assert env["PADDOCK_PIP_INDEX_URL"] == ALL["packages"]["pipIndexUrl"]
+    assert env["PADDOCK_NPM_REGISTRY"] == ALL["packages"]["npmRegistry"]
+    service = full.one("Service", "paddock-all-package-proxy")
+    assert env["PADDOCK_PACKAGE_PROXY_URL"].startswith("http://paddock-all-package-proxy.")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    (ingress,) = full.one("NetworkPolicy", "paddock-all-package-proxy")["spec"]["ingress"]
+    (peer,) = ingress["from"]
+    assert peer["podSelector"]["matchLabels"]["paddock.dev/packages"] == "install"
+
+
+def test_without_the_package_proxy_the_operator_is_not_told_of_one() -> None:
+    off = Rendered(render(NAMESPACE, sets=["packages.enabled=false"]), NAMESPACE)
+    assert not [d for d in off.of("Deployment") if "package" in d["metadata"]["name"]]
+    env = env_of(container(off.one("Deployment", "paddock-operator"), "operator"))
+    assert not [k for k in env if k.startswith("PADDOCK_PACKAGE_PROXY")]

@@ -24,6 +24,7 @@ import yaml
 from paddock.testing.controlplane import REPO_ROOT
 from paddock.testing.fakemodel import DEMO_PROGRAM, FakeModelServer, demo_script
 from paddock.testing.ports import wait_until
+from paddock.testing.pyindex import PackageIndex
 from paddock.testing.stack import LocalStack
 
 PADDOCK = "paddock.dev/v1alpha1"
@@ -339,3 +340,102 @@ def test_a_files_api_file_is_mounted_in_the_sandbox_pod_and_an_output_downloaded
     assert "the answer is 42" in str(results[0]["content"]), results
     (copy,) = outputs()
     assert client.beta.files.download(copy.id).read() == b"the answer is 42\n"
+
+
+def _condition(stack: LocalStack, environment: str, kind: str) -> dict[str, Any]:
+    found = stack.get(PADDOCK, "Environment", "default", environment) or {}
+    for condition in (found.get("status") or {}).get("conditions") or []:
+        if condition["type"] == kind:
+            return dict(condition)
+    return {}
+
+
+def test_an_environments_pip_package_is_in_its_warm_sandboxes_and_the_claim_stays_warm() -> None:
+    """The Environment's pip package comes from a real index on the host's loopback, through
+    the package proxy (the development-only address exception lets it reach loopback), into
+    the warm pool's pods before they are ready. A session claims one of those pods, started
+    before the session existed, and imports the package. A package no index has fails the
+    install: the Environment says why and the pod is replaced."""
+    with PackageIndex() as index:
+        index.add("paddock-demo-pkg", "1.0", 'MESSAGE = "installed from the local index"\n')
+        with LocalStack(
+            bridge="paddock-e2e3", pod_cidr="10.247.0.0/16", pip_index_url=index.url,
+            package_exceptions=(f"{index.host}:{index.port}",),
+        ) as stack:  # fmt: skip
+            documents = list(yaml.safe_load_all((EXAMPLES / "hello-agent.yaml").read_text()))
+            environment = next(d for d in documents if d["kind"] == "Environment")
+            environment["spec"]["packages"] = {"pip": ["paddock-demo-pkg==1.0"]}
+            environment["spec"]["warmPool"] = {"size": 1}
+            stack.apply(*documents)
+            _wait(
+                stack,
+                "a warm sandbox with its packages",
+                lambda: (
+                    _condition(stack, "python", "PackagesReady").get("status") == "True"
+                    and _ready_pods(stack, "sandbox")
+                ),
+                timeout=180,
+            )
+            assert _condition(stack, "python", "PackagesReady")["reason"] == "Installed"
+            warm = {p["metadata"]["name"] for p in _ready_pods(stack, "sandbox")}
+            assert any(path.startswith("/files/paddock_demo_pkg-1.0") for path in index.requests), (
+                index.requests,
+                _ready_pods(stack, "sandbox"),
+                stack.logs(),
+            )
+
+            command = "python3 -c 'import paddock_demo_pkg as p; print(p.MESSAGE)'"
+            stack.apply(_session("imports", f"Run: {command}"))
+
+            def finished() -> bool:
+                status = stack.get(PADDOCK, "Session", "default", "imports").get("status") or {}
+                return status.get("stopReason") == "end_turn"
+
+            _wait(stack, "the session's end_turn", finished)
+            session = stack.get(PADDOCK, "Session", "default", "imports")
+            sandbox = session["status"]["sandbox"]
+            # Warm: a pod that was ready before the session existed; none started for it.
+            assert sandbox["claim"] == "warm", sandbox
+            assert sandbox["podName"] in warm, (sandbox, warm)
+            claimed = stack.get("v1", "Pod", "default", sandbox["podName"])
+            assert "paddock.dev/packages" not in claimed["metadata"]["labels"]
+            assert "paddock.dev/package-token" not in claimed["metadata"]["annotations"]
+            client = anthropic.Anthropic(base_url=stack.gateway_url, api_key=stack.api_key)
+            session_id = session["metadata"]["labels"]["paddock.dev/session-id"]
+            results = [
+                e.to_dict()
+                for e in client.beta.sessions.events.list(session_id)
+                if e.type == "agent.tool_result"
+            ]
+            assert "installed from the local index" in str(results[0]["content"]), results
+            assert stack.package_proxy is not None
+            audited = [e for e in stack.package_proxy.audit() if e.get("host") == index.host]
+            assert audited, stack.package_proxy.logs()
+
+            # A package the index does not have: the install fails, the status says so, and
+            # the pod is replaced (after the backoff).
+            broken = {**environment, "metadata": {"name": "broken"}}
+            broken["spec"] = {**environment["spec"], "packages": {"pip": ["no-such-package"]}}
+            stack.apply(broken)
+            _wait(
+                stack,
+                "the failed install in the Environment's status",
+                lambda: (
+                    _condition(stack, "broken", "PackagesReady").get("reason") == "InstallFailed"
+                ),
+                timeout=180,
+            )
+            message = _condition(stack, "broken", "PackagesReady")["message"]
+            assert "No matching distribution found for no-such-package" in message, message
+            assert "pdk1." not in message
+            assert _condition(stack, "broken", "Ready")["reason"] == "SandboxFailing"
+            seen: set[str] = set()
+
+            def replaced() -> bool:
+                seen.update(
+                    p["metadata"]["name"]
+                    for p in _pods(stack, **{"paddock.dev/environment": "broken"})
+                )
+                return len(seen) >= 2
+
+            _wait(stack, "the failed sandbox to be replaced", replaced, timeout=60)

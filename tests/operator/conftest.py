@@ -143,13 +143,22 @@ def namespace(cluster: Cluster) -> str:
 
 
 @pytest.fixture(scope="module")
-def operator(control_plane: ControlPlane, redis_server: Any) -> Iterator[KopfRunner]:
+def operator_env() -> dict[str, str]:
+    """More settings for the module's operator (a module overrides this fixture)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def operator(
+    control_plane: ControlPlane, redis_server: Any, operator_env: dict[str, str]
+) -> Iterator[KopfRunner]:
     """The operator, running for the whole module."""
     environment = {
         "KUBECONFIG": str(control_plane.kubeconfig),
         "PADDOCK_REDIS_URL": redis_server.url,
         "PADDOCK_IMAGE": "paddock/paddock:test",
         "PADDOCK_METRICS_PORT": "0",
+        **operator_env,
     }
     saved = {k: os.environ.get(k) for k in environment}
     os.environ.update(environment)

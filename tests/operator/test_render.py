@@ -14,7 +14,9 @@ from paddock.models import Agent, Environment
 from paddock.models.render import to_yaml
 from paddock.operator import render
 from paddock.operator.runtime import OperatorSettings
+from paddock.operator.sandboxes import claim_patch
 from paddock.proxy.config import parse_config
+from paddock.sandbox import PLAN_ENV, PackagePlan
 
 from .conftest import Cluster, agent_spec
 
@@ -25,6 +27,15 @@ SETTINGS = render.RenderSettings(
     gateway_url="http://paddock-gateway.paddock-system.svc:80",
     gateway_namespace="paddock-system",
     gateway_labels=(("app.kubernetes.io/component", "gateway"),),
+    package_proxy_url="http://paddock-packages.paddock-system.svc:3128",
+    package_proxy_namespace="paddock-system",
+    package_proxy_labels=(("app.kubernetes.io/component", "package-proxy"),),
+    pip_index_url="https://pypi.mirror.internal/simple/",
+)
+INSTALL = render.PackageInstall(
+    proxy_address="http://10.96.0.20:3128",
+    token="package-token",
+    pip_index_url="https://pypi.mirror.internal/simple/",
 )
 
 
@@ -76,9 +87,16 @@ def environment(namespace: str = "team-a") -> dict[str, Any]:
     )
 
 
+def with_packages(namespace: str = "team-a") -> Environment:
+    body = environment(namespace)
+    body["spec"]["packages"] = {"pip": ["pandas==2.2.2", "requests"], "npm": ["typescript"]}
+    return Environment.model_validate(body)
+
+
 def rendered(namespace: str = "team-a") -> dict[str, dict[str, Any]]:
     a = Agent.model_validate(agent(namespace))
     e = Environment.model_validate(environment(namespace))
+    p = with_packages(namespace)
     return {
         "agent-configmap": render.agent_config_map(a),
         "proxy-configmap": render.proxy_config_map(a, [e], SETTINGS),
@@ -90,6 +108,8 @@ def rendered(namespace: str = "team-a") -> dict[str, dict[str, Any]]:
         "sandbox-access-networkpolicy": render.sandbox_access_policy(a),
         "sandbox-pod": render.sandbox_pod(e, "python-0001", "sandbox-token"),
         "sandbox-networkpolicy": render.sandbox_network_policy(e),
+        "sandbox-pod-packages": render.sandbox_pod(p, "python-0002", "sandbox-token", INSTALL),
+        "sandbox-packages-networkpolicy": render.sandbox_package_policy(p, SETTINGS),
     }
 
 
@@ -379,3 +399,74 @@ def test_without_a_gateway_harness_pods_get_no_gateway_url_or_egress() -> None:
     assert "PADDOCK_GATEWAY_URL" not in names
     egress = render.harness_network_policy(a, bare)["spec"]["egress"]
     assert not [r for r in egress if any("namespaceSelector" in t for t in r.get("to", []))]
+
+
+def test_a_sandbox_installs_its_packages_through_the_package_proxy_only() -> None:
+    """The plan names the package proxy by address (no resolver), the token comes by the
+    downward API into the one container, and only a pod labelled to install is selected by
+    the policy that reaches the proxy."""
+    pod = render.sandbox_pod(with_packages(), "python-0002", "t", INSTALL)
+    (container,) = pod["spec"]["containers"]
+    (plan_env,) = container["env"]
+    plan = PackagePlan.model_validate_json(plan_env["value"])
+    assert plan_env["name"] == PLAN_ENV
+    assert plan.pip == ["pandas==2.2.2", "requests"]
+    assert plan.npm == ["typescript"]
+    assert plan.proxy_url == "http://10.96.0.20:3128"
+    assert plan.proxy_user == "python-0002"
+    assert "package-token" not in plan_env["value"]
+    assert pod["metadata"]["annotations"]["paddock.dev/package-token"] == "package-token"
+    assert pod["metadata"]["labels"]["paddock.dev/packages"] == "install"
+    assert not [v for v in pod["spec"]["volumes"] if "secret" in v or "projected" in v]
+    policy = render.sandbox_package_policy(with_packages(), SETTINGS)["spec"]
+    assert policy["podSelector"]["matchLabels"]["paddock.dev/packages"] == "install"
+    assert policy["policyTypes"] == ["Egress"]
+    (rule,) = policy["egress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 3128}]
+    assert rule["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "paddock-system"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/component": "package-proxy"}},
+        }
+    ]
+
+
+def test_without_a_package_proxy_or_packages_nothing_is_installed() -> None:
+    plain = render.sandbox_pod(Environment.model_validate(environment()), "p", "t", INSTALL)
+    only_apt = environment()
+    only_apt["spec"]["packages"] = {"apt": ["ripgrep"]}
+    apt = render.sandbox_pod(Environment.model_validate(only_apt), "p", "t", INSTALL)
+    unconfigured = render.sandbox_pod(with_packages(), "p", "t", None)
+    for pod in (plain, apt, unconfigured):
+        assert "env" not in pod["spec"]["containers"][0]
+        assert "paddock.dev/packages" not in pod["metadata"]["labels"]
+        assert "paddock.dev/package-token" not in pod["metadata"]["annotations"]
+
+
+def test_a_claim_ends_the_install_access_of_a_sandbox_with_packages() -> None:
+    pod = render.sandbox_pod(with_packages(), "python-0002", "t", INSTALL)
+    pod["metadata"]["resourceVersion"] = "7"
+    patch = claim_patch(pod, "sesn_1", "coder", [])
+    assert {"op": "remove", "path": "/metadata/labels/paddock.dev~1packages"} in patch
+    assert {"op": "remove", "path": "/metadata/annotations/paddock.dev~1package-token"} in patch
+    plain = render.sandbox_pod(Environment.model_validate(environment()), "p", "t")
+    plain["metadata"]["resourceVersion"] = "7"
+    assert not [op for op in claim_patch(plain, "sesn_1", "coder", []) if op["op"] == "remove"]
+
+
+def test_another_mirror_changes_the_pool_hash_of_an_environment_with_packages() -> None:
+    """The pool's pods are replaced when the operator's pip index changes, as when the spec
+    does; and a pod rendered with its install carries the hash the pool computes."""
+    mirror = render.PackageInstall("http://10.96.0.20:3128", "t", "https://a.internal/simple/")
+    other = render.PackageInstall("http://10.96.0.20:3128", "t", "https://b.internal/simple/")
+    hashes = {
+        render.sandbox_pod(with_packages(), "p", "t", install)["metadata"]["labels"][
+            "paddock.dev/template-hash"
+        ]
+        for install in (mirror, other)
+    }
+    assert len(hashes) == 2
+    assert (
+        render.sandbox_template_hash(with_packages(), ("https://a.internal/simple/", None))
+        in hashes
+    )

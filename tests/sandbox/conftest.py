@@ -25,10 +25,13 @@ def start_sandbox(tmp_path: Path) -> Iterator[Callable[..., RunningSandbox]]:
     started: list[RunningSandbox] = []
 
     def start(
-        *args: str, workdir: Path | None = None, wrapper: tuple[str, ...] = ()
+        *args: str,
+        workdir: Path | None = None,
+        wrapper: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> RunningSandbox:
         base = tmp_path / f"sandbox-{len(started)}"
-        running = launch(base, *args, workdir=workdir, wrapper=wrapper)
+        running = launch(base, *args, workdir=workdir, wrapper=wrapper, env=env)
         started.append(running)
         return running
 

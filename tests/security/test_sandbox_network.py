@@ -19,6 +19,7 @@ doing: beta's proxy by beta's sandbox, beta's harness metrics port by a pod no p
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -65,7 +66,9 @@ def _agent(name: str, namespace: str) -> Agent:
 
 
 def _environment(name: str, namespace: str) -> Environment:
-    spec = {"networking": {"mode": MODES[name]}, "warmPool": {"size": 0}}
+    spec: dict[str, Any] = {"networking": {"mode": MODES[name]}, "warmPool": {"size": 0}}
+    if name == "narrow":
+        spec["packages"] = {"pip": ["requests"]}
     return Environment.model_validate(_resource("Environment", name, namespace, spec))
 
 
@@ -226,7 +229,9 @@ SANDBOX_CHECKS = (
     "dns-cluster",
     "dns-cluster-resolver",
     "dns-coredns-pod",
+    "package-proxy",
 )
+PACKAGE_PROXY_LABELS = (("test.paddock.dev/app", "package-proxy"),)
 
 
 def _sandbox_checks(t: Tenants) -> dict[str, str]:
@@ -243,6 +248,7 @@ def _sandbox_checks(t: Tenants) -> dict[str, str]:
         "dns-cluster": _dns(CLUSTER_NAME),
         "dns-cluster-resolver": _dns(CLUSTER_NAME, t.node.dns_ip),
         "dns-coredns-pod": _dns(CLUSTER_NAME, a["coredns"]),
+        "package-proxy": _http(a["package-proxy"], render.EGRESS_PORT),
     }
 
 
@@ -277,6 +283,35 @@ def _start(t: Tenants) -> None:
         t.address[service["metadata"]["name"]] = service["spec"]["clusterIP"]
     for environment in environments.values():
         node.apply(_unowned(render.sandbox_network_policy(environment)))
+    # The package proxy (httpd in its place) and the policy that lets `narrow`'s installing
+    # sandboxes reach it.
+    packages = dataclasses.replace(
+        SETTINGS,
+        package_proxy_url=f"http://package-proxy.{namespace}.svc:{render.EGRESS_PORT}",
+        package_proxy_namespace=namespace,
+        package_proxy_labels=PACKAGE_PROXY_LABELS,
+    )
+    node.apply(_unowned(render.sandbox_package_policy(environments["narrow"], packages)))
+    service = node.apply(
+        _service("package-proxy", namespace, dict(PACKAGE_PROXY_LABELS), render.EGRESS_PORT)
+    )
+    t.address["package-proxy"] = service["spec"]["clusterIP"]
+    package_proxy = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "package-proxy",
+            "namespace": namespace,
+            "labels": dict(PACKAGE_PROXY_LABELS),
+        },
+        "spec": {"automountServiceAccountToken": False, "containers": [{"name": "proxy"}]},
+    }
+    node.apply(
+        _busybox(
+            package_proxy,
+            _httpd("/tmp/www", render.EGRESS_PORT, "packages") + " && sleep 100000",
+        )
+    )
     pool_owner, t.session_owner = _stand_in(t, "environment"), _stand_in(t, "session")
     # Sandboxes are reached through Services of the test's own (their addresses are known
     # before any pod starts, so every pod's loop can name them).
@@ -337,9 +372,16 @@ def _start(t: Tenants) -> None:
         "beta-quiet": ("quiet", "beta"),
         "warm": ("quiet", None),
         "claimable": ("quiet", None),
+        "installing": ("narrow", None),
     }
+    install = render.PackageInstall(f"http://{t.address['package-proxy']}:3128", "pkg-token")
     for target, (environment, claimed_by) in sandboxes.items():
-        pod = render.sandbox_pod(environments[environment], f"sandbox-{target}", "token")
+        pod = render.sandbox_pod(
+            environments[environment],
+            f"sandbox-{target}",
+            "token",
+            install if target == "installing" else None,
+        )
         _unowned(pod, pool_owner)
         pod["metadata"]["labels"][TARGET] = target
         workdir = environments[environment].spec.working_dir
@@ -374,6 +416,8 @@ def _start(t: Tenants) -> None:
         ("harness-alpha", "sandbox-alpha-quiet"),
         ("harness-alpha", "sandbox-alpha-narrow"),
         ("harness-beta", "sandbox-beta-quiet"),
+        ("control", "package-proxy"),
+        ("sandbox-installing", "package-proxy"),
     ]
     for pod_name, check in positive:
         wait_until(
@@ -481,3 +525,31 @@ def test_a_claim_admits_the_agents_harness_and_opens_its_proxy(tenants: Tenants)
     tenants.expect("sandbox-claimable", "proxy-alpha-pod", "ok")
     tenants.expect("harness-beta", "sandbox-claimable", "blocked")
     tenants.expect("sandbox-claimable", "proxy-beta-pod", "blocked")
+
+
+# --- Environment packages --------------------------------------------------------------------
+
+
+def test_only_an_installing_sandbox_reaches_the_package_proxy(tenants: Tenants) -> None:
+    tenants.expect("sandbox-installing", "package-proxy", "ok")
+    tenants.expect("control", "package-proxy", "ok")
+    # The same Environment's claimed sandbox (not labelled to install), and other ones.
+    for pod in ("sandbox-alpha-narrow", "sandbox-warm", "sandbox-alpha-quiet"):
+        tenants.expect(pod, "package-proxy", "blocked")
+
+
+def test_the_claim_ends_a_sandboxs_way_to_the_package_proxy(tenants: Tenants) -> None:
+    tenants.claim("sandbox-installing", "alpha")
+    assert "paddock.dev/packages" not in tenants.pod("sandbox-installing")["metadata"]["labels"]
+    wait_until(
+        lambda: tenants.outcomes("sandbox-installing", "package-proxy")[-3:] == ["blocked"] * 3,
+        timeout=30,
+        what="the claimed sandbox to lose the package proxy",
+        interval=0.5,
+    )
+    for check in ("package-proxy", "proxy-alpha-pod"):
+        tenants.marks[("sandbox-installing", check)] = len(
+            tenants.outcomes("sandbox-installing", check)
+        )
+    tenants.expect("sandbox-installing", "package-proxy", "blocked")
+    tenants.expect("sandbox-installing", "proxy-alpha-pod", "ok")

@@ -17,6 +17,9 @@ class ConditionType(StrEnum):
     """Session: a sandbox pod is bound to it."""
     SCHEDULED = "Scheduled"
     """Session: a harness worker took its input."""
+    PACKAGES_READY = "PackagesReady"
+    """Environment (with `packages`): its sandboxes get every package before they are
+    claimed."""
 
 
 class AgentReason(StrEnum):
@@ -56,6 +59,23 @@ class EnvironmentReason(StrEnum):
     """The apiserver refuses the Environment's sandbox pods (an admission policy, a quota, a
     value the schema could not check); tried again with exponential backoff; the message has
     the apiserver's answer."""
+
+
+class PackagesReason(StrEnum):
+    """Reasons of an Environment's `PackagesReady` condition."""
+
+    INSTALLED = "Installed"
+    """Warm sandboxes have the Environment's pip and npm packages installed."""
+    INSTALLING = "Installing"
+    """Sandboxes are installing the packages; none is ready yet."""
+    INSTALL_FAILED = "InstallFailed"
+    """A sandbox's install failed (a package not found, a registry refused): the pod is
+    replaced with exponential backoff; the message has the tail of the installer's output."""
+    APT_UNSUPPORTED = "AptUnsupported"
+    """`packages.apt` is set: sandboxes run without root, so Debian packages are not installed
+    (build them into the image); pip and npm packages still are."""
+    NO_PACKAGE_PROXY = "NoPackageProxy"
+    """The operator has no package proxy configured: no package is installed."""
 
 
 class SessionReason(StrEnum):
@@ -115,7 +135,10 @@ class EventReason(StrEnum):
 
 CONDITIONS: dict[str, dict[ConditionType, type[StrEnum]]] = {
     "Agent": {ConditionType.READY: AgentReason},
-    "Environment": {ConditionType.READY: EnvironmentReason},
+    "Environment": {
+        ConditionType.READY: EnvironmentReason,
+        ConditionType.PACKAGES_READY: PackagesReason,
+    },
     "Session": {
         ConditionType.READY: SessionReason,
         ConditionType.SANDBOX_BOUND: SandboxReason,
@@ -124,5 +147,12 @@ CONDITIONS: dict[str, dict[ConditionType, type[StrEnum]]] = {
 }
 """Each resource's condition types, and the reasons of each."""
 
-Reason = AgentReason | EnvironmentReason | SessionReason | SandboxReason | SchedulingReason
+Reason = (
+    AgentReason
+    | EnvironmentReason
+    | PackagesReason
+    | SessionReason
+    | SandboxReason
+    | SchedulingReason
+)
 """Any condition's reason."""

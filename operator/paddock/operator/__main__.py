@@ -11,6 +11,11 @@ PADDOCK_ANTHROPIC_URL     the Claude API the proxies forward to (default the pub
 PADDOCK_GATEWAY_URL       the gateway's in-cluster URL, given to harness pods (session files)
 PADDOCK_GATEWAY_NAMESPACE the gateway's namespace, PADDOCK_GATEWAY_LABELS (k=v,...) its pods'
                           labels, PADDOCK_GATEWAY_POD_PORT their port: harness egress to them
+PADDOCK_PACKAGE_PROXY_URL the package proxy (http://host:port) Environment packages install
+                          through; PADDOCK_PACKAGE_PROXY_TOKEN_KEY_FILE its token key,
+                          PADDOCK_PACKAGE_PROXY_NAMESPACE and _LABELS its pods (sandbox egress)
+PADDOCK_PIP_INDEX_URL     pip's index for Environment packages (a mirror); default pip's own
+PADDOCK_NPM_REGISTRY      npm's registry for Environment packages; default npm's own
 PADDOCK_WATCH_NAMESPACES  comma-separated namespaces to serve; empty: all
 PADDOCK_METRICS_PORT      Prometheus metrics (default 9090; 0 disables)
 PADDOCK_HEALTH_PORT       liveness endpoint /healthz (unset: none)

@@ -18,3 +18,7 @@ SPEC_HASH = f"{GROUP}/spec-hash"  # annotation: changing it rolls the harness
 SANDBOX_TOKEN = f"{GROUP}/sandbox-token"  # annotation, delivered to the sandbox by the downward API
 CLAIM = f"{GROUP}/claim"  # annotation on bound sandboxes: warm | cold
 CREATED_BY = f"{GROUP}/created-by"  # annotation on sandboxes: the operator replica that made it
+PACKAGES = (
+    f"{GROUP}/packages"  # label on sandboxes installing packages: they reach the package proxy
+)
+PACKAGE_TOKEN = f"{GROUP}/package-token"  # annotation: the package proxy token, for the install

@@ -26,3 +26,10 @@ CLAIM_SECONDS = Histogram(
 SESSIONS = Gauge(
     "paddock_operator_sessions", "Sessions known to the status sync, by phase.", ["phase"]
 )
+PACKAGE_INSTALL_SECONDS = Histogram(
+    "paddock_sandbox_package_install_seconds",
+    "Installing an Environment's packages in a warm sandbox: from the sandbox container's "
+    "start to the pod's readiness (outcome installed) or to the installer's failure (failed).",
+    ["namespace", "environment", "outcome"],
+    buckets=(1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600),
+)

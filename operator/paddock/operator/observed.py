@@ -18,6 +18,8 @@ class Terminated:
 
     exit_code: int
     message: str
+    started_at: str = ""
+    finished_at: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,18 @@ class ContainerStatus:
             ended = (self.raw.get("lastState") or {}).get("terminated") or {}
         if not ended:
             return None
-        return Terminated(int(ended.get("exitCode") or 0), str(ended.get("message") or ""))
+        return Terminated(
+            int(ended.get("exitCode") or 0),
+            str(ended.get("message") or ""),
+            str(ended.get("startedAt") or ""),
+            str(ended.get("finishedAt") or ""),
+        )
+
+    @property
+    def started_at(self) -> str:
+        """When the running container started (RFC 3339), or ""."""
+        running = (self.raw.get("state") or {}).get("running") or {}
+        return str(running.get("startedAt") or "")
 
     @property
     def _waiting(self) -> dict[str, Any]:

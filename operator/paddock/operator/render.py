@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,6 +19,7 @@ import yaml
 from paddock.eventlog import harness_user
 from paddock.models import Agent, Environment
 from paddock.operator import labels as L
+from paddock.sandbox import PLAN_ENV, PackagePlan
 
 HARNESS_UID = 10001
 PROXY_UID = 10002  # another uid than the harness: it cannot read the proxy's files or memory
@@ -30,6 +32,11 @@ REDIS_SECRET = "paddock-redis-harness"
 """Per tenant namespace: the harness workers' Redis password (and the CA of a TLS Redis),
 generated and provisioned in Redis by the operator (`paddock.operator.redisusers`)."""
 SANDBOX_TOKEN_DIR = "/var/run/paddock/sandbox"
+PACKAGE_TOKEN_DIR = "/var/run/paddock/packages"
+PACKAGES_DIR = "/opt/paddock/packages"
+"""Where an Environment's pip and npm packages are installed in its sandboxes (an emptyDir)."""
+PACKAGE_POLICY = "packages"
+"""The package proxy's one egress policy: package registries (and the configured mirrors)."""
 SESSION_DIR = "/mnt/session"
 """Where a session's files are in its sandbox: `uploads/` (Files API files) and `outputs/`."""
 NO_RESOLVER = "127.0.0.1"
@@ -65,6 +72,18 @@ class RenderSettings:
     gateway_port: int = 8080
     """The port the gateway's pods listen on (NetworkPolicy sees pod ports, not Service
     ports)."""
+    package_proxy_url: str | None = None
+    """The package proxy (`http://host:port`) that Environment packages are installed
+    through; None: Environments' packages are not installed (their status says so)."""
+    package_proxy_namespace: str | None = None
+    """Where the package proxy's pods run (sandboxes installing packages may reach them)."""
+    package_proxy_labels: tuple[tuple[str, str], ...] = ()
+    """Labels that select the package proxy's pods."""
+    pip_index_url: str | None = None
+    """pip's index (`--index-url`) for Environment packages, for example a mirror; None:
+    pip's default."""
+    npm_registry: str | None = None
+    """npm's registry for Environment packages; None: npm's default."""
 
 
 Owner = Agent | Environment
@@ -537,14 +556,41 @@ def sandbox_labels(environment: Environment) -> dict[str, str]:
     return {L.COMPONENT: "sandbox", L.ENVIRONMENT: name_of(environment)}
 
 
-def sandbox_template_hash(environment: Environment) -> str:
-    """Changes whenever a pooled sandbox would be rendered differently."""
-    return digest(environment.spec.to_k8s())
+def sandbox_template_hash(
+    environment: Environment, mirrors: tuple[str | None, str | None] | None = None
+) -> str:
+    """Changes whenever a pooled sandbox would be rendered differently. ``mirrors``: the pip
+    index and npm registry when its sandboxes install packages (None when they do not)."""
+    if mirrors is None:
+        return digest(environment.spec.to_k8s())
+    return digest({"spec": environment.spec.to_k8s(), "mirrors": list(mirrors)})
 
 
-def sandbox_pod(environment: Environment, name: str, token: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PackageInstall:
+    """How a sandbox installs its Environment's packages: through the package proxy at
+    ``proxy_address`` (`http://ip:port`: the sandbox has no resolver) with ``token``."""
+
+    proxy_address: str
+    token: str
+    pip_index_url: str | None = None
+    npm_registry: str | None = None
+
+
+def installs_packages(environment: Environment) -> bool:
+    """Whether the Environment has packages its sandboxes install (pip, npm; apt is not
+    installed: see `unsupported_packages`)."""
+    packages = environment.spec.packages
+    return packages is not None and bool(packages.pip or packages.npm)
+
+
+def sandbox_pod(
+    environment: Environment, name: str, token: str, install: PackageInstall | None = None
+) -> dict[str, Any]:
     """A warm sandbox: the Environment's template, locked down. It holds no secret and no
-    ServiceAccount token; its own bearer token reaches it through the downward API."""
+    ServiceAccount token; its own bearer token reaches it through the downward API. With
+    ``install``, the server installs the Environment's packages before it listens, through
+    the package proxy (its token by the downward API too)."""
     spec = environment.spec
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
@@ -606,6 +652,39 @@ def sandbox_pod(environment: Environment, name: str, token: str) -> dict[str, An
             },
         ],
     }
+    if install is not None and spec.packages is not None and installs_packages(environment):
+        plan = PackagePlan(
+            dir=Path(PACKAGES_DIR),
+            pip=spec.packages.pip,
+            npm=spec.packages.npm,
+            proxy_url=install.proxy_address,
+            proxy_user=name,
+            token_file=Path(PACKAGE_TOKEN_DIR) / "token",
+            pip_index_url=install.pip_index_url,
+            npm_registry=install.npm_registry,
+        )
+        container = pod_spec["containers"][0]
+        container["env"] = [
+            {"name": PLAN_ENV, "value": plan.model_dump_json(exclude_defaults=True)}
+        ]
+        container["volumeMounts"] += [
+            {"name": "packages", "mountPath": PACKAGES_DIR},
+            {"name": "package-token", "mountPath": PACKAGE_TOKEN_DIR, "readOnly": True},
+        ]
+        pod_spec["volumes"] += [
+            {"name": "packages", "emptyDir": {}},
+            {
+                "name": "package-token",
+                "downwardAPI": {
+                    "items": [
+                        {
+                            "path": "token",
+                            "fieldRef": {"fieldPath": f"metadata.annotations['{L.PACKAGE_TOKEN}']"},
+                        }
+                    ]
+                },
+            },
+        ]
     if spec.runtime_class_name:
         pod_spec["runtimeClassName"] = spec.runtime_class_name
     if spec.networking.mode != "open":
@@ -620,10 +699,19 @@ def sandbox_pod(environment: Environment, name: str, token: str) -> dict[str, An
         {
             **sandbox_labels(environment),
             L.SANDBOX_STATE: "warm",
-            L.TEMPLATE_HASH: sandbox_template_hash(environment),
+            L.TEMPLATE_HASH: sandbox_template_hash(
+                environment,
+                (install.pip_index_url, install.npm_registry)
+                if install is not None and installs_packages(environment)
+                else None,
+            ),
         },
     )
     meta["annotations"] = {L.SANDBOX_TOKEN: token}
+    if "env" in pod_spec["containers"][0]:
+        # The claim removes both: a claimed sandbox no longer reaches the package proxy.
+        meta["labels"][L.PACKAGES] = "install"
+        meta["annotations"][L.PACKAGE_TOKEN] = install.token if install else ""
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
 
 
@@ -644,4 +732,39 @@ def sandbox_network_policy(environment: Environment) -> dict[str, Any]:
         "kind": "NetworkPolicy",
         "metadata": _meta(f"{name}-sandboxes", environment, sandbox_labels(environment)),
         "spec": spec,
+    }
+
+
+def sandbox_package_policy(environment: Environment, settings: RenderSettings) -> dict[str, Any]:
+    """Sandboxes of the Environment that install packages (labelled by `sandbox_pod`, the
+    label removed by the claim) may reach the package proxy's pods on its port, and nothing
+    else beyond their Environment's policy."""
+    name = name_of(environment)
+    peer: dict[str, Any] = {}
+    if settings.package_proxy_namespace:
+        peer["namespaceSelector"] = {
+            "matchLabels": {"kubernetes.io/metadata.name": settings.package_proxy_namespace}
+        }
+    if settings.package_proxy_labels:
+        peer["podSelector"] = {"matchLabels": dict(settings.package_proxy_labels)}
+    url = urlsplit(settings.package_proxy_url or "")
+    port = url.port or EGRESS_PORT
+    if not peer:
+        # No pods to select (a proxy outside the cluster): its address, if the URL has one.
+        host = url.hostname or ""
+        if host.replace(".", "").isdigit():
+            peer["ipBlock"] = {"cidr": f"{host}/32"}
+    rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": port}]}
+    if peer:
+        rule = {"to": [peer], **rule}
+    selected = {**sandbox_labels(environment), L.PACKAGES: "install"}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(f"{name}-sandbox-packages", environment, sandbox_labels(environment)),
+        "spec": {
+            "podSelector": {"matchLabels": selected},
+            "policyTypes": ["Egress"],
+            "egress": [rule],
+        },
     }

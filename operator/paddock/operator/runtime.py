@@ -36,6 +36,8 @@ class OperatorSettings:
     """Namespaces served; empty: all."""
     sync_interval_s: float = 1.0
     """How often the status sync reads the snapshots of every session."""
+    package_token_key_file: str | None = None
+    """The package proxy's token key: the operator mints each installing sandbox's token."""
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> OperatorSettings:
@@ -53,7 +55,13 @@ class OperatorSettings:
                 gateway_namespace=env.get("PADDOCK_GATEWAY_NAMESPACE") or None,
                 gateway_labels=_labels(env.get("PADDOCK_GATEWAY_LABELS", "")),
                 gateway_port=int(env.get("PADDOCK_GATEWAY_POD_PORT") or 8080),
+                package_proxy_url=env.get("PADDOCK_PACKAGE_PROXY_URL") or None,
+                package_proxy_namespace=env.get("PADDOCK_PACKAGE_PROXY_NAMESPACE") or None,
+                package_proxy_labels=_labels(env.get("PADDOCK_PACKAGE_PROXY_LABELS", "")),
+                pip_index_url=env.get("PADDOCK_PIP_INDEX_URL") or None,
+                npm_registry=env.get("PADDOCK_NPM_REGISTRY") or None,
             ),
+            package_token_key_file=env.get("PADDOCK_PACKAGE_PROXY_TOKEN_KEY_FILE") or None,
             sandbox_image=env.get("PADDOCK_SANDBOX_IMAGE") or None,
             identity=env.get("POD_NAME") or cls().identity,
             namespaces=tuple(

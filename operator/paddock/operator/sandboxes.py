@@ -17,12 +17,15 @@ import json
 import logging
 import random
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from paddock.eventlog import SandboxBinding, SessionNotFound
 from paddock.kube import JSON_PATCH, ApiError, Conflict, NotFound
@@ -30,10 +33,18 @@ from paddock.models import API_VERSION, Environment, EnvironmentSpec, Session
 from paddock.operator import labels as L
 from paddock.operator import metrics, render
 from paddock.operator.informer import Informer
-from paddock.operator.observed import Pod
+from paddock.operator.observed import Pod, Terminated
 from paddock.operator.retry import FIRST_S, retry_delay_s
 from paddock.operator.runtime import Runtime
-from paddock.operator.status import environment_status, pod_dead, pod_failure, pod_ready
+from paddock.operator.status import (
+    environment_status,
+    packages_condition,
+    pod_dead,
+    pod_failure,
+    pod_ready,
+)
+from paddock.proxy import mint_token
+from paddock.sandbox import INSTALL_FAILED_EXIT
 
 log = logging.getLogger(__name__)
 DEFAULT_SANDBOX_IMAGE = EnvironmentSpec().image
@@ -54,13 +65,17 @@ class StartFailures:
     """Pods already counted."""
     rejected: bool = False
     """The last failure: the apiserver refused to create the pod."""
+    install: str | None = None
+    """The last failure was the Environment's package install: the installer's words."""
 
-    def failed(self, pod: str, message: str, *, rejected: bool = False) -> None:
+    def failed(
+        self, pod: str, message: str, *, rejected: bool = False, install: str | None = None
+    ) -> None:
         if pod in self.seen:
             return
         self.seen.add(pod)
         self.count += 1
-        self.message, self.rejected = message, rejected
+        self.message, self.rejected, self.install = message, rejected, install
         self.retry_at = time.monotonic() + retry_delay_s(self.count)
 
 
@@ -84,6 +99,22 @@ def start_failure(pod: dict[str, Any]) -> str | None:
     return (
         failure[1] if failure else status.get("message") or f"pod {pod['metadata']['name']} failed"
     )
+
+
+def install_failure(pod: dict[str, Any]) -> Terminated | None:
+    """The sandbox container's end if it was a failed package install."""
+    for container in Pod(pod).containers:
+        ended = container.terminated
+        if container.name == "sandbox" and ended and ended.exit_code == INSTALL_FAILED_EXIT:
+            return ended
+    return None
+
+
+def _seconds_between(start: str, end: datetime) -> float | None:
+    try:
+        return (end - datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
+    except ValueError:
+        return None
 
 
 def _escape(key: str) -> str:
@@ -124,6 +155,7 @@ class Sandboxes:
         self._binding: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self.failures: dict[tuple[str, str], StartFailures] = {}
         self._served: set[str] = set()  # uids of pods seen ready
+        self._measured: set[str] = set()  # uids of pods whose package install was measured
         self.wanting: set[str] = set()
         """Sessions whose sandbox waits for their Environment's backoff to pass."""
         self.schedule: Callable[[tuple[str, str, str], float], None] = lambda key, delay: None
@@ -152,6 +184,7 @@ class Sandboxes:
         one serves (a pod that served and then died is a sandbox lost, not a failed start)."""
         meta = pod["metadata"]
         key = (meta["namespace"], (meta.get("labels") or {}).get(L.ENVIRONMENT, ""))
+        self._measure_install(pod)
         if pod_ready(pod):
             if len(self._served) > 10_000:
                 self._served.clear()
@@ -162,7 +195,35 @@ class Sandboxes:
             return
         message = start_failure(pod)
         if message is not None:
-            self.failures.setdefault(key, StartFailures()).failed(pod["metadata"]["name"], message)
+            ended = install_failure(pod)
+            words = ended.message.strip()[-1000:] if ended else None
+            self.failures.setdefault(key, StartFailures()).failed(
+                pod["metadata"]["name"], message, install=words or (message if ended else None)
+            )
+
+    def _measure_install(self, pod: dict[str, Any]) -> None:
+        """Observe a package install's duration once per pod: from the sandbox container's
+        start to the moment the pod is seen ready, or to the installer's failure."""
+        meta = pod["metadata"]
+        labels = meta.get("labels") or {}
+        if L.PACKAGES not in labels or meta.get("uid", "") in self._measured:
+            return
+        seconds, outcome = None, ""
+        ended = install_failure(pod)
+        if ended is not None and ended.started_at and ended.finished_at:
+            finished = datetime.fromisoformat(ended.finished_at.replace("Z", "+00:00"))
+            seconds, outcome = _seconds_between(ended.started_at, finished), "failed"
+        elif pod_ready(pod):
+            started = next((c.started_at for c in Pod(pod).containers if c.name == "sandbox"), "")
+            seconds, outcome = _seconds_between(started, datetime.now(UTC)), "installed"
+        if seconds is None:
+            return
+        if len(self._measured) > 10_000:
+            self._measured.clear()
+        self._measured.add(meta.get("uid", ""))
+        metrics.PACKAGE_INSTALL_SECONDS.labels(
+            meta["namespace"], labels.get(L.ENVIRONMENT, ""), outcome
+        ).observe(max(seconds, 0.0))
 
     @property
     def pods(self) -> Informer:
@@ -201,7 +262,10 @@ class Sandboxes:
         replica that holds the leader lease, reading pods from the informer."""
         model = self._effective(original)
         namespace, name = render.namespace_of(model), render.name_of(model)
-        current = render.sandbox_template_hash(model)
+        settings = self.rt.settings.render
+        installing = self._package_proxy is not None and render.installs_packages(model)
+        mirrors = (settings.pip_index_url, settings.npm_registry) if installing else None
+        current = render.sandbox_template_hash(model, mirrors)
         bound = sum(1 for p in self.pool_pods(namespace, name, "bound") if not pod_dead(p))
         warm, claiming = [], []
         for pod in self.pool_pods(namespace, name, "warm"):
@@ -225,9 +289,9 @@ class Sandboxes:
             else:
                 missing = 1  # one start at a time until one serves
         if missing > 0:
+            new_pods = [await self._new_pod(model) for _ in range(missing)]
             replies = await asyncio.gather(
-                *(self.kube.create(self._new_pod(model)) for _ in range(missing)),
-                return_exceptions=True,
+                *(self.kube.create(pod) for pod in new_pods), return_exceptions=True
             )
             created = [r for r in replies if isinstance(r, dict)]
             for pod in created:  # known at once, even if another create failed
@@ -250,6 +314,12 @@ class Sandboxes:
             bound=bound,
             template_hash=current,
             failures=(failures.count, failures.message, failures.rejected) if failures else None,
+            packages=packages_condition(
+                model,
+                proxy_configured=self._package_proxy is not None,
+                install_failed=failures.install if failures and failures.count else None,
+                ready=sum(1 for pod in warm if pod_ready(pod)),
+            ),
             now=datetime.now(UTC),
         )
         for state, count in (
@@ -266,9 +336,40 @@ class Sandboxes:
             if environments is not None and applied:
                 environments.store(applied)
 
-    def _new_pod(self, environment: Environment) -> dict[str, Any]:
+    @property
+    def _package_proxy(self) -> tuple[str, str] | None:
+        """(URL, token key file) of the package proxy, if the operator has one."""
+        settings = self.rt.settings
+        url, key_file = settings.render.package_proxy_url, settings.package_token_key_file
+        return (url, key_file) if url and key_file else None
+
+    async def _package_install(
+        self, environment: Environment, pod_name: str
+    ) -> render.PackageInstall | None:
+        """How a new sandbox of ``environment`` installs its packages: the package proxy's
+        address (resolved here: the sandbox has no resolver) and a token for the pod."""
+        proxy = self._package_proxy
+        if proxy is None or not render.installs_packages(environment):
+            return None
+        url, key_file = proxy
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port or render.EGRESS_PORT
+        found = await asyncio.get_running_loop().getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+        address = str(found[0][4][0])
+        address = f"[{address}]" if ":" in address else address
+        key = (await asyncio.to_thread(Path(key_file).read_bytes)).strip()
+        settings = self.rt.settings.render
+        return render.PackageInstall(
+            proxy_address=f"http://{address}:{port}",
+            token=mint_token(key, pod_name, render.PACKAGE_POLICY, int(time.time())),
+            pip_index_url=settings.pip_index_url,
+            npm_registry=settings.npm_registry,
+        )
+
+    async def _new_pod(self, environment: Environment) -> dict[str, Any]:
         name = f"{render.name_of(environment)}-{secrets.token_hex(4)}"
-        pod = render.sandbox_pod(environment, name, secrets.token_urlsafe(32))
+        install = await self._package_install(environment, name)
+        pod = render.sandbox_pod(environment, name, secrets.token_urlsafe(32), install)
         # Who made it: with several replicas, only the holder of the leader lease does.
         pod["metadata"]["annotations"][L.CREATED_BY] = self.rt.settings.identity
         return pod
@@ -302,7 +403,7 @@ class Sandboxes:
             self.schedule(("sandbox", namespace, session_id), wait)
             return "waiting"
         self.wanting.discard(session_id)
-        pod = self._new_pod(self._effective(environment))
+        pod = await self._new_pod(self._effective(environment))
         pod["metadata"]["labels"].update(
             {L.SANDBOX_STATE: "bound", L.SESSION_ID: session_id, L.AGENT: _agent_of(session)}
         )
@@ -368,6 +469,14 @@ class Sandboxes:
         """Write the binding the harness reads; a cold start is measured up to here."""
         meta = pod["metadata"]
         claim = meta.get("annotations", {}).get(L.CLAIM, "warm")
+        if claim == "cold" and L.PACKAGES in (meta.get("labels") or {}):
+            # As the warm claim does: no way to the package proxy once it serves a session.
+            pod = await self.kube.patch(
+                "v1", "Pod", meta["namespace"], meta["name"], install_done_patch(pod),
+                content_type=JSON_PATCH,
+            )  # fmt: skip
+            self.pods.store(pod)
+            meta = pod["metadata"]
         binding = SandboxBinding(
             url=f"http://{pod['status']['podIP']}:{render.SANDBOX_PORT}",
             token=meta["annotations"][L.SANDBOX_TOKEN],
@@ -412,7 +521,20 @@ def claim_patch(
         {"op": "add", "path": f"/metadata/labels/{_escape(L.AGENT)}", "value": agent},
         {"op": "add", "path": f"/metadata/annotations/{_escape(L.CLAIM)}", "value": "warm"},
         {"op": "replace", "path": "/metadata/ownerReferences", "value": owners},
+        *install_done_patch(pod),
     ]
+
+
+def install_done_patch(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSON patch operations that end a sandbox's package install: the label that lets
+    it reach the package proxy and the proxy token go (none for a sandbox without packages)."""
+    meta = pod["metadata"]
+    patch: list[dict[str, Any]] = []
+    if L.PACKAGES in (meta.get("labels") or {}):
+        patch.append({"op": "remove", "path": f"/metadata/labels/{_escape(L.PACKAGES)}"})
+    if L.PACKAGE_TOKEN in (meta.get("annotations") or {}):
+        patch.append({"op": "remove", "path": f"/metadata/annotations/{_escape(L.PACKAGE_TOKEN)}"})
+    return patch
 
 
 def _agent_of(session: Session) -> str:

@@ -15,6 +15,7 @@ from paddock.models import (
     ConditionType,
     Environment,
     EnvironmentReason,
+    PackagesReason,
     Reason,
     SessionPhase,
     list_cost_cents,
@@ -268,10 +269,12 @@ def environment_status(
     bound: int,
     template_hash: str,
     failures: tuple[int, str, bool] | None = None,
+    packages: tuple[bool, PackagesReason, str] | None = None,
     now: datetime,
 ) -> EnvironmentStatusBody:
     """``ready``: warm sandboxes that serve; ``failures``: (how many sandbox pods failed to
-    start in a row, the last's error, whether the apiserver refused to create it)."""
+    start in a row, the last's error, whether the apiserver refused to create it);
+    ``packages``: the `PackagesReady` condition (see `packages_condition`), if it has one."""
     generation = environment.metadata.generation
     desired = environment.spec.warm_pool.size
     ok = ready >= desired
@@ -290,22 +293,66 @@ def environment_status(
             f"exponential backoff): {failures[1]}"
         )
     previous = environment.status.conditions if environment.status else None
-    return EnvironmentStatusBody(
-        observedGeneration=generation,
-        conditions=[
+    conditions = [
+        condition(
+            ConditionType.READY,
+            ok,
+            reason,
+            message,
+            generation=generation,
+            previous=previous,
+            now=now,
+        )
+    ]
+    if packages is not None:
+        conditions.append(
             condition(
-                ConditionType.READY,
-                ok,
-                reason,
-                message,
+                ConditionType.PACKAGES_READY,
+                *packages,
                 generation=generation,
                 previous=previous,
                 now=now,
             )
-        ],
+        )
+    return EnvironmentStatusBody(
+        observedGeneration=generation,
+        conditions=conditions,
         warmPool=WarmPoolBody(desired=desired, ready=ready, bound=bound),
         templateHash=template_hash,
     )
+
+
+def packages_condition(
+    environment: Environment,
+    *,
+    proxy_configured: bool,
+    install_failed: str | None,
+    ready: int,
+) -> tuple[bool, PackagesReason, str] | None:
+    """(ok, reason, message) of an Environment's `PackagesReady` condition; None without
+    packages. ``install_failed``: the last failed install's message while installs fail."""
+    packages = environment.spec.packages
+    if packages is None or not (packages.apt or packages.pip or packages.npm):
+        return None
+    if (packages.pip or packages.npm) and not proxy_configured:
+        return (
+            False,
+            PackagesReason.NO_PACKAGE_PROXY,
+            "the operator has no package proxy (PADDOCK_PACKAGE_PROXY_URL and its token key): "
+            "sandboxes start without their packages",
+        )
+    if install_failed is not None:
+        return False, PackagesReason.INSTALL_FAILED, install_failed
+    if packages.apt:
+        return (
+            False,
+            PackagesReason.APT_UNSUPPORTED,
+            "apt packages are not installed (sandboxes run without root; build them into the "
+            "image): " + " ".join(packages.apt),
+        )
+    if ready or not environment.spec.warm_pool.size:
+        return True, PackagesReason.INSTALLED, "packages installed in the warm sandboxes"
+    return False, PackagesReason.INSTALLING, "warm sandboxes are installing the packages"
 
 
 def session_phase(snapshot: SessionSnapshot) -> SessionPhase:

@@ -210,6 +210,10 @@ class LocalPod:
             os.chown(home_source, uid, gid)
             env.setdefault("HOME", f"/home/{container.name}")
             python = self.images.get(definition.get("image", ""), sys.executable)
+            if python == sys.executable and os.environ.get("PYTHONPATH"):
+                # The runner's own Paddock (a worktree's checkout on PYTHONPATH), as images
+                # ship the Paddock they were built with.
+                env.setdefault("PYTHONPATH", os.environ["PYTHONPATH"])
             context = definition.get("securityContext") or {}
             container_spec = {
                 "argv": spec.container_argv(definition, env, python),

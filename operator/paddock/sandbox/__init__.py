@@ -11,8 +11,12 @@ from paddock.sandbox.client import (
     SandboxUnavailable,
     SandboxUnreachable,
 )
+from paddock.sandbox.packages import INSTALL_FAILED_EXIT, PLAN_ENV, PackagePlan
 
 __all__ = [
+    "INSTALL_FAILED_EXIT",
+    "PLAN_ENV",
+    "PackagePlan",
     "SandboxAlreadyBound",
     "SandboxClient",
     "SandboxError",

@@ -6,6 +6,7 @@ python -m paddock.sandbox --port 8080 --workdir /workspace --token-file /var/run
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import os
@@ -15,6 +16,13 @@ from pathlib import Path
 
 from aiohttp import web
 
+from paddock.sandbox.packages import (
+    INSTALL_FAILED_EXIT,
+    PLAN_ENV,
+    InstallFailed,
+    install,
+    plan_from_env,
+)
 from paddock.sandbox.server import DEFAULT_OUTPUTS_DIR, Settings, create_app
 
 TOKEN_FILE_ENV = "PADDOCK_SANDBOX_TOKEN_FILE"
@@ -59,11 +67,25 @@ def main(argv: list[str] | None = None) -> None:
     )
     if os.getpid() == 1:
         _serve_under_init()
+    try:
+        packages = plan_from_env(os.environ)
+    except ValueError as exc:
+        parser.error(f"${PLAN_ENV} is not a package plan: {exc}")
+    if packages is not None:
+        # Before listening: the pod is Ready, so claimable, only with its packages in place.
+        try:
+            seconds = asyncio.run(install(packages))
+        except InstallFailed as exc:
+            # The log's tail becomes the pod's termination message, shown in the status.
+            print(f"package install failed: {exc}", file=sys.stderr, flush=True)
+            sys.exit(INSTALL_FAILED_EXIT)
+        log.info("packages installed in %.1fs", seconds)
     settings = Settings(
         workdir=args.workdir.absolute(),
         token=token,
         clone_timeout=args.clone_timeout,
         outputs_dir=args.outputs_dir.absolute(),
+        packages=packages,
     )
     log.info("serving %s on %s:%d", settings.workdir, args.host, args.port)
     web.run_app(create_app(settings), host=args.host, port=args.port, print=None)

@@ -26,6 +26,7 @@ from paddock.sandbox.base import resolve
 from paddock.sandbox.binding import AlreadyBound, BindFailed, Binding
 from paddock.sandbox.calls import Calls
 from paddock.sandbox.mounts import MountRepository, Mounts
+from paddock.sandbox.packages import PackagePlan
 from paddock.sandbox.shell import CommandEnvironment, Shell
 from paddock.sandbox.tools import Toolbox
 
@@ -47,6 +48,8 @@ class Settings:
     clone_timeout: float = 300.0
     outputs_dir: Path = DEFAULT_OUTPUTS_DIR
     """Where the agent leaves files for the user (reference: `/mnt/session/outputs/`)."""
+    packages: PackagePlan | None = None
+    """The Environment's packages, installed before the server started: commands find them."""
 
 
 class ApiError(Exception):
@@ -67,7 +70,7 @@ def create_app(settings: Settings) -> web.Application:
     """The sandbox application. Shutting it down cancels running calls and kills every
     process group the sandbox started."""
     scratch = Path(tempfile.mkdtemp(prefix="paddock-sandbox-"))
-    env = CommandEnvironment()
+    env = CommandEnvironment(settings.packages)
     shell = Shell(settings.workdir, env, scratch)
     api = _Api(
         settings,

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 from paddock.sandbox.base import CallContext, ToolFailure
+from paddock.sandbox.packages import PackagePlan
 from paddock.sandbox.procs import group_members, kill_group, run_in_group
 
 OUTPUT_LIMIT = 100 * 1024
@@ -25,14 +26,15 @@ class CommandEnvironment:
     LANG, TERM and, once bound, the proxy variables. Nothing of the server's own
     environment leaks into it."""
 
-    def __init__(self) -> None:
+    def __init__(self, packages: PackagePlan | None = None) -> None:
         self.home = os.environ.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir
-        self._base = {
-            "PATH": os.environ.get("PATH") or _DEFAULT_PATH,
-            "HOME": self.home,
-            "LANG": "C.UTF-8",
-            "TERM": "dumb",
-        }
+        path = os.environ.get("PATH") or _DEFAULT_PATH
+        extra: dict[str, str] = {}
+        if packages is not None:
+            # The Environment's packages come first: what the Environment asked for wins.
+            path = os.pathsep.join([*map(str, packages.bin_dirs), path])
+            extra = packages.command_env()
+        self._base = {"PATH": path, "HOME": self.home, "LANG": "C.UTF-8", "TERM": "dumb", **extra}
         self._proxy: dict[str, str] = {}
 
     def use_proxy(self, url: str) -> None:

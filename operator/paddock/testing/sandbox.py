@@ -55,10 +55,11 @@ def launch(
     wrapper: tuple[str, ...] = (),
     port: int | None = None,
     token: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> RunningSandbox:
     """Start a server with its own workdir, HOME and token under ``base``; wait until it
     answers. ``wrapper`` prefixes the command (for example to drop privileges); ``port``
-    and ``token`` are chosen when not given."""
+    and ``token`` are chosen when not given; ``env`` adds to the server's environment."""
     base.mkdir(parents=True, exist_ok=True)
     home = base / "home"
     home.mkdir(exist_ok=True)
@@ -90,7 +91,7 @@ def launch(
     with log.open("wb") as out:
         process = subprocess.Popen(
             command,
-            env={**os.environ, "HOME": str(home), CANARY: canary},
+            env={**os.environ, **(env or {}), "HOME": str(home), CANARY: canary},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -100,11 +101,14 @@ def launch(
 
     def answers() -> bool:
         if process.poll() is not None:
-            raise RuntimeError(f"sandbox exited with {process.returncode}:\n{running.logs()}")
+            return True  # no use waiting: reported below
         return httpx.get(f"{running.url}/healthz", timeout=1).status_code == 200
 
     try:
-        wait_until(answers, timeout=20, what="sandbox server")
+        # Time for an Environment's packages, installed before the server listens.
+        wait_until(answers, timeout=60 if env else 20, what="sandbox server")
+        if process.poll() is not None:
+            raise RuntimeError(f"sandbox exited with {process.returncode}:\n{running.logs()}")
     except BaseException:
         running.stop()
         raise

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import httpx
 import yaml
@@ -29,11 +30,13 @@ import yaml
 from paddock.eventlog import GATEWAY_USER, OPERATOR_USER
 from paddock.kube import APPLY, path
 from paddock.operator.observed import Pod
+from paddock.operator.render import PACKAGE_POLICY
 from paddock.operator.status import pod_failure
 from paddock.runner.spec import CONTAINER_PATH
 from paddock.testing.controlplane import REPO_ROOT, ControlPlane
 from paddock.testing.fakemodel import FakeModelServer, demo_script
 from paddock.testing.ports import die_with_parent, free_port, wait_until
+from paddock.testing.proxy import ProxyProcess, Secrets
 from paddock.testing.redis import RedisServer
 from paddock.testing.relay import Relay
 
@@ -53,12 +56,20 @@ class LocalStack:
         anthropic_api_key: str | None = None,
         anthropic_url: str = "https://api.anthropic.com",
         images: dict[str, str] | None = None,
+        pip_index_url: str | None = None,
+        package_exceptions: tuple[str, ...] = (),
     ) -> None:
         """Without ``anthropic_api_key``, the scripted model answers; with it, the proxy
         sidecars reach ``anthropic_url`` through a relay on the host. ``images`` maps an
-        image to the Python that stands in for it (the runner's `--image`)."""
+        image to the Python that stands in for it (the runner's `--image`).
+        ``pip_index_url`` (a mirror, or a test's index) is where Environment packages come
+        from, reached through the package proxy on the host; ``package_exceptions`` are the
+        `ip:port` pairs of such an index on loopback that the package proxy may reach."""
         self.bridge, self.pod_cidr = bridge, pod_cidr
         self.images = images or {}
+        self.pip_index_url = pip_index_url
+        self.package_exceptions = package_exceptions
+        self.package_proxy: ProxyProcess | None = None
         self.anthropic_url = anthropic_url
         self.host_ip = pod_cidr.split("/")[0].rsplit(".", 1)[0] + ".1"
         self.anthropic_api_key = anthropic_api_key
@@ -102,6 +113,7 @@ class LocalStack:
         # Pods reach the host's services at the bridge address.
         self.redis = self._exit.enter_context(RedisServer(bind=f"127.0.0.1 {self.host_ip}"))
         redis_url = f"redis://{self.host_ip}:{self.redis.port}/0"
+        self.package_proxy = self._start_package_proxy()
         # As the chart runs them: each component as its own Redis user, the harness pods as
         # their tenant's (the operator provisions it, the runner hands the Secret's password
         # to the harness container only).
@@ -112,6 +124,11 @@ class LocalStack:
             "PADDOCK_REDIS_PASSWORD": self.redis.operator_password,
             "PADDOCK_METRICS_PORT": "0",
             "PADDOCK_GATEWAY_URL": self.gateway_url,
+            "PADDOCK_PACKAGE_PROXY_URL": f"http://{self.host_ip}:{self.package_proxy.egress_port}",
+            "PADDOCK_PACKAGE_PROXY_TOKEN_KEY_FILE": str(
+                self.package_proxy.secrets.path("token_key")
+            ),
+            **({"PADDOCK_PIP_INDEX_URL": self.pip_index_url} if self.pip_index_url else {}),
         }
         if self.anthropic_api_key is None:
             self.model = FakeModelServer(demo_script, host=self.host_ip).start()
@@ -136,6 +153,29 @@ class LocalStack:
         self._spawn("gateway", [sys.executable, "-m", "paddock.gateway"], gateway_env)
         self.bootstrap("default")
         wait_until(self._gateway_up, timeout=60, what="the gateway")
+
+    def _start_package_proxy(self) -> ProxyProcess:
+        """The package proxy as the chart runs it, on the host (pods reach it at the bridge
+        address): one registries-only policy, no credentials, the index's host allowed."""
+        index_host = urlsplit(self.pip_index_url or "").hostname
+        workdir = self.dir / "package-proxy"
+        workdir.mkdir()
+        proxy = ProxyProcess(
+            workdir,
+            Secrets(workdir / "secrets"),
+            environments={
+                PACKAGE_POLICY: {
+                    "mode": "limited",
+                    "allow_package_managers": True,
+                    "allowed_domains": [index_host] if index_host else [],
+                }
+            },
+            address_exceptions=list(self.package_exceptions),
+        )
+        proxy.config["listeners"]["egress"]["host"] = self.host_ip
+        proxy.start()
+        self._exit.callback(proxy.stop)
+        return proxy
 
     def bootstrap(self, namespace: str) -> None:
         """A tenant namespace with the Claude API key Secret, and a gateway API key for it."""

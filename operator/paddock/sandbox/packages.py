@@ -1,0 +1,154 @@
+"""Installing an Environment's packages into a sandbox before it serves (docs/sandbox.md,
+"Decision: Environment packages").
+
+The operator renders the plan into the pod (`PLAN_ENV`, JSON): which packages, where they go,
+and the package proxy that is the install's only way out, with a token of its own (a file from
+the downward API). The server installs before it listens, so the pod is Ready, and claimable,
+only once every package is in place; a failed install exits with `INSTALL_FAILED_EXIT` and
+the installer's last words, which the operator reports in the Environment's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PLAN_ENV = "PADDOCK_SANDBOX_PACKAGES"
+INSTALL_FAILED_EXIT = 3
+"""The server's exit status when a package install fails (the operator matches on it)."""
+_TAIL = 1500
+
+
+class PackagePlan(BaseModel):
+    """What to install, where, and through which proxy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dir: Path
+    """Installs go below it: `python/` (pip `--target`), `node/` (npm `--prefix`)."""
+    pip: list[str] = Field(default_factory=list)
+    npm: list[str] = Field(default_factory=list)
+    proxy_url: Annotated[str, Field(pattern=r"^http://[^/@]+$")] | None = None
+    """The package proxy (`http://ip:port`), the only egress of the install."""
+    proxy_user: str = ""
+    """The user part of the proxy credentials: what the token was minted for (the pod)."""
+    token_file: Path | None = None
+    """The package proxy token (not needed without a proxy)."""
+    pip_index_url: str | None = None
+    npm_registry: str | None = None
+    timeout_s: float = 600.0
+    """For all installers together."""
+
+    @property
+    def python_dir(self) -> Path:
+        return self.dir / "python"
+
+    @property
+    def bin_dirs(self) -> list[Path]:
+        return [self.dir / "python" / "bin", self.dir / "node" / "bin"]
+
+    def command_env(self) -> dict[str, str]:
+        """What commands get so that the packages are found: Python's path and the
+        installers' `bin` directories (prepended to `PATH` by the caller)."""
+        env = {}
+        if self.pip:
+            env["PYTHONPATH"] = str(self.python_dir)
+        if self.npm:
+            env["NODE_PATH"] = str(self.dir / "node" / "lib" / "node_modules")
+        return env
+
+
+class InstallFailed(Exception):
+    """An installer exited in error; the message is its output's tail."""
+
+
+def plan_from_env(env: dict[str, str] | os._Environ[str]) -> PackagePlan | None:
+    text = env.get(PLAN_ENV)
+    return PackagePlan.model_validate_json(text) if text else None
+
+
+def _installer_env(plan: PackagePlan, home: Path, token: str) -> dict[str, str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+    }
+    if plan.proxy_url:
+        host = plan.proxy_url.removeprefix("http://")
+        url = f"http://{plan.proxy_user}:{token}@{host}"
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            env[name] = url
+    return env
+
+
+def _pip_command(plan: PackagePlan) -> list[str]:
+    command = [
+        sys.executable, "-m", "pip", "install", "--target", str(plan.python_dir),
+        "--no-cache-dir", "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
+    ]  # fmt: skip
+    if plan.pip_index_url:
+        command += ["--index-url", plan.pip_index_url]
+        parts = urlsplit(plan.pip_index_url)
+        if parts.scheme == "http" and parts.hostname:
+            # A plain-HTTP mirror (air-gapped clusters, tests): pip refuses it otherwise.
+            command += ["--trusted-host", parts.hostname]
+    return [*command, "--", *plan.pip]
+
+
+def _npm_command(plan: PackagePlan) -> list[str]:
+    command = ["npm", "install", "--global", "--prefix", str(plan.dir / "node"), "--no-fund"]
+    if plan.npm_registry:
+        command += ["--registry", plan.npm_registry]
+    return [*command, "--", *plan.npm]
+
+
+async def _run(argv: list[str], env: dict[str, str], deadline: float, token: str) -> None:
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    except OSError as exc:
+        raise InstallFailed(f"{argv[0]}: {exc.strerror or exc}") from None
+    try:
+        output, _ = await asyncio.wait_for(
+            process.communicate(), timeout=max(deadline - time.monotonic(), 0.1)
+        )
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise InstallFailed(
+            f"{argv[2] if argv[0] == sys.executable else argv[0]} timed out"
+        ) from None
+    if process.returncode:
+        text = output.decode(errors="replace")
+        if token:
+            text = text.replace(token, "***")  # pip may echo the proxy URL
+        raise InstallFailed(text.strip()[-_TAIL:] or f"exit status {process.returncode}")
+
+
+async def install(plan: PackagePlan) -> float:
+    """Install every package of ``plan``; seconds taken. `InstallFailed` on the first
+    installer that fails."""
+    started = time.monotonic()
+    deadline = started + plan.timeout_s
+    plan.dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="paddock-install-") as home:
+        token = plan.token_file.read_text().strip() if plan.token_file else ""
+        env = _installer_env(plan, Path(home), token)
+        if plan.pip:
+            await _run(_pip_command(plan), env, deadline, token)
+        if plan.npm:
+            await _run(_npm_command(plan), env, deadline, token)
+    return time.monotonic() - started
