@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from paddock.eventlog import UserToolConfirmationEvent
+from paddock.eventlog import UserInterruptEvent, UserToolConfirmationEvent
 from paddock.harness.mcp import OUTCOME_UNKNOWN
 from paddock.testing.fakemodel import ModelRequest, Reply, Text, ToolUse, turns
 from paddock.testing.mcpserver import McpServerProcess
-from paddock.testing.ports import free_port
+from paddock.testing.ports import free_port, wait_until_async
 from paddock.testing.proxy import ProxyProcess, Secrets
 
 from .conftest import Harness, types
@@ -279,4 +280,60 @@ async def test_a_call_that_outlasts_the_tool_timeout_is_an_error_result(
     assert result["is_error"] is True
     (error,) = [e for e in events if e["type"] == "session.error"]
     assert error["error"]["type"] == "mcp_connection_failed_error"
+    assert events[-1]["stop_reason"] == {"type": "end_turn"}
+
+
+async def test_a_worker_that_dies_mid_call_is_not_followed_by_a_second_call(
+    make_harness, with_proxy, mcp_server: McpServerProcess
+) -> None:
+    script = turns(
+        Reply([ToolUse("mcp__docs__note", {"text": "exactly once", "delay": 2})]),
+        lambda r: Reply([Text("saw: " + r.tool_result_text())]),
+    )
+    harness = make_harness(
+        script, workers=0, **mcp_spec(mcp_server.url, permissionPolicy="always_allow")
+    )
+    with_proxy(harness)
+    session = await harness.start_session("note it", vault_ids=[VAULT])
+
+    async def started() -> str | None:
+        uses = [e for e in await harness.events(session) if e["type"] == "agent.mcp_tool_use"]
+        if uses and await harness.state.started_in(session, uses[0]["id"]):
+            return str(uses[0]["id"])
+        return None
+
+    call_id = await wait_until_async(started, timeout=20, what="the MCP call to start")
+    _, stop, task = harness.workers[0]
+    stop.set()  # the worker goes away mid-call; another one takes the session over
+    await task
+    harness.start_worker(model_base_url=harness.workers[0][0].settings.model_base_url)
+    events = await harness.wait_idle(session)
+    (result,) = [e for e in events if e["type"] == "agent.mcp_tool_result"]
+    assert result["mcp_tool_use_id"] == call_id
+    assert result["is_error"] is True
+    assert result["content"][0]["text"] == OUTCOME_UNKNOWN
+    assert mcp_server.notes().count("exactly once") <= 1  # never sent a second time
+
+
+async def test_an_interrupt_stops_a_running_mcp_call(
+    make_harness, with_proxy, mcp_server: McpServerProcess
+) -> None:
+    script = turns(Reply([ToolUse("mcp__docs__slow", {"seconds": 30})]))
+    harness = make_harness(
+        script, workers=0, **mcp_spec(mcp_server.url, permissionPolicy="always_allow")
+    )
+    with_proxy(harness)
+    session = await harness.start_session("wait", vault_ids=[VAULT])
+
+    async def calling() -> bool:
+        return "agent.mcp_tool_use" in types(await harness.events(session))
+
+    await wait_until_async(calling, timeout=20, what="the MCP call")
+    began = time.monotonic()
+    await harness.send(session, UserInterruptEvent())
+    events = await harness.wait_idle(session)
+    assert time.monotonic() - began < 10
+    (result,) = [e for e in events if e["type"] == "agent.mcp_tool_result"]
+    assert result["is_error"] is True
+    assert "Interrupted" in result["content"][0]["text"]
     assert events[-1]["stop_reason"] == {"type": "end_turn"}

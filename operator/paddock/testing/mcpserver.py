@@ -3,8 +3,8 @@ protected by a static bearer token: for the harness's and the proxy's MCP tests.
 
     python -m paddock.testing.mcpserver --port 8000 --token-file token --calls-file calls
 
-Tools: `echo(text)`, `add(a, b)`, `note(text)` (a side effect: appends a line to the calls
-file, so tests can count how often a call really ran) and `slow(seconds)`.
+Tools: `echo(text)`, `add(a, b)`, `note(text, delay=0)` (a side effect: appends a line to the
+calls file, so tests can count how often a call really ran) and `slow(seconds)`.
 """
 
 from __future__ import annotations
@@ -62,10 +62,14 @@ def serve(port: int, token_file: Path, calls_file: Path) -> None:
     def add(a: int, b: int) -> str:
         return str(a + b)
 
-    @server.tool(description="Write a note (a side effect).")
-    def note(text: str) -> str:
+    def write_note(text: str) -> None:
         with calls_file.open("a") as out:
             out.write(text + "\n")
+
+    @server.tool(description="Write a note (a side effect), after `delay` seconds.")
+    async def note(text: str, delay: float = 0) -> str:
+        await asyncio.sleep(delay)
+        write_note(text)
         return f"noted: {text}"
 
     @server.tool(description="Wait, then answer.")
