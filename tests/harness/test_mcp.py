@@ -337,3 +337,23 @@ async def test_an_interrupt_stops_a_running_mcp_call(
     assert result["is_error"] is True
     assert "Interrupted" in result["content"][0]["text"]
     assert events[-1]["stop_reason"] == {"type": "end_turn"}
+
+
+async def test_a_tool_error_is_an_error_result_not_a_session_error(
+    make_harness, with_proxy, mcp_server: McpServerProcess
+) -> None:
+    script = turns(
+        Reply([ToolUse("mcp__docs__add", {"a": "not a number"})]),
+        lambda r: Reply([Text("saw: " + r.tool_result_text())]),
+    )
+    harness = make_harness(
+        script, workers=0, **mcp_spec(mcp_server.url, permissionPolicy="always_allow")
+    )
+    with_proxy(harness)
+    session = await harness.start_session("add", vault_ids=[VAULT])
+    events = await harness.wait_idle(session)
+    (result,) = [e for e in events if e["type"] == "agent.mcp_tool_result"]
+    assert result["is_error"] is True
+    assert "validation error" in result["content"][0]["text"]
+    assert "session.error" not in types(events)
+    assert events[-1]["stop_reason"] == {"type": "end_turn"}

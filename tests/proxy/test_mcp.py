@@ -34,6 +34,7 @@ def proxy(tmp_path: Path, secret_files: Secrets, upstream: Upstream) -> Iterator
         mcp_servers=[
             {"name": "docs", "url": f"{upstream.url}/mcp"},
             {"name": "plain", "url": f"{upstream.url}/plain"},
+            {"name": "my docs", "url": f"{upstream.url}/spaced"},
         ],
         vault_credentials=[
             {
@@ -103,12 +104,23 @@ def test_without_a_matching_vault_no_credential_is_sent(
     assert "authorization" not in upstream.seen[-1].headers
 
 
-def test_an_unknown_server_is_a_404_in_the_error_envelope(proxy: ProxyProcess) -> None:
-    reply = httpx.post(f"{proxy.api_url}/mcp/nope", json={})
-    assert reply.status_code == 404
-    assert reply.json()["type"] == "error"
-    assert reply.json()["error"]["type"] == "not_found_error"
+def test_an_unknown_server_is_a_404_in_the_error_envelope(
+    proxy: ProxyProcess, upstream: Upstream
+) -> None:
+    for path in ("/mcp/nope", "/mcp/nope/sub", "/mcp", "/mcp/"):
+        reply = httpx.post(f"{proxy.api_url}{path}", json={})
+        assert reply.status_code == 404, path
+        assert reply.json()["type"] == "error"
+        assert reply.json()["error"]["type"] == "not_found_error"
     assert proxy.last_entry(rule="mcp-unknown-server")["decision"] == "deny"
+    assert upstream.seen == []  # nothing went to the Claude API either
+
+
+def test_a_server_name_is_percent_encoded_in_the_path(
+    proxy: ProxyProcess, upstream: Upstream
+) -> None:
+    assert httpx.get(f"{proxy.api_url}/mcp/my%20docs").status_code == 200
+    assert upstream.seen[-1].path == "/spaced"
 
 
 def test_an_unreadable_token_file_is_a_502_that_names_no_secret(

@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx2
-from mcp import Client
+from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
 from paddock.eventlog import (
@@ -203,7 +203,11 @@ class McpClients:
         """Run one tool call: (result text, is_error). Raises `McpFailure`."""
 
         async def calling(client: Client) -> tuple[str, bool]:
-            result = await client.call_tool(tool, arguments)
+            try:
+                result = await client.call_tool(tool, arguments)
+            except MCPError as exc:
+                # The server answered, with a protocol error: the call failed, not the server.
+                return f"The MCP server answered with an error: {exc.error.message}", True
             parts: list[str] = []
             for block in result.content:
                 text = getattr(block, "text", None)

@@ -63,6 +63,8 @@ class ApiProxy:
         """An application that forwards every path and method."""
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
         app.router.add_route("*", "/mcp/{server:[^/]+}{rest:(/.*)?}", self.handle_mcp)
+        # `/mcp` itself is the MCP route too (with no server): it never reaches the Claude API.
+        app.router.add_route("*", "/mcp{rest:/?}", self.handle_mcp)
         app.router.add_route("*", "/{path:.*}", self.handle)
         return app
 
@@ -106,7 +108,7 @@ class ApiProxy:
     async def handle_mcp(self, request: web.Request) -> web.StreamResponse:
         """Forward ``request`` to the MCP server it names, with the session's vault credential
         for that server's URL; stream the response back."""
-        name = request.match_info["server"]
+        name = request.match_info.get("server", "")
         entry = Entry("api", method=request.method, rule=f"mcp:{name}")
         server = next((s for s in self._runtime.config.mcp_servers if s.name == name), None)
         if server is None:
