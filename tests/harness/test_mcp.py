@@ -42,7 +42,10 @@ def with_proxy(
     started: list[ProxyProcess] = []
 
     def start(
-        harness: Harness, server_url: str | None = None, token: str | None = None
+        harness: Harness,
+        server_url: str | None = None,
+        token: str | None = None,
+        more_servers: tuple[dict[str, str], ...] = (),
     ) -> ProxyProcess:
         url = server_url or mcp_server.url
         token_file = tmp_path / "vault-token"
@@ -51,7 +54,7 @@ def with_proxy(
             tmp_path,
             Secrets(tmp_path / "secrets"),
             upstream=harness.model.url,
-            mcp_servers=[{"name": "docs", "url": url}],
+            mcp_servers=[{"name": "docs", "url": url}, *more_servers],
             vault_credentials=[
                 {
                     "vault_id": VAULT,
@@ -357,3 +360,21 @@ async def test_a_tool_error_is_an_error_result_not_a_session_error(
     assert "validation error" in result["content"][0]["text"]
     assert "session.error" not in types(events)
     assert events[-1]["stop_reason"] == {"type": "end_turn"}
+
+
+async def test_a_server_that_is_down_does_not_keep_the_others_tools_away(
+    make_harness, with_proxy, mcp_server: McpServerProcess
+) -> None:
+    gone = {"name": "gone", "url": f"http://127.0.0.1:{free_port()}/mcp"}
+    spec = mcp_spec(mcp_server.url)
+    spec["mcpServers"].append(gone)
+    spec["tools"]["mcp"].append({"serverName": "gone"})
+    harness = make_harness(turns(Reply([Text("ok")])), workers=0, **spec)
+    with_proxy(harness, more_servers=(gone,))
+    session = await harness.start_session("hi", vault_ids=[VAULT])
+    events = await harness.wait_idle(session)
+    errors = [e["error"] for e in events if e["type"] == "session.error"]
+    assert [(e["type"], e["mcp_server_name"]) for e in errors] == [
+        ("mcp_connection_failed_error", "gone")
+    ]
+    assert "mcp__docs__echo" in offered(harness.model.requests[0])

@@ -40,7 +40,7 @@ from paddock.harness.interrupts import Interrupts
 from paddock.harness.sessionlog import SessionLog
 from paddock.harness.tools import Toolbox
 from paddock.harness.transcript import ToolCall
-from paddock.models import AgentSpec
+from paddock.models import AgentSpec, McpServer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -244,26 +244,35 @@ class McpSession:
         """Servers whose listing failure this run already reported (once is enough)."""
 
     async def toolbox(self) -> Toolbox:
-        """The Agent's tools with those of every MCP toolset whose server answers now."""
+        """The Agent's tools with those of every MCP toolset whose server answers now. The
+        servers are listed at once, so a slow one delays the request by its own timeout only."""
+        toolsets = [t for t in self.spec.tools.mcp if t.server_name in self.servers]
+
+        async def list_all() -> list[list[dict[str, Any]] | BaseException]:
+            return await asyncio.gather(
+                *(self._list(self.servers[t.server_name]) for t in toolsets),
+                return_exceptions=True,
+            )
+
+        listed = await self.interrupts.interruptible(list_all())
         box = self.base
-        for toolset in self.spec.tools.mcp:
-            server = self.servers.get(toolset.server_name)
-            if server is None:
+        for toolset, tools in zip(toolsets, listed, strict=True):
+            name = toolset.server_name
+            if isinstance(tools, McpFailure):
+                if name not in self._reported:
+                    self._reported.add(name)
+                    await self.session.emit(tools.event())
                 continue
-            try:
-                tools = await self.interrupts.interruptible(
-                    self.clients.list_tools(server.name, server.url, self.vault_ids)
-                )
-            except McpFailure as failure:
-                if server.name not in self._reported:
-                    self._reported.add(server.name)
-                    await self.session.emit(failure.event())
-                continue
-            self._reported.discard(server.name)
+            if isinstance(tools, BaseException):
+                raise tools
+            self._reported.discard(name)
             box = box.with_mcp(toolset, tools)
-        for name in box.skipped:
-            log.warning("MCP tool %s not offered: its name is too long or taken", name)
+        for skipped in box.skipped:
+            log.warning("MCP tool %s not offered: its name is too long or taken", skipped)
         return box
+
+    async def _list(self, server: McpServer) -> list[dict[str, Any]]:
+        return await self.clients.list_tools(server.name, server.url, self.vault_ids)
 
     async def execute(self, call: ToolCall) -> tuple[str, bool]:
         """Run an MCP call: (result text, is_error). A call a worker already started (it
