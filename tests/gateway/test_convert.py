@@ -95,11 +95,28 @@ def test_toolset_configs_and_policies() -> None:
         (
             {
                 "tools": [
-                    {"type": "mcp_toolset", "mcp_server_name": "x", "configs": [{"name": "t"}]}
+                    {
+                        "type": "mcp_toolset",
+                        "mcp_server_name": "x",
+                        "configs": [{"name": "t"}, {"name": "t", "enabled": False}],
+                    }
                 ],
                 "mcp_servers": [{"type": "url", "name": "x", "url": "https://x"}],
             },
-            "per-tool",
+            "twice",
+        ),
+        (
+            {
+                "tools": [
+                    {
+                        "type": "mcp_toolset",
+                        "mcp_server_name": "x",
+                        "configs": [{"name": "t", "permission_policy": {"type": "auto"}}],
+                    }
+                ],
+                "mcp_servers": [{"type": "url", "name": "x", "url": "https://x"}],
+            },
+            "auto",
         ),
         (
             {
@@ -133,7 +150,15 @@ def test_an_agent_view_parses_back_into_the_same_spec() -> None:
         "system": "s",
         "tools": [
             {"type": "agent_toolset_20260401", "configs": [{"name": "grep", "enabled": False}]},
-            {"type": "mcp_toolset", "mcp_server_name": "docs"},
+            {
+                "type": "mcp_toolset",
+                "mcp_server_name": "docs",
+                "default_config": {"enabled": False},
+                "configs": [
+                    {"name": "search", "enabled": True},
+                    {"name": "write", "permission_policy": {"type": "always_allow"}},
+                ],
+            },
             {
                 "type": "custom",
                 "name": "t",
@@ -148,6 +173,15 @@ def test_an_agent_view_parses_back_into_the_same_spec() -> None:
     assert view["version"] == 3
     assert view["name"] == "a-x1y2z"  # no name annotation: the Kubernetes name
     assert view["tools"][2]["input_schema"] == {"type": "object", "x-extra": [1]}
+    assert view["tools"][1] == {
+        "type": "mcp_toolset",
+        "mcp_server_name": "docs",
+        "default_config": {"enabled": False, "permission_policy": {"type": "always_ask"}},
+        "configs": [
+            {"name": "search", "enabled": True, "permission_policy": {"type": "always_ask"}},
+            {"name": "write", "enabled": False, "permission_policy": {"type": "always_allow"}},
+        ],
+    }
     # What an update does with the fields it is not given: the same agent comes out.
     again = {k: view[k] for k in ("name", "model", "system", "tools", "mcp_servers")}
     spec_again = agent_spec_fields(AgentCreateParams.model_validate(again))

@@ -72,7 +72,14 @@ async def test_an_agent_is_an_agent_resource_and_back(stack: Stack) -> None:
             {"name": "bash", "enabled": True, "permissionPolicy": "always_ask"},
         ],
     }
-    assert spec["tools"]["mcp"] == [{"serverName": "tickets", "permissionPolicy": "always_allow"}]
+    assert spec["tools"]["mcp"] == [
+        {
+            "serverName": "tickets",
+            "enabled": True,
+            "permissionPolicy": "always_allow",
+            "configs": [],
+        }
+    ]
     assert spec["tools"]["custom"][0]["inputSchema"]["required"] == ["env"]
     assert spec["mcpServers"] == [{"name": "tickets", "url": "https://tickets.example.com/mcp"}]
 

@@ -72,3 +72,32 @@ def test_list_cost_in_cents_rounds_up() -> None:
 def test_a_model_without_a_price_has_no_cost() -> None:
     assert price("my-finetune") is None
     assert list_cost_cents("my-finetune", {"input_tokens": 10}) is None
+
+
+def test_mcp_tools_get_prefixed_names_toolset_policies_and_never_shadow_the_agents_own() -> None:
+    custom = {"name": "mcp__docs__echo", "description": "d", "inputSchema": {"type": "object"}}
+    spec = agent_spec(
+        mcpServers=[{"name": "docs", "url": "https://mcp.example/mcp"}],
+        tools={
+            "custom": [custom],
+            "mcp": [
+                {
+                    "serverName": "docs",
+                    "configs": [
+                        {"name": "add", "permissionPolicy": "always_allow"},
+                        {"name": "drop", "enabled": False},
+                    ],
+                }
+            ],
+        },
+    )
+    listed = [
+        {"name": name, "description": name, "input_schema": {"type": "object"}}
+        for name in ("echo", "add", "drop", "x" * 130)
+    ]
+    box = toolbox(spec).with_mcp(spec.tools.mcp[0], listed)
+    assert box.policy("mcp__docs__add") == ToolPolicy("mcp", "allow", "docs", "add")
+    assert "mcp__docs__drop" not in box.policies  # enabled: false hides it
+    assert box.policy("mcp__docs__echo") == ToolPolicy("custom", "allow")  # the custom tool wins
+    assert box.skipped == ["mcp__docs__echo", "mcp__docs__" + "x" * 130]
+    assert [d["name"] for d in box.definitions][-1] == "mcp__docs__add"

@@ -216,3 +216,34 @@ def test_model_calls_are_counted_per_turn() -> None:
     assert t.model_calls_this_turn == 2
     t = rebuild([user("a"), ev("span.model_request_start"), idle("end_turn"), user("b")])
     assert t.model_calls_this_turn == 0
+
+
+def test_mcp_calls_fold_under_the_name_the_model_used_and_pair_with_their_results() -> None:
+    use = ev(
+        "agent.mcp_tool_use",
+        mcp_server_name="my docs",
+        name="search",
+        input={"q": "x"},
+        evaluated_permission="ask",
+    )
+    t = rebuild([user("find"), use])
+    assert t.messages[-1]["content"] == [
+        {"type": "tool_use", "id": use["id"], "name": "mcp__my_docs__search", "input": {"q": "x"}}
+    ]
+    assert t.next_step() == AwaitUser([use["id"]])
+    t = rebuild(
+        [user("find"), use, ev("user.tool_confirmation", tool_use_id=use["id"], result="allow")]
+    )
+    step = t.next_step()
+    assert isinstance(step, RunTools)
+    (call,) = step.run
+    assert (call.mcp_server, call.name) == ("my docs", "search")
+    result = ev(
+        "agent.mcp_tool_result",
+        mcp_tool_use_id=use["id"],
+        content=[{"type": "text", "text": "hit"}],
+    )
+    t = rebuild([user("find"), use, result])
+    assert t.open_calls == {}
+    assert t.messages[-1]["content"][0]["tool_use_id"] == use["id"]
+    assert isinstance(t.next_step(), CallModel)

@@ -57,6 +57,8 @@ def agent(namespace: str = "team-a") -> dict[str, Any]:
         agent_spec(
             system="Be careful.",
             environmentRef={"name": "python"},
+            mcpServers=[{"name": "docs", "url": "https://mcp.example.com/mcp"}],
+            tools={"mcp": [{"serverName": "docs"}]},
             credentials={
                 "anthropicApiKey": {"name": "anthropic", "key": "api-key"},
                 "hosts": [

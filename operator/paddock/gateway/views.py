@@ -79,7 +79,7 @@ class McpToolset(View):
     mcp_server_name: str
     default_config: ToolsetDefaultConfig
     configs: list[McpToolConfig]
-    """Always empty: one policy applies to all the server's tools."""
+    """The per-tool overrides, resolved against the toolset's defaults."""
 
 
 class CustomTool(View):

@@ -4,6 +4,7 @@ messages, thinking, tool uses, the request's span), or a compaction of the conve
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anthropic
@@ -11,6 +12,7 @@ from anthropic.types import Message
 
 from paddock.eventlog import (
     AgentCustomToolUseEvent,
+    AgentMcpToolUseEvent,
     AgentMessageEvent,
     AgentThinkingEvent,
     AgentThreadContextCompactedEvent,
@@ -52,11 +54,14 @@ class ModelStep:
         toolbox: Toolbox,
         settings: WorkerSettings,
         session_settings: SessionSettings | None,
+        tools: Callable[[], Awaitable[Toolbox]] | None = None,
     ) -> None:
         self.session = session
         self.interrupts = interrupts
         self.model = model
         self.toolbox = toolbox
+        self.tools = tools
+        """The toolbox of the next request, MCP tools included (None: ``toolbox`` as is)."""
         self.settings = settings
         self.spec = settings.spec
         self.session_settings = session_settings
@@ -68,6 +73,11 @@ class ModelStep:
         if limit is not None:
             await self.session.idle(limit.stop_reason, limit.event)
             return
+        if self.tools is not None:
+            try:
+                self.toolbox = await self.tools()
+            except Interrupted:
+                return  # the turn loop sees the interrupt in the log and ends the turn
         if self.needs_compaction():
             await self.compact()
             return
@@ -171,6 +181,16 @@ class ModelStep:
         if policy is not None and policy.kind == "custom":
             return AgentCustomToolUseEvent(name=name, input=tool_input)
         ask = policy is not None and policy.permission == "ask"
+        if policy is not None and policy.kind == "mcp":
+            assert policy.mcp_server is not None
+            assert policy.mcp_tool is not None
+            return AgentMcpToolUseEvent(
+                mcp_server_name=policy.mcp_server,
+                name=policy.mcp_tool,
+                input=tool_input,
+                evaluated_permission="ask" if ask else "allow",
+                evaluation=Evaluation(type="always_ask" if ask else "always_allow"),
+            )
         return AgentToolUseEvent(
             name=name,
             input=tool_input,

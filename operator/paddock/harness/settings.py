@@ -33,6 +33,9 @@ class WorkerSettings:
     gateway_url: str | None = None
     """The gateway's internal file routes: Files API files are mounted from there and
     outputs uploaded there. None: neither happens."""
+    mcp_timeout: float = 30.0
+    """Longest connecting to an MCP server and listing its tools may take (a call may take
+    the Agent's `limits.toolTimeout`)."""
     lease_ttl_ms: int = 15_000
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     bind_retry: RetryPolicy = BIND_RETRY

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from paddock.models import BUILTIN_TOOL_NAMES, AgentSpec, BuiltinToolConfig
+from paddock.models import BUILTIN_TOOL_NAMES, AgentSpec, BuiltinToolConfig, McpToolset
 
 _PATH = {"type": "string", "description": "Absolute path, or relative to the working directory."}
 BUILTIN_TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -84,13 +85,27 @@ assert set(BUILTIN_TOOL_SCHEMAS) == set(BUILTIN_TOOL_NAMES)
 # Tools without side effects: a call interrupted by a crash may simply run again.
 READ_ONLY_TOOLS = frozenset({"read", "glob", "grep"})
 
-ToolKind = Literal["builtin", "custom"]
+ToolKind = Literal["builtin", "custom", "mcp"]
+MCP_TOOL_PREFIX = "mcp__"
+_NOT_IN_TOOL_NAMES = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def mcp_tool_name(server: str, tool: str) -> str:
+    """The name the model calls an MCP tool by: `mcp__<server>__<tool>`, with every character
+    the Messages API refuses in a tool name made `_` (what Claude Code and the Agent SDK
+    name MCP tools; the events carry server and tool name apart). Built-in names never
+    start with `mcp__`; see `with_mcp` for custom tools that do."""
+    return _NOT_IN_TOOL_NAMES.sub("_", f"{MCP_TOOL_PREFIX}{server}__{tool}")
 
 
 @dataclass(frozen=True)
 class ToolPolicy:
     kind: ToolKind
     permission: Literal["allow", "ask"]
+    mcp_server: str | None = None
+    """For an MCP tool: the Agent's name of its server."""
+    mcp_tool: str | None = None
+    """For an MCP tool: its name as the server lists it."""
 
 
 @dataclass(frozen=True)
@@ -99,9 +114,47 @@ class Toolbox:
 
     definitions: list[dict[str, Any]]
     policies: dict[str, ToolPolicy]
+    skipped: list[str] = field(default_factory=list)
+    """MCP tools not offered because their model name is too long or taken."""
 
     def policy(self, name: str) -> ToolPolicy | None:
         return self.policies.get(name)
+
+    def with_mcp(self, toolset: McpToolset, tools: list[dict[str, Any]]) -> Toolbox:
+        """This toolbox plus the tools one MCP server lists (``name``, ``description``,
+        ``input_schema``), as ``toolset`` configures them: `enabled: false` hides a tool,
+        per-tool policies win over the toolset's. A tool whose model name is over 128
+        characters or already taken (by a built-in, a custom tool or another MCP tool) is
+        not offered: what the Agent names itself always wins."""
+        definitions, policies = list(self.definitions), dict(self.policies)
+        skipped = list(self.skipped)
+        configs = {config.name: config for config in toolset.configs}
+        for tool in tools:
+            config = configs.get(tool["name"])
+            enabled = (
+                toolset.enabled if config is None or config.enabled is None else config.enabled
+            )
+            if not enabled:
+                continue
+            name = mcp_tool_name(toolset.server_name, tool["name"])
+            if len(name) > 128 or name in policies:
+                skipped.append(name)
+                continue
+            policy = (config and config.permission_policy) or toolset.permission_policy
+            definitions.append(
+                {
+                    "name": name,
+                    "description": tool.get("description") or "",
+                    "input_schema": tool.get("input_schema") or {"type": "object"},
+                }
+            )
+            policies[name] = ToolPolicy(
+                "mcp",
+                "ask" if policy == "always_ask" else "allow",
+                mcp_server=toolset.server_name,
+                mcp_tool=tool["name"],
+            )
+        return Toolbox(definitions, policies, skipped)
 
 
 def toolbox(spec: AgentSpec) -> Toolbox:

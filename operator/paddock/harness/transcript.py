@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from paddock.harness.tools import mcp_tool_name
+
 USER_INPUT_TYPES = frozenset({"user.message"})
-TOOL_USE_TYPES = frozenset({"agent.tool_use", "agent.custom_tool_use"})
-TOOL_RESULT_TYPES = frozenset({"agent.tool_result", "user.tool_result"})
+TOOL_USE_TYPES = frozenset({"agent.tool_use", "agent.custom_tool_use", "agent.mcp_tool_use"})
+TOOL_RESULT_TYPES = frozenset({"agent.tool_result", "user.tool_result", "agent.mcp_tool_result"})
 COMPACTION_PREFIX = "Summary of the conversation so far (earlier turns were compacted):\n\n"
 
 
@@ -29,6 +31,8 @@ class ToolCall:
     """The call needs a `user.tool_confirmation` before it runs."""
     decision: Literal["allow", "deny"] | None = None
     deny_message: str | None = None
+    mcp_server: str | None = None
+    """For an `agent.mcp_tool_use`: the server; `name` is then the tool's name on it."""
 
     @property
     def waits_for_user(self) -> bool:
@@ -151,6 +155,9 @@ def apply(t: Transcript, event: dict[str, Any]) -> None:
     elif kind == "agent.message":
         _append(t.messages, "assistant", _text_blocks(event.get("content")))
     elif kind in TOOL_USE_TYPES:
+        server = event.get("mcp_server_name") if kind == "agent.mcp_tool_use" else None
+        # The model called an MCP tool by its prefixed name; the event names server and tool.
+        model_name = event["name"] if server is None else mcp_tool_name(server, event["name"])
         _append(
             t.messages,
             "assistant",
@@ -158,7 +165,7 @@ def apply(t: Transcript, event: dict[str, Any]) -> None:
                 {
                     "type": "tool_use",
                     "id": event["id"],
-                    "name": event["name"],
+                    "name": model_name,
                     "input": event.get("input", {}),
                 }
             ],
@@ -169,9 +176,14 @@ def apply(t: Transcript, event: dict[str, Any]) -> None:
             input=event.get("input", {}),
             custom=kind == "agent.custom_tool_use",
             ask=event.get("evaluated_permission") == "ask",
+            mcp_server=server,
         )
     elif kind in TOOL_RESULT_TYPES or kind == "user.custom_tool_result":
-        call_id = event.get("tool_use_id") or event.get("custom_tool_use_id")
+        call_id = (
+            event.get("tool_use_id")
+            or event.get("custom_tool_use_id")
+            or event.get("mcp_tool_use_id")
+        )
         if call_id in t.open_calls:
             del t.open_calls[call_id]
             _append(

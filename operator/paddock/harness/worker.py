@@ -21,7 +21,9 @@ import httpx
 from redis.asyncio import Redis
 
 from paddock.eventlog import (
+    AgentMcpToolResultEvent,
     AgentToolResultEvent,
+    AnyEvent,
     Claim,
     EventLog,
     Heartbeat,
@@ -37,6 +39,7 @@ from paddock.eventlog import (
 )
 from paddock.harness import metrics
 from paddock.harness.interrupts import Interrupted, Interrupts
+from paddock.harness.mcp import McpClients, McpSession
 from paddock.harness.modelstep import ModelStep
 from paddock.harness.retries import Failure, session_error
 from paddock.harness.sandboxsession import EgressUnavailable, SandboxSession
@@ -76,6 +79,7 @@ class Worker:
             timeout=parse_duration(settings.spec.limits.model_timeout),
         )
         self.http = httpx.AsyncClient(timeout=10)
+        self.mcp = McpClients(settings.model_base_url, settings.mcp_timeout)
         self.failures: dict[str, int] = {}
         """Failed runs in a row of each session (see `SessionRun.failed`)."""
 
@@ -167,8 +171,24 @@ class SessionRun:
         self.toolbox = (
             worker.toolbox if run_settings is worker.settings else toolbox(run_settings.spec)
         )
+        self.mcp = McpSession(
+            worker.mcp,
+            run_settings.spec,
+            self.toolbox,
+            self.session,
+            worker.state,
+            settings,
+            self.interrupts,
+            parse_duration(run_settings.spec.limits.tool_timeout),
+        )
         self.model_step = ModelStep(
-            self.session, self.interrupts, worker.model, self.toolbox, run_settings, settings
+            self.session,
+            self.interrupts,
+            worker.model,
+            self.toolbox,
+            run_settings,
+            settings,
+            self.mcp.toolbox if run_settings.spec.tools.mcp else None,
         )
         self.sandbox = SandboxSession(
             claim.session_id,
@@ -255,12 +275,7 @@ class SessionRun:
 
     async def end_interrupted(self, open_calls: list[ToolCall]) -> None:
         results = [
-            AgentToolResultEvent(
-                tool_use_id=c.id,
-                is_error=True,
-                content=[TextBlock(text="Interrupted by the user before it finished.")],
-            )
-            for c in open_calls
+            result_event(c, "Interrupted by the user before it finished.", True) for c in open_calls
         ]
         await self.session.idle("end_turn", *results)
 
@@ -284,12 +299,7 @@ class SessionRun:
 
     async def answer(self, call: ToolCall, text: str, is_error: bool) -> None:
         """Append the call's result, at most once (keyed by the call id)."""
-        await self.session.emit(
-            AgentToolResultEvent(
-                tool_use_id=call.id, is_error=is_error, content=[TextBlock(text=text)]
-            ),
-            key=f"result:{call.id}",
-        )
+        await self.session.emit(result_event(call, text, is_error), key=f"result:{call.id}")
 
     async def give_up(self, calls: list[ToolCall], reason: str) -> None:
         """End the turn with `retries_exhausted` (the `session.error` that says why is in the
@@ -301,8 +311,23 @@ class SessionRun:
         await self.session.idle("retries_exhausted")
 
     async def run_tool(self, call: ToolCall) -> tuple[str, bool]:
-        """(result text, is_error) of a call: built-in tools run in the sandbox."""
+        """(result text, is_error) of a call: built-in tools run in the sandbox, MCP tools on
+        their server (through the proxy)."""
+        if call.mcp_server is not None:
+            return await self.mcp.execute(call)
         policy = self.toolbox.policy(call.name)
         if policy is None or policy.kind != "builtin":
             return f"Unknown tool {call.name!r}.", True
         return await self.sandbox.execute(call)
+
+
+def result_event(call: ToolCall, text: str, is_error: bool) -> AnyEvent:
+    """The result of ``call``: `agent.mcp_tool_result` for an MCP call, else
+    `agent.tool_result`."""
+    if call.mcp_server is not None:
+        return AgentMcpToolResultEvent(
+            mcp_tool_use_id=call.id, is_error=is_error, content=[TextBlock(text=text)]
+        )
+    return AgentToolResultEvent(
+        tool_use_id=call.id, is_error=is_error, content=[TextBlock(text=text)]
+    )

@@ -8,6 +8,9 @@ from paddock.models.agent import (
     AgentStatus,
     BuiltinToolConfig,
     Hostname,
+    McpServer,
+    McpToolConfig,
+    McpToolset,
 )
 from paddock.models.common import (
     API_VERSION,
@@ -78,6 +81,9 @@ __all__ = [
     "FileResource",
     "GitRepository",
     "Hostname",
+    "McpServer",
+    "McpToolConfig",
+    "McpToolset",
     "NetworkingMode",
     "ObjectMeta",
     "ObjectName",

@@ -118,13 +118,31 @@ class McpServer(Model):
     """Endpoint of the server."""
 
 
+class McpToolConfig(Model):
+    """Per-tool override of an MCP toolset's defaults."""
+
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    """The tool's name as the server lists it."""
+    enabled: bool | None = None
+    """Whether the model is offered this tool. Unset: the toolset's `enabled`."""
+    permission_policy: PermissionPolicy | None = None
+    """Unset: the toolset's `permissionPolicy`."""
+
+
 class McpToolset(Model):
     """Tools of one MCP server."""
 
     server_name: Annotated[str, Field(min_length=1, max_length=255)]
     """The `mcpServers[].name` whose tools this offers."""
+    enabled: bool = True
+    """Default for every tool without an entry in `configs` (false: allow-list with
+    `configs`)."""
     permission_policy: PermissionPolicy = "always_ask"
     """MCP tools ask by default: a new server tool never runs unconfirmed."""
+    configs: Annotated[
+        list[McpToolConfig], Field(max_length=256, json_schema_extra=map_list("name"))
+    ] = Field(default_factory=list)
+    """Per-tool overrides, at most one entry per tool."""
 
 
 class Tools(Model):

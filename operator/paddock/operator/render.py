@@ -190,7 +190,7 @@ def proxy_config(
     agent: Agent, environments: Sequence[Environment], settings: RenderSettings
 ) -> dict[str, Any]:
     """The credential proxy's configuration: every Environment of the namespace (a session
-    may name any of them), and a file for each credential."""
+    may name any of them), a file for each credential, and the Agent's MCP servers."""
     policies = {}
     for environment in sorted(environments, key=name_of):
         networking = environment.spec.networking
@@ -226,6 +226,9 @@ def proxy_config(
             }
             for i, c in enumerate(agent.spec.credentials.hosts)
         ],
+        # The harness reaches these at the API listener's /mcp/<name>; vault credentials for
+        # their URLs come from the vaults its sessions name.
+        "mcp_servers": [{"name": s.name, "url": s.url} for s in agent.spec.mcp_servers],
         "blocked_ports": sorted({6379, redis_port(settings.redis_url)}),
     }
 

@@ -1,12 +1,16 @@
-"""The Claude API reverse proxy for the harness in the same pod.
+"""The API listener: the Claude API reverse proxy for the harness in the same pod, and its
+route to the Agent's MCP servers.
 
 Every request goes to the configured upstream with ``x-api-key`` set from the mounted Secret;
-whatever credentials the caller sent are dropped. Responses stream through chunk by chunk as
-they arrive, so server-sent events reach the harness without delay.
+whatever credentials the caller sent are dropped. ``/mcp/<server>[/subpath][?query]`` goes to
+that MCP server's URL instead, with the `Authorization` of the session's vault credential for
+it (the vaults are named by ``X-Paddock-Vault-Ids``, which is not forwarded). Responses stream
+through chunk by chunk as they arrive, so server-sent events reach the harness without delay.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -16,6 +20,9 @@ from paddock.proxy.audit import Audit, Entry
 from paddock.proxy.files import SecretUnavailable
 from paddock.proxy.http1 import HOP_BY_HOP
 from paddock.proxy.runtime import Runtime
+from paddock.proxy.vaults import CredentialError
+
+VAULT_IDS_HEADER = "x-paddock-vault-ids"
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 # Caller credentials and framing the client library recomputes.
@@ -25,6 +32,7 @@ _DROP_REQUEST = HOP_BY_HOP | {
     "transfer-encoding",
     "x-api-key",
     "authorization",
+    VAULT_IDS_HEADER,
 }
 _DROP_RESPONSE = HOP_BY_HOP | {"content-length", "transfer-encoding"}
 # Methods that get the key. TRACE (an upstream that echoes the request would return the
@@ -54,6 +62,9 @@ class ApiProxy:
     def app(self) -> web.Application:
         """An application that forwards every path and method."""
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        app.router.add_route("*", "/mcp/{server:[^/]+}{rest:(/.*)?}", self.handle_mcp)
+        # `/mcp` itself is the MCP route too (with no server): it never reaches the Claude API.
+        app.router.add_route("*", "/mcp{rest:/?}", self.handle_mcp)
         app.router.add_route("*", "/{path:.*}", self.handle)
         return app
 
@@ -90,15 +101,65 @@ class ApiProxy:
             self._audit.record(entry)
             return _error(503, "the API key is unavailable")
         entry.decision = "allow"
+        return await self._forward(
+            request, upstream + request.raw_path, [("x-api-key", api_key)], entry
+        )
+
+    async def handle_mcp(self, request: web.Request) -> web.StreamResponse:
+        """Forward ``request`` to the MCP server it names, with the session's vault credential
+        for that server's URL; stream the response back."""
+        name = request.match_info.get("server", "")
+        entry = Entry("api", method=request.method, rule=f"mcp:{name}")
+        server = next((s for s in self._runtime.config.mcp_servers if s.name == name), None)
+        if server is None:
+            entry.rule, entry.status = "mcp-unknown-server", 404
+            self._audit.record(entry)
+            return _error(404, f"no MCP server named {name!r}", "not_found_error")
+        parts = urlsplit(server.url)
+        entry.host = parts.hostname
+        entry.port = parts.port or (443 if parts.scheme == "https" else 80)
+        if request.method not in API_METHODS:
+            entry.status = 405
+            self._audit.record(entry)
+            return _error(405, f"method {request.method} is not forwarded", "invalid_request_error")
+        vault_ids: Sequence[str] = [
+            v.strip() for v in request.headers.get(VAULT_IDS_HEADER, "").split(",") if v.strip()
+        ]
+        try:
+            authorization = await self._runtime.vaults().authorization(server.url, vault_ids)
+        except CredentialError as exc:
+            entry.rule, entry.status = f"mcp:{name}:{exc.reason}", 502
+            self._audit.record(entry)
+            return _error(502, str(exc))
+        extra: list[tuple[str, str]] = []
+        if authorization is not None:
+            extra.append(("Authorization", authorization))
+            entry.injected = "vault"
+        entry.decision = "allow"
+        target = server.url.rstrip("/") + request.match_info["rest"]
+        if request.query_string:
+            target += "?" + request.query_string
+        return await self._forward(request, target, extra, entry)
+
+    async def _forward(
+        self,
+        request: web.Request,
+        url: str,
+        extra: list[tuple[str, str]],
+        entry: Entry,
+    ) -> web.StreamResponse:
+        """Send ``request`` to ``url`` with the caller's headers (minus credentials and
+        framing) and ``extra``; stream the reply back; audit ``entry`` at the end."""
+        assert self._client is not None, "ApiProxy.start() was not called"
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST]
-        headers.append(("x-api-key", api_key))
+        headers.extend(extra)
         body = await request.read() if request.body_exists else None
         entry.bytes_up = len(body or b"")
         response: web.StreamResponse | None = None
         try:
             async with self._client.request(
                 request.method,
-                upstream + request.raw_path,
+                url,
                 headers=headers,
                 data=body,
                 allow_redirects=False,

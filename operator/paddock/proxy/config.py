@@ -122,6 +122,32 @@ class Credential(_Strict):
     """Non-git requests that get the credential too (an HTTPS API of the host)."""
 
 
+class McpServer(_Strict):
+    """An MCP server of the Agent (its `spec.mcpServers`), reached by the harness at
+    `http://<api listener>/mcp/<name>`."""
+
+    name: Annotated[str, Field(min_length=1, max_length=255)]
+    """The Agent's name for the server (`tools.mcp[].serverName`)."""
+    url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^/?#]+(/[^?#]*)?$")]
+    """Its streamable-HTTP endpoint; subpaths and queries of a request are appended."""
+
+
+class StaticBearerCredential(_Strict):
+    """A vault's `static_bearer` credential: `Authorization: Bearer <token file content>`."""
+
+    type: Literal["static_bearer"]
+    vault_id: Annotated[str, Field(min_length=1, max_length=128)]
+    credential_id: Annotated[str, Field(min_length=1, max_length=128)]
+    mcp_server_url: Annotated[str, Field(max_length=2048, pattern=r"^https?://")]
+    """Matched exactly against an `mcp_servers[].url`."""
+    token_file: Path
+    """Mounted Secret file holding the token; re-read when it changes."""
+
+
+VaultCredential = Annotated[StaticBearerCredential, Field(discriminator="type")]
+"""A vault credential, by `type` (`mcp_oauth` joins this union)."""
+
+
 class AddressException(_Strict):
     """One non-public ip:port that egress may reach anyway. For development and tests only."""
 
@@ -177,6 +203,10 @@ class ProxyConfig(_Strict):
     """Egress policy per Environment name; tokens name one of these."""
     credentials: list[Credential] = Field(default_factory=list)
     """Per-host tokens injected on the git path."""
+    mcp_servers: list[McpServer] = Field(default_factory=list)
+    """The Agent's MCP servers, by name, for the API listener's `/mcp/<name>` route."""
+    vault_credentials: list[VaultCredential] = Field(default_factory=list)
+    """Credentials of the vaults sessions may name, added to MCP requests by server URL."""
     blocked_ports: list[Port] = Field(default_factory=lambda: [6379])
     """Ports egress never connects to, on any host (Redis by default)."""
     address_exceptions: list[AddressException] = Field(default_factory=list)
@@ -199,6 +229,9 @@ class ProxyConfig(_Strict):
         hosts = [credential.host for credential in self.credentials]
         if len(hosts) != len(set(hosts)):
             raise ValueError("credentials: each host may appear only once")
+        names = [server.name for server in self.mcp_servers]
+        if len(names) != len(set(names)):
+            raise ValueError("mcp_servers: each name may appear only once")
         forbidden_ports = self.listeners.ports | set(self.blocked_ports)
         for exception in self.address_exceptions:
             if exception.port in forbidden_ports:

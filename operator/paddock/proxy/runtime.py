@@ -17,6 +17,7 @@ from paddock.proxy import tokens
 from paddock.proxy.config import Credential, ProxyConfig
 from paddock.proxy.files import SecretFiles, SecretUnavailable
 from paddock.proxy.policy import host_matches
+from paddock.proxy.vaults import VaultCredentials
 
 
 class Runtime:
@@ -63,6 +64,10 @@ class Runtime:
             now=int(time.time()),
             max_age=self.config.token_max_age_seconds,
         )
+
+    def vaults(self) -> VaultCredentials:
+        """The vault credentials of the current config (cheap: the files are shared)."""
+        return VaultCredentials(self.config, self.secrets)
 
     def credential_for(self, host: str) -> Credential | None:
         """The credential configured for ``host``: an exact entry first, else the longest

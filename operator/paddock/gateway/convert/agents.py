@@ -94,17 +94,27 @@ def _mcp_toolset(toolset: McpToolsetParam, servers: set[str]) -> dict[str, Any]:
     where = f"tools.mcp_toolset {toolset.mcp_server_name}"
     if toolset.mcp_server_name not in servers:
         raise invalid(f"{where}: no mcp_servers entry has this name")
-    if toolset.configs:
-        raise unsupported(f"{where}: per-tool configs", "one policy applies to all its tools")
     default = toolset.default_config
-    if default is not None and default.enabled is False:
-        raise unsupported(f"{where}: default_config.enabled false", "remove the toolset instead")
-    return {
+    fields: dict[str, Any] = {
         "serverName": toolset.mcp_server_name,
+        "enabled": default.enabled if default and default.enabled is not None else True,
         "permissionPolicy": _policy(
             default.permission_policy if default else None, "always_ask", where
         ),
+        "configs": [],
     }
+    for config in toolset.configs or []:
+        if any(entry["name"] == config.name for entry in fields["configs"]):
+            raise invalid(f"{where}: configs: {config.name} is configured twice")
+        entry: dict[str, Any] = {"name": config.name}
+        if config.enabled is not None:
+            entry["enabled"] = config.enabled
+        if config.permission_policy is not None:
+            entry["permissionPolicy"] = _policy(
+                config.permission_policy, "always_ask", f"{where}: configs.{config.name}"
+            )
+        fields["configs"].append(entry)
+    return fields
 
 
 def agent_spec_fields(params: AgentCreateParams) -> dict[str, Any]:
@@ -186,10 +196,19 @@ def _resolved_tools(spec: AgentSpec, raw_spec: dict[str, Any]) -> list[views.Too
             views.McpToolset(
                 mcp_server_name=toolset.server_name,
                 default_config=views.ToolsetDefaultConfig(
-                    enabled=True,
+                    enabled=toolset.enabled,
                     permission_policy=views.PermissionPolicy(type=toolset.permission_policy),
                 ),
-                configs=[],
+                configs=[
+                    views.McpToolConfig(
+                        name=config.name,
+                        enabled=toolset.enabled if config.enabled is None else config.enabled,
+                        permission_policy=views.PermissionPolicy(
+                            type=config.permission_policy or toolset.permission_policy
+                        ),
+                    )
+                    for config in toolset.configs
+                ],
             )
         )
     # The input schema as stored: the model would rename nothing, but keep it verbatim.
