@@ -18,6 +18,7 @@ from paddock.gateway.convert.meta import (
     AGENT_ID_LABEL,
     ENVIRONMENT_ID_LABEL,
     SESSION_ID_LABEL,
+    VAULT_ID_LABEL,
     labels,
     session_object_name,
 )
@@ -54,6 +55,7 @@ class Kind:
 AGENTS = Kind("Agent", "agents", AGENT_ID_LABEL, "agent_", "agent")
 ENVIRONMENTS = Kind("Environment", "environments", ENVIRONMENT_ID_LABEL, "env_", "environment")
 SESSIONS = Kind("Session", "sessions", SESSION_ID_LABEL, "sesn_", "session")
+VAULTS = Kind("Vault", "vaults", VAULT_ID_LABEL, "vlt_", "vault")
 
 
 def visible(obj: dict[str, Any], kind: Kind) -> bool:
@@ -175,6 +177,20 @@ class Objects:
             self.kube.delete_object(API_VERSION, kind.kind, self.namespace, obj["metadata"]["name"])
         )
         return result
+
+    # Secrets holding vault credentials: written and deleted, never read (docs/security-model.md).
+
+    async def create_secret(self, body: dict[str, Any]) -> None:
+        await self._call(self.kube.create({**body, "apiVersion": "v1", "kind": "Secret"}))
+
+    async def patch_secret(self, name: str, string_data: dict[str, str]) -> None:
+        """Set keys of a Secret; nothing of it is read back (the answer is dropped)."""
+        await self._call(
+            self.kube.patch("v1", "Secret", self.namespace, name, {"stringData": string_data})
+        )
+
+    async def delete_secret(self, name: str) -> None:
+        await self._call(self.kube.delete_object("v1", "Secret", self.namespace, name))
 
     # Agent versions (paddock.kube.agentversions): ControllerRevisions of the Agent.
 

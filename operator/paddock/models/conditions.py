@@ -98,6 +98,15 @@ class SchedulingReason(StrEnum):
     gateway returns it as the session's `status_message`)."""
 
 
+class VaultReason(StrEnum):
+    """Reasons of a Vault's `Ready` condition."""
+
+    READY = "Ready"
+    """Every Secret key its credentials reference exists."""
+    SECRET_NOT_FOUND = "SecretNotFound"
+    """A referenced Secret or key does not exist; the message names which (never a value)."""
+
+
 class EventReason(StrEnum):
     """Reasons of the Kubernetes Events the operator posts besides these: a change of an
     Agent's `Ready` reason is posted with that reason, a Session's change of phase with the
@@ -116,6 +125,7 @@ class EventReason(StrEnum):
 CONDITIONS: dict[str, dict[ConditionType, type[StrEnum]]] = {
     "Agent": {ConditionType.READY: AgentReason},
     "Environment": {ConditionType.READY: EnvironmentReason},
+    "Vault": {ConditionType.READY: VaultReason},
     "Session": {
         ConditionType.READY: SessionReason,
         ConditionType.SANDBOX_BOUND: SandboxReason,
@@ -124,5 +134,7 @@ CONDITIONS: dict[str, dict[ConditionType, type[StrEnum]]] = {
 }
 """Each resource's condition types, and the reasons of each."""
 
-Reason = AgentReason | EnvironmentReason | SessionReason | SandboxReason | SchedulingReason
+Reason = (
+    AgentReason | EnvironmentReason | SessionReason | SandboxReason | SchedulingReason | VaultReason
+)
 """Any condition's reason."""
