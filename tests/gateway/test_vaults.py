@@ -12,6 +12,8 @@ import anthropic
 import httpx2
 import pytest
 
+from paddock.eventlog import SessionState
+
 from .stack import Stack
 
 pytestmark = pytest.mark.timeout(60)
@@ -244,3 +246,48 @@ async def test_credentials_refused_cleanly(stack: Stack) -> None:
         async with other:
             assert (await other.get(f"/v1/vaults/{vault.id}")).status_code == 404
         assert (await http.get(f"{base}/vcrd_nothere")).status_code == 404
+
+
+async def test_a_session_uses_the_vaults_it_is_created_with(stack: Stack) -> None:
+    client = stack.client()
+    environment = await client.beta.environments.create(name="vault-env")
+    agent = await client.beta.agents.create(name="v", model="claude-sonnet-4-6")
+    first = await client.beta.vaults.create(display_name="first")
+    second = await client.beta.vaults.create(display_name="second")
+    session = await client.beta.sessions.create(
+        agent=agent.id, environment_id=environment.id, vault_ids=[first.id, second.id]
+    )
+    assert session.vault_ids == [first.id, second.id]
+    assert (await client.beta.sessions.retrieve(session.id)).vault_ids == [first.id, second.id]
+    resource = stack.resource("sessions", stack.a.namespace, session.id.lower().replace("_", "-"))
+    assert resource is not None
+    assert resource["spec"]["vaultIds"] == [first.id, second.id]
+    settings = await SessionState(stack.redis, stack.a.namespace).settings(session.id)
+    assert settings is not None
+    assert settings.vault_ids == [first.id, second.id]
+
+    async with stack.http() as http:
+        # Create-only, as in the reference.
+        update = await http.post(f"/v1/sessions/{session.id}", json={"vault_ids": []})
+        assert update.status_code == 400
+        body = {"agent": agent.id, "environment_id": environment.id}
+        missing = await http.post("/v1/sessions", json={**body, "vault_ids": ["vlt_nothere"]})
+        assert missing.status_code == 404
+        assert missing.json()["error"]["details"] == {"error_code": "vault_not_found_error"}
+        await client.beta.vaults.archive(second.id)
+        archived = await http.post("/v1/sessions", json={**body, "vault_ids": [second.id]})
+        assert archived.status_code == 400
+        assert archived.json()["error"]["details"] == {"error_code": "vault_archived_error"}
+    # Another tenant's vault is not found either.
+    other = await stack.client(stack.b).beta.vaults.create(display_name="b's")
+    with pytest.raises(anthropic.NotFoundError):
+        await client.beta.sessions.create(
+            agent=agent.id, environment_id=environment.id, vault_ids=[other.id]
+        )
+    # The Session refuses a change of its vaults (kubectl).
+    resource["spec"]["vaultIds"] = [first.id]
+    with stack.kube() as kube:
+        path = f"/apis/paddock.dev/v1alpha1/namespaces/{stack.a.namespace}/sessions"
+        response = kube.put(f"{path}/{resource['metadata']['name']}", json=resource)
+    assert response.status_code == 422
+    assert "vaultIds is immutable" in response.text

@@ -55,6 +55,9 @@ class SessionSettings(BaseModel):
     files: list[FileResource] = Field(default_factory=list)
     agent: AgentPin | None = None
     """None for a session opened before versions were pinned: it runs its worker's spec."""
+    vault_ids: list[str] = Field(default_factory=list)
+    """The vaults (`vlt_…`) whose credentials the proxy may add to this session's MCP calls;
+    the harness sends them to it in `X-Paddock-Vault-Ids`."""
     gateway_token: str | None = None
     """The harness's credential at the gateway's internal file routes for this session
     (mounting its Files API files, uploading its outputs); random, made by `open_session`."""
@@ -167,6 +170,7 @@ def settings_for(
         repositories=repositories,
         files=files,
         agent=agent,
+        vault_ids=list(session.spec.vault_ids),
     )
 
 

@@ -305,7 +305,11 @@ class SessionCreateParams(Param):
     title: Annotated[str, Field(max_length=256)] | None = None
     metadata: Metadata | None = None
     resources: Annotated[list[ResourceParam], Field(max_length=20)] | None = None
-    vault_ids: list[str] | None = None
+    vault_ids: (
+        Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=20)]
+        | None
+    ) = None
+    """Create-only: the vaults whose credentials the session may use."""
     initial_events: Annotated[list[InitialEventParam], Field(max_length=50)] | None = None
     budget: BudgetParam | None = None
 
