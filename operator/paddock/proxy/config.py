@@ -6,6 +6,7 @@ line per problem, each naming the field (``environments.default.mode: ...``).
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -122,6 +123,59 @@ class Credential(_Strict):
     """Non-git requests that get the credential too (an HTTPS API of the host)."""
 
 
+ServerUrl = Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^https?://[^\s@#]+$")]
+
+
+class StaticBearerCredential(_Strict):
+    """A vault credential: a fixed bearer token for the MCP server at `mcp_server_url`."""
+
+    type: Literal["static_bearer"]
+    vault_id: str
+    credential_id: str
+    mcp_server_url: ServerUrl
+    token_file: Path
+    """Mounted Secret file with the token; re-read when it changes."""
+
+
+class OAuthRefreshConfig(_Strict):
+    """The `refresh_token` grant of an `mcp_oauth` credential (paddock.proxy.oauth)."""
+
+    token_endpoint: ServerUrl
+    """The only URL the proxy sends this credential's refresh token to."""
+    client_id: str
+    refresh_token_file: Path
+    token_endpoint_auth: Literal["none", "client_secret_basic", "client_secret_post"] = "none"
+    client_secret_file: Path | None = None
+    scope: str | None = None
+    resource: str | None = None
+
+    @model_validator(mode="after")
+    def _secret(self) -> OAuthRefreshConfig:
+        if (self.token_endpoint_auth == "none") != (self.client_secret_file is None):
+            raise ValueError(
+                "client_secret_file goes with client_secret_basic or client_secret_post"
+            )
+        return self
+
+
+class McpOAuthCredential(_Strict):
+    """A vault credential: an OAuth access token for the MCP server at `mcp_server_url`,
+    refreshed before `expires_at` (and after a 401) when `refresh` is set."""
+
+    type: Literal["mcp_oauth"]
+    vault_id: str
+    credential_id: str
+    mcp_server_url: ServerUrl
+    access_token_file: Path
+    expires_at: datetime | None = None
+    refresh: OAuthRefreshConfig | None = None
+
+
+VaultCredential = Annotated[
+    StaticBearerCredential | McpOAuthCredential, Field(discriminator="type")
+]
+
+
 class AddressException(_Strict):
     """One non-public ip:port that egress may reach anyway. For development and tests only."""
 
@@ -177,6 +231,8 @@ class ProxyConfig(_Strict):
     """Egress policy per Environment name; tokens name one of these."""
     credentials: list[Credential] = Field(default_factory=list)
     """Per-host tokens injected on the git path."""
+    vault_credentials: list[VaultCredential] = Field(default_factory=list)
+    """The namespace's vault credentials for MCP servers; a session's vault ids pick them."""
     blocked_ports: list[Port] = Field(default_factory=lambda: [6379])
     """Ports egress never connects to, on any host (Redis by default)."""
     address_exceptions: list[AddressException] = Field(default_factory=list)
