@@ -5,7 +5,7 @@ reason, and no token is in any error message or metric."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,20 @@ VAULT, CREDENTIAL = "vlt_team", "vcrd_docs"
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture
+async def build() -> AsyncIterator[Callable[..., VaultCredentials]]:
+    """`VaultCredentials` of a config (their HTTP sessions closed after the test)."""
+    made: list[VaultCredentials] = []
+
+    def make(config: ProxyConfig, **options: Any) -> VaultCredentials:
+        made.append(VaultCredentials(config, SecretFiles(), **options))
+        return made[-1]
+
+    yield make
+    for vaults in made:
+        await vaults.close()
 
 
 def write(path: Path, value: str) -> Path:
@@ -87,11 +101,10 @@ async def test_an_expiring_token_is_refreshed_and_a_revoked_refresh_token_fails(
     protected: ProtectedServer,
     clock: Clock,
     http: aiohttp.ClientSession,
+    build: Callable[..., VaultCredentials],
 ) -> None:
     first = auth_server.issue()
-    vaults = VaultCredentials(
-        config(tmp_path, auth_server, protected, first), SecretFiles(), http, clock=clock
-    )
+    vaults = build(config(tmp_path, auth_server, protected, first), clock=clock)
     url = protected.url
     # Another vault of the session, or a URL without a credential: nothing to add.
     assert await vaults.authorization(url, ["vlt_other"]) is None
@@ -149,19 +162,20 @@ async def test_a_reload_keeps_refreshed_tokens_and_an_update_replaces_them(
     protected: ProtectedServer,
     clock: Clock,
     http: aiohttp.ClientSession,
+    build: Callable[..., VaultCredentials],
 ) -> None:
     first = config(tmp_path, auth_server, protected, auth_server.issue())
-    vaults = VaultCredentials(first, SecretFiles(), http, clock=clock)
+    vaults = build(first, clock=clock)
     clock.advance(auth_server.access_ttl_s)
     refreshed = await vaults.authorization(protected.url, [VAULT])
     # A config reload (another Environment, say) keeps the state of unchanged credentials.
-    reloaded = VaultCredentials(first, SecretFiles(), http, previous=vaults, clock=clock)
+    reloaded = build(first, previous=vaults, clock=clock)
     assert await reloaded.authorization(protected.url, [VAULT]) == refreshed
     assert len(auth_server.refreshes) == 1
     # An API update: a new access token in the Secret and its expiry in the config.
     new_tokens = auth_server.issue()
     updated = config(tmp_path, auth_server, protected, new_tokens)
-    again = VaultCredentials(updated, SecretFiles(), http, previous=reloaded, clock=clock)
+    again = build(updated, previous=reloaded, clock=clock)
     header = await again.authorization(protected.url, [VAULT])
     assert header == f"Bearer {new_tokens[0]}"
     assert await call(http, protected, header) == 200
@@ -174,15 +188,13 @@ async def test_the_other_client_authentications(
     clock: Clock,
     http: aiohttp.ClientSession,
     client_auth: str,
+    build: Callable[..., VaultCredentials],
 ) -> None:
     auth = await AuthorizationServer(clock=clock, client_auth=client_auth, rotate=False).start()  # type: ignore[arg-type]
     server = await ProtectedServer(valid=auth.valid).start()
     try:
-        vaults = VaultCredentials(
-            config(tmp_path, auth, server, auth.issue(), client_auth=client_auth),
-            SecretFiles(),
-            http,
-            clock=clock,
+        vaults = build(
+            config(tmp_path, auth, server, auth.issue(), client_auth=client_auth), clock=clock
         )
         clock.advance(auth.access_ttl_s)
         header = await vaults.authorization(server.url, [VAULT])
@@ -203,10 +215,11 @@ async def test_a_wrong_client_secret_and_a_private_token_endpoint_are_refused(
     protected: ProtectedServer,
     clock: Clock,
     http: aiohttp.ClientSession,
+    build: Callable[..., VaultCredentials],
 ) -> None:
     tokens = auth_server.issue()
     refused = config(tmp_path / "a", auth_server, protected, tokens, except_endpoint=False)
-    vaults = VaultCredentials(refused, SecretFiles(), http, clock=clock)
+    vaults = build(refused, clock=clock)
     clock.advance(auth_server.access_ttl_s)
     with pytest.raises(CredentialError) as forbidden:
         await vaults.authorization(protected.url, [VAULT])
@@ -221,8 +234,6 @@ async def test_a_wrong_client_secret_and_a_private_token_endpoint_are_refused(
     assert credential.refresh.client_secret_file is not None
     write(credential.refresh.client_secret_file, "not-the-secret")
     with pytest.raises(CredentialError) as rejected:
-        await VaultCredentials(wrong, SecretFiles(), http, clock=clock).authorization(
-            protected.url, [VAULT]
-        )
+        await build(wrong, clock=clock).authorization(protected.url, [VAULT])
     assert rejected.value.reason == CredentialFailure.REFRESH_REJECTED
     assert "invalid_client" in rejected.value.message

@@ -84,7 +84,7 @@ class OAuthToken:
         credential: McpOAuthCredential,
         config: ProxyConfig,
         files: SecretFiles,
-        http: aiohttp.ClientSession,
+        http: Callable[[], aiohttp.ClientSession],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.credential, self.config, self.files, self.http = credential, config, files, http
@@ -212,7 +212,7 @@ class OAuthToken:
         await self._endpoint_allowed(refresh.token_endpoint)
         started = self.clock()
         try:
-            async with self.http.post(
+            async with self.http().post(
                 refresh.token_endpoint,
                 data=form,
                 headers=headers,

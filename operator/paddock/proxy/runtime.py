@@ -17,6 +17,7 @@ from paddock.proxy import tokens
 from paddock.proxy.config import Credential, ProxyConfig
 from paddock.proxy.files import SecretFiles, SecretUnavailable
 from paddock.proxy.policy import host_matches
+from paddock.proxy.vaults import VaultCredentials
 
 
 class Runtime:
@@ -25,6 +26,7 @@ class Runtime:
     def __init__(self, config: ProxyConfig) -> None:
         self.config = config
         self.secrets = SecretFiles()
+        self._vaults: VaultCredentials | None = None
 
     def _header_secret(self, path: Path) -> str:
         # It goes into a header: anything but visible ASCII (a newline inside, say) would let
@@ -63,6 +65,13 @@ class Runtime:
             now=int(time.time()),
             max_age=self.config.token_max_age_seconds,
         )
+
+    def vaults(self) -> VaultCredentials:
+        """The vault credentials of the current config. Kept while the config is, and built
+        from the previous ones when it changes, so refreshed OAuth tokens survive reloads."""
+        if self._vaults is None or self._vaults.config is not self.config:
+            self._vaults = VaultCredentials(self.config, self.secrets, previous=self._vaults)
+        return self._vaults
 
     def credential_for(self, host: str) -> Credential | None:
         """The credential configured for ``host``: an exact entry first, else the longest

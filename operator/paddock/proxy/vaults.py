@@ -52,12 +52,12 @@ class VaultCredentials:
         self,
         config: ProxyConfig,
         files: SecretFiles,
-        http: aiohttp.ClientSession,
         *,
         previous: VaultCredentials | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.config, self.files = config, files
+        self._http: aiohttp.ClientSession | None = previous._http if previous else None
         self._oauth: dict[tuple[str, str], OAuthToken] = {}
         for credential in config.vault_credentials:
             if isinstance(credential, McpOAuthCredential):
@@ -68,7 +68,19 @@ class VaultCredentials:
                     self._oauth[key] = kept
                 else:
                     options = {"clock": clock} if clock else {}
-                    self._oauth[key] = OAuthToken(credential, config, files, http, **options)
+                    self._oauth[key] = OAuthToken(
+                        credential, config, files, self._session, **options
+                    )
+
+    def _session(self) -> aiohttp.ClientSession:
+        # Made at the first refresh, inside the running loop; shared with later configs.
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
 
     def find(
         self, url: str, vault_ids: Sequence[str]
