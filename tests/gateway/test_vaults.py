@@ -291,3 +291,47 @@ async def test_a_session_uses_the_vaults_it_is_created_with(stack: Stack) -> Non
         response = kube.put(f"{path}/{resource['metadata']['name']}", json=resource)
     assert response.status_code == 422
     assert "vaultIds is immutable" in response.text
+
+
+def test_the_vault_schema_takes_references_not_values(stack: Stack) -> None:
+    """The declarative form: a Vault of Secret references is accepted; a value, a reference
+    of the other credential type, or a client secret auth without its secret is refused."""
+    good = {
+        "id": "vcrd_docs",
+        "type": "mcp_oauth",
+        "mcpServerUrl": "https://docs.example.com/mcp",
+        "accessTokenRef": {"name": "docs", "key": "access_token"},
+        "refresh": {
+            "tokenEndpoint": "https://auth.example.com/token",
+            "clientId": "paddock",
+            "refreshTokenRef": {"name": "docs", "key": "refresh_token"},
+            "tokenEndpointAuth": {
+                "type": "client_secret_basic",
+                "clientSecretRef": {"name": "docs", "key": "client_secret"},
+            },
+        },
+    }
+    bad = [
+        {**good, "accessToken": "at-value"},
+        {**good, "tokenRef": {"name": "docs", "key": "token"}},
+        {
+            **good,
+            "refresh": {**good["refresh"], "tokenEndpointAuth": {"type": "client_secret_post"}},
+        },
+        {**good, "type": "static_bearer"},
+    ]
+    path = f"/apis/paddock.dev/v1alpha1/namespaces/{stack.a.namespace}/vaults"
+    with stack.kube() as kube:
+        for i, credential in enumerate([good, *bad]):
+            body = {
+                "apiVersion": "paddock.dev/v1alpha1",
+                "kind": "Vault",
+                "metadata": {"name": f"gitops-{i}"},
+                "spec": {"credentials": [credential]},
+            }
+            response = kube.post(path, json=body, params={"fieldValidation": "Strict"})
+            # Strict field validation refuses the unknown field (400), CEL rules the rest (422).
+            refused = (400,) if "accessToken" in credential else (422,)
+            expected = (201,) if credential is good else refused
+            assert response.status_code in expected, (i, response.text)
+            assert "at-value" not in response.text
