@@ -4,6 +4,7 @@ reference Secrets; the secret values are in those Secrets and in no answer."""
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +14,8 @@ import httpx2
 import pytest
 
 from paddock.eventlog import SessionState
+from paddock.gateway.objects import METADATA_ONLY
+from paddock.kube import MERGE, path
 
 from .stack import Stack
 
@@ -335,3 +338,29 @@ def test_the_vault_schema_takes_references_not_values(stack: Stack) -> None:
             expected = (201,) if credential is good else refused
             assert response.status_code in expected, (i, response.text)
             assert "at-value" not in response.text
+
+
+async def test_the_gateways_secret_writes_get_no_value_back(stack: Stack) -> None:
+    """The apiserver answers writes with the object: the gateway asks for metadata only, so
+    not even its answers hold a secret value."""
+    assert stack.gateway is not None
+    kube, namespace = stack.gateway.kube, stack.a.namespace
+    url = path("v1", "Secret", namespace)
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "probe"}}
+    answers = [
+        await kube.request(
+            "POST", url, json={**secret, "stringData": {"k": "v-one"}}, headers=METADATA_ONLY
+        ),
+        await kube.request(
+            "PATCH",
+            f"{url}/probe",
+            content=json.dumps({"stringData": {"k": "v-two"}}),
+            headers={**METADATA_ONLY, "Content-Type": MERGE},
+        ),
+        await kube.request("DELETE", f"{url}/probe", headers=METADATA_ONLY),
+    ]
+    for answer in answers:
+        assert answer["kind"] in ("PartialObjectMetadata", "Status")
+        assert "data" not in answer
+        assert "v-one" not in json.dumps(answer)
+        assert "v-two" not in json.dumps(answer)

@@ -9,6 +9,7 @@ another namespace is simply not found.
 from __future__ import annotations
 
 import builtins
+import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,11 +25,14 @@ from paddock.gateway.convert.meta import (
 )
 from paddock.gateway.errors import ApiError, conflict, invalid, not_found, unavailable
 from paddock.kube import (
+    MERGE,
     AgentVersion,
     Conflict,
     KubeClient,
+    NotFound,
     find_version,
     list_versions,
+    path,
     pin_version,
     record_current,
 )
@@ -37,6 +41,7 @@ from paddock.models import API_VERSION, OBJECT_NAME_PATTERN
 
 _NAME = re.compile(OBJECT_NAME_PATTERN)
 _CONFLICT_RETRIES = 5
+METADATA_ONLY = {"Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"}
 
 
 @dataclass(frozen=True)
@@ -178,19 +183,30 @@ class Objects:
         )
         return result
 
-    # Secrets holding vault credentials: written and deleted, never read (docs/security-model.md).
+    # Secrets holding vault credentials: written and deleted, never read. The apiserver
+    # answers a write with the object, values and all, unless asked for its metadata only:
+    # so every write asks for that (docs/security-model.md).
 
     async def create_secret(self, body: dict[str, Any]) -> None:
-        await self._call(self.kube.create({**body, "apiVersion": "v1", "kind": "Secret"}))
+        secret = {**body, "apiVersion": "v1", "kind": "Secret"}
+        url = path("v1", "Secret", self.namespace)
+        await self._call(self.kube.request("POST", url, json=secret, headers=METADATA_ONLY))
 
     async def patch_secret(self, name: str, string_data: dict[str, str]) -> None:
-        """Set keys of a Secret; nothing of it is read back (the answer is dropped)."""
-        await self._call(
-            self.kube.patch("v1", "Secret", self.namespace, name, {"stringData": string_data})
-        )
+        """Set keys of a Secret."""
+        url = path("v1", "Secret", self.namespace, name)
+        body = json.dumps({"stringData": string_data})
+        headers = {**METADATA_ONLY, "Content-Type": MERGE}
+        await self._call(self.kube.request("PATCH", url, content=body, headers=headers))
 
     async def delete_secret(self, name: str) -> None:
-        await self._call(self.kube.delete_object("v1", "Secret", self.namespace, name))
+        url = path("v1", "Secret", self.namespace, name)
+        try:
+            await self.kube.request("DELETE", url, headers=METADATA_ONLY)
+        except NotFound:
+            pass  # gone already: what was asked
+        except KubeApiError as exc:
+            raise kube_error(exc) from exc
 
     # Agent versions (paddock.kube.agentversions): ControllerRevisions of the Agent.
 

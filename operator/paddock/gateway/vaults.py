@@ -3,7 +3,8 @@
 A credential is an entry of the Vault's `spec.credentials` that references Secret keys; the
 values an API caller sends go into one Secret per credential, owned by the Vault (so
 deleting the Vault deletes them) and never read back: the gateway may create, patch and
-delete Secrets, not get them. No answer, status, event or log line carries a value.
+delete Secrets, not get them, and its writes get metadata-only answers. No answer, status,
+event or log line carries a value.
 """
 
 from __future__ import annotations
