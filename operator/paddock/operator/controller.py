@@ -301,7 +301,8 @@ class Controller:
     async def _vault(self, key: Key) -> None:
         vault = self.rt.informers["Vault"].get(key.namespace, key.name)
         if vault is not None and not vault["metadata"].get("deletionTimestamp"):
-            await vaults.reconcile_vault(self.rt, Vault.model_validate(vault))
+            if not await vaults.reconcile_vault(self.rt, Vault.model_validate(vault)):
+                self.later(key, vaults.RECHECK_S)
         self.agents.vaults_changed(key.namespace)
         for agent in list(self.rt.informers["Agent"].values()):
             if agent["metadata"]["namespace"] == key.namespace:

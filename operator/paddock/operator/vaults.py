@@ -1,6 +1,7 @@
 """Reconciling a Vault: its id label, its `Ready` condition (whether every Secret key its
 credentials reference exists), and its credentials in the proxy config and pod template of
-every Agent of the namespace (the controller requeues those Agents)."""
+every Agent of the namespace (the controller requeues those Agents). A Vault missing a key is
+checked again every `RECHECK_S` (there is no Secret informer: Secrets are the tenant's)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from paddock.operator.runtime import Runtime
 from paddock.operator.status import condition
 
 MANAGER = "paddock-vaults"
+RECHECK_S = 30.0
 
 
 async def missing_keys(rt: Runtime, vault: Vault) -> list[str]:
@@ -29,7 +31,8 @@ async def missing_keys(rt: Runtime, vault: Vault) -> list[str]:
     return missing
 
 
-async def reconcile_vault(rt: Runtime, vault: Vault) -> None:
+async def reconcile_vault(rt: Runtime, vault: Vault) -> bool:
+    """Label and check ``vault``; whether every key it references exists."""
     await ensure_id(rt.kube, vault)
     missing = await missing_keys(rt, vault)
     generation = vault.metadata.generation
@@ -50,3 +53,4 @@ async def reconcile_vault(rt: Runtime, vault: Vault) -> None:
         {"observedGeneration": generation, "conditions": [ready]},
         MANAGER,
     )
+    return not missing
