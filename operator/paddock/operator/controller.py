@@ -121,6 +121,7 @@ class Controller:
         self._failures: dict[Key, int] = {}
         self._gained = asyncio.Event()
         self._pool_done: dict[Key, float] = {}
+        self._vaults_rendered: dict[Key, tuple[Any, ...] | None] = {}
         sandboxes.schedule = lambda key, delay: self.later(Key(*key), delay)
         self._handlers: dict[str, Callable[[Key], Awaitable[None]]] = {
             "Agent": self._agent,
@@ -300,9 +301,13 @@ class Controller:
 
     async def _vault(self, key: Key) -> None:
         vault = self.rt.informers["Vault"].get(key.namespace, key.name)
-        if vault is not None and not vault["metadata"].get("deletionTimestamp"):
-            if not await vaults.reconcile_vault(self.rt, Vault.model_validate(vault)):
-                self.later(key, vaults.RECHECK_S)
+        live = vault is not None and not vault["metadata"].get("deletionTimestamp")
+        if live and not await vaults.reconcile_vault(self.rt, Vault.model_validate(vault)):
+            self.later(key, vaults.RECHECK_S)
+        facts = _vault_facts(vault)
+        if self._vaults_rendered.get(key, ()) == facts:
+            return  # a recheck of its Secrets: nothing the Agents render changed
+        self._vaults_rendered[key] = facts
         self.agents.vaults_changed(key.namespace)
         for agent in list(self.rt.informers["Agent"].values()):
             if agent["metadata"]["namespace"] == key.namespace:
