@@ -147,7 +147,7 @@ async def test_an_expiring_token_is_refreshed_and_a_revoked_refresh_token_fails(
     metrics = vaults.metrics()
     assert (
         f'paddock_proxy_vault_credential_failing{{vault_id="{VAULT}",credential_id="{CREDENTIAL}",'
-        'reason="refresh_rejected"} 1'
+        'reason="refresh-rejected"} 1'
     ) in metrics
     secrets = [first[0], first[1], auth_server.client_secret, *auth_server.access]
     secrets += [form["refresh_token"] for form in auth_server.refreshes]

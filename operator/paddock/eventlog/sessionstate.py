@@ -56,8 +56,8 @@ class SessionSettings(BaseModel):
     agent: AgentPin | None = None
     """None for a session opened before versions were pinned: it runs its worker's spec."""
     vault_ids: list[str] = Field(default_factory=list)
-    """The vaults (`vlt_…`) whose credentials the proxy may add to this session's MCP calls;
-    the harness sends them to it in `X-Paddock-Vault-Ids`."""
+    """The session's vaults, in order: the credential proxy adds the first credential of
+    these whose `mcp_server_url` is an MCP server's URL to the harness's requests to it."""
     gateway_token: str | None = None
     """The harness's credential at the gateway's internal file routes for this session
     (mounting its Files API files, uploading its outputs); random, made by `open_session`."""

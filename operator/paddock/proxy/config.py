@@ -123,24 +123,22 @@ class Credential(_Strict):
     """Non-git requests that get the credential too (an HTTPS API of the host)."""
 
 
-ServerUrl = Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^https?://[^\s@#]+$")]
-
-
 class StaticBearerCredential(_Strict):
-    """A vault credential: a fixed bearer token for the MCP server at `mcp_server_url`."""
+    """A vault's `static_bearer` credential: `Authorization: Bearer <token file content>`."""
 
     type: Literal["static_bearer"]
-    vault_id: str
-    credential_id: str
-    mcp_server_url: ServerUrl
+    vault_id: Annotated[str, Field(min_length=1, max_length=128)]
+    credential_id: Annotated[str, Field(min_length=1, max_length=128)]
+    mcp_server_url: Annotated[str, Field(max_length=2048, pattern=r"^https?://")]
+    """Matched exactly against an `mcp_servers[].url`."""
     token_file: Path
-    """Mounted Secret file with the token; re-read when it changes."""
+    """Mounted Secret file holding the token; re-read when it changes."""
 
 
 class OAuthRefreshConfig(_Strict):
     """The `refresh_token` grant of an `mcp_oauth` credential (paddock.proxy.oauth)."""
 
-    token_endpoint: ServerUrl
+    token_endpoint: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s@#]+$")]
     """The only URL the proxy sends this credential's refresh token to."""
     client_id: str
     refresh_token_file: Path
@@ -163,9 +161,10 @@ class McpOAuthCredential(_Strict):
     refreshed before `expires_at` (and after a 401) when `refresh` is set."""
 
     type: Literal["mcp_oauth"]
-    vault_id: str
-    credential_id: str
-    mcp_server_url: ServerUrl
+    vault_id: Annotated[str, Field(min_length=1, max_length=128)]
+    credential_id: Annotated[str, Field(min_length=1, max_length=128)]
+    mcp_server_url: Annotated[str, Field(max_length=2048, pattern=r"^https?://")]
+    """Matched exactly against an `mcp_servers[].url`."""
     access_token_file: Path
     expires_at: datetime | None = None
     refresh: OAuthRefreshConfig | None = None
@@ -174,6 +173,7 @@ class McpOAuthCredential(_Strict):
 VaultCredential = Annotated[
     StaticBearerCredential | McpOAuthCredential, Field(discriminator="type")
 ]
+"""A vault credential, by `type`."""
 
 
 class AddressException(_Strict):

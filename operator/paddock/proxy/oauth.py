@@ -39,23 +39,22 @@ _OAUTH_ERROR = re.compile(r"^[\x20-\x21\x23-\x5B\x5D-\x7E]{1,64}$")  # RFC 6749 
 class CredentialFailure(StrEnum):
     """Why a vault credential gave no Authorization header: stable, for the harness (which
     makes each a `session.error` of type `mcp_authentication_failed_error`), metrics and
-    audit lines."""
+    audit lines (hyphenated, as the audit rules are; `credential-unavailable` is the static
+    bearer's reason too)."""
 
-    SECRET_UNAVAILABLE = "secret_unavailable"
+    SECRET_UNAVAILABLE = "credential-unavailable"
     """A mounted Secret file is missing or not a token."""
-    TOKEN_EXPIRED = "token_expired"
+    TOKEN_EXPIRED = "token-expired"
     """The access token expired and the credential has no refresh."""
-    REFRESH_REJECTED = "refresh_rejected"
+    REFRESH_REJECTED = "refresh-rejected"
     """The token endpoint refused the refresh (a revoked or used refresh token:
     `invalid_grant`, a wrong client secret: `invalid_client`, ...)."""
-    TOKEN_ENDPOINT_UNREACHABLE = "token_endpoint_unreachable"
+    TOKEN_ENDPOINT_UNREACHABLE = "token-endpoint-unreachable"
     """The token endpoint did not answer, or not with a token."""
-    TOKEN_ENDPOINT_FORBIDDEN = "token_endpoint_forbidden"
+    TOKEN_ENDPOINT_FORBIDDEN = "token-endpoint-forbidden"
     """The token endpoint's address is one the egress rules refuse."""
     UNAUTHORIZED = "unauthorized"
     """The MCP server refused a fresh token (or one that cannot be refreshed)."""
-    UNKNOWN_VAULT = "unknown_vault"
-    """A vault id the session names has no credential on this proxy."""
 
 
 class CredentialError(Exception):
