@@ -147,15 +147,18 @@ def _grants(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
 OPERATOR_GRANTS = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
     ("", "namespaces"): {"list", "watch"},
-    **{("paddock.dev", r): {"get", "list", "watch", "patch"} for r in ("agents", "environments")},
+    **{
+        ("paddock.dev", r): {"get", "list", "watch", "patch"}
+        for r in ("agents", "environments", "vaults")
+    },
     ("paddock.dev", "sessions"): {"get", "list", "watch", "patch", "delete"},
     **{
         ("paddock.dev", f"{r}/status"): {"get", "patch"}
-        for r in ("agents", "environments", "sessions")
+        for r in ("agents", "environments", "sessions", "vaults")
     },
     **{
         ("paddock.dev", f"{r}/finalizers"): {"update"}
-        for r in ("agents", "environments", "sessions")
+        for r in ("agents", "environments", "sessions", "vaults")
     },
     ("apps", "deployments"): {"get", "list", "watch", "create", "update", "patch", "delete"},
     ("apps", "controllerrevisions"): {"get", "list", "create", "delete"},
@@ -188,9 +191,11 @@ def test_rbac_is_least_privilege(case: tuple[str, Rendered]) -> None:
     assert gateway == {
         **{
             ("paddock.dev", r): {"get", "list", "watch", "create", "update", "patch", "delete"}
-            for r in ("agents", "environments", "sessions")
+            for r in ("agents", "environments", "sessions", "vaults")
         },
         ("apps", "controllerrevisions"): {"get", "list", "create", "delete"},
+        # Vault credential values: written, never read (docs/security-model.md).
+        ("", "secrets"): {"create", "patch", "delete"},
     }
     # Kubernetes identities: the gateway asks the apiserver about tokens and permissions.
     assert _grants(_rules(rendered, "ClusterRole", f"{prefix}-gateway-auth")) == {
@@ -204,9 +209,13 @@ def test_rbac_is_least_privilege(case: tuple[str, Rendered]) -> None:
     ]
     # Secrets: the operator's namespaced role, and the gateway's Role in its own namespace.
     secret_roles = [r for r in rendered.of("ClusterRole") if ("", "secrets") in _grants(r["rules"])]
-    assert [r["metadata"]["name"] for r in secret_roles] == [f"{prefix}-operator"]
+    assert sorted(r["metadata"]["name"] for r in secret_roles) == [
+        f"{prefix}-gateway",
+        f"{prefix}-operator",
+    ]
+    operator_role = rendered.one("ClusterRole", f"{prefix}-operator")
     patching = [
-        r for r in secret_roles[0]["rules"] if "secrets" in r["resources"] and "patch" in r["verbs"]
+        r for r in operator_role["rules"] if "secrets" in r["resources"] and "patch" in r["verbs"]
     ]
     assert [(r.get("resourceNames"), r["verbs"]) for r in patching] == [
         (["paddock-redis-harness"], ["patch"])

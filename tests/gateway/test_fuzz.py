@@ -129,7 +129,20 @@ def existing(gateway_process: RunningGateway) -> dict[str, str]:
         resource = http.post(
             f"/v1/sessions/{session}/resources", json={"type": "file", "file_id": file}
         ).json()["id"]
+        vault = http.post("/v1/vaults", json={"display_name": "fuzz-target"}).json()["id"]
+        credential = http.post(
+            f"/v1/vaults/{vault}/credentials",
+            json={
+                "auth": {
+                    "type": "mcp_oauth",
+                    "access_token": "fuzz",
+                    "mcp_server_url": "https://fuzz.example.com/mcp",
+                }
+            },
+        ).json()["id"]
     return {
+        "vault_id": vault,
+        "credential_id": credential,
         "agent_id": agent,
         "environment_id": environment,
         "session_id": session,

@@ -15,6 +15,7 @@ from paddock.gateway import (
     files,
     sessionresources,
     sessions,
+    vaults,
     views,
 )
 from paddock.gateway.openapi import document
@@ -35,7 +36,7 @@ def _refs(value: Any) -> list[str]:
 def test_every_route_is_described() -> None:
     served = {
         (route.path, route.method.lower())
-        for module in (agents, environments, sessions, events, files, sessionresources)
+        for module in (agents, environments, sessions, events, files, sessionresources, vaults)
         for route in module.routes
         # The harness's routes are no part of the API.
         if isinstance(route, web.RouteDef) and not route.path.startswith(files.INTERNAL_PREFIX)
@@ -74,7 +75,9 @@ def test_bodies_reference_the_models() -> None:
                 schema = operation["requestBody"]["content"]["application/json"]["schema"]
                 bodies.add(schema["$ref"].removeprefix(_PREFIX))
             else:
-                assert method in ("get", "delete") or path.endswith("/archive"), (path, method)
+                assert method in ("get", "delete") or path.endswith(
+                    ("/archive", "/mcp_oauth_validate")
+                ), (path, method)
     assert answers | {"ErrorResponse"} == {model.__name__ for model in views.RESPONSE_BODIES}
     assert bodies == {model.__name__ for model in REQUEST_BODIES}
 

@@ -38,6 +38,7 @@ def test_crds_have_status_subresource_and_printer_columns(resource) -> None:
         "Agent": ["Model", "Ready", "Workers", "Active", "Age"],
         "Environment": ["Image", "Network", "Ready", "Warm", "Bound", "Age"],
         "Session": ["Agent", "Phase", "Stop Reason", "Events", "Age"],
+        "Vault": ["Vault ID", "Ready", "Age"],
     }[resource.kind]
     assert columns == expected
 

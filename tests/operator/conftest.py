@@ -17,7 +17,12 @@ from paddock.testing.controlplane import ControlPlane
 from paddock.testing.ports import free_port, wait_until
 
 API = "/apis/paddock.dev/v1alpha1"
-PLURALS = {"Agent": "agents", "Environment": "environments", "Session": "sessions"}
+PLURALS = {
+    "Agent": "agents",
+    "Environment": "environments",
+    "Session": "sessions",
+    "Vault": "vaults",
+}
 _namespaces = itertools.count()
 T = TypeVar("T")
 

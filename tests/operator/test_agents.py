@@ -158,3 +158,58 @@ def test_each_namespace_gets_a_redis_user_of_its_own_and_keeps_it(
     # The same password: the Secret was kept, not made anew.
     again = cluster.get("Secret", namespace, "paddock-redis-harness")
     assert again["data"]["password"] == secret["data"]["password"]
+
+
+def test_a_vault_reaches_every_agents_proxy_and_says_what_is_missing(
+    cluster: Cluster, namespace: str, operator: KopfRunner
+) -> None:
+    """A Vault written with kubectl gets its id; its credentials are rendered into the proxy
+    config and the proxy's projected volume of each Agent of the namespace, and its `Ready`
+    names a Secret that is not there (never a value)."""
+    cluster.create("Agent", namespace, "coder", agent_spec())
+    cluster.wait("proxy config", lambda: cluster.get("ConfigMap", namespace, "coder-proxy"))
+    cluster.create(
+        "Vault",
+        namespace,
+        "tools",
+        {
+            "credentials": [
+                {
+                    "id": "vcrd_tickets",
+                    "type": "static_bearer",
+                    "mcpServerUrl": "https://tickets.example.com/mcp",
+                    "tokenRef": {"name": "tickets", "key": "token"},
+                }
+            ]
+        },
+    )
+    ready = cluster.wait(
+        "Vault Ready", lambda: cluster.condition("Vault", namespace, "tools", "Ready")
+    )
+    assert (ready["status"], ready["reason"]) == ("False", "SecretNotFound")
+    assert '"tickets" (vcrd_tickets token)' in ready["message"]
+    vault = cluster.get("Vault", namespace, "tools")
+    assert vault is not None
+    vault_id = vault["metadata"]["labels"][L.VAULT_ID]
+    assert vault_id.startswith("vlt_")
+
+    def rendered() -> bool:
+        config = (cluster.get("ConfigMap", namespace, "coder-proxy") or {}).get("data", {})
+        return f"vault_id: {vault_id}" in config.get("proxy.yaml", "")
+
+    cluster.wait("vault credential in the proxy config", rendered)
+    deployment = cluster.get("Deployment", namespace, "coder-harness")
+    assert deployment is not None
+    pod = deployment["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "vaults"]
+    assert volume["projected"]["sources"] == [
+        {
+            "secret": {
+                "name": "tickets",
+                "items": [{"key": "token", "path": f"{vault_id}/vcrd_tickets/token"}],
+            }
+        }
+    ]
+    harness, proxy = pod["containers"]
+    assert "vaults" in {m["name"] for m in proxy["volumeMounts"]}
+    assert "vaults" not in {m["name"] for m in harness["volumeMounts"]}

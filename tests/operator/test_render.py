@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from paddock.models import Agent, Environment
+from paddock.models import Agent, Environment, Vault
 from paddock.models.render import to_yaml
 from paddock.operator import render
 from paddock.operator.runtime import OperatorSettings
@@ -95,16 +95,74 @@ def with_packages(namespace: str = "team-a") -> Environment:
     return Environment.model_validate(body)
 
 
+def vaults(namespace: str = "team-a") -> list[Vault]:
+    """A vault with a static token and an OAuth credential (one archived credential), and
+    an archived vault: only the two live credentials are rendered."""
+    tools = resource(
+        "Vault",
+        "tools",
+        {
+            "credentials": [
+                {
+                    "id": "vcrd_tickets",
+                    "type": "static_bearer",
+                    "mcpServerUrl": "https://tickets.example.com/mcp",
+                    "tokenRef": {"name": "tickets", "key": "token"},
+                },
+                {
+                    "id": "vcrd_docs",
+                    "type": "mcp_oauth",
+                    "mcpServerUrl": "https://docs.example.com/mcp",
+                    "accessTokenRef": {"name": "paddock-vault-vcrd-docs", "key": "access_token"},
+                    "expiresAt": "2026-12-03T12:00:00Z",
+                    "refresh": {
+                        "tokenEndpoint": "https://auth.example.com/token",
+                        "clientId": "paddock",
+                        "refreshTokenRef": {
+                            "name": "paddock-vault-vcrd-docs",
+                            "key": "refresh_token",
+                        },
+                        "tokenEndpointAuth": {
+                            "type": "client_secret_post",
+                            "clientSecretRef": {"name": "docs-client", "key": "secret"},
+                        },
+                        "scope": "read",
+                    },
+                },
+                {
+                    "id": "vcrd_old",
+                    "type": "static_bearer",
+                    "mcpServerUrl": "https://old.example.com/mcp",
+                    "tokenRef": {"name": "old", "key": "token"},
+                    "archivedAt": "2026-01-01T00:00:00Z",
+                },
+            ]
+        },
+        namespace,
+    )
+    tools["metadata"]["labels"] = {"paddock.dev/vault-id": "vlt_tools"}
+    archived = resource(
+        "Vault",
+        "gone",
+        {"credentials": [{**tools["spec"]["credentials"][0], "id": "vcrd_gone"}]},
+        namespace,
+    )
+    archived["metadata"]["labels"] = {"paddock.dev/vault-id": "vlt_gone"}
+    archived["metadata"]["annotations"] = {"paddock.dev/archived-at": "2026-01-01T00:00:00Z"}
+    return [Vault.model_validate(archived), Vault.model_validate(tools)]
+
+
 def rendered(namespace: str = "team-a") -> dict[str, dict[str, Any]]:
     a = Agent.model_validate(agent(namespace))
     e = Environment.model_validate(environment(namespace))
     p = with_packages(namespace)
+    v = vaults(namespace)
     return {
         "agent-configmap": render.agent_config_map(a),
-        "proxy-configmap": render.proxy_config_map(a, [e], SETTINGS),
+        "proxy-configmap": render.proxy_config_map(a, [e], SETTINGS, v),
         "token-key-secret": render.token_key_secret(a, "0" * 64),
         "redis-secret": render.redis_secret(namespace, "0" * 43, None, a),
-        "harness-deployment": render.harness_deployment(a, SETTINGS),
+        "harness-deployment": render.harness_deployment(a, SETTINGS, v),
         "proxy-service": render.proxy_service(a),
         "harness-networkpolicy": render.harness_network_policy(a, SETTINGS),
         "sandbox-access-networkpolicy": render.sandbox_access_policy(a),
@@ -162,11 +220,11 @@ def _containers(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_only_the_proxy_touches_secrets() -> None:
-    pod_spec = render.harness_deployment(Agent.model_validate(agent()), SETTINGS)["spec"][
+    pod_spec = render.harness_deployment(Agent.model_validate(agent()), SETTINGS, vaults())["spec"][
         "template"
     ]["spec"]
-    secret_volumes = {v["name"] for v in pod_spec["volumes"] if "secret" in v}
-    assert secret_volumes == {"anthropic-key", "token-key", "host-0"}
+    secret_volumes = {v["name"] for v in pod_spec["volumes"] if "secret" in v or "projected" in v}
+    assert secret_volumes == {"anthropic-key", "token-key", "host-0", "vaults"}
     for container in _containers(pod_spec):
         mounts = {m["name"] for m in container.get("volumeMounts", [])}
         references = yaml.safe_dump(container.get("env", []) + container.get("envFrom", []))
@@ -363,6 +421,40 @@ def test_a_changed_template_changes_the_pool_hash() -> None:
     assert render.sandbox_template_hash(
         Environment.model_validate(changed)
     ) != render.sandbox_template_hash(Environment.model_validate(environment()))
+
+
+def test_vault_credentials_reach_the_proxy_as_files_it_mounts() -> None:
+    """Every file the proxy config names is in the projected volume, from the Secret key
+    the Vault references; archived vaults and credentials are left out."""
+    a = Agent.model_validate(agent())
+    config = parse_config(render.proxy_config_map(a, [], SETTINGS, vaults())["data"]["proxy.yaml"])
+    files = {}
+    for c in config.vault_credentials:
+        if c.type == "static_bearer":
+            files[str(c.token_file)] = c.credential_id
+        else:
+            files[str(c.access_token_file)] = c.credential_id
+            assert c.refresh is not None
+            files[str(c.refresh.refresh_token_file)] = c.credential_id
+            assert c.refresh.client_secret_file is not None
+            files[str(c.refresh.client_secret_file)] = c.credential_id
+    assert {c.credential_id for c in config.vault_credentials} == {"vcrd_docs", "vcrd_tickets"}
+    pod_spec = render.harness_deployment(a, SETTINGS, vaults())["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod_spec["volumes"] if v["name"] == "vaults"]
+    proxy = pod_spec["containers"][1]
+    (mount,) = [m for m in proxy["volumeMounts"] if m["name"] == "vaults"]
+    mounted = {
+        f"{mount['mountPath']}/{item['path']}": (source["secret"]["name"], item["key"])
+        for source in volume["projected"]["sources"]
+        for item in source["secret"]["items"]
+    }
+    assert set(mounted) == set(files)
+    assert ("docs-client", "secret") in mounted.values()
+    assert ("tickets", "token") in mounted.values()
+    # Without vaults nothing is mounted and the config has no vault credentials.
+    bare = render.harness_deployment(a, SETTINGS)["spec"]["template"]["spec"]
+    assert "vaults" not in {v["name"] for v in bare["volumes"]}
+    assert "vault_credentials" not in render.proxy_config(a, [], SETTINGS)
 
 
 def test_api_routes_of_a_host_credential_reach_the_proxy_config() -> None:

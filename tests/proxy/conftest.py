@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from tests.proxy.support import GitServer, Upstream
 
+from paddock.testing.oauth import AuthorizationServer, Clock, ProtectedServer
 from paddock.testing.proxy import Secrets
 
 
@@ -44,3 +45,24 @@ def git_server(
     with GitServer(tmp_path_factory.mktemp("git-host"), f"Basic {basic}") as server:
         server.create_repo("repo")
         yield server
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The one clock of the OAuth tests: the authorization server's and the proxy's."""
+    return Clock()
+
+
+@pytest.fixture
+async def auth_server(clock: Clock) -> AsyncIterator[AuthorizationServer]:
+    server = await AuthorizationServer(clock=clock).start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def protected(auth_server: AuthorizationServer) -> AsyncIterator[ProtectedServer]:
+    """An MCP-like server accepting the authorization server's live access tokens."""
+    server = await ProtectedServer(valid=auth_server.valid).start()
+    yield server
+    await server.close()

@@ -123,16 +123,16 @@ def test_a_server_name_is_percent_encoded_in_the_path(
     assert upstream.seen[-1].path == "/spaced"
 
 
-def test_an_unreadable_token_file_is_a_502_that_names_no_secret(
+def test_an_unreadable_token_file_is_a_401_that_names_no_secret(
     proxy: ProxyProcess, tmp_path: Path
 ) -> None:
     (tmp_path / "vault-token").unlink()
     reply = httpx.post(
         f"{proxy.api_url}/mcp/docs", json={}, headers={"x-paddock-vault-ids": "vlt_docs"}
     )
-    assert reply.status_code == 502
+    assert reply.status_code == 401
     assert "vcrd_docs" in reply.json()["error"]["message"]
-    assert proxy.last_entry(rule="mcp:docs:credential-unavailable")["status"] == 502
+    assert proxy.last_entry(rule="mcp:docs:credential-unavailable")["status"] == 401
 
 
 def test_mcp_server_sent_events_pass_unbuffered(

@@ -170,6 +170,7 @@ def settings_for(
         repositories=repositories,
         files=files,
         agent=agent,
+        vault_ids=list(session.spec.vault_ids),
     )
 
 

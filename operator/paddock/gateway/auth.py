@@ -114,7 +114,7 @@ class ApiKeys:
 
 # --- Kubernetes identities -------------------------------------------------------------------
 
-RESOURCES = frozenset({"agents", "environments", "sessions"})
+RESOURCES = frozenset({"agents", "environments", "sessions", "vaults"})
 """What the API's routes are made of: resources of group ``paddock.dev``."""
 _GUARDED_AS = {"files": "sessions"}
 """Routes that are no resource of their own: the Files API serves sessions (their inputs

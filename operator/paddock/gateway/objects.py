@@ -9,6 +9,7 @@ another namespace is simply not found.
 from __future__ import annotations
 
 import builtins
+import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,16 +19,20 @@ from paddock.gateway.convert.meta import (
     AGENT_ID_LABEL,
     ENVIRONMENT_ID_LABEL,
     SESSION_ID_LABEL,
+    VAULT_ID_LABEL,
     labels,
     session_object_name,
 )
 from paddock.gateway.errors import ApiError, conflict, invalid, not_found, unavailable
 from paddock.kube import (
+    MERGE,
     AgentVersion,
     Conflict,
     KubeClient,
+    NotFound,
     find_version,
     list_versions,
+    path,
     pin_version,
     record_current,
 )
@@ -36,6 +41,7 @@ from paddock.models import API_VERSION, OBJECT_NAME_PATTERN
 
 _NAME = re.compile(OBJECT_NAME_PATTERN)
 _CONFLICT_RETRIES = 5
+METADATA_ONLY = {"Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class Kind:
 AGENTS = Kind("Agent", "agents", AGENT_ID_LABEL, "agent_", "agent")
 ENVIRONMENTS = Kind("Environment", "environments", ENVIRONMENT_ID_LABEL, "env_", "environment")
 SESSIONS = Kind("Session", "sessions", SESSION_ID_LABEL, "sesn_", "session")
+VAULTS = Kind("Vault", "vaults", VAULT_ID_LABEL, "vlt_", "vault")
 
 
 def visible(obj: dict[str, Any], kind: Kind) -> bool:
@@ -175,6 +182,31 @@ class Objects:
             self.kube.delete_object(API_VERSION, kind.kind, self.namespace, obj["metadata"]["name"])
         )
         return result
+
+    # Secrets holding vault credentials: written and deleted, never read. The apiserver
+    # answers a write with the object, values and all, unless asked for its metadata only:
+    # so every write asks for that (docs/security-model.md).
+
+    async def create_secret(self, body: dict[str, Any]) -> None:
+        secret = {**body, "apiVersion": "v1", "kind": "Secret"}
+        url = path("v1", "Secret", self.namespace)
+        await self._call(self.kube.request("POST", url, json=secret, headers=METADATA_ONLY))
+
+    async def patch_secret(self, name: str, string_data: dict[str, str]) -> None:
+        """Set keys of a Secret."""
+        url = path("v1", "Secret", self.namespace, name)
+        body = json.dumps({"stringData": string_data})
+        headers = {**METADATA_ONLY, "Content-Type": MERGE}
+        await self._call(self.kube.request("PATCH", url, content=body, headers=headers))
+
+    async def delete_secret(self, name: str) -> None:
+        url = path("v1", "Secret", self.namespace, name)
+        try:
+            await self.kube.request("DELETE", url, headers=METADATA_ONLY)
+        except NotFound:
+            pass  # gone already: what was asked
+        except KubeApiError as exc:
+            raise kube_error(exc) from exc
 
     # Agent versions (paddock.kube.agentversions): ControllerRevisions of the Agent.
 

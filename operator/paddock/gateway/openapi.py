@@ -19,6 +19,8 @@ from paddock.gateway.params import (
     REQUEST_BODIES,
     AgentCreateParams,
     AgentUpdateParams,
+    CredentialCreateParams,
+    CredentialUpdateParams,
     EnvironmentCreateParams,
     EnvironmentUpdateParams,
     ResourceAddParams,
@@ -26,6 +28,8 @@ from paddock.gateway.params import (
     SendEventsParams,
     SessionCreateParams,
     SessionUpdateParams,
+    VaultCreateParams,
+    VaultUpdateParams,
 )
 
 _REF = "#/components/schemas/{model}"
@@ -354,6 +358,91 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _vault_paths() -> dict[str, Any]:
+    vault, credential = _path("vault_id"), _path("credential_id")
+    both = [vault, credential]
+    return {
+        "/v1/vaults": {
+            "post": _operation(
+                "createVault", "Create a vault", views.Vault, body=VaultCreateParams
+            ),
+            "get": _operation(
+                "listVaults",
+                "List vaults, newest first",
+                views.VaultPage,
+                parameters=[_LIMIT, _PAGE, _ARCHIVED],
+            ),
+        },
+        "/v1/vaults/{vault_id}": {
+            "get": _operation("getVault", "Get a vault", views.Vault, parameters=[vault]),
+            "post": _operation(
+                "updateVault",
+                "Update a vault",
+                views.Vault,
+                parameters=[vault],
+                body=VaultUpdateParams,
+            ),
+            "delete": _operation(
+                "deleteVault", "Delete a vault", views.VaultDeleted, parameters=[vault]
+            ),
+        },
+        "/v1/vaults/{vault_id}/archive": {
+            "post": _operation(
+                "archiveVault",
+                "Archive a vault and its credentials",
+                views.Vault,
+                parameters=[vault],
+            ),
+        },
+        "/v1/vaults/{vault_id}/credentials": {
+            "post": _operation(
+                "createCredential",
+                "Add a credential; its secret values are write-only",
+                views.Credential,
+                parameters=[vault],
+                body=CredentialCreateParams,
+            ),
+            "get": _operation(
+                "listCredentials",
+                "List a vault's credentials, newest first",
+                views.CredentialPage,
+                parameters=[vault, _LIMIT, _PAGE, _ARCHIVED],
+            ),
+        },
+        "/v1/vaults/{vault_id}/credentials/{credential_id}": {
+            "get": _operation(
+                "getCredential", "Get a credential", views.Credential, parameters=both
+            ),
+            "post": _operation(
+                "updateCredential",
+                "Update a credential (new secret values replace the stored ones)",
+                views.Credential,
+                parameters=both,
+                body=CredentialUpdateParams,
+            ),
+            "delete": _operation(
+                "deleteCredential",
+                "Delete a credential and its Secret",
+                views.CredentialDeleted,
+                parameters=both,
+            ),
+        },
+        "/v1/vaults/{vault_id}/credentials/{credential_id}/archive": {
+            "post": _operation(
+                "archiveCredential", "Archive a credential", views.Credential, parameters=both
+            ),
+        },
+        "/v1/vaults/{vault_id}/credentials/{credential_id}/mcp_oauth_validate": {
+            "post": _operation(
+                "validateCredential",
+                "Validate an mcp_oauth credential (Paddock answers `unknown`)",
+                views.CredentialValidation,
+                parameters=both,
+            ),
+        },
+    }
+
+
 @cache
 def document() -> dict[str, Any]:
     """The OpenAPI document (built once)."""
@@ -374,7 +463,7 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"apiKey": []}],
-        "paths": {**_paths(), **_file_paths()},
+        "paths": {**_paths(), **_file_paths(), **_vault_paths()},
         "components": {
             "schemas": definitions["$defs"],
             "securitySchemes": {

@@ -305,7 +305,11 @@ class SessionCreateParams(Param):
     title: Annotated[str, Field(max_length=256)] | None = None
     metadata: Metadata | None = None
     resources: Annotated[list[ResourceParam], Field(max_length=20)] | None = None
-    vault_ids: list[str] | None = None
+    vault_ids: (
+        Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=20)]
+        | None
+    ) = None
+    """Create-only: the vaults whose credentials the session may use."""
     initial_events: Annotated[list[InitialEventParam], Field(max_length=50)] | None = None
     budget: BudgetParam | None = None
 
@@ -363,6 +367,98 @@ class SendEventsParams(Param):
     events: Annotated[list[EventParam], Field(min_length=1, max_length=100)]
 
 
+# Vaults and credentials (§2.6, §3.4).
+
+DisplayName = Annotated[str, Field(min_length=1, max_length=255)]
+Secret = Annotated[str, Field(min_length=1, max_length=16_384)]
+"""A secret value: write-only, stored in a Kubernetes Secret and never returned."""
+ServerUrl = Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^https?://[^\s@#]+$")]
+
+
+class VaultCreateParams(Param):
+    display_name: DisplayName
+    metadata: Metadata | None = None
+
+
+class VaultUpdateParams(Param):
+    display_name: DisplayName | None = None
+    metadata: MetadataPatch | None = None
+
+
+class TokenEndpointAuthParam(Param):
+    type: Literal["none", "client_secret_basic", "client_secret_post"]
+    client_secret: Secret | None = None
+
+
+class OAuthRefreshParam(Param):
+    refresh_token: Secret
+    client_id: Annotated[str, Field(min_length=1, max_length=512)]
+    token_endpoint: ServerUrl
+    token_endpoint_auth: TokenEndpointAuthParam
+    scope: Annotated[str, Field(max_length=2048)] | None = None
+    resource: Annotated[str, Field(max_length=2048)] | None = None
+
+
+class StaticBearerParam(Param):
+    type: Literal["static_bearer"]
+    token: Secret
+    mcp_server_url: ServerUrl
+
+
+class McpOAuthParam(Param):
+    type: Literal["mcp_oauth"]
+    access_token: Secret
+    mcp_server_url: ServerUrl
+    expires_at: Annotated[str, Field(max_length=64)] | None = None
+    refresh: OAuthRefreshParam | None = None
+
+
+class EnvironmentVariableParam(OpenParam):
+    type: Literal["environment_variable"]
+
+
+CredentialAuthParam = Annotated[
+    StaticBearerParam | McpOAuthParam | EnvironmentVariableParam, Field(discriminator="type")
+]
+
+
+class CredentialCreateParams(Param):
+    auth: CredentialAuthParam
+    display_name: Annotated[str, Field(max_length=255)] | None = None
+    metadata: Metadata | None = None
+
+
+class StaticBearerUpdateParam(Param):
+    type: Literal["static_bearer"]
+    token: Secret | None = None
+
+
+class OAuthRefreshUpdateParam(Param):
+    refresh_token: Secret | None = None
+    scope: Annotated[str, Field(max_length=2048)] | None = None
+    """An empty string clears the stored scope."""
+    token_endpoint_auth: TokenEndpointAuthParam | None = None
+
+
+class McpOAuthUpdateParam(Param):
+    type: Literal["mcp_oauth"]
+    access_token: Secret | None = None
+    expires_at: Annotated[str, Field(max_length=64)] | None = None
+    refresh: OAuthRefreshUpdateParam | None = None
+
+
+CredentialAuthUpdateParam = Annotated[
+    StaticBearerUpdateParam | McpOAuthUpdateParam | EnvironmentVariableParam,
+    Field(discriminator="type"),
+]
+
+
+class CredentialUpdateParams(Param):
+    auth: CredentialAuthUpdateParam | None = None
+    display_name: DisplayName | None = None
+    metadata: MetadataPatch | None = None
+
+
 REQUEST_BODIES: tuple[type[BaseModel], ...] = (
     AgentCreateParams,
     AgentUpdateParams,
@@ -373,5 +469,9 @@ REQUEST_BODIES: tuple[type[BaseModel], ...] = (
     SendEventsParams,
     ResourceAddParams,
     ResourceUpdateParams,
+    VaultCreateParams,
+    VaultUpdateParams,
+    CredentialCreateParams,
+    CredentialUpdateParams,
 )
 """The models the OpenAPI document describes as request bodies."""

@@ -33,7 +33,7 @@ from paddock.gateway.convert import meta
 from paddock.gateway.convert.agents import session_agent_view, version_object
 from paddock.gateway.convert.sessions import session_spec, session_status, session_view
 from paddock.gateway.errors import conflict, invalid, not_found, unavailable, unsupported
-from paddock.gateway.objects import AGENTS, ENVIRONMENTS, SESSIONS, Objects
+from paddock.gateway.objects import AGENTS, ENVIRONMENTS, SESSIONS, VAULTS, Objects
 from paddock.gateway.pages import (
     bool_param,
     limit_param,
@@ -168,6 +168,9 @@ async def create_session(request: web.Request) -> web.Response:
         explicit_environment = environment["metadata"]["name"]
     await mounts.check_files(gw, found.namespace, params.resources or [])
     spec = session_spec(params, agent["metadata"]["name"], explicit_environment)
+    vault_ids = await _vault_ids(found, params.vault_ids or [])
+    if vault_ids:
+        spec["vaultIds"] = vault_ids
     spec["agentRef"]["version"] = pin.version
     resolved = environment_name(checked(SessionSpec, spec), pin.spec)
     if resolved is None:
@@ -178,6 +181,22 @@ async def create_session(request: web.Request) -> web.Response:
     # Finish even if the client goes away: a log without its resource would be left behind.
     obj, snapshot = await asyncio.shield(_create(gw, found, spec, annotations, resolved, pin))
     return respond(await _Resolver(found, [agent]).view(obj, snapshot, meta.now()))
+
+
+async def _vault_ids(found: Objects, refs: list[str]) -> list[str]:
+    """The ids of the vaults ``refs`` name (ids, or Kubernetes names); 404 for one that is
+    not there, 400 for an archived one, as the reference's `vault_*_error`s."""
+    ids: list[str] = []
+    for ref in refs:
+        vault = await found.get(VAULTS, ref)
+        if vault is None:
+            raise not_found(f"vault {ref} not found", error_code="vault_not_found_error")
+        if meta.archived_at(vault):
+            raise invalid(f"vault {ref} is archived", error_code="vault_archived_error")
+        vault_id = meta.labels(vault)[meta.VAULT_ID_LABEL]
+        if vault_id not in ids:
+            ids.append(vault_id)
+    return ids
 
 
 async def _pin(found: Objects, agent: dict[str, Any], ref: str, version: int | None) -> AgentPin:
@@ -295,8 +314,8 @@ async def update_session(request: web.Request) -> web.Response:
             "a session runs the Agent version it was created with; "
             "start a new session to run a newer one",
         )
-    if params.vault_ids:
-        raise unsupported("vault_ids")
+    if "vault_ids" in params.model_fields_set:
+        raise invalid("vault_ids: a session's vaults are set when it is created")
     given = params.model_fields_set
     obj = await found.find(SESSIONS, ref)
     session_id = session_id_of(obj)

@@ -353,6 +353,88 @@ class FileDeleted(View):
     type: Literal["file_deleted"] = "file_deleted"
 
 
+# Vaults and credentials (`vaults`, `vaults.credentials`). No secret value is ever here.
+
+
+class Vault(View):
+    type: Literal["vault"] = "vault"
+    id: str
+    display_name: str
+    metadata: Metadata
+    created_at: Timestamp
+    updated_at: Timestamp
+    archived_at: Timestamp | None
+
+
+class VaultPage(View):
+    data: list[Vault]
+    next_page: str | None
+
+
+class VaultDeleted(View):
+    id: str
+    type: Literal["vault_deleted"] = "vault_deleted"
+
+
+class TokenEndpointAuth(View):
+    type: Literal["none", "client_secret_basic", "client_secret_post"]
+
+
+class OAuthRefresh(View):
+    client_id: str
+    token_endpoint: str
+    token_endpoint_auth: TokenEndpointAuth
+    resource: str | None
+    scope: str | None
+
+
+class StaticBearerAuth(View):
+    type: Literal["static_bearer"] = "static_bearer"
+    mcp_server_url: str
+
+
+class McpOAuthAuth(View):
+    type: Literal["mcp_oauth"] = "mcp_oauth"
+    mcp_server_url: str
+    expires_at: Timestamp | None = omitted()
+    refresh: OAuthRefresh | None
+
+
+class Credential(View):
+    type: Literal["vault_credential"] = "vault_credential"
+    id: str
+    vault_id: str
+    display_name: str | None
+    metadata: Metadata
+    auth: Annotated[StaticBearerAuth | McpOAuthAuth, Field(discriminator="type")]
+    created_at: Timestamp
+    updated_at: Timestamp
+    archived_at: Timestamp | None
+
+
+class CredentialPage(View):
+    data: list[Credential]
+    next_page: str | None
+
+
+class CredentialDeleted(View):
+    id: str
+    type: Literal["vault_credential_deleted"] = "vault_credential_deleted"
+
+
+class CredentialValidation(View):
+    type: Literal["vault_credential_validation"] = "vault_credential_validation"
+    credential_id: str
+    vault_id: str
+    has_refresh_token: bool
+    status: Literal["valid", "invalid", "unknown"]
+    mcp_probe: None = None
+    refresh: None = None
+    validated_at: Timestamp
+    status_message: str | None = omitted()
+    """A Paddock extension: why the status is `unknown`."""
+
+
 # Errors (reference §1.4).
 
 
@@ -386,6 +468,13 @@ RESPONSE_BODIES: tuple[type[BaseModel], ...] = (
     FileMetadata,
     FilePage,
     FileDeleted,
+    Vault,
+    VaultPage,
+    VaultDeleted,
+    Credential,
+    CredentialPage,
+    CredentialDeleted,
+    CredentialValidation,
     ErrorResponse,
 )
 """The models the OpenAPI document describes as response bodies."""

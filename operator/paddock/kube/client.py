@@ -53,6 +53,7 @@ PLURALS = {
     ("paddock.dev/v1alpha1", "Agent"): "agents",
     ("paddock.dev/v1alpha1", "Environment"): "environments",
     ("paddock.dev/v1alpha1", "Session"): "sessions",
+    ("paddock.dev/v1alpha1", "Vault"): "vaults",
 }
 
 

@@ -1,4 +1,4 @@
-"""The API types of `paddock.dev/v1alpha1`: Agent, Environment and Session."""
+"""The API types of `paddock.dev/v1alpha1`: Agent, Environment, Session and Vault."""
 
 from paddock.models.agent import (
     ABSENT_TOOL_NAMES,
@@ -35,6 +35,7 @@ from paddock.models.conditions import (
     SandboxReason,
     SchedulingReason,
     SessionReason,
+    VaultReason,
 )
 from paddock.models.environment import (
     Environment,
@@ -54,6 +55,15 @@ from paddock.models.session import (
     SessionSpec,
     SessionStatus,
     environment_name,
+)
+from paddock.models.vault import (
+    OAuthRefresh,
+    TokenEndpointAuth,
+    Vault,
+    VaultCredential,
+    VaultSpec,
+    VaultStatus,
+    secret_refs,
 )
 
 __all__ = [
@@ -85,6 +95,7 @@ __all__ = [
     "McpToolConfig",
     "McpToolset",
     "NetworkingMode",
+    "OAuthRefresh",
     "ObjectMeta",
     "ObjectName",
     "ObjectStub",
@@ -99,8 +110,15 @@ __all__ = [
     "SessionResource",
     "SessionSpec",
     "SessionStatus",
+    "TokenEndpointAuth",
+    "Vault",
+    "VaultCredential",
+    "VaultReason",
+    "VaultSpec",
+    "VaultStatus",
     "environment_name",
     "list_cost_cents",
     "parse_duration",
     "price",
+    "secret_refs",
 ]

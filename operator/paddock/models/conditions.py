@@ -118,6 +118,15 @@ class SchedulingReason(StrEnum):
     gateway returns it as the session's `status_message`)."""
 
 
+class VaultReason(StrEnum):
+    """Reasons of a Vault's `Ready` condition."""
+
+    READY = "Ready"
+    """Every Secret key its credentials reference exists."""
+    SECRET_NOT_FOUND = "SecretNotFound"
+    """A referenced Secret or key does not exist; the message names which (never a value)."""
+
+
 class EventReason(StrEnum):
     """Reasons of the Kubernetes Events the operator posts besides these: a change of an
     Agent's `Ready` reason is posted with that reason, a Session's change of phase with the
@@ -139,6 +148,7 @@ CONDITIONS: dict[str, dict[ConditionType, type[StrEnum]]] = {
         ConditionType.READY: EnvironmentReason,
         ConditionType.PACKAGES_READY: PackagesReason,
     },
+    "Vault": {ConditionType.READY: VaultReason},
     "Session": {
         ConditionType.READY: SessionReason,
         ConditionType.SANDBOX_BOUND: SandboxReason,
@@ -154,5 +164,6 @@ Reason = (
     | SessionReason
     | SandboxReason
     | SchedulingReason
+    | VaultReason
 )
 """Any condition's reason."""

@@ -16,6 +16,7 @@ from paddock.models.agent import Agent, AgentSpec, AgentStatus
 from paddock.models.common import GROUP, VERSION
 from paddock.models.environment import Environment, EnvironmentSpec, EnvironmentStatus
 from paddock.models.session import Session, SessionSpec, SessionStatus
+from paddock.models.vault import Vault, VaultSpec, VaultStatus
 
 _DROPPED_KEYS = {"title", "$defs"}
 _KEY_ORDER = {"description": 0, "type": 1, "properties": 8}
@@ -189,6 +190,20 @@ RESOURCES: tuple[Resource, ...] = (
                 "Cost", ".status.usage.listCost.amount", priority=1, description="US cents"
             ),
             PrinterColumn("Session ID", ".status.sessionId", priority=1),
+            _AGE,
+        ),
+    ),
+    Resource(
+        kind="Vault",
+        plural="vaults",
+        short_names=("vlt",),
+        model=Vault,
+        spec=VaultSpec,
+        status=VaultStatus,
+        spec_required=False,
+        columns=(
+            PrinterColumn("Vault ID", ".metadata.labels.paddock\\.dev/vault-id"),
+            _ready("every referenced Secret"),
             _AGE,
         ),
     ),

@@ -138,7 +138,12 @@ class SessionSpec(Model):
                     "has(self.environmentRef) == has(oldSelf.environmentRef) && "
                     "(!has(self.environmentRef) || self.environmentRef == oldSelf.environmentRef)",
                     "environmentRef is immutable",
-                )
+                ),
+                cel_rule(
+                    "has(self.vaultIds) == has(oldSelf.vaultIds) && "
+                    "(!has(self.vaultIds) || self.vaultIds == oldSelf.vaultIds)",
+                    "vaultIds is immutable",
+                ),
             ]
         }
     }
@@ -162,6 +167,12 @@ class SessionSpec(Model):
     """Events appended when the session is created; they start the first turn. Read once."""
     resources: Annotated[list[SessionResource], Field(max_length=20)] = Field(default_factory=list)
     """Repositories and files mounted into the sandbox."""
+    vault_ids: Annotated[
+        list[Annotated[str, Field(pattern=r"^vlt_[0-9A-Za-z]{1,56}$", max_length=60)]],
+        Field(max_length=20),
+    ] = Field(default_factory=list)
+    """Ids (`vlt_…`) of the namespace's Vaults whose credentials this session may use for
+    its Agent's MCP servers. Immutable."""
     budget: Budget | None = None
     """Caps for this session. Unset: the Agent's limits."""
     ttl: Duration | None = None

@@ -16,7 +16,7 @@ from paddock.kube import (
     revisions_to_prune,
     versions_in_use,
 )
-from paddock.models import API_VERSION, Agent, AgentReason, ConditionType, Environment
+from paddock.models import API_VERSION, Agent, AgentReason, ConditionType, Environment, Vault
 from paddock.operator import events, render
 from paddock.operator.identity import ensure_id
 from paddock.operator.observed import Deployment, Pod
@@ -44,12 +44,22 @@ async def missing_secrets(kube: KubeClient, agent: Agent) -> list[str]:
     return missing
 
 
-async def apply_proxy_config(rt: Runtime, agent: Agent) -> None:
-    """The proxy config lists every Environment of the namespace; it is reloaded live."""
-    found = await rt.kube.list(API_VERSION, "Environment", render.namespace_of(agent))
+async def namespace_vaults(rt: Runtime, namespace: str) -> list[Vault]:
+    """The namespace's Vaults: every Agent's proxy may use any of them (a session names the
+    ones it uses)."""
+    return [Vault.model_validate(v) for v in await rt.kube.list(API_VERSION, "Vault", namespace)]
+
+
+async def apply_proxy_config(rt: Runtime, agent: Agent, vaults: list[Vault] | None = None) -> None:
+    """The proxy config lists every Environment and vault credential of the namespace; it is
+    reloaded live."""
+    namespace = render.namespace_of(agent)
+    found = await rt.kube.list(API_VERSION, "Environment", namespace)
     environments = [Environment.model_validate(e) for e in found]
+    if vaults is None:
+        vaults = await namespace_vaults(rt, namespace)
     await rt.kube.apply(
-        render.proxy_config_map(agent, environments, rt.settings.render), manager=MANAGER
+        render.proxy_config_map(agent, environments, rt.settings.render, vaults), manager=MANAGER
     )
 
 
@@ -61,9 +71,10 @@ async def reconcile(rt: Runtime, agent: Agent, *, active_sessions: int) -> Agent
     if await kube.find("v1", "Secret", namespace, names["token_key"]) is None:
         await kube.create(render.token_key_secret(agent, secrets.token_hex(32)))
     await kube.apply(render.agent_config_map(agent), manager=MANAGER)
-    await apply_proxy_config(rt, agent)
+    vaults = await namespace_vaults(rt, namespace)
+    await apply_proxy_config(rt, agent, vaults)
     deployment = await kube.apply(
-        render.harness_deployment(agent, rt.settings.render), manager=MANAGER
+        render.harness_deployment(agent, rt.settings.render, vaults), manager=MANAGER
     )
     await kube.apply(render.proxy_service(agent), manager=MANAGER)
     await kube.apply(render.harness_network_policy(agent, rt.settings.render), manager=MANAGER)
@@ -149,8 +160,15 @@ class AgentReconciler:
 
     def __init__(self, rt: Runtime, active_sessions: Callable[[str], int]) -> None:
         self.rt, self.active_sessions = rt, active_sessions
-        self._applied: dict[str, int] = {}  # uid -> generation
+        self._applied: dict[str, tuple[int, int]] = {}  # uid -> (generation, vault epoch)
+        self._vault_epochs: dict[str, int] = {}  # namespace -> changes of its Vaults seen
         self.redis_users = TenantUsers(rt)
+
+    def vaults_changed(self, namespace: str) -> None:
+        """Apply the objects of the namespace's Agents at their next reconcile even if their
+        generation is the one applied: they render the namespace's Vaults. (An epoch, not a
+        forget: a reconcile already running read the Vaults before this change.)"""
+        self._vault_epochs[namespace] = self._vault_epochs.get(namespace, 0) + 1
 
     def forget_applied(self) -> None:
         self._applied.clear()
@@ -162,11 +180,12 @@ class AgentReconciler:
         active = self.active_sessions(f"{meta.namespace}/{meta.name}")
         # Every time, not once per generation: a restarted Redis has forgotten the user.
         await self.redis_users.ensure(agent)
-        if self._applied.get(uid) != generation:
+        applied = (generation, self._vault_epochs.get(meta.namespace or "", 0))
+        if self._applied.get(uid) != applied:
             await ensure_id(self.rt.kube, agent)
             new = await reconcile(self.rt, agent, active_sessions=active)
             await record_versions(self.rt, agent)
-            self._applied[uid] = generation
+            self._applied[uid] = applied
         else:
             new = await status(self.rt, agent, active_sessions=active)
         await self._report(agent, new)

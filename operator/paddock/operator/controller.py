@@ -38,8 +38,8 @@ from redis.exceptions import RedisError
 
 from paddock.eventlog import migrate_layout
 from paddock.kube import ApiError
-from paddock.models import Agent, Environment, Session
-from paddock.operator import agents, environments, metrics, sessions
+from paddock.models import Agent, Environment, Session, Vault
+from paddock.operator import agents, environments, metrics, render, sessions, vaults
 from paddock.operator import labels as L
 from paddock.operator.informer import Informer
 from paddock.operator.leases import Leadership
@@ -121,6 +121,7 @@ class Controller:
         self._failures: dict[Key, int] = {}
         self._gained = asyncio.Event()
         self._pool_done: dict[Key, float] = {}
+        self._vaults_rendered: dict[Key, tuple[Any, ...] | None] = {}
         sandboxes.schedule = lambda key, delay: self.later(Key(*key), delay)
         self._handlers: dict[str, Callable[[Key], Awaitable[None]]] = {
             "Agent": self._agent,
@@ -128,6 +129,7 @@ class Controller:
             "pool": self._pool,
             "Session": self._session,
             "sandbox": self._sandbox,
+            "Vault": self._vault,
         }
 
     def add(self, key: Key) -> None:
@@ -163,6 +165,13 @@ class Controller:
             self.add(Key("pool", meta["namespace"], meta["name"]))
             if old is None:
                 self._retry_unresolved(meta["namespace"])
+
+    def vault_changed(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        """A Vault's credentials, id or archival changed (not its status): it is reconciled and
+        every Agent of its namespace renders its credentials again."""
+        if _vault_facts(old) != _vault_facts(new):
+            meta = (new or old or {})["metadata"]
+            self.add(Key("Vault", meta["namespace"], meta["name"]))
 
     def pod_changed(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         for pod in (old, new):
@@ -290,6 +299,20 @@ class Controller:
                 self.rt, Environment.model_validate(environment)
             )
 
+    async def _vault(self, key: Key) -> None:
+        vault = self.rt.informers["Vault"].get(key.namespace, key.name)
+        live = vault is not None and not vault["metadata"].get("deletionTimestamp")
+        if live and not await vaults.reconcile_vault(self.rt, Vault.model_validate(vault)):
+            self.later(key, vaults.RECHECK_S)
+        facts = _vault_facts(vault)
+        if self._vaults_rendered.get(key, ()) == facts:
+            return  # a recheck of its Secrets: nothing the Agents render changed
+        self._vaults_rendered[key] = facts
+        self.agents.vaults_changed(key.namespace)
+        for agent in list(self.rt.informers["Agent"].values()):
+            if agent["metadata"]["namespace"] == key.namespace:
+                self.add(Key("Agent", key.namespace, agent["metadata"]["name"]))
+
     async def _pool(self, key: Key) -> None:
         # A burst of sessions changes the pool's count of bound pods with every pod:
         # reconcile (and write its status) at most every POOL_INTERVAL_S.
@@ -312,6 +335,19 @@ class Controller:
 
     async def _sandbox(self, key: Key) -> None:
         await sessions.reconcile_sandbox(self.rt, self.sandboxes, key.namespace, key.name)
+
+
+def _vault_facts(obj: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    """What of a Vault the proxies render: its generation (credentials), id and archival."""
+    if obj is None:
+        return None
+    meta = obj["metadata"]
+    return (
+        meta.get("generation"),
+        (meta.get("labels") or {}).get(L.VAULT_ID),
+        (meta.get("annotations") or {}).get(render.ARCHIVED_AT_ANNOTATION),
+        bool(meta.get("deletionTimestamp")),
+    )
 
 
 def _sandbox_news(old: dict[str, Any] | None, new: dict[str, Any] | None) -> bool:
@@ -356,6 +392,9 @@ def informers(rt: Runtime, controller: Controller) -> dict[str, Informer]:
         ),
         "Agent": Informer(
             kube, "paddock.dev/v1alpha1", "Agent", namespaces, on_change=controller.agent_changed
+        ),
+        "Vault": Informer(
+            kube, "paddock.dev/v1alpha1", "Vault", namespaces, on_change=controller.vault_changed
         ),
         "Session": Informer(
             kube,

@@ -13,6 +13,7 @@ TEMPLATE_HASH = f"{GROUP}/template-hash"
 AGENT_ID = f"{GROUP}/agent-id"
 ENVIRONMENT_ID = f"{GROUP}/environment-id"
 SESSION_ID = f"{GROUP}/session-id"
+VAULT_ID = f"{GROUP}/vault-id"
 
 SPEC_HASH = f"{GROUP}/spec-hash"  # annotation: changing it rolls the harness
 SANDBOX_TOKEN = f"{GROUP}/sandbox-token"  # annotation, delivered to the sandbox by the downward API

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from paddock.eventlog import harness_user
-from paddock.models import Agent, Environment
+from paddock.models import Agent, Environment, Vault, VaultCredential, secret_refs
 from paddock.operator import labels as L
 from paddock.sandbox import PLAN_ENV, PackagePlan
 
@@ -86,7 +86,7 @@ class RenderSettings:
     """npm's registry for Environment packages; None: npm's default."""
 
 
-Owner = Agent | Environment
+Owner = Agent | Environment | Vault
 
 
 def _required(value: str | None, owner: Owner, field: str) -> str:
@@ -186,11 +186,98 @@ def agent_config_map(agent: Agent) -> dict[str, Any]:
     }
 
 
+VAULT_ID_LABEL = L.VAULT_ID
+ARCHIVED_AT_ANNOTATION = "paddock.dev/archived-at"
+VAULTS_DIR = f"{SECRETS_DIR}/vaults"
+
+
+def usable_credentials(vaults: Sequence[Vault]) -> list[tuple[str, VaultCredential]]:
+    """(vault id, credential) of every credential a session may use: of Vaults that have
+    their id label and are not archived or being deleted, and not archived themselves; in a
+    stable order (the rendering must not change when the informer's order does)."""
+    found: list[tuple[str, VaultCredential]] = []
+    for vault in vaults:
+        meta = vault.metadata
+        vault_id = (meta.labels or {}).get(VAULT_ID_LABEL)
+        archived = (meta.annotations or {}).get(ARCHIVED_AT_ANNOTATION)
+        if not vault_id or archived or meta.deletion_timestamp:
+            continue
+        found.extend((vault_id, c) for c in vault.spec.credentials if not c.archived_at)
+    return sorted(found, key=lambda item: (item[0], item[1].id))
+
+
+def _vault_file(vault_id: str, credential_id: str, what: str) -> str:
+    return f"{VAULTS_DIR}/{vault_id}/{credential_id}/{what}"
+
+
+def vault_credentials(vaults: Sequence[Vault]) -> list[dict[str, Any]]:
+    """The proxy config's `vault_credentials`: where each credential's values are mounted,
+    never the values."""
+    rendered = []
+    for vault_id, c in usable_credentials(vaults):
+        common = {"vault_id": vault_id, "credential_id": c.id, "mcp_server_url": c.mcp_server_url}
+        if c.type == "static_bearer":
+            rendered.append(
+                {
+                    **common,
+                    "type": "static_bearer",
+                    "token_file": _vault_file(vault_id, c.id, "token"),
+                }
+            )
+            continue
+        entry: dict[str, Any] = {
+            **common,
+            "type": "mcp_oauth",
+            "access_token_file": _vault_file(vault_id, c.id, "access_token"),
+        }
+        if c.expires_at:
+            entry["expires_at"] = c.expires_at
+        if c.refresh is not None:
+            r = c.refresh
+            refresh: dict[str, Any] = {
+                "token_endpoint": r.token_endpoint,
+                "client_id": r.client_id,
+                "refresh_token_file": _vault_file(vault_id, c.id, "refresh_token"),
+                "token_endpoint_auth": r.token_endpoint_auth.type,
+            }
+            if r.token_endpoint_auth.client_secret_ref is not None:
+                refresh["client_secret_file"] = _vault_file(vault_id, c.id, "client_secret")
+            if r.scope:
+                refresh["scope"] = r.scope
+            if r.resource:
+                refresh["resource"] = r.resource
+            entry["refresh"] = refresh
+        rendered.append(entry)
+    return rendered
+
+
+def vault_volume(vaults: Sequence[Vault]) -> dict[str, Any] | None:
+    """One projected volume of every Secret key the usable credentials reference, laid out
+    as `vault_credentials` names the files; None if there are none."""
+    sources: list[dict[str, Any]] = []
+    for vault_id, c in usable_credentials(vaults):
+        by_secret: dict[str, list[dict[str, str]]] = {}
+        for what, ref in secret_refs(c).items():
+            path = f"{vault_id}/{c.id}/{what}"
+            by_secret.setdefault(ref.name, []).append({"key": ref.key, "path": path})
+        sources.extend(
+            {"secret": {"name": name, "items": items}} for name, items in sorted(by_secret.items())
+        )
+    if not sources:
+        return None
+    return {"name": "vaults", "projected": {"sources": sources, "defaultMode": 0o440}}
+
+
 def proxy_config(
-    agent: Agent, environments: Sequence[Environment], settings: RenderSettings
+    agent: Agent,
+    environments: Sequence[Environment],
+    settings: RenderSettings,
+    vaults: Sequence[Vault] = (),
 ) -> dict[str, Any]:
     """The credential proxy's configuration: every Environment of the namespace (a session
-    may name any of them), a file for each credential, and the Agent's MCP servers."""
+    may name any of them), a file for each credential, the Agent's MCP servers, and every
+    usable vault credential of the namespace (a session may name any vault; the proxy picks
+    by its vault ids)."""
     policies = {}
     for environment in sorted(environments, key=name_of):
         networking = environment.spec.networking
@@ -230,13 +317,19 @@ def proxy_config(
         # their URLs come from the vaults its sessions name.
         "mcp_servers": [{"name": s.name, "url": s.url} for s in agent.spec.mcp_servers],
         "blocked_ports": sorted({6379, redis_port(settings.redis_url)}),
+        **(
+            {"vault_credentials": credentials} if (credentials := vault_credentials(vaults)) else {}
+        ),
     }
 
 
 def proxy_config_map(
-    agent: Agent, environments: Sequence[Environment], settings: RenderSettings
+    agent: Agent,
+    environments: Sequence[Environment],
+    settings: RenderSettings,
+    vaults: Sequence[Vault] = (),
 ) -> dict[str, Any]:
-    config = yaml.safe_dump(proxy_config(agent, environments, settings), sort_keys=False)
+    config = yaml.safe_dump(proxy_config(agent, environments, settings, vaults), sort_keys=False)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -315,10 +408,13 @@ def _secret_volume(name: str, secret: str, key: str, path: str) -> dict[str, Any
     }
 
 
-def harness_deployment(agent: Agent, settings: RenderSettings) -> dict[str, Any]:
+def harness_deployment(
+    agent: Agent, settings: RenderSettings, vaults: Sequence[Vault] = ()
+) -> dict[str, Any]:
     """The Agent's workers: the harness container and the credential-proxy sidecar. Only the
-    proxy mounts Secrets, and only the harness container reads one key of another (its
-    tenant's Redis password); no container gets a ServiceAccount token or API permissions."""
+    proxy mounts Secrets (the vault credentials of the namespace among them), and only the
+    harness container reads one key of another (its tenant's Redis password); no container
+    gets a ServiceAccount token or API permissions."""
     spec = agent.spec
     names = harness_names(agent)
     namespace = namespace_of(agent)
@@ -346,6 +442,12 @@ def harness_deployment(agent: Agent, settings: RenderSettings) -> dict[str, Any]
             for i in range(len(credentials.hosts))
         ),
     ]
+    vault = vault_volume(vaults)
+    if vault is not None:
+        # Adding or removing a credential changes the pod template (a rollout); new values of
+        # a mounted key reach the running proxy in place (docs/operator.md).
+        secret_volumes.append(vault)
+        secret_mounts.append({"name": "vaults", "mountPath": VAULTS_DIR, "readOnly": True})
     resources = (
         spec.harness.resources.to_k8s()
         if spec.harness.resources

@@ -87,5 +87,7 @@ class Admin:
         )
 
     async def metrics(self, request: web.Request) -> web.Response:
-        """Request counters by listener and decision, in the Prometheus text format."""
-        return web.Response(text=self._audit.metrics(), content_type="text/plain")
+        """Request counters by listener and decision, and the vault credentials' refreshes
+        and failures, in the Prometheus text format."""
+        text = self._audit.metrics() + self._runtime.vaults().metrics()
+        return web.Response(text=text, content_type="text/plain")

@@ -10,7 +10,7 @@ through chunk by chunk as they arrive, so server-sent events reach the harness w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -20,9 +20,7 @@ from paddock.proxy.audit import Audit, Entry
 from paddock.proxy.files import SecretUnavailable
 from paddock.proxy.http1 import HOP_BY_HOP
 from paddock.proxy.runtime import Runtime
-from paddock.proxy.vaults import CredentialError
-
-VAULT_IDS_HEADER = "x-paddock-vault-ids"
+from paddock.proxy.vaults import VAULT_IDS_HEADER, CredentialError
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 # Caller credentials and framing the client library recomputes.
@@ -32,7 +30,7 @@ _DROP_REQUEST = HOP_BY_HOP | {
     "transfer-encoding",
     "x-api-key",
     "authorization",
-    VAULT_IDS_HEADER,
+    VAULT_IDS_HEADER.lower(),
 }
 _DROP_RESPONSE = HOP_BY_HOP | {"content-length", "transfer-encoding"}
 # Methods that get the key. TRACE (an upstream that echoes the request would return the
@@ -125,12 +123,14 @@ class ApiProxy:
         vault_ids: Sequence[str] = [
             v.strip() for v in request.headers.get(VAULT_IDS_HEADER, "").split(",") if v.strip()
         ]
+        vaults = self._runtime.vaults()
         try:
-            authorization = await self._runtime.vaults().authorization(server.url, vault_ids)
+            authorization = await vaults.authorization(server.url, vault_ids)
         except CredentialError as exc:
-            entry.rule, entry.status = f"mcp:{name}:{exc.reason}", 502
+            # 401, as the server would answer: the harness reports an authentication failure.
+            entry.rule, entry.status = f"mcp:{name}:{exc.reason}", 401
             self._audit.record(entry)
-            return _error(502, str(exc))
+            return _error(401, str(exc), "authentication_error")
         extra: list[tuple[str, str]] = []
         if authorization is not None:
             extra.append(("Authorization", authorization))
@@ -139,7 +139,18 @@ class ApiProxy:
         target = server.url.rstrip("/") + request.match_info["rest"]
         if request.query_string:
             target += "?" + request.query_string
-        return await self._forward(request, target, extra, entry)
+
+        async def reauthorize() -> str | None:
+            """After a 401: a refreshed OAuth token to send once more, or None."""
+            if authorization is None:
+                return None
+            try:
+                return await vaults.unauthorized(server.url, vault_ids, authorization)
+            except CredentialError as exc:
+                entry.rule = f"mcp:{name}:{exc.reason}"
+                return None
+
+        return await self._forward(request, target, extra, entry, reauthorize)
 
     async def _forward(
         self,
@@ -147,23 +158,32 @@ class ApiProxy:
         url: str,
         extra: list[tuple[str, str]],
         entry: Entry,
+        reauthorize: Callable[[], Awaitable[str | None]] | None = None,
     ) -> web.StreamResponse:
         """Send ``request`` to ``url`` with the caller's headers (minus credentials and
-        framing) and ``extra``; stream the reply back; audit ``entry`` at the end."""
-        assert self._client is not None, "ApiProxy.start() was not called"
+        framing) and ``extra``; stream the reply back; audit ``entry`` at the end. A 401 is
+        sent once more with the `Authorization` that ``reauthorize`` gives, if it gives one."""
+        client = self._client
+        assert client is not None, "ApiProxy.start() was not called"
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST]
-        headers.extend(extra)
         body = await request.read() if request.body_exists else None
         entry.bytes_up = len(body or b"")
         response: web.StreamResponse | None = None
+
+        async def send(added: list[tuple[str, str]]) -> aiohttp.ClientResponse:
+            return await client.request(
+                request.method, url, headers=headers + added, data=body, allow_redirects=False
+            )
+
         try:
-            async with self._client.request(
-                request.method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-            ) as reply:
+            reply = await send(extra)
+            if reply.status == 401 and reauthorize is not None:
+                retried = await reauthorize()
+                if retried is not None:
+                    reply.release()
+                    others = [(k, v) for k, v in extra if k.lower() != "authorization"]
+                    reply = await send([*others, ("Authorization", retried)])
+            async with reply:
                 response = web.StreamResponse(status=reply.status, reason=reply.reason)
                 for name, value in reply.headers.items():
                     if name.lower() not in _DROP_RESPONSE:

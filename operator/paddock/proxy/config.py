@@ -6,6 +6,7 @@ line per problem, each naming the field (``environments.default.mode: ...``).
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -144,8 +145,45 @@ class StaticBearerCredential(_Strict):
     """Mounted Secret file holding the token; re-read when it changes."""
 
 
-VaultCredential = Annotated[StaticBearerCredential, Field(discriminator="type")]
-"""A vault credential, by `type` (`mcp_oauth` joins this union)."""
+class OAuthRefreshConfig(_Strict):
+    """The `refresh_token` grant of an `mcp_oauth` credential (paddock.proxy.oauth)."""
+
+    token_endpoint: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s@#]+$")]
+    """The only URL the proxy sends this credential's refresh token to."""
+    client_id: str
+    refresh_token_file: Path
+    token_endpoint_auth: Literal["none", "client_secret_basic", "client_secret_post"] = "none"
+    client_secret_file: Path | None = None
+    scope: str | None = None
+    resource: str | None = None
+
+    @model_validator(mode="after")
+    def _secret(self) -> OAuthRefreshConfig:
+        if (self.token_endpoint_auth == "none") != (self.client_secret_file is None):
+            raise ValueError(
+                "client_secret_file goes with client_secret_basic or client_secret_post"
+            )
+        return self
+
+
+class McpOAuthCredential(_Strict):
+    """A vault credential: an OAuth access token for the MCP server at `mcp_server_url`,
+    refreshed before `expires_at` (and after a 401) when `refresh` is set."""
+
+    type: Literal["mcp_oauth"]
+    vault_id: Annotated[str, Field(min_length=1, max_length=128)]
+    credential_id: Annotated[str, Field(min_length=1, max_length=128)]
+    mcp_server_url: Annotated[str, Field(max_length=2048, pattern=r"^https?://")]
+    """Matched exactly against an `mcp_servers[].url`."""
+    access_token_file: Path
+    expires_at: datetime | None = None
+    refresh: OAuthRefreshConfig | None = None
+
+
+VaultCredential = Annotated[
+    StaticBearerCredential | McpOAuthCredential, Field(discriminator="type")
+]
+"""A vault credential, by `type`."""
 
 
 class AddressException(_Strict):
@@ -206,7 +244,7 @@ class ProxyConfig(_Strict):
     mcp_servers: list[McpServer] = Field(default_factory=list)
     """The Agent's MCP servers, by name, for the API listener's `/mcp/<name>` route."""
     vault_credentials: list[VaultCredential] = Field(default_factory=list)
-    """Credentials of the vaults sessions may name, added to MCP requests by server URL."""
+    """The namespace's vault credentials for MCP servers; a session's vault ids pick them."""
     blocked_ports: list[Port] = Field(default_factory=lambda: [6379])
     """Ports egress never connects to, on any host (Redis by default)."""
     address_exceptions: list[AddressException] = Field(default_factory=list)

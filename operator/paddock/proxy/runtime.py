@@ -26,6 +26,7 @@ class Runtime:
     def __init__(self, config: ProxyConfig) -> None:
         self.config = config
         self.secrets = SecretFiles()
+        self._vaults: VaultCredentials | None = None
 
     def _header_secret(self, path: Path) -> str:
         # It goes into a header: anything but visible ASCII (a newline inside, say) would let
@@ -66,8 +67,11 @@ class Runtime:
         )
 
     def vaults(self) -> VaultCredentials:
-        """The vault credentials of the current config (cheap: the files are shared)."""
-        return VaultCredentials(self.config, self.secrets)
+        """The vault credentials of the current config. Kept while the config is, and built
+        from the previous ones when it changes, so refreshed OAuth tokens survive reloads."""
+        if self._vaults is None or self._vaults.config is not self.config:
+            self._vaults = VaultCredentials(self.config, self.secrets, previous=self._vaults)
+        return self._vaults
 
     def credential_for(self, host: str) -> Credential | None:
         """The credential configured for ``host``: an exact entry first, else the longest

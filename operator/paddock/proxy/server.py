@@ -83,6 +83,8 @@ class ProxyServer:
             await runner.cleanup()
         if self._api is not None:
             await self._api.close()
+        if self._runtime is not None:
+            await self._runtime.vaults().close()
 
     async def _watch_config(self) -> None:
         while True:

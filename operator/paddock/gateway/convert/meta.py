@@ -16,6 +16,8 @@ from paddock.gateway.errors import invalid
 AGENT_ID_LABEL = "paddock.dev/agent-id"
 ENVIRONMENT_ID_LABEL = "paddock.dev/environment-id"
 SESSION_ID_LABEL = "paddock.dev/session-id"
+VAULT_ID_LABEL = "paddock.dev/vault-id"
+CREDENTIAL_ID_LABEL = "paddock.dev/credential-id"
 NAME_ANNOTATION = "paddock.dev/name"
 DESCRIPTION_ANNOTATION = "paddock.dev/description"
 METADATA_ANNOTATION = "paddock.dev/metadata"

@@ -72,8 +72,6 @@ def session_spec(
     params: SessionCreateParams, agent_name: str, environment_name: str | None
 ) -> dict[str, Any]:
     """The `spec` of the Session a create request describes (camelCase)."""
-    if params.vault_ids:
-        raise unsupported("vault_ids", "credentials come from the Agent's Secrets")
     spec: dict[str, Any] = {"agentRef": {"name": agent_name}}
     if environment_name is not None:
         spec["environmentRef"] = {"name": environment_name}
@@ -223,6 +221,7 @@ def session_view(
         environment_id=environment_id or "",
         agent=agent,
         resources=resources_view(obj, spec),
+        vault_ids=list(spec.vault_ids),
         metadata=api_metadata(obj),
         budget=_budget_view(spec),
         stats=views.SessionStats(
