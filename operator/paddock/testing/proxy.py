@@ -160,7 +160,7 @@ class ProxyProcess:
         found: list[dict[str, Any]] = []
 
         def written() -> bool:
-            found[:] = [e for e in self.audit() if all(e[k] == v for k, v in match.items())]
+            found[:] = [e for e in self.audit() if all(e.get(k) == v for k, v in match.items())]
             return bool(found)
 
         wait_until(written, timeout=10, what=f"audit entry {match}")
