@@ -1,6 +1,7 @@
 """The one fixture of each real service, shared by every test folder: Redis (and a client of
 it), a Kubernetes control plane, a sandbox server, the gateway stack, and the one-node
-cluster (tests/node, and tests/e2e's local-node provider: one node per machine).
+cluster (tests/node, and tests/e2e's local-node provider: one node per machine); a git host
+(`git http-backend`) and the proxy's secret files for a module.
 
 Redis, the control plane and the node are started once per test run and torn down at the
 end, also when tests fail; a sandbox server lives for a module (tests leave files in its
@@ -9,6 +10,7 @@ workdir), a gateway stack for a test.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
@@ -17,7 +19,9 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from paddock.testing.controlplane import ControlPlane
+from paddock.testing.gitserver import GitServer
 from paddock.testing.node import LocalNode, container_support
+from paddock.testing.proxy import Secrets
 from paddock.testing.redis import RedisServer
 from paddock.testing.sandbox import RunningSandbox, launch
 
@@ -81,6 +85,26 @@ async def stack(
     running = await Stack(control_plane, redis_server, sandbox).start()
     yield running
     await running.close()
+
+
+@pytest.fixture(scope="module")
+def module_secrets(tmp_path_factory: pytest.TempPathFactory) -> Secrets:
+    """The credential proxy's secret files (API key, git token, token key) for a module."""
+    return Secrets(tmp_path_factory.mktemp("proxy-secrets"))
+
+
+@pytest.fixture(scope="module")
+def git_server(
+    tmp_path_factory: pytest.TempPathFactory, module_secrets: Secrets
+) -> Iterator[GitServer]:
+    """A real git smart-HTTP host with a bare repository `repo`, which demands the git token
+    of `module_secrets` as the proxy sends it (Basic, `x-access-token`)."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    basic = module_secrets.values()["git_token_basic"]
+    with GitServer(tmp_path_factory.mktemp("git-host"), f"Basic {basic}") as server:
+        server.create_repo("repo")
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -68,6 +68,7 @@ class Stack:
     _runner: Any = None
     _redis: Redis | None = None
     _binder: asyncio.Task[None] | None = None
+    _binder_stop: asyncio.Event = field(default_factory=asyncio.Event)
     _workers: list[tuple[asyncio.Event, asyncio.Task[None]]] = field(default_factory=list)
     _tenant_clients: dict[str, Redis] = field(default_factory=dict)
     _models: list[FakeModelServer] = field(default_factory=list)
@@ -210,7 +211,9 @@ class Stack:
         last = {sandbox_requests(t.namespace): "0-0" for t in self.tenants}
         tenant_of = {sandbox_requests(t.namespace): t.namespace for t in self.tenants}
         try:
-            while True:
+            # Stopped by the event, not cancelled: a cancelled blocking XREAD can leave its
+            # connection (and so this task) hanging.
+            while not self._binder_stop.is_set():
                 reply = await redis.xread(dict(last), block=500)
                 for stream, entries in reply or []:
                     for entry_id, fields in entries:
@@ -233,7 +236,7 @@ class Stack:
             stop.set()
         tasks = [task for _, task in self._workers]
         if self._binder is not None:
-            self._binder.cancel()
+            self._binder_stop.set()
             tasks.append(self._binder)
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._runner is not None:

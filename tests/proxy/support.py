@@ -1,8 +1,9 @@
-"""Test support: the credential proxy as a real process, and real upstream servers on loopback.
+"""Test support: real upstream servers on loopback for the credential proxy.
 
-Upstreams are small aiohttp applications served from a thread with its own event loop, so the
-tests can drive the proxy with blocking clients (curl, httpx, raw sockets) while the upstreams
-keep answering. Nothing is mocked: every request crosses real sockets.
+Upstreams are small aiohttp applications served from a thread with its own event loop
+(`paddock.testing.gitserver.ThreadedApp`, which also serves the git host), so the tests can
+drive the proxy with blocking clients (curl, httpx, raw sockets) while the upstreams keep
+answering. Nothing is mocked: every request crosses real sockets.
 """
 
 from __future__ import annotations
@@ -13,43 +14,10 @@ import socket
 import subprocess
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 
-from paddock.testing.ports import free_port
-
-# Clients run with this environment only, so no proxy setting of the machine leaks in.
-CLIENT_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/nonexistent"}
-
-
-class ThreadedApp:
-    """An aiohttp application on 127.0.0.1:<free port>, served from its own thread and loop."""
-
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.port = free_port()
-        self.loop = asyncio.new_event_loop()
-        self._runner = web.AppRunner(app, access_log=None)
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ThreadedApp:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-        return self
-
-    async def _start(self) -> None:
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
+from paddock.testing.gitserver import CLIENT_ENV, ThreadedApp
 
 
 @dataclass
@@ -101,66 +69,6 @@ class Upstream(ThreadedApp):
         released = await asyncio.to_thread(self.release.wait, 10)
         await response.write(b"event: second\ndata: {}\n\n" if released else b"event: timeout\n\n")
         await response.write_eof()
-        return response
-
-
-class GitServer(ThreadedApp):
-    """A real git smart-HTTP server (``git http-backend``) that demands ``authorization``.
-
-    Serves bare repositories under ``root``; requests without the expected ``Authorization``
-    get 401, like a private repository on a git host.
-    """
-
-    def __init__(self, root: Path, authorization: str) -> None:
-        self.root = root
-        self.authorization = authorization
-        self.authorized = 0
-        self.refused = 0
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._serve)
-        super().__init__(app)
-
-    def create_repo(self, name: str) -> None:
-        """A bare repository with one commit holding README."""
-        work = self.root / f"{name}-work"
-        env = {**CLIENT_ENV, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-               "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
-        subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True, env=env)
-        (work / "README").write_text("hello from the git host\n")
-        subprocess.run(["git", "-C", str(work), "add", "README"], check=True, env=env)
-        subprocess.run(["git", "-C", str(work), "commit", "-qm", "init"], check=True, env=env)
-        bare = self.root / f"{name}.git"
-        subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True, env=env)
-
-    async def _serve(self, request: web.Request) -> web.StreamResponse:
-        if request.headers.get("Authorization") != self.authorization:
-            self.refused += 1
-            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="git"'})
-        self.authorized += 1
-        env = {
-            **CLIENT_ENV,
-            "GIT_PROJECT_ROOT": str(self.root),
-            "GIT_HTTP_EXPORT_ALL": "1",
-            "REQUEST_METHOD": request.method,
-            "PATH_INFO": request.path,
-            "QUERY_STRING": request.query_string,
-            "CONTENT_TYPE": request.headers.get("Content-Type", ""),
-            "HTTP_CONTENT_ENCODING": request.headers.get("Content-Encoding", ""),
-            "REMOTE_USER": "x-access-token",
-            "REMOTE_ADDR": "127.0.0.1",
-        }
-        process = await asyncio.create_subprocess_exec(
-            "git", "http-backend", env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
-        output, _ = await process.communicate(await request.read())
-        head, _, body = output.partition(b"\r\n\r\n")
-        response = web.Response(body=body)
-        for line in head.decode().split("\r\n"):
-            name, _, value = line.partition(": ")
-            if name.lower() == "status":
-                response.set_status(int(value.split()[0]))
-            else:
-                response.headers[name] = value
         return response
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.proxy.support import GitServer, Upstream, curl, proxy_authorization, raw_exchange
+from tests.proxy.support import Upstream, curl, proxy_authorization, raw_exchange
 
+from paddock.testing.gitserver import GitServer
 from paddock.testing.proxy import ProxyProcess, Secrets
 
 

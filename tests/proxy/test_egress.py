@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from tests.proxy.support import (
     CLIENT_ENV,
-    GitServer,
     RawServer,
     Upstream,
     curl,
@@ -22,6 +21,7 @@ from tests.proxy.support import (
 )
 
 from paddock.proxy import tokens
+from paddock.testing.gitserver import GitServer
 from paddock.testing.proxy import ProxyProcess, Secrets
 
 

@@ -28,9 +28,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.proxy.support import CLIENT_ENV, GitServer, Upstream
+from tests.proxy.support import Upstream
 
 import paddock
+from paddock.testing.gitserver import CLIENT_ENV, GitServer
 from paddock.testing.ports import free_port, wait_until
 from paddock.testing.proxy import ProxyProcess, Secrets
 

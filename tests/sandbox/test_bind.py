@@ -339,3 +339,24 @@ async def test_a_repository_added_later_is_cloned_into_a_bound_sandbox_only(
         assert (server.workdir / "repo" / "feature.txt").read_text() == "feature\n"
         again = await client.mount_repository("repository:x", repository)
         assert again.skipped
+
+
+async def test_commits_get_a_default_identity_unless_the_image_sets_one(
+    start_sandbox: Callable[..., RunningSandbox], start_proxy: Callable[..., FakeProxy]
+) -> None:
+    """A pod's user and host names give git no identity it accepts, so bind sets one; an
+    identity the image configured (here in HOME's .gitconfig) is kept."""
+    proxy = await start_proxy()
+    plain, configured = start_sandbox(), start_sandbox()
+    (configured.home / ".gitconfig").write_text(
+        "[user]\n\tname = Image\n\temail = ci@example.com\n"
+    )
+    show = "git config user.name; git config user.email"
+    for server, session in ((plain, "sesn_who1"), (configured, "sesn_who2")):
+        async with server.client() as client:
+            await client.bind(session, proxy.url, TOKEN)
+    assert (await bash(plain, show)).splitlines()[:2] == [
+        "Paddock agent",
+        "sesn_who1@paddock.invalid",
+    ]
+    assert (await bash(configured, show)).splitlines()[:2] == ["Image", "ci@example.com"]

@@ -4,17 +4,14 @@ so that names can resolve to special-purpose addresses without any DNS server.""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from aiohttp import web
-from tests.proxy.support import ThreadedApp
 from tests.security.registries import ENTRIES, REPORTED_BYPASSES
 
-from paddock.testing.proxy import ProxyProcess, Secrets
+from paddock.testing.gitserver import ThreadedApp
+from paddock.testing.proxy import ProxyProcess, Secrets, private_hosts
 
 
 class EchoHost(ThreadedApp):
@@ -46,17 +43,6 @@ HOSTS_NAMES = {hosts_name(i): entry.probe for i, entry in enumerate(ENTRIES)} | 
 }
 
 
-def private_hosts_file(path: Path) -> list[str] | None:
-    """A wrapper command giving the proxy ``path`` as /etc/hosts, or None without root."""
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return None
-    lines = ["127.0.0.1 localhost"]
-    lines += [f"{ip} {name}" for name, ip in HOSTS_NAMES.items()]
-    path.write_text("\n".join(lines) + "\n")
-    script = 'mount --bind "$0" /etc/hosts && exec "$@"'
-    return ["unshare", "--mount", "sh", "-c", script, str(path)]
-
-
 @pytest.fixture(scope="module")
 def secrets_(tmp_path_factory: pytest.TempPathFactory) -> Secrets:
     return Secrets(tmp_path_factory.mktemp("secrets"))
@@ -70,7 +56,7 @@ def echo() -> Iterator[EchoHost]:
 
 @pytest.fixture(scope="module")
 def hosts_wrapper(tmp_path_factory: pytest.TempPathFactory) -> list[str] | None:
-    return private_hosts_file(tmp_path_factory.mktemp("hosts") / "hosts")
+    return private_hosts(tmp_path_factory.mktemp("hosts") / "hosts", HOSTS_NAMES)
 
 
 @pytest.fixture

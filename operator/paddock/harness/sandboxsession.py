@@ -191,7 +191,7 @@ class SandboxSession:
         client = SandboxClient(binding.url, binding.token)
         if self.settings.proxy_admin_url and self.settings.proxy_egress_url:
             settings = self.session_settings or SessionSettings(namespace="", name="")
-            await client.bind(
+            bound = await client.bind(
                 self.session_id,
                 await by_address(self.settings.proxy_egress_url),
                 await self.proxy_token(settings.environment),
@@ -199,9 +199,17 @@ class SandboxSession:
                 files=[file for file in settings.files if file.content is not None],
                 git_credential_hosts=[c.host for c in self.settings.spec.credentials.hosts],
             )
-            # Cloned at bind: not again when mounting what was added later.
+            # Cloned at bind: not again when mounting what was added later. Only what the
+            # bind reports: a sandbox bound in an earlier run returns that first bind's result,
+            # without the repositories added since, which `mount` then clones.
+            cloned = {(r.url, r.mount_path) for r in bound.repositories}
             done = self.files.setdefault(binding.pod, SandboxFiles())
-            done.mounted.update(_repository_key(r) for r in settings.repositories)
+            done.mounted.update(
+                _repository_key(r)
+                for r in settings.repositories
+                if (r.url, r.mount_path) in cloned
+                or (r.mount_path is None and any(url == r.url for url, _ in cloned))
+            )
         self.clients[binding.pod] = client
         return client
 

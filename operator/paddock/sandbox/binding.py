@@ -21,6 +21,8 @@ from paddock.sandbox.shell import CommandEnvironment
 _GIT_OUTPUT_LIMIT = 16 * 1024
 _ERROR_CHARS = 2000
 _GIT_CONFIG_TIMEOUT = 10.0
+COMMITTER_NAME = "Paddock agent"
+COMMITTER_DOMAIN = "paddock.invalid"
 
 
 class AlreadyBound(Exception):
@@ -81,19 +83,29 @@ class Binding:
             settings += [
                 (f"url.{proxy_url}/git/{host}/.insteadOf", f"https://{host}/") for host in hosts
             ]
-        for key, value in settings:
-            try:
-                outcome = await run_in_group(
-                    ["git", "config", "--global", "--replace-all", key, value],
-                    cwd=self._workdir,
-                    env=self._env.variables(),
-                    time_limit=_GIT_CONFIG_TIMEOUT,
-                    output_limit=_GIT_OUTPUT_LIMIT,
-                )
-            except FileNotFoundError:
-                return  # no git in this image: nothing will use these settings
-            if outcome.returncode != 0:
-                raise BindFailed(f"git config {key} failed: {outcome.output.strip()}")
+        try:
+            for key, value in settings:
+                await self._git_config("--global", "--replace-all", key, value)
+            # Commits need an identity, and a pod's user and host name give git none it
+            # accepts. Paddock's default is set only where the image configured none.
+            for key, value in _default_identity(request.session_id):
+                if await self._git_config("--get", key, check=False) != 0:  # any scope
+                    await self._git_config("--global", key, value)
+        except FileNotFoundError:
+            return  # no git in this image: nothing will use these settings
+
+    async def _git_config(self, *args: str, check: bool = True) -> int:
+        """`git config ...`; its exit code. BindFailed when it fails and ``check``."""
+        outcome = await run_in_group(
+            ["git", "config", *args],
+            cwd=self._workdir,
+            env=self._env.variables(),
+            time_limit=_GIT_CONFIG_TIMEOUT,
+            output_limit=_GIT_OUTPUT_LIMIT,
+        )
+        if check and outcome.returncode != 0:
+            raise BindFailed(f"git config {args[-2]} failed: {outcome.output.strip()}")
+        return outcome.returncode
 
     def _write(self, file: FileResource) -> FileStatus:
         assert file.content is not None
@@ -148,6 +160,12 @@ class Binding:
                 url=repo.url, mount_path=mount_path, ok=False, error=error[-_ERROR_CHARS:]
             )
         return RepositoryStatus(url=repo.url, mount_path=mount_path, ok=True)
+
+
+def _default_identity(session_id: str) -> list[tuple[str, str]]:
+    """The committer identity of a session's commits when the image sets none: the session
+    is in the address (`.invalid` is reserved, so it is never a real mailbox)."""
+    return [("user.name", COMMITTER_NAME), ("user.email", f"{session_id}@{COMMITTER_DOMAIN}")]
 
 
 def _proxy_credentials(request: BindRequest) -> tuple[str, str]:
