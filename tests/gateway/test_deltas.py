@@ -122,3 +122,31 @@ async def test_last_event_id_resume_replays_no_previews(stack: Stack) -> None:
     assert b"event: agent.message" in body
     assert b"event_start" not in body
     assert b"event_delta" not in body
+
+
+async def test_a_slow_stream_sheds_previews_as_a_prefix_never_events() -> None:
+    """The fan-out's per-stream buffer: previews beyond `delta_limit` are shed (and the rest
+    of that preview with them), events are all delivered, in order."""
+    from paddock.gateway.fanout import Frame, Subscription
+
+    def preview(kind: str, event_id: str, text: str = "") -> Frame:
+        return Frame(event_id, kind, text.encode(), preview="agent.message")
+
+    subscription = Subscription(limit=100, deltas=frozenset({"agent.message"}), delta_limit=3)
+    subscription.push_preview(preview("event_start", "sevt_2"))
+    for text in "abcde":  # nobody reads: two fit, the rest is shed
+        subscription.push_preview(preview("event_delta", "sevt_2", text))
+    subscription.push(Frame("sevt_2", "agent.message", b"message"))
+    subscription.push_preview(preview("event_delta", "sevt_2", "late"))  # stale: dropped
+    subscription.push(Frame("sevt_3", "span.model_request_end", b"end"))
+    subscription.close()
+    received = []
+    while (item := await subscription.next()) is not None:
+        received.append((item.type, item.data.decode()))
+    assert received == [
+        ("event_start", ""),
+        ("event_delta", "a"),
+        ("event_delta", "b"),
+        ("agent.message", "message"),
+        ("span.model_request_end", "end"),
+    ]

@@ -140,10 +140,8 @@ class Subscription:
                 item = self._items.popleft()
                 if item.preview is not None:
                     self._previews -= 1
-                    if item.id <= self._sent or (
-                        item.type != "event_start" and item.id in self._shed
-                    ):
-                        continue
+                    if item.id <= self._sent:
+                        continue  # its event was sent already (a resume's replay)
                     return item
                 self._events -= 1
                 if self._after is None or item.id > self._after:
