@@ -51,6 +51,7 @@ class Previews:
         self._session_id = session_id
         self._interval_s = interval_s
         self._reservation: IdReservation | None = None
+        self._off = False
         self._types: list[str] = []
         """The event type of each event of the response so far, by position."""
         self._previous_block = ""
@@ -67,6 +68,7 @@ class Previews:
         elif (
             event.type == "content_block_delta"
             and event.delta.type == "text_delta"
+            and not self._off
             and self._types
             and self._types[-1] == "agent.message"
             and event.delta.text
@@ -75,7 +77,7 @@ class Previews:
 
     async def _block(self, block_type: str) -> None:
         kind = _EVENT_OF_BLOCK.get(block_type)
-        if kind is None:
+        if kind is None or self._off:
             return  # no event of its own (and text on either side stays one message)
         if kind == "agent.message" and self._previous_block == "text":
             self._content_index += 1
@@ -91,7 +93,7 @@ class Previews:
                 self._reservation = await self._log.reserve(self._session_id)
             except RedisError as exc:
                 log.warning("no previews for %s: %r", self._session_id, exc)
-                self._types = ["?"]  # nothing more this attempt: ids cannot be known
+                self._off = True  # nothing more this attempt: ids cannot be known
                 return
         event_id = self._reservation.id(len(self._types) - 1)
         self._pending.append({"type": "event_start", "event": {"type": kind, "id": event_id}})
@@ -156,7 +158,7 @@ class Previews:
     def reserved(self, events: list[AnyEvent]) -> list[str]:
         """The reserved ids for the first of ``events`` (the response's events), up to the
         last previewed one; none if the response's events are not those previewed."""
-        if self._reservation is None:
+        if self._reservation is None or self._off:
             return []
         if len(events) < len(self._types) or any(
             kind in _PREVIEWED and events[i].type != kind for i, kind in enumerate(self._types)
