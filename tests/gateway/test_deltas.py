@@ -150,3 +150,40 @@ async def test_a_slow_stream_sheds_previews_as_a_prefix_never_events() -> None:
         ("agent.message", "message"),
         ("span.model_request_end", "end"),
     ]
+
+
+async def test_a_message_sent_mid_stream_gives_the_event_a_new_id(stack: Stack) -> None:
+    """The reserved id holds only if nothing is appended while the model streams: a user
+    message that lands first makes the response take new ids, and the preview stays
+    unmatched (closed by span.model_request_end, as the SDK documents)."""
+    client, session = await _session(
+        stack, turns(Reply([Text(LONG)], chunk_delay=0.005), Reply([Text("Next.")]))
+    )
+    seen: list[Any] = []
+    async with await client.beta.sessions.events.stream(
+        session, event_deltas=["agent.message"]
+    ) as stream:
+        await client.beta.sessions.events.send(
+            session, events=[{"type": "user.message", "content": [{"type": "text", "text": "Go"}]}]
+        )
+        interjected = False
+        async for event in stream:
+            seen.append(event)
+            if event.type == "event_delta" and not interjected:
+                interjected = True  # the response's ids were reserved before its event_start
+                await client.beta.sessions.events.send(
+                    session,
+                    events=[
+                        {"type": "user.message", "content": [{"type": "text", "text": "Also"}]}
+                    ],
+                )
+            if event.type == "session.status_idle":
+                break
+    starts = [event for event in seen if event.type == "event_start"]
+    messages = [event for event in seen if event.type == "agent.message"]
+    assert messages[0].content[0].text == LONG
+    assert starts[0].event.id != messages[0].id
+    types = [event.type for event in seen]
+    assert types.index("span.model_request_end") > types.index("agent.message")
+    stored = [e async for e in client.beta.sessions.events.list(session)]
+    assert messages[0].id in [e.id for e in stored]
