@@ -210,3 +210,45 @@ async def test_missing_sessions_and_bad_arguments_are_refused(log: EventLog, ses
         await log.create_session(ghost, agent="other/agent")
     assert (await log.snapshot(session)).agent == "default/coder"
     assert await log.replay(session) == []
+
+
+def agent_text(text: str) -> AgentMessageEvent:
+    return AgentMessageEvent(content=[TextBlock(text=text)])
+
+
+async def test_reserved_ids_are_the_ids_appended_with(log: EventLog, session: str) -> None:
+    """Previews announce an event's id before it is appended (docs/eventlog.md)."""
+    lease = await lease_of(log, session)
+    before = await log.send(session, [message("go")])
+    reservation = await log.reserve(session)
+    reserved = [reservation.id(0), reservation.id(1)]
+    assert reserved == sorted(reserved)
+    assert reserved[0] > str(before[0].id)
+    stored = await log.append(
+        session,
+        [agent_text("a"), agent_text("b"), SessionStatusRunningEvent()],
+        fence=lease,
+        reserved=reserved,
+    )
+    assert [e.id for e in stored[:2]] == reserved
+    assert str(stored[2].id) > reserved[1]
+    replayed = await log.replay(session)
+    assert [e.id for e in replayed] == [before[0].id, *[e.id for e in stored]]
+    # And in the tail order a live reader sees.
+    assert [e.id for e in await log.replay(session, after=before[0].id)] == [e.id for e in stored]
+
+
+async def test_reserved_ids_overtaken_by_another_append_are_not_used(
+    log: EventLog, session: str
+) -> None:
+    lease = await lease_of(log, session)
+    reservation = await log.reserve(session)
+    # User messages land while the model still streams, until one is appended at or after
+    # the reserved id (within a millisecond): the reservation no longer holds.
+    interleaved = await log.send(session, [message("meanwhile")])
+    while str(interleaved[0].id) < reservation.id(0):
+        interleaved = await log.send(session, [message("meanwhile")])
+    stored = await log.append(session, [agent_text("a")], fence=lease, reserved=[reservation.id(0)])
+    assert stored[0].id != reservation.id(0)
+    assert str(stored[0].id) > str(interleaved[0].id)
+    assert [e.type for e in await log.replay(session)][-1] == "agent.message"

@@ -33,6 +33,7 @@ from paddock.eventlog import (
     sandbox_bound,
     sandbox_requests,
     session_keys,
+    session_previews,
     work_keys,
 )
 from paddock.harness import RetryPolicy, Worker, WorkerSettings
@@ -57,6 +58,7 @@ class Victim:
     calls: str
     requests: str
     channel: str
+    previews: str
 
 
 @pytest.fixture
@@ -81,6 +83,7 @@ async def victim(redis: Redis, redis_server: RedisServer) -> Victim:
         work=work_keys(f"{B}/coder"),
         requests=sandbox_requests(B),
         channel=sandbox_bound(B),
+        previews=session_previews(B, session),
         **companions,
     )
 
@@ -214,6 +217,7 @@ ACROSS_TENANTS: dict[str, Attack] = {
     "SET the operator's leader lease (seize leadership)": lambda r, v: r.set(LEADER, "me"),
     # pub/sub
     "PUBLISH on B's binding channel": lambda r, v: r.publish(v.channel, v.session),
+    "PUBLISH forged previews on B's session": lambda r, v: r.publish(v.previews, b"[]"),
 }
 
 
@@ -233,6 +237,7 @@ def _append_on(client: redis.Redis, victim: Victim) -> object:
         "0",
         "",
         "{}",
+        "",
         "user.message",
         "{}",
     )
@@ -264,6 +269,7 @@ async def test_tenant_b_is_untouched_after_every_attack(
 
 SUBSCRIPTIONS: dict[str, Callable[[Any, Victim], object]] = {
     "SUBSCRIBE B's binding channel": lambda p, v: p.subscribe(v.channel),
+    "SUBSCRIBE B's session previews": lambda p, v: p.subscribe(v.previews),
     "PSUBSCRIBE every tenant's channels": lambda p, v: p.psubscribe("paddock:t:*"),
     "PSUBSCRIBE B's channels": lambda p, v: p.psubscribe(f"paddock:t:{B}:*"),
 }
@@ -425,6 +431,21 @@ def test_an_unauthenticated_connection_can_do_nothing(
 
 
 # Tenant A, on its own keys: the session runs end to end and survives a restart.
+
+
+async def test_tenant_a_publishes_and_reads_its_own_previews(
+    redis_server: RedisServer, victim: Victim
+) -> None:
+    client = Redis.from_url(redis_server.tenant_url(A))
+    log = EventLog(client, A)
+    session = new_session_id()
+    try:
+        async with log.previews(session) as messages:
+            await log.publish_previews(session, b'[{"type":"event_start"}]')
+            received = await asyncio.wait_for(anext(messages), timeout=5)
+            assert received == b'[{"type":"event_start"}]'
+    finally:
+        await client.aclose()
 
 
 async def test_tenant_a_runs_its_own_session_end_to_end(

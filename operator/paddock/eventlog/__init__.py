@@ -84,13 +84,21 @@ from paddock.eventlog.keys import (
     sandbox_bound,
     sandbox_requests,
     session_keys,
+    session_previews,
     tenant_of,
     tenant_patterns,
     tenant_prefix,
     work_keys,
 )
 from paddock.eventlog.lease import Heartbeat, Lease
-from paddock.eventlog.log import SOCKET_TIMEOUT_S, EventLog, EventPage, RedisSettings, connect
+from paddock.eventlog.log import (
+    SOCKET_TIMEOUT_S,
+    EventLog,
+    EventPage,
+    IdReservation,
+    RedisSettings,
+    connect,
+)
 from paddock.eventlog.migrate import migrate_layout, old_keys
 from paddock.eventlog.sandboxes import (
     SandboxBinding,
@@ -139,6 +147,7 @@ __all__ = [
     "EventPage",
     "FileSource",
     "Heartbeat",
+    "IdReservation",
     "ImageBlock",
     "InvalidId",
     "Lease",
@@ -205,6 +214,7 @@ __all__ = [
     "sandbox_bound",
     "sandbox_requests",
     "session_keys",
+    "session_previews",
     "session_tag",
     "settings_for",
     "stream_entries",

@@ -41,8 +41,9 @@ TENANT_COMMANDS = (
     "hget", "hset", "hdel", "hexists", "hincrby", "hgetall",
     "xadd", "xrange", "xrevrange", "xread", "xreadgroup", "xack", "xdel", "xlen", "xclaim",
     "xautoclaim", "xgroup|create",
-    # sandbox binding announcements (channels checked against the channel pattern)
-    "subscribe", "unsubscribe",
+    # sandbox binding announcements and session previews (channels checked against the
+    # channel pattern)
+    "subscribe", "unsubscribe", "publish",
 )  # fmt: skip
 """The commands of a tenant's harness and of the gateway; nothing that lists or scans the
 keyspace (SCAN, KEYS, RANDOMKEY, PUBSUB), administers (ACL, CONFIG, DEBUG, MODULE, SCRIPT

@@ -8,7 +8,10 @@
 -- ARGV[4]     snapshot changes, JSON: {status?, stop_reason? (JSON text), usage? (four
 --             token counts to add: input, output, cache read, cache creation), input? (1-based
 --             position in the batch of its last user.* event)}
--- ARGV[5..]   type, payload, type, payload, ...
+-- ARGV[5]     stream ids reserved for the first events of the batch (comma-separated, ''
+--             = none; see EventLog.reserve): used only if they all still come after the
+--             stream's last entry, else every event gets a new id ('*') as usual
+-- ARGV[6..]   type, payload, type, payload, ...
 -- Reply: {'ok', agent, id...} | {'dup', agent, id, payload, ...} (stored earlier under the key)
 --        | {'no_session'} | {'lost', holder or nil} | {'terminated'}
 if redis.call('EXISTS', KEYS[2]) == 0 then
@@ -38,9 +41,25 @@ if ARGV[3] ~= '' then
   end
 end
 
+-- Reserved ids were handed out before the append (previews announced them): they hold
+-- only if nothing was appended since, which the stream's last entry tells.
+local reserved = {}
+if ARGV[5] ~= '' then
+  local previous = redis.call('HGET', KEYS[2], 'last_event') or '0-0'
+  for id in string.gmatch(ARGV[5], '[^,]+') do
+    if not later(id, previous) then
+      reserved = {}
+      break
+    end
+    reserved[#reserved + 1] = id
+    previous = id
+  end
+end
+
 local reply = {'ok', agent}
-for i = 5, #ARGV, 2 do
-  reply[#reply + 1] = redis.call('XADD', KEYS[1], '*', 't', ARGV[i], 'e', ARGV[i + 1])
+for i = 6, #ARGV, 2 do
+  local id = reserved[(i - 4) / 2] or '*'
+  reply[#reply + 1] = redis.call('XADD', KEYS[1], id, 't', ARGV[i], 'e', ARGV[i + 1])
 end
 local count = #reply - 2
 local last = reply[#reply]

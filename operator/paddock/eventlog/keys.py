@@ -137,6 +137,13 @@ def sandbox_bound(tenant: str) -> str:
     return f"{tenant_prefix(tenant)}sandbox-bound"
 
 
+def session_previews(tenant: str, session_id: str) -> str:
+    """Channel of a session's previews (``event_start``/``event_delta`` of events being
+    produced): published by its harness, read by gateways, never stored. Under the
+    tenant's prefix, so only that tenant's harness user (and the gateway) may use it."""
+    return f"{_session_base(tenant, session_id)}:previews"
+
+
 def tenant_patterns(tenant: str | None) -> tuple[str, str]:
     """The ACL key pattern (``~...``) and channel pattern (``&...``) that cover exactly
     ``tenant``'s keys and channels; with None, every tenant's (and nothing outside them)."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from paddock.eventlog.keys import (
     check_tenant,
     companion_keys,
     session_keys,
+    session_previews,
     tenant_of,
     work_keys,
 )
@@ -44,6 +46,18 @@ class EventPage:
     data: list[AnyEvent]
     next_cursor: str | None
     """Pass as ``cursor`` (with the same ``order``) for the next page; None on the last."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdReservation:
+    """Event ids reserved for the next append of a session: ``id(i)`` for its ``i``-th
+    event (all in one millisecond, so they sort in that order)."""
+
+    millis: int
+    tag: str
+
+    def id(self, index: int) -> str:
+        return event_id(f"{self.millis}-{index}", self.tag)
 
 
 def _text(value: bytes | None) -> str | None:
@@ -238,6 +252,7 @@ class EventLog(TenantViews):
         *,
         fence: Lease,
         key: str | None = None,
+        reserved: Sequence[str] = (),
     ) -> list[AnyEvent]:
         """Append events as the session's worker, in order, atomically with the lease check.
 
@@ -245,13 +260,51 @@ class EventLog(TenantViews):
         lease. With ``key`` (for example a tool_use id) the append happens at most once: a
         later append with the same key writes nothing and returns the events stored the
         first time. Returns the stored events, with ``id`` and ``processed_at``.
+
+        ``reserved``: event ids from ``reserve`` for the first ``len(reserved)`` events
+        (previews announced them). They are used if nothing was appended to the session
+        since they were reserved; otherwise the events get new ids, as without them.
         """
         if fence.session_id != session_id:
             raise ValueError(f"lease of {fence.session_id} used to append to {session_id}")
+        if len(reserved) > len(events):
+            raise ValueError("more reserved ids than events")
         stored, _ = await self._write(
-            session_id, events, token=str(fence.token), client=False, key=key
+            session_id, events, token=str(fence.token), client=False, key=key, reserved=reserved
         )
         return stored
+
+    async def reserve(self, session_id: str) -> IdReservation:
+        """Event ids that the next append of the session can give its first events, known
+        before it happens (a preview names the event it previews). They are taken from the
+        server's clock one millisecond ahead, so they come after every entry appended so
+        far, and hold unless something else is appended before them."""
+        seconds, micros = await self.redis.time()
+        return IdReservation(int(seconds) * 1000 + int(micros) // 1000 + 1, session_tag(session_id))
+
+    async def publish_previews(self, session_id: str, message: bytes) -> None:
+        """Publish ``message`` (previews of events being produced) on the session's
+        previews channel: fire and forget, nothing is stored."""
+        await self.redis.publish(session_previews(self.namespace or "", session_id), message)
+
+    @contextlib.asynccontextmanager
+    async def previews(self, session_id: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The messages published on the session's previews channel from now on (the
+        subscription is confirmed before this yields), on a connection of their own."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(session_previews(self.namespace or "", session_id))
+            # The confirmation: after it, every message published reaches us.
+            await pubsub.get_message(timeout=5.0)
+
+            async def messages() -> AsyncIterator[bytes]:
+                async for item in pubsub.listen():
+                    if item["type"] == "message":
+                        yield bytes(item["data"])
+
+            yield messages()
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def send(
         self, session_id: str, events: Sequence[AnyEvent], *, key: str | None = None
@@ -277,12 +330,15 @@ class EventLog(TenantViews):
         token: str,
         client: bool,
         key: str | None,
+        reserved: Sequence[str] = (),
     ) -> tuple[list[AnyEvent], str]:
         if not events:
             raise ValueError("no events to append")
         if key == "":
             raise ValueError("an idempotency key must not be empty")
-        args = [token, "1" if client else "0", key or "", changes(events)]
+        tag = session_tag(session_id)
+        ids = ",".join(stream_id(reserved_id, tag) for reserved_id in reserved)
+        args = [token, "1" if client else "0", key or "", changes(events), ids]
         for event in events:
             if not isinstance(event, EVENT_TYPES.get(event.type, ())):
                 raise TypeError(f"not an event model of the log: {type(event).__name__}")
@@ -293,7 +349,6 @@ class EventLog(TenantViews):
         )
         match reply[0]:
             case b"ok":
-                tag = session_tag(session_id)
                 stored = [
                     event.model_copy(
                         update={"id": event_id(entry, tag), "processed_at": entry_time(entry)}
@@ -302,7 +357,7 @@ class EventLog(TenantViews):
                 ]
             case b"dup":
                 rows: list[Row] = list(zip(reply[2::2], reply[3::2], strict=True))
-                stored = decode(rows, session_tag(session_id))
+                stored = decode(rows, tag)
             case b"no_session":
                 raise SessionNotFound(session_id)
             case b"lost":

@@ -36,7 +36,7 @@ from paddock.gateway.common import (
 from paddock.gateway.convert import meta
 from paddock.gateway.convert.events import sent_events_view, user_event
 from paddock.gateway.errors import ApiError, conflict, invalid, not_found
-from paddock.gateway.fanout import Subscription, TooSlow
+from paddock.gateway.fanout import DELTA_TYPES, Subscription, TooSlow
 from paddock.gateway.objects import SESSIONS
 from paddock.gateway.pages import limit_param, list_param, order_param
 from paddock.gateway.params import SendEventsParams
@@ -45,7 +45,6 @@ from paddock.gateway.views import EventPage, respond
 routes = web.RouteTableDef()
 log = logging.getLogger(__name__)
 
-DELTA_TYPES = frozenset({"agent.message", "agent.thinking"})
 _LAST_EVENTS = frozenset({"session.status_terminated", "session.deleted"})
 _SSE_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -134,8 +133,8 @@ async def list_events(request: web.Request) -> web.Response:
 @routes.get("/v1/sessions/{session_id}/events/stream")
 async def stream_events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: live events only, from the moment the stream opened (or after
-    `Last-Event-ID`). `event_deltas[]` is validated but yields nothing yet: the harness
-    appends whole messages."""
+    `Last-Event-ID`), and with `event_deltas[]` previews of those event types while the
+    model produces them (best-effort, never replayed; docs/gateway.md, "Deltas")."""
     deltas = list_param(request.query, "event_deltas")
     for delta in deltas:
         if delta not in DELTA_TYPES:
@@ -148,7 +147,10 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         try:
             subscription = await stack.enter_async_context(
                 gw.fanout.subscribe(
-                    namespace(request), session_id, request.headers.get("Last-Event-ID") or None
+                    namespace(request),
+                    session_id,
+                    request.headers.get("Last-Event-ID") or None,
+                    frozenset(deltas),
                 )
             )
         except InvalidId as exc:
@@ -194,7 +196,8 @@ async def _pump(
     try:
         while (item := await subscription.next()) is not None:
             await write(item.data)
-            metrics.STREAMED_EVENTS.inc()
+            if item.preview is None:
+                metrics.STREAMED_EVENTS.inc()
             if item.type in _LAST_EVENTS:
                 break
     except (ConnectionError, RuntimeError):

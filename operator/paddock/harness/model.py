@@ -6,11 +6,11 @@ that every attempt is visible in the log as a `session.error` with `retry_status
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anthropic
-from anthropic.types import Message
+from anthropic.types import Message, RawMessageStreamEvent
 
 from paddock.harness.retries import Failure
 from paddock.kube import retry_after as parse_retry_after
@@ -56,13 +56,22 @@ async def stream_message(
     client: anthropic.AsyncAnthropic,
     request: dict[str, Any],
     on_first_token: Callable[[], None] | None = None,
+    on_event: Callable[[RawMessageStreamEvent], Awaitable[None]] | None = None,
 ) -> Message:
-    """Stream one model response and return the complete message. Cancelling the calling task
-    closes the HTTP stream at once (how a user interrupt stops a model call)."""
+    """Stream one model response and return the complete message; ``on_event`` sees each
+    raw stream event as it arrives (previews). Cancelling the calling task closes the HTTP
+    stream at once (how a user interrupt stops a model call)."""
     async with client.messages.stream(**request) as stream:
         first = True
-        async for _ in stream:
+        async for event in stream:
             if first and on_first_token:
                 on_first_token()
             first = False
+            if on_event is not None and event.type in _RAW_EVENTS:
+                await on_event(event)  # type: ignore[arg-type]
         return await stream.get_final_message()
+
+
+# The SDK's stream also yields its own derived events (`text`, `thinking`, ...); previews
+# need only the wire events.
+_RAW_EVENTS = frozenset({"content_block_start", "content_block_delta", "content_block_stop"})

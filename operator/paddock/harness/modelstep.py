@@ -30,6 +30,7 @@ from paddock.harness import metrics
 from paddock.harness.budget import limit_reached
 from paddock.harness.interrupts import Interrupted, Interrupts
 from paddock.harness.model import classify, stream_message
+from paddock.harness.previews import Previews, previewing
 from paddock.harness.retries import Failure, call_with_retries, session_error
 from paddock.harness.sessionlog import SessionLog
 from paddock.harness.settings import WorkerSettings
@@ -65,6 +66,7 @@ class ModelStep:
         self.settings = settings
         self.spec = settings.spec
         self.session_settings = session_settings
+        self.previews: Previews | None = None
 
     async def run(self) -> None:
         """Call the model with the conversation and append its response; or end the turn at
@@ -95,15 +97,18 @@ class ModelStep:
             return
         metrics.MODEL_LATENCY.observe(time.monotonic() - began)
         events, stop = self.response_events(message)
+        # The ids the previews announced, if the previews match the response.
+        reserved = self.previews.reserved(events) if self.previews else []
         events.append(span_end(start.id, message))
+        key = f"response:{start.id}"
         if stop is None:
-            await self.session.emit(*events, key=f"response:{start.id}")
+            await self.session.emit(*events, key=key, reserved=reserved)
         elif stop == "refusal":
             await self.session.idle(
-                "refusal", *events, details=StopDetails(), key=f"response:{start.id}"
+                "refusal", *events, details=StopDetails(), key=key, reserved=reserved
             )
         else:
-            await self.session.idle(stop, *events, key=f"response:{start.id}")
+            await self.session.idle(stop, *events, key=key, reserved=reserved)
 
     def request(self) -> dict[str, Any]:
         """The Messages API request for the conversation so far."""
@@ -126,10 +131,12 @@ class ModelStep:
             request["tools"] = tools
         return request
 
-    async def call(self, request: dict[str, Any]) -> Message | None:
+    async def call(self, request: dict[str, Any], *, preview: bool = True) -> Message | None:
         """Stream ``request`` with retries, appending a `session.error` for each failure;
-        None once the retries are exhausted."""
+        None once the retries are exhausted. With ``preview``, each attempt publishes
+        previews of its events (``self.previews``: those of the last attempt)."""
         began = time.monotonic()
+        self.previews = None
 
         def first_token() -> None:
             metrics.TIME_TO_FIRST_TOKEN.observe(time.monotonic() - began)
@@ -140,8 +147,16 @@ class ModelStep:
                 metrics.MODEL_RETRIES.labels(failure.error_type).inc()
             await self.session.emit(session_error(failure, will_retry))
 
+        async def attempt() -> Message:
+            if not preview:
+                return await stream_message(self.model, request, first_token)
+            log, session_id = self.session.log, self.session.session_id
+            async with previewing(log, session_id, self.settings.preview_interval_s) as previews:
+                self.previews = previews
+                return await stream_message(self.model, request, first_token, previews.feed)
+
         return await call_with_retries(
-            lambda: stream_message(self.model, request, first_token),
+            attempt,
             self.settings.retry,
             classify,
             on_failure,
@@ -222,7 +237,7 @@ class ModelStep:
         request["messages"] = messages
         (start,) = await self.session.emit(SpanModelRequestStartEvent())
         try:
-            message = await self.interrupts.interruptible(self.call(request))
+            message = await self.interrupts.interruptible(self.call(request, preview=False))
         except Interrupted:
             await self.session.emit(span_end(start.id, None))
             return

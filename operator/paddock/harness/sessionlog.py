@@ -3,6 +3,8 @@ and appends fenced by the claim's lease."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from paddock.eventlog import (
     AnyEvent,
     Claim,
@@ -33,9 +35,14 @@ class SessionLog:
             apply(self.transcript, event.model_dump(mode="json", exclude_none=True))
             self.position = event.id
 
-    async def emit(self, *events: AnyEvent, key: str | None = None) -> list[AnyEvent]:
-        """Append as the session's worker (``LeaseLost`` once the lease is gone), then fold."""
-        stored = await self.log.append(self.session_id, events, fence=self.claim.lease, key=key)
+    async def emit(
+        self, *events: AnyEvent, key: str | None = None, reserved: Sequence[str] = ()
+    ) -> list[AnyEvent]:
+        """Append as the session's worker (``LeaseLost`` once the lease is gone), then fold.
+        ``reserved``: ids previews announced for the first events (``EventLog.append``)."""
+        stored = await self.log.append(
+            self.session_id, events, fence=self.claim.lease, key=key, reserved=reserved
+        )
         await self.sync()
         return stored
 
@@ -46,10 +53,10 @@ class SessionLog:
         event_ids: list[str] | None = None,
         details: StopDetails | None = None,
         key: str | None = None,
+        reserved: Sequence[str] = (),
     ) -> None:
         """End the turn: ``extra`` events, then `session.status_idle` with ``reason``."""
         stop = StopReason(type=reason, event_ids=event_ids)  # type: ignore[arg-type]
-        await self.emit(
-            *extra, SessionStatusIdleEvent(stop_reason=stop, stop_details=details), key=key
-        )
+        idle = SessionStatusIdleEvent(stop_reason=stop, stop_details=details)
+        await self.emit(*extra, idle, key=key, reserved=reserved)
         metrics.TURNS.labels(reason).inc()

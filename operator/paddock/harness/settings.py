@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from paddock.eventlog import SessionSettings
+from paddock.harness.previews import DEFAULT_INTERVAL_S
 from paddock.harness.retries import RetryPolicy
 from paddock.models import AgentSpec
 
@@ -42,6 +43,8 @@ class WorkerSettings:
     context_window_tokens: int = 200_000
     compact_at: float = 0.8
     """Compact when the conversation is estimated above this share of the window."""
+    preview_interval_s: float = DEFAULT_INTERVAL_S
+    """How long text previews are coalesced before they are published (docs/harness.md)."""
 
 
 def session_worker_settings(

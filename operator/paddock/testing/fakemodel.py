@@ -180,9 +180,19 @@ def estimate_tokens(payload: Any) -> int:
 class FakeModelServer:
     """The scripted Messages API on 127.0.0.1. Use as a context manager or start()/stop()."""
 
-    def __init__(self, script: Script, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        script: Script,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        on_delta: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.script = script
         self.host, self.port = host, port
+        self.on_delta = on_delta
+        """Called (in the server's thread) as each streamed delta is sent: benchmarks time
+        what follows from it."""
         self.requests: list[ModelRequest] = []
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -351,6 +361,8 @@ class FakeModelServer:
             )
             for delta in _deltas(block):
                 await asyncio.sleep(reply.chunk_delay)
+                if self.on_delta is not None:
+                    self.on_delta(delta)
                 await send(
                     "content_block_delta",
                     {"type": "content_block_delta", "index": index, "delta": delta},
