@@ -96,7 +96,8 @@ class ModelStep:
         metrics.MODEL_LATENCY.observe(time.monotonic() - began)
         events, stop = self.response_events(message)
         events.append(span_end(start.id, message))
-        if stop is None:
+        if stop is None or (stop == "end_turn" and self.session.transcript.grading):
+            # With an open outcome, the end of the turn is graded before the session idles.
             await self.session.emit(*events, key=f"response:{start.id}")
         elif stop == "refusal":
             await self.session.idle(

@@ -42,6 +42,8 @@ class WorkerSettings:
     context_window_tokens: int = 200_000
     compact_at: float = 0.8
     """Compact when the conversation is estimated above this share of the window."""
+    outcome_heartbeat_s: float = 10.0
+    """Seconds between `span.outcome_evaluation_ongoing` heartbeats while a grader works."""
 
 
 def session_worker_settings(
