@@ -97,6 +97,8 @@ class Outcome:
     evaluating: str | None = None
     """The id of a `span.outcome_evaluation_start` that has no end yet (a worker that
     resumes redoes that evaluation under the same start)."""
+    due: bool = False
+    """The agent's last response ended its turn: the work awaits an evaluation."""
     since: int = 0
     """Index in `messages` of the message that holds the outcome's task: the grader sees
     the work from there on."""
@@ -166,11 +168,11 @@ class Transcript:
             if runnable or denied:
                 return RunTools(runnable, denied)
             return AwaitUser([c.id for c in calls if c.waits_for_user])
+        outcome = self.outcome
+        if self.grading and outcome is not None and (outcome.due or outcome.evaluating):
+            return Evaluate(outcome)
         if self.turn_open and self.messages and self.messages[-1]["role"] == "user":
             return CallModel()
-        if self.grading and self.messages:
-            assert self.outcome is not None
-            return Evaluate(self.outcome)
         return Idle()
 
 
@@ -231,6 +233,8 @@ def apply(t: Transcript, event: dict[str, Any]) -> None:
         else:
             blocks = _text_blocks(event.get("content"))
         _append(t.messages, "user", blocks)
+        if t.outcome is not None:
+            t.outcome.due = False  # new input: the agent answers it before any evaluation
         if not t.turn_open:
             t.model_calls_this_turn = 0
         t.turn_open = True
@@ -290,13 +294,17 @@ def apply(t: Transcript, event: dict[str, Any]) -> None:
                 t.usage[key] = t.usage.get(key, 0) + value
         if kind == "span.outcome_evaluation_end":
             _evaluated(t, event)
+        elif t.outcome is not None and not t.open_calls and not event.get("is_error"):
+            # A response without tool calls ended the agent's turn (a failed or interrupted
+            # request is an error span; a refusal or a limit idles the session).
+            t.outcome.due = True
     elif kind == "span.outcome_evaluation_start":
         if t.outcome is not None and t.outcome.id == event.get("outcome_id"):
             t.outcome.evaluating, t.outcome.iteration = event["id"], event["iteration"]
     elif kind == "agent.thread_context_compacted":
         # Everything before is replaced by the summary the compacting worker recorded.
         if t.outcome is not None:
-            t.outcome.since = 0
+            t.outcome.since, t.outcome.due = 0, False
         t.messages = [
             {
                 "role": "user",
@@ -311,6 +319,8 @@ def apply(t: Transcript, event: dict[str, Any]) -> None:
         t.waiting_on = list(stop_reason.get("event_ids") or [])
         if t.stop_reason != "requires_action":
             t.turn_open = t.interrupted = False
+            if t.outcome is not None:
+                t.outcome.due = False
     elif kind == "session.status_terminated":
         t.status, t.turn_open, t.interrupted = "terminated", False, False
     elif kind == "session.status_rescheduled":
@@ -323,7 +333,7 @@ def _evaluated(t: Transcript, event: dict[str, Any]) -> None:
     outcome = t.outcome
     if outcome is None or outcome.id != event.get("outcome_id"):
         return
-    outcome.evaluating = None
+    outcome.evaluating, outcome.due = None, False
     result, explanation = event.get("result"), event.get("explanation", "")
     if result == "needs_revision":
         text = revision_request(explanation, outcome.iteration, outcome.max_iterations)
