@@ -170,3 +170,27 @@ async def test_malformed_outcomes_are_refused(
             events=[{"type": "user.define_outcome", "description": "d", **outcome}],  # type: ignore[list-item]
         )
     assert [e async for e in client.beta.sessions.events.list(session.id)] == []
+
+
+async def test_one_outcome_at_a_time(stack: Stack) -> None:
+    client, session, _ = await _session(stack)
+    outcome = {
+        "type": "user.define_outcome",
+        "description": "Tell me the answer.",
+        "rubric": {"type": "text", "content": RUBRIC},
+    }
+    with pytest.raises(anthropic.BadRequestError, match="one outcome at a time"):
+        await client.beta.sessions.events.send(session.id, events=[outcome, outcome])
+    await client.beta.sessions.events.send(session.id, events=[outcome])
+    with pytest.raises(anthropic.BadRequestError, match="still open"):
+        await client.beta.sessions.events.send(session.id, events=[outcome])
+
+    async def ended() -> Any:
+        retrieved = await client.beta.sessions.retrieve(session.id)
+        return retrieved.status == "idle" and retrieved.outcome_evaluations[0].completed_at
+
+    await wait_until_async(ended, timeout=30, what="the first outcome's verdict")
+    await client.beta.sessions.events.send(session.id, events=[outcome])
+    retrieved = await client.beta.sessions.retrieve(session.id)
+    assert retrieved.outcome_evaluations[0].result == "satisfied"
+    assert len(retrieved.outcome_evaluations) == 2

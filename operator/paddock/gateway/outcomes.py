@@ -116,3 +116,23 @@ async def session_outcomes(log: EventLog, session_id: str) -> list[views.Outcome
             break
         cursor = page.next_cursor
     return outcome_evaluations(events)
+
+
+OPEN_RESULTS = frozenset({"pending", "running", "evaluating"})
+
+
+def check_one_outcome(count: int) -> None:
+    """400 for more than one outcome in a request: a session works toward one at a time."""
+    if count > 1:
+        raise invalid("user.define_outcome: one outcome at a time; send the next one later")
+
+
+async def check_no_open_outcome(log: EventLog, session_id: str, count: int) -> None:
+    """400 unless ``count`` is one and the session has no outcome still open."""
+    check_one_outcome(count)
+    for outcome in await session_outcomes(log, session_id):
+        if outcome.result in OPEN_RESULTS:
+            raise invalid(
+                f"user.define_outcome: outcome {outcome.outcome_id} is still open "
+                "(one outcome at a time: wait for its verdict)"
+            )

@@ -35,7 +35,7 @@ from paddock.gateway.convert.agents import session_agent_view, version_object
 from paddock.gateway.convert.sessions import session_spec, session_status, session_view
 from paddock.gateway.errors import conflict, invalid, not_found, unavailable, unsupported
 from paddock.gateway.objects import AGENTS, ENVIRONMENTS, SESSIONS, Objects
-from paddock.gateway.outcomes import session_outcomes, with_text_rubric
+from paddock.gateway.outcomes import check_one_outcome, session_outcomes, with_text_rubric
 from paddock.gateway.pages import (
     bool_param,
     limit_param,
@@ -182,6 +182,7 @@ async def create_session(request: web.Request) -> web.Response:
         explicit_environment = environment["metadata"]["name"]
     await mounts.check_files(gw, found.namespace, params.resources or [])
     if params.initial_events:
+        check_one_outcome(sum(isinstance(e, DefineOutcomeParam) for e in params.initial_events))
         initial = [
             await with_text_rubric(gw, found.namespace, event)
             if isinstance(event, DefineOutcomeParam)
