@@ -239,3 +239,30 @@ async def test_usage_and_api_errors(stack: Stack) -> None:
     assert "cannot reach the gateway" in down.err
     nothing = await paddock(stack, "approve", "sesn_0000000000000000000000")
     assert nothing.code == 1
+
+
+async def test_logs_show_outcome_verdicts(stack: Stack) -> None:
+    from tests.gateway.test_outcomes import RUBRIC
+    from tests.gateway.test_outcomes import script as outcome_script
+
+    agent = await agent_with_worker(stack, outcome_script)
+    client = stack.client()
+    session = await client.beta.sessions.create(
+        agent=agent["id"],
+        environment_id=agent["environment"],
+        initial_events=[
+            {
+                "type": "user.define_outcome",
+                "description": "Tell me the answer.",
+                "rubric": {"type": "text", "content": RUBRIC},
+            }
+        ],
+    )
+    logs = await logs_showing(stack, session.id, "— idle: end_turn")
+    lines = logs.out.splitlines()
+    assert "◎ outcome: Tell me the answer. (graded, up to 3 evaluations)" in lines
+    verdicts = [line for line in lines if line.startswith("◎ evaluation")]
+    assert verdicts == [
+        "◎ evaluation 1: needs_revision — The rubric asks for 42.",
+        "◎ evaluation 2: satisfied — It names 42.",
+    ]

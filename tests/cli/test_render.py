@@ -162,3 +162,37 @@ def test_documents_for_scripts() -> None:
     assert json.loads(document(data, "json")) == data
     assert "Café" in document(data, "json")
     assert document(data, "yaml") == "- id: agent_1\n  name: Café\n  tools: []"
+
+
+def test_outcome_verdicts_show_one_line_per_evaluation() -> None:
+    lines = render(
+        {
+            "type": "user.define_outcome",
+            "description": "A poem",
+            "rubric": {"type": "text", "content": "four lines"},
+            "max_iterations": 2,
+            "outcome_id": "outc_1",
+        },
+        {"type": "span.outcome_evaluation_start", "outcome_id": "outc_1", "iteration": 0},
+        {"type": "span.outcome_evaluation_ongoing", "outcome_id": "outc_1", "iteration": 0},
+        {
+            "type": "span.outcome_evaluation_end",
+            "outcome_id": "outc_1",
+            "iteration": 0,
+            "result": "needs_revision",
+            "explanation": "Add\na title.",
+            "usage": {"input_tokens": 5, "output_tokens": 1},
+        },
+        {
+            "type": "span.outcome_evaluation_end",
+            "outcome_id": "outc_1",
+            "iteration": 1,
+            "result": "max_iterations_reached",
+            "explanation": "",
+        },
+    )
+    assert lines == [
+        "◎ outcome: A poem (graded, up to 2 evaluations)",
+        "◎ evaluation 1: needs_revision — Add a title.",
+        "◎ evaluation 2: max_iterations_reached",
+    ]

@@ -35,11 +35,16 @@ from paddock.eventlog import (
     SessionUsageEvent,
     SpanModelRequestEndEvent,
     SpanModelRequestStartEvent,
+    SpanOutcomeEvaluationEndEvent,
+    SpanOutcomeEvaluationOngoingEvent,
+    SpanOutcomeEvaluationStartEvent,
     StopReason,
     TextBlock,
+    TextRubric,
     UrlSource,
     UsageSnapshot,
     UserCustomToolResultEvent,
+    UserDefineOutcomeEvent,
     UserInterruptEvent,
     UserMessageEvent,
     UserToolConfirmationEvent,
@@ -126,6 +131,22 @@ EXAMPLES: list[AnyEvent] = [
     SessionDeletedEvent(),
     SpanModelRequestStartEvent(),
     SpanModelRequestEndEvent(model_request_start_id="sevt_7", is_error=False, model_usage=USAGE),
+    UserDefineOutcomeEvent(
+        description="a poem",
+        rubric=TextRubric(content="four lines"),
+        max_iterations=2,
+        outcome_id="outc_1",
+    ),
+    SpanOutcomeEvaluationStartEvent(outcome_id="outc_1", iteration=0),
+    SpanOutcomeEvaluationOngoingEvent(outcome_id="outc_1", iteration=0),
+    SpanOutcomeEvaluationEndEvent(
+        outcome_evaluation_start_id="sevt_8",
+        outcome_id="outc_1",
+        iteration=0,
+        result="needs_revision",
+        explanation="add a line",
+        usage=USAGE,
+    ),
 ]
 
 
@@ -147,7 +168,7 @@ def test_sent_events_round_trip_without_the_envelope(text: str) -> None:
 
 def test_every_event_type_has_an_example() -> None:
     assert {event.type for event in EXAMPLES} == set(EVENT_TYPES)
-    assert len(EVENT_TYPES) == 22
+    assert len(EVENT_TYPES) == 26
 
 
 @pytest.mark.parametrize("event", EXAMPLES, ids=lambda event: event.type)

@@ -10,6 +10,7 @@ from paddock.harness import (
     AwaitUser,
     CallModel,
     EndInterrupted,
+    Evaluate,
     Idle,
     RunTools,
     rebuild,
@@ -247,3 +248,63 @@ def test_mcp_calls_fold_under_the_name_the_model_used_and_pair_with_their_result
     assert t.open_calls == {}
     assert t.messages[-1]["content"][0]["tool_use_id"] == use["id"]
     assert isinstance(t.next_step(), CallModel)
+
+
+def _outcome(**fields: Any) -> dict[str, Any]:
+    return ev(
+        "user.define_outcome",
+        description="a poem",
+        rubric={"type": "text", "content": "four lines"},
+        outcome_id="outc_1",
+        **fields,
+    )
+
+
+def _span_end(**fields: Any) -> dict[str, Any]:
+    usage = {"input_tokens": 3, "output_tokens": 1}
+    return ev(
+        "span.model_request_end", model_request_start_id="sevt_x", model_usage=usage, **fields
+    )
+
+
+def test_an_outcome_is_evaluated_when_a_response_ends_the_turn() -> None:
+    define = _outcome(max_iterations=2)
+    t = rebuild([define])
+    assert isinstance(t.next_step(), CallModel)
+    assert "four lines" in t.messages[0]["content"][0]["text"]
+    # A response with no text at all (thinking only) still ends the turn: it is graded.
+    t = rebuild([define, ev("agent.thinking"), _span_end()])
+    step = t.next_step()
+    assert isinstance(step, Evaluate)
+    assert (step.outcome.id, step.outcome.iteration) == ("outc_1", 0)
+    # A failed (or interrupted) request ends no turn.
+    assert not isinstance(rebuild([define, _span_end(is_error=True)]).next_step(), Evaluate)
+    start = ev("span.outcome_evaluation_start", outcome_id="outc_1", iteration=0)
+    # Resumed mid-evaluation: the same start is evaluated again.
+    t = rebuild([define, _span_end(), start])
+    step = t.next_step()
+    assert isinstance(step, Evaluate)
+    assert step.outcome.evaluating == start["id"]
+    end = ev(
+        "span.outcome_evaluation_end",
+        outcome_evaluation_start_id=start["id"],
+        outcome_id="outc_1",
+        iteration=0,
+        result="needs_revision",
+        explanation="add a title",
+        usage={"input_tokens": 10, "output_tokens": 2},
+    )
+    t = rebuild([define, _span_end(), start, end])
+    assert isinstance(t.next_step(), CallModel)
+    assert "add a title" in t.messages[-1]["content"][-1]["text"]
+    assert t.outcome is not None
+    assert t.outcome.iteration == 1
+    assert t.usage["input_tokens"] == 13  # the grader's tokens count
+
+
+def test_an_interrupt_while_the_agent_works_leaves_the_outcome_open() -> None:
+    t = rebuild([_outcome(), ev("user.interrupt"), idle("end_turn")])
+    assert isinstance(t.next_step(), Idle)
+    assert t.outcome is not None
+    t = rebuild([_outcome(), ev("user.interrupt"), idle("end_turn"), user("go on"), _span_end()])
+    assert isinstance(t.next_step(), Evaluate)

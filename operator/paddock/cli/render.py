@@ -72,6 +72,9 @@ def folded(text: str, width: int, lines: int = RESULT_LINES) -> list[str]:
     return shown
 
 
+_VERDICT_COLORS = {"satisfied": "green", "needs_revision": "yellow", "failed": "red"}
+
+
 class Renderer:
     """Prints events as they arrive and keeps what a prompt or summary needs."""
 
@@ -126,6 +129,32 @@ class Renderer:
             retry = (error.get("retry_status") or {}).get("type", "")
             term.line(
                 term.style(f"! {error.get('type')}: {error.get('message')} ({retry})", "yellow")
+            )
+        elif kind == "user.define_outcome":
+            limit = event.get("max_iterations") or 3
+            term.line(
+                term.style("◎ outcome: ", "bold", "cyan")
+                + term.style(str(event.get("description", "")), "bold")
+                + term.style(f" (graded, up to {limit} evaluations)", "dim")
+            )
+        elif kind in ("span.outcome_evaluation_start", "span.outcome_evaluation_ongoing"):
+            term.busy("grading")
+        elif kind == "span.outcome_evaluation_end":
+            usage = event.get("usage") or {}
+            self.input_tokens += int(usage.get("input_tokens") or 0)
+            self.output_tokens += int(usage.get("output_tokens") or 0)
+            term.busy(None)
+            result = str(event.get("result", ""))
+            color = _VERDICT_COLORS.get(result, "yellow")
+            explanation = " ".join(str(event.get("explanation") or "").split())
+            line = f"◎ evaluation {int(event.get('iteration') or 0) + 1}: {result}"
+            term.line(
+                term.style(line, "bold", color)
+                + (
+                    " — " + shorten(explanation, max(term.width - len(line) - 3, 10))
+                    if explanation
+                    else ""
+                )
             )
         elif kind == "session.status_rescheduled":
             term.line(term.style("↻ rescheduling", "yellow"))

@@ -347,6 +347,61 @@ class SpanModelRequestEndEvent(Event):
     model_usage: ModelUsage
 
 
+class TextRubric(Wire):
+    type: Literal["text"] = "text"
+    content: str
+
+
+class FileRubric(Wire):
+    type: Literal["file"] = "file"
+    file_id: str
+
+
+Rubric = Annotated[TextRubric | FileRubric, Field(discriminator="type")]
+
+OutcomeResult = Literal[
+    "satisfied", "needs_revision", "max_iterations_reached", "failed", "interrupted"
+]
+
+
+class UserDefineOutcomeEvent(Event):
+    """An outcome the agent works toward, graded against ``rubric`` after each turn (§8.3).
+    ``outcome_id`` is assigned when the gateway accepts it."""
+
+    type: Literal["user.define_outcome"] = "user.define_outcome"
+    description: str
+    rubric: Rubric
+    max_iterations: int | None = optional()
+    """Evaluate-then-revise cycles before giving up; unset means 3."""
+    outcome_id: str
+
+
+class SpanOutcomeEvaluationStartEvent(Event):
+    type: Literal["span.outcome_evaluation_start"] = "span.outcome_evaluation_start"
+    outcome_id: str
+    iteration: int
+    """0-based revision cycle."""
+
+
+class SpanOutcomeEvaluationOngoingEvent(Event):
+    """A heartbeat while the grader works."""
+
+    type: Literal["span.outcome_evaluation_ongoing"] = "span.outcome_evaluation_ongoing"
+    outcome_id: str
+    iteration: int
+
+
+class SpanOutcomeEvaluationEndEvent(Event):
+    type: Literal["span.outcome_evaluation_end"] = "span.outcome_evaluation_end"
+    outcome_evaluation_start_id: str
+    outcome_id: str
+    iteration: int
+    result: OutcomeResult
+    explanation: str
+    usage: ModelUsage
+    """The grader's tokens in this cycle (they count into the session's usage)."""
+
+
 AnyEvent = Annotated[
     UserMessageEvent
     | UserInterruptEvent
@@ -369,7 +424,11 @@ AnyEvent = Annotated[
     | SessionUsageEvent
     | SessionDeletedEvent
     | SpanModelRequestStartEvent
-    | SpanModelRequestEndEvent,
+    | SpanModelRequestEndEvent
+    | UserDefineOutcomeEvent
+    | SpanOutcomeEvaluationStartEvent
+    | SpanOutcomeEvaluationOngoingEvent
+    | SpanOutcomeEvaluationEndEvent,
     Field(discriminator="type"),
 ]
 """Any event the log stores, discriminated on ``type``."""

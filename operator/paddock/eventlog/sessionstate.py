@@ -20,7 +20,14 @@ from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
 from paddock.eventlog.errors import SessionNotFound
-from paddock.eventlog.events import TextBlock, UserMessageEvent
+from paddock.eventlog.events import (
+    AnyEvent,
+    TextBlock,
+    TextRubric,
+    UserDefineOutcomeEvent,
+    UserMessageEvent,
+)
+from paddock.eventlog.ids import new_id
 from paddock.eventlog.keys import (
     COMPANION_SUFFIXES,
     TenantViews,
@@ -199,9 +206,22 @@ async def open_session(
     settings.gateway_token = token or secrets.token_urlsafe(32)
     await state.put_settings(session_id, settings)
     if session.spec.initial_events:
-        events = [
-            UserMessageEvent(content=[TextBlock(text=block.text) for block in event.content])
-            for event in session.spec.initial_events
-        ]
+        events: list[AnyEvent] = []
+        for event in session.spec.initial_events:
+            if event.type == "user.define_outcome":
+                assert event.description is not None
+                assert event.rubric is not None
+                # A second call makes another id, but the send is stored once (its key).
+                events.append(
+                    UserDefineOutcomeEvent(
+                        description=event.description,
+                        rubric=TextRubric(content=event.rubric.content),
+                        max_iterations=event.max_iterations,
+                        outcome_id=new_id("outc_"),
+                    )
+                )
+            else:
+                blocks = event.content or []
+                events.append(UserMessageEvent(content=[TextBlock(text=b.text) for b in blocks]))
         await log.send(session_id, events, key="initial-events")
     return created

@@ -14,6 +14,7 @@ from paddock.eventlog.events import (
     AnyEvent,
     SessionStatusIdleEvent,
     SpanModelRequestEndEvent,
+    SpanOutcomeEvaluationEndEvent,
     StopReason,
 )
 from paddock.eventlog.ids import event_id, session_tag
@@ -36,7 +37,8 @@ USAGE_FIELDS = (
 
 
 class Usage(BaseModel):
-    """Cumulative usage: the sum of every ``span.model_request_end.model_usage``."""
+    """Cumulative usage: the sum of every ``span.model_request_end.model_usage`` and
+    ``span.outcome_evaluation_end.usage`` (the grader's)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -84,8 +86,11 @@ def changes(events: Sequence[AnyEvent]) -> str:
             change["status"] = _STATUS_OF[event.type]
         if isinstance(event, SessionStatusIdleEvent):
             change["stop_reason"] = event.stop_reason.model_dump_json()
-        elif isinstance(event, SpanModelRequestEndEvent):
-            added = event.model_usage
+        elif isinstance(event, SpanModelRequestEndEvent | SpanOutcomeEvaluationEndEvent):
+            # A grader's tokens are the session's too.
+            added = (
+                event.model_usage if isinstance(event, SpanModelRequestEndEvent) else event.usage
+            )
             for index, field in enumerate(USAGE_FIELDS):
                 usage[index] += getattr(added, field)
             change["usage"] = usage

@@ -38,8 +38,9 @@ from paddock.gateway.convert.events import sent_events_view, user_event
 from paddock.gateway.errors import ApiError, conflict, invalid, not_found
 from paddock.gateway.fanout import DELTA_TYPES, Subscription, TooSlow
 from paddock.gateway.objects import SESSIONS
+from paddock.gateway.outcomes import check_no_open_outcome, outcome_event, with_text_rubric
 from paddock.gateway.pages import limit_param, list_param, order_param
-from paddock.gateway.params import SendEventsParams
+from paddock.gateway.params import DefineOutcomeParam, SendEventsParams
 from paddock.gateway.views import EventPage, respond
 
 routes = web.RouteTableDef()
@@ -95,7 +96,15 @@ async def send_events(request: web.Request) -> web.Response:
     session_id, snapshot = await session_of(request)
     if snapshot.status == "terminated":
         raise conflict(f"session {session_id} is terminated")
-    events = [user_event(param) for param in params.events]
+    outcomes = sum(isinstance(param, DefineOutcomeParam) for param in params.events)
+    if outcomes:
+        await check_no_open_outcome(tenant_log(request), session_id, outcomes)
+    events = [
+        outcome_event(await with_text_rubric(gateway(request), namespace(request), param))
+        if isinstance(param, DefineOutcomeParam)
+        else user_event(param)
+        for param in params.events
+    ]
     _check_answers(events, snapshot)
     # An Idempotency-Key makes a retried send store its events once.
     key = request.headers.get("Idempotency-Key")

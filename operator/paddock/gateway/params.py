@@ -288,8 +288,23 @@ class UserMessageParam(Param):
     content: Annotated[list[UserContent], Field(min_length=1, max_length=1000)]
 
 
-class DefineOutcomeParam(OpenParam):
+class TextRubricParam(Param):
+    type: Literal["text"]
+    content: Annotated[str, Field(min_length=1, max_length=100_000)]
+
+
+class FileRubricParam(Param):
+    type: Literal["file"]
+    file_id: Annotated[str, Field(min_length=1, max_length=128)]
+    """A Files API file of the caller's namespace, UTF-8 text; stored as its text."""
+
+
+class DefineOutcomeParam(Param):
     type: Literal["user.define_outcome"]
+    description: Annotated[str, Field(min_length=1, max_length=100_000)]
+    rubric: Annotated[TextRubricParam | FileRubricParam, Field(discriminator="type")]
+    max_iterations: Annotated[int, Field(ge=1, le=20)] | None = None
+    """Evaluate-then-revise cycles; unset means 3."""
 
 
 InitialEventParam = Annotated[UserMessageParam | DefineOutcomeParam, Field(discriminator="type")]
@@ -358,7 +373,11 @@ class UserCustomToolResultParam(Param):
 
 
 EventParam = Annotated[
-    UserMessageParam | UserInterruptParam | UserToolConfirmationParam | UserCustomToolResultParam,
+    UserMessageParam
+    | UserInterruptParam
+    | UserToolConfirmationParam
+    | UserCustomToolResultParam
+    | DefineOutcomeParam,
     Field(discriminator="type"),
 ]
 

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from paddock.eventlog import (
     AgentPin,
+    EventLog,
     SessionNotFound,
     SessionSnapshot,
     SessionState,
@@ -34,6 +35,7 @@ from paddock.gateway.convert.agents import session_agent_view, version_object
 from paddock.gateway.convert.sessions import session_spec, session_status, session_view
 from paddock.gateway.errors import conflict, invalid, not_found, unavailable, unsupported
 from paddock.gateway.objects import AGENTS, ENVIRONMENTS, SESSIONS, VAULTS, Objects
+from paddock.gateway.outcomes import check_one_outcome, session_outcomes, with_text_rubric
 from paddock.gateway.pages import (
     bool_param,
     limit_param,
@@ -42,7 +44,12 @@ from paddock.gateway.pages import (
     paginate,
     time_filters,
 )
-from paddock.gateway.params import AgentRefParam, SessionCreateParams, SessionUpdateParams
+from paddock.gateway.params import (
+    AgentRefParam,
+    DefineOutcomeParam,
+    SessionCreateParams,
+    SessionUpdateParams,
+)
 from paddock.gateway.views import SessionDeleted, SessionPage, respond
 from paddock.kube import AgentVersion, generation
 from paddock.models import AgentSpec, Session, SessionSpec, environment_name
@@ -94,8 +101,11 @@ class _Resolver:
         found: Objects,
         agents: list[dict[str, Any]] | None = None,
         state: SessionState | None = None,
+        log: EventLog | None = None,
     ) -> None:
         self.found = found
+        self.log = log
+        """Where `outcome_evaluations[]` are read (None: shown empty)."""
         self.agents = {a["metadata"]["name"]: a for a in agents} if agents is not None else None
         self.environments: dict[str, dict[str, Any] | None] = {}
         self.state = state
@@ -138,8 +148,12 @@ class _Resolver:
         agent = await self.agent(agent_name)
         environment_id = await self.environment_id(_environment_name(obj, agent))
         shown = await self.at_version(agent, obj) if agent is not None else None
+        outcomes: list[views.OutcomeEvaluation] = []
+        if snapshot is not None and self.log is not None:
+            with contextlib.suppress(RedisError, SessionNotFound):
+                outcomes = await session_outcomes(self.log, snapshot.session_id)
         return session_view(
-            obj, session_agent_view(shown, agent_name), environment_id, snapshot, at
+            obj, session_agent_view(shown, agent_name), environment_id, snapshot, at, outcomes
         )
 
 
@@ -167,6 +181,15 @@ async def create_session(request: web.Request) -> web.Response:
             )
         explicit_environment = environment["metadata"]["name"]
     await mounts.check_files(gw, found.namespace, params.resources or [])
+    if params.initial_events:
+        check_one_outcome(sum(isinstance(e, DefineOutcomeParam) for e in params.initial_events))
+        initial = [
+            await with_text_rubric(gw, found.namespace, event)
+            if isinstance(event, DefineOutcomeParam)
+            else event
+            for event in params.initial_events
+        ]
+        params = params.model_copy(update={"initial_events": initial})
     spec = session_spec(params, agent["metadata"]["name"], explicit_environment)
     vault_ids = await _vault_ids(found, params.vault_ids or [])
     if vault_ids:
@@ -180,7 +203,11 @@ async def create_session(request: web.Request) -> web.Response:
         annotations[meta.METADATA_ANNOTATION] = meta.metadata_annotation(params.metadata)
     # Finish even if the client goes away: a log without its resource would be left behind.
     obj, snapshot = await asyncio.shield(_create(gw, found, spec, annotations, resolved, pin))
-    return respond(await _Resolver(found, [agent]).view(obj, snapshot, meta.now()))
+    return respond(
+        await _Resolver(found, [agent], log=gw.log.tenant(found.namespace)).view(
+            obj, snapshot, meta.now()
+        )
+    )
 
 
 async def _vault_ids(found: Objects, refs: list[str]) -> list[str]:
@@ -242,7 +269,9 @@ async def retrieve_session(request: web.Request) -> web.Response:
     gw, found = gateway(request), objects(request)
     obj = await found.find(SESSIONS, request.match_info["session_id"])
     snapshot = await snapshot_or_none(gw, found.namespace, session_id_of(obj))
-    resolver = _Resolver(found, state=gw.state.tenant(found.namespace))
+    resolver = _Resolver(
+        found, state=gw.state.tenant(found.namespace), log=gw.log.tenant(found.namespace)
+    )
     return respond(await resolver.view(obj, snapshot, meta.now()))
 
 
@@ -298,7 +327,10 @@ async def list_sessions(request: web.Request) -> web.Response:
         snapshots = await gw.log.tenant(found.namespace).snapshots(
             [session_id_of(obj) for obj in page.data]
         )
-    resolver, at = _Resolver(found, agents, gw.state.tenant(found.namespace)), meta.now()
+    resolver, at = (
+        _Resolver(found, agents, gw.state.tenant(found.namespace), gw.log.tenant(found.namespace)),
+        meta.now(),
+    )
     data = [await resolver.view(obj, snapshots.get(session_id_of(obj)), at) for obj in page.data]
     return respond(SessionPage(data=data, next_page=page.next_page, prev_page=page.prev_page))
 
@@ -351,7 +383,9 @@ async def update_session(request: web.Request) -> web.Response:
         # Workers read the budget from the session settings, not from the resource.
         session = Session.model_validate(updated)
         await mounts.refresh_settings(gw, found.namespace, session_id, session)
-    resolver = _Resolver(found, state=gw.state.tenant(found.namespace))
+    resolver = _Resolver(
+        found, state=gw.state.tenant(found.namespace), log=gw.log.tenant(found.namespace)
+    )
     return respond(await resolver.view(updated, snapshot, meta.now()))
 
 
@@ -384,5 +418,7 @@ async def archive_session(request: web.Request) -> web.Response:
 
     archived = await found.update(SESSIONS, request.match_info["session_id"], change)
     snapshot = await snapshot_or_none(gw, found.namespace, session_id_of(archived))
-    resolver = _Resolver(found, state=gw.state.tenant(found.namespace))
+    resolver = _Resolver(
+        found, state=gw.state.tenant(found.namespace), log=gw.log.tenant(found.namespace)
+    )
     return respond(await resolver.view(archived, snapshot, meta.now()))

@@ -258,6 +258,24 @@ class SessionUsage(View):
     """Once the operator has priced the session's usage."""
 
 
+class OutcomeEvaluation(View):
+    type: Literal["outcome_evaluation"] = "outcome_evaluation"
+    outcome_id: str
+    description: str
+    iteration: int
+    result: Literal[
+        "pending",
+        "running",
+        "evaluating",
+        "satisfied",
+        "max_iterations_reached",
+        "failed",
+        "interrupted",
+    ]
+    explanation: str | None = None
+    completed_at: Timestamp | None = None
+
+
 class Session(View):
     type: Literal["session"] = "session"
     id: str
@@ -268,8 +286,8 @@ class Session(View):
     resources: list[SessionResource]
     vault_ids: list[str] = []
     metadata: Metadata
-    outcome_evaluations: list[dict[str, Any]] = []
-    """Always empty: Paddock has no outcomes."""
+    outcome_evaluations: list[OutcomeEvaluation] = []
+    """One per `user.define_outcome`, folded from the log (`gateway.outcomes`)."""
     budget: BudgetLimit | None
     deployment_id: None = None
     stats: SessionStats

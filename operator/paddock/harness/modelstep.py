@@ -101,7 +101,8 @@ class ModelStep:
         reserved = self.previews.reserved(events) if self.previews else []
         events.append(span_end(start.id, message))
         key = f"response:{start.id}"
-        if stop is None:
+        if stop is None or (stop == "end_turn" and self.session.transcript.grading):
+            # With an open outcome, the end of the turn is graded before the session idles.
             await self.session.emit(*events, key=key, reserved=reserved)
         elif stop == "refusal":
             await self.session.idle(

@@ -45,6 +45,8 @@ class WorkerSettings:
     """Compact when the conversation is estimated above this share of the window."""
     preview_interval_s: float = DEFAULT_INTERVAL_S
     """How long text previews are coalesced before they are published (docs/harness.md)."""
+    outcome_heartbeat_s: float = 10.0
+    """Seconds between `span.outcome_evaluation_ongoing` heartbeats while a grader works."""
 
 
 def session_worker_settings(

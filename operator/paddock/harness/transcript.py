@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from paddock.harness.tools import mcp_tool_name
 
-USER_INPUT_TYPES = frozenset({"user.message"})
+USER_INPUT_TYPES = frozenset({"user.message", "user.define_outcome"})
 TOOL_USE_TYPES = frozenset({"agent.tool_use", "agent.custom_tool_use", "agent.mcp_tool_use"})
 TOOL_RESULT_TYPES = frozenset({"agent.tool_result", "user.tool_result", "agent.mcp_tool_result"})
 COMPACTION_PREFIX = "Summary of the conversation so far (earlier turns were compacted):\n\n"
@@ -67,11 +67,69 @@ class EndInterrupted:
 
 
 @dataclass
+class Evaluate:
+    """The agent's turn ended while an outcome is open: grade the work against its rubric."""
+
+    outcome: Outcome
+
+
+@dataclass
 class Idle:
     """Nothing to do until the user sends something."""
 
 
-Step = CallModel | RunTools | AwaitUser | EndInterrupted | Idle
+Step = CallModel | RunTools | AwaitUser | EndInterrupted | Evaluate | Idle
+
+DEFAULT_MAX_ITERATIONS = 3
+TERMINAL_RESULTS = frozenset({"satisfied", "max_iterations_reached", "failed", "interrupted"})
+
+
+@dataclass
+class Outcome:
+    """The open outcome of a session (`user.define_outcome`), as its log tells it."""
+
+    id: str
+    description: str
+    rubric: str
+    max_iterations: int
+    iteration: int = 0
+    """The 0-based evaluation cycle the outcome is on."""
+    evaluating: str | None = None
+    """The id of a `span.outcome_evaluation_start` that has no end yet (a worker that
+    resumes redoes that evaluation under the same start)."""
+    due: bool = False
+    """The agent's last response ended its turn: the work awaits an evaluation."""
+    since: int = 0
+    """Index in `messages` of the message that holds the outcome's task: the grader sees
+    the work from there on."""
+
+
+def outcome_task(description: str, rubric: str) -> str:
+    """What the agent reads of a `user.define_outcome`: the task, and the rubric its work
+    is graded against."""
+    return (
+        f"{description}\n\nWhen you end your turn, a grader checks your work against this "
+        f"rubric and may ask for revisions:\n\n<rubric>\n{rubric}\n</rubric>"
+    )
+
+
+def revision_request(explanation: str, iteration: int, max_iterations: int) -> str:
+    """The grader's feedback on a `needs_revision` verdict, as the agent reads it."""
+    return (
+        f"A grader checked your work against the rubric (evaluation {iteration + 1} of "
+        f"{max_iterations}) and it needs revision:\n\n{explanation}\n\nRevise the work so "
+        "that it satisfies the rubric, then end your turn."
+    )
+
+
+def final_acknowledgement(explanation: str, max_iterations: int) -> str:
+    """After the last allowed evaluation failed: one turn to tell the user where things
+    stand, with no further evaluation."""
+    return (
+        f"A grader checked your work against the rubric and it still falls short after "
+        f"{max_iterations} evaluations, the most allowed:\n\n{explanation}\n\nNo further "
+        "evaluation follows. Briefly tell the user what was done and what remains unmet."
+    )
 
 
 @dataclass
@@ -91,6 +149,13 @@ class Transcript:
     waiting_on: list[str] = field(default_factory=list)
     """Event ids the last `requires_action` idle listed."""
     usage: dict[str, int] = field(default_factory=dict)
+    outcome: Outcome | None = None
+    """The outcome the turn works toward until a terminal evaluation."""
+
+    @property
+    def grading(self) -> bool:
+        """An end of turn now is followed by an evaluation, not by an idle."""
+        return self.outcome is not None and self.turn_open
 
     def next_step(self) -> Step:
         """What the harness does next; a pure function of the log."""
@@ -103,6 +168,9 @@ class Transcript:
             if runnable or denied:
                 return RunTools(runnable, denied)
             return AwaitUser([c.id for c in calls if c.waits_for_user])
+        outcome = self.outcome
+        if self.grading and outcome is not None and (outcome.due or outcome.evaluating):
+            return Evaluate(outcome)
         if self.turn_open and self.messages and self.messages[-1]["role"] == "user":
             return CallModel()
         return Idle()
@@ -148,7 +216,25 @@ def apply(t: Transcript, event: dict[str, Any]) -> None:
     kind = event["type"]
     t.last_event_id = event.get("id", t.last_event_id)
     if kind in USER_INPUT_TYPES:
-        _append(t.messages, "user", _text_blocks(event.get("content")))
+        if kind == "user.define_outcome":
+            rubric = event.get("rubric") or {}
+            # The gateway stores a file rubric as its text; a file id is all there is else.
+            text = rubric.get("content") or f"(the rubric is the file {rubric.get('file_id')})"
+            t.outcome = Outcome(
+                id=event["outcome_id"],
+                description=event["description"],
+                rubric=text,
+                max_iterations=event.get("max_iterations") or DEFAULT_MAX_ITERATIONS,
+                since=len(t.messages),
+            )
+            blocks = [{"type": "text", "text": outcome_task(event["description"], text)}]
+            if t.messages and t.messages[-1]["role"] == "user":
+                t.outcome.since -= 1  # merged into the last user message
+        else:
+            blocks = _text_blocks(event.get("content"))
+        _append(t.messages, "user", blocks)
+        if t.outcome is not None:
+            t.outcome.due = False  # new input: the agent answers it before any evaluation
         if not t.turn_open:
             t.model_calls_this_turn = 0
         t.turn_open = True
@@ -200,12 +286,25 @@ def apply(t: Transcript, event: dict[str, Any]) -> None:
         t.interrupted = t.turn_open
     elif kind == "span.model_request_start":
         t.model_calls_this_turn += 1
-    elif kind == "span.model_request_end":
-        for key, value in (event.get("model_usage") or {}).items():
+    elif kind in ("span.model_request_end", "span.outcome_evaluation_end"):
+        # The grader's tokens count into the session's usage and budgets.
+        usage = event.get("model_usage") or event.get("usage") or {}
+        for key, value in usage.items():
             if isinstance(value, int):
                 t.usage[key] = t.usage.get(key, 0) + value
+        if kind == "span.outcome_evaluation_end":
+            _evaluated(t, event)
+        elif t.outcome is not None and not t.open_calls and not event.get("is_error"):
+            # A response without tool calls ended the agent's turn (a failed or interrupted
+            # request is an error span; a refusal or a limit idles the session).
+            t.outcome.due = True
+    elif kind == "span.outcome_evaluation_start":
+        if t.outcome is not None and t.outcome.id == event.get("outcome_id"):
+            t.outcome.evaluating, t.outcome.iteration = event["id"], event["iteration"]
     elif kind == "agent.thread_context_compacted":
         # Everything before is replaced by the summary the compacting worker recorded.
+        if t.outcome is not None:
+            t.outcome.since, t.outcome.due = 0, False
         t.messages = [
             {
                 "role": "user",
@@ -220,7 +319,28 @@ def apply(t: Transcript, event: dict[str, Any]) -> None:
         t.waiting_on = list(stop_reason.get("event_ids") or [])
         if t.stop_reason != "requires_action":
             t.turn_open = t.interrupted = False
+            if t.outcome is not None:
+                t.outcome.due = False
     elif kind == "session.status_terminated":
         t.status, t.turn_open, t.interrupted = "terminated", False, False
     elif kind == "session.status_rescheduled":
         t.status = "rescheduling"
+
+
+def _evaluated(t: Transcript, event: dict[str, Any]) -> None:
+    """Fold a `span.outcome_evaluation_end`: feedback for a revision, a last turn when the
+    iterations ran out, or the outcome closed."""
+    outcome = t.outcome
+    if outcome is None or outcome.id != event.get("outcome_id"):
+        return
+    outcome.evaluating, outcome.due = None, False
+    result, explanation = event.get("result"), event.get("explanation", "")
+    if result == "needs_revision":
+        text = revision_request(explanation, outcome.iteration, outcome.max_iterations)
+        _append(t.messages, "user", [{"type": "text", "text": text}])
+        outcome.iteration += 1
+        return
+    t.outcome = None
+    if result == "max_iterations_reached":
+        text = final_acknowledgement(explanation, outcome.max_iterations)
+        _append(t.messages, "user", [{"type": "text", "text": text}])

@@ -41,6 +41,7 @@ from paddock.harness import metrics
 from paddock.harness.interrupts import Interrupted, Interrupts
 from paddock.harness.mcp import McpClients, McpSession
 from paddock.harness.modelstep import ModelStep
+from paddock.harness.outcomes import Grader
 from paddock.harness.retries import Failure, session_error
 from paddock.harness.sandboxsession import EgressUnavailable, SandboxSession
 from paddock.harness.sessionlog import SessionLog
@@ -50,6 +51,7 @@ from paddock.harness.transcript import (
     AwaitUser,
     CallModel,
     EndInterrupted,
+    Evaluate,
     Idle,
     RunTools,
     ToolCall,
@@ -190,6 +192,7 @@ class SessionRun:
             settings,
             self.mcp.toolbox if run_settings.spec.tools.mcp else None,
         )
+        self.grader = Grader(self.session, self.interrupts, worker.model, run_settings)
         self.sandbox = SandboxSession(
             claim.session_id,
             worker.state,
@@ -270,6 +273,8 @@ class SessionRun:
                 await self.model_step.run()
             elif isinstance(step, RunTools):
                 await self.tool_step(step)
+            elif isinstance(step, Evaluate):
+                await self.grader.evaluate(step.outcome)
             await self.session.sync()
         raise LeaseLost(self.claim.session_id, None)
 

@@ -33,13 +33,41 @@ class TextBlock(Model):
     """The text."""
 
 
-class InitialEvent(Model):
-    """An event appended to the log when the session is created: the task."""
+class Rubric(Model):
+    """How an outcome's work is graded."""
 
-    type: Literal["user.message"] = "user.message"
-    """Event type; only `user.message` may start a session."""
-    content: Annotated[list[TextBlock], Field(min_length=1, max_length=100)]
-    """Content blocks of the message."""
+    type: Literal["text"] = "text"
+    """Rubric type; a manifest gives the rubric's text."""
+    content: Annotated[str, Field(min_length=1, max_length=100_000)]
+    """The rubric."""
+
+
+class InitialEvent(Model):
+    """An event appended to the log when the session is created: the task, as a message or
+    as an outcome (graded against a rubric after each turn, docs/harness.md)."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "self.type == 'user.message' ? has(self.content) && !has(self.rubric) : "
+                    "has(self.description) && has(self.rubric) && !has(self.content)",
+                    "user.message takes content; user.define_outcome takes description and rubric",
+                )
+            ]
+        }
+    }
+
+    type: Literal["user.message", "user.define_outcome"] = "user.message"
+    """Event type."""
+    content: Annotated[list[TextBlock], Field(min_length=1, max_length=100)] | None = None
+    """Content blocks of a `user.message`."""
+    description: Annotated[str, Field(min_length=1, max_length=100_000)] | None = None
+    """What a `user.define_outcome` asks the agent to produce."""
+    rubric: Rubric | None = None
+    """How a `user.define_outcome`'s work is graded."""
+    max_iterations: Annotated[int, Field(ge=1, le=20)] | None = None
+    """Evaluate-then-revise cycles of a `user.define_outcome`; unset means 3."""
 
 
 class GitRepository(Model):

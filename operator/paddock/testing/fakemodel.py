@@ -108,6 +108,15 @@ class ModelRequest:
         return list(self.body.get("messages", []))
 
     @property
+    def system_text(self) -> str:
+        """The system prompt's text (a string or text blocks): tells a grader's request
+        (`paddock.harness.outcomes.GRADER_SYSTEM`) from the agent's."""
+        system = self.body.get("system") or ""
+        if isinstance(system, str):
+            return system
+        return "\n".join(b.get("text", "") for b in system if isinstance(b, dict))
+
+    @property
     def assistant_turns(self) -> int:
         """Assistant messages so far: which step of a multi-turn script this is."""
         return sum(1 for m in self.messages if m.get("role") == "assistant")

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from paddock.eventlog import (
     AnyEvent,
     UserCustomToolResultEvent,
+    UserDefineOutcomeEvent,
     UserInterruptEvent,
     UserMessageEvent,
     UserToolConfirmationEvent,
@@ -35,7 +36,8 @@ def user_event(param: EventParam) -> AnyEvent:
         return UserToolConfirmationEvent(
             tool_use_id=param.tool_use_id, result=param.result, deny_message=deny_message
         )
-    assert isinstance(param, UserCustomToolResultParam)
+    if not isinstance(param, UserCustomToolResultParam):  # define_outcome: gateway.outcomes
+        raise invalid(f"{param.type} is sent through gateway.outcomes")
     return UserCustomToolResultEvent(
         custom_tool_use_id=param.custom_tool_use_id, content=param.content, is_error=param.is_error
     )
@@ -43,11 +45,11 @@ def user_event(param: EventParam) -> AnyEvent:
 
 def sent_events_view(stored: Sequence[AnyEvent]) -> views.SentEvents:
     """The answer to a send: the stored events. Queued input is processed later (null
-    `processed_at`); custom tool results are processed on receipt."""
+    `processed_at`); custom tool results and outcomes are processed on receipt."""
     return views.SentEvents(
         data=[
             event
-            if isinstance(event, UserCustomToolResultEvent)
+            if isinstance(event, UserCustomToolResultEvent | UserDefineOutcomeEvent)
             else event.model_copy(update={"processed_at": None})
             for event in stored
         ]

@@ -23,10 +23,12 @@ from paddock.gateway.convert.meta import (
 )
 from paddock.gateway.errors import unsupported
 from paddock.gateway.params import (
+    DefineOutcomeParam,
     FileResourceParam,
     GitHubRepositoryParam,
     ResourceParam,
     SessionCreateParams,
+    TextRubricParam,
 )
 from paddock.models import ConditionType, SessionResource, SessionSpec
 
@@ -82,8 +84,18 @@ def session_spec(
         spec["resources"] = resources
     initial = []
     for event in params.initial_events or []:
-        if event.type != "user.message":
-            raise unsupported(f"initial event {event.type}")
+        if isinstance(event, DefineOutcomeParam):
+            # A file rubric was replaced by its text already (`gateway.outcomes`).
+            assert isinstance(event.rubric, TextRubricParam)
+            outcome: dict[str, Any] = {
+                "type": "user.define_outcome",
+                "description": event.description,
+                "rubric": {"type": "text", "content": event.rubric.content},
+            }
+            if event.max_iterations is not None:
+                outcome["maxIterations"] = event.max_iterations
+            initial.append(outcome)
+            continue
         blocks = []
         for block in event.content:
             if block.type != "text" or not block.text:
@@ -179,6 +191,7 @@ def session_view(
     environment_id: str | None,
     snapshot: SessionSnapshot | None,
     at: datetime,
+    outcomes: list[views.OutcomeEvaluation] | None = None,
 ) -> views.Session:
     """A Session resource as a Managed Agents `session`. Live status and usage come from
     the log's ``snapshot``; before the log exists, from the resource's status. An
@@ -223,6 +236,7 @@ def session_view(
         resources=resources_view(obj, spec),
         vault_ids=list(spec.vault_ids),
         metadata=api_metadata(obj),
+        outcome_evaluations=outcomes or [],
         budget=_budget_view(spec),
         stats=views.SessionStats(
             active_seconds=usage.active_seconds,
