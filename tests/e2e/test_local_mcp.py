@@ -21,7 +21,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -58,25 +60,19 @@ def mcp_script(request: ModelRequest) -> Reply:
     return Reply([ToolUse(tool, json.loads(arguments))])
 
 
+@dataclass
 class World:
     """The stack and the servers the test's Agent uses."""
 
-    def __init__(
-        self,
-        stack: LocalStack,
-        auth: AuthorizationServer,
-        clock: Clock,
-        docs: McpServerProcess,
-        tickets: McpServerProcess,
-    ) -> None:
-        self.stack, self.auth, self.clock, self.docs, self.tickets = (
-            stack,
-            auth,
-            clock,
-            docs,
-            tickets,
-        )
-        self.client = anthropic.Anthropic(base_url=stack.gateway_url, api_key=stack.api_key)
+    stack: LocalStack
+    auth: AuthorizationServer
+    clock: Clock
+    docs: McpServerProcess
+    tickets: McpServerProcess
+
+    @cached_property
+    def client(self) -> anthropic.Anthropic:
+        return anthropic.Anthropic(base_url=self.stack.gateway_url, api_key=self.stack.api_key)
 
 
 @pytest.fixture(scope="module")
