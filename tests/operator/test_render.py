@@ -296,6 +296,19 @@ def test_the_operator_never_renders_its_own_redis_credentials() -> None:
     assert "s3cret" not in yaml.safe_dump(deployment)
 
 
+def test_development_address_exceptions_reach_the_agents_proxies_only_when_set() -> None:
+    a = Agent.model_validate(agent())
+    assert "address_exceptions" not in render.proxy_config(a, [], SETTINGS)
+    settings = OperatorSettings.from_env(
+        {"PADDOCK_PROXY_ADDRESS_EXCEPTIONS": "10.249.0.1:4000, 127.0.0.1:4001"}
+    )
+    config = render.proxy_config_map(a, [], settings.render)["data"]["proxy.yaml"]
+    assert [str(e) for e in parse_config(config).address_exceptions] == [
+        "10.249.0.1:4000",
+        "127.0.0.1:4001",
+    ]
+
+
 def test_sandboxes_are_locked_down() -> None:
     pod = render.sandbox_pod(Environment.model_validate(environment()), "python-0001", "t")
     spec = pod["spec"]

@@ -144,6 +144,12 @@ async def test_an_expiring_token_is_refreshed_and_a_revoked_refresh_token_fails(
         await vaults.authorization(url, [VAULT])
     assert failed.value.reason == CredentialFailure.REFRESH_REJECTED
     assert "invalid_grant" in failed.value.message
+    # The refused refresh token is not sent again (each MCP request would ask once more).
+    asked = len(auth_server.refreshes)
+    with pytest.raises(CredentialError) as again:
+        await vaults.authorization(url, [VAULT])
+    assert again.value.reason == CredentialFailure.REFRESH_REJECTED
+    assert len(auth_server.refreshes) == asked
     metrics = vaults.metrics()
     assert (
         f'paddock_proxy_vault_credential_failing{{vault_id="{VAULT}",credential_id="{CREDENTIAL}",'

@@ -41,6 +41,9 @@ SOURCES = {
         "coder-proxy-token-key": {"key": b"k"},
         "github": {"token": b"ghp"},
         "paddock-redis-harness": {"username": b"paddock-harness-team-a", "password": b"pw"},
+        "docs-client": {"secret": b"cs"},
+        "paddock-vault-vcrd-docs": {"access_token": b"at", "refresh_token": b"rt"},
+        "tickets": {"token": b"bearer"},
     },
 }
 
@@ -84,6 +87,14 @@ def test_secret_files_belong_to_the_one_container_that_mounts_them() -> None:
         assert (volumes[name].uid, volumes[name].dir_mode) == (10002, 0o500)
         assert all(mode == 0o400 for _, mode in volumes[name].files.values())
     assert volumes["anthropic-key"].files == {"api-key": (b"sk-ant-1", 0o400)}
+    # The vault credentials: one projected volume of several Secrets, the proxy's alone.
+    assert (volumes["vaults"].uid, volumes["vaults"].dir_mode) == (10002, 0o500)
+    assert volumes["vaults"].files == {
+        "vlt_tools/vcrd_docs/client_secret": (b"cs", 0o400),
+        "vlt_tools/vcrd_docs/access_token": (b"at", 0o400),
+        "vlt_tools/vcrd_docs/refresh_token": (b"rt", 0o400),
+        "vlt_tools/vcrd_tickets/token": (b"bearer", 0o400),
+    }
     assert volumes["agent"].files["agent.yaml"][0] == b"spec: {}"
     assert volumes["tmp"].dir_mode == 0o1777
 

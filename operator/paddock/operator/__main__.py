@@ -16,6 +16,9 @@ PADDOCK_PACKAGE_PROXY_URL the package proxy (http://host:port) Environment packa
                           PADDOCK_PACKAGE_PROXY_NAMESPACE and _LABELS its pods (sandbox egress)
 PADDOCK_PIP_INDEX_URL     pip's index for Environment packages (a mirror); default pip's own
 PADDOCK_NPM_REGISTRY      npm's registry for Environment packages; default npm's own
+PADDOCK_PROXY_ADDRESS_EXCEPTIONS  development and tests only: ip:port pairs (comma-separated)
+                          on loopback or private networks the Agents' proxies may reach
+                          (an OAuth token endpoint of a test)
 PADDOCK_WATCH_NAMESPACES  comma-separated namespaces to serve; empty: all
 PADDOCK_METRICS_PORT      Prometheus metrics (default 9090; 0 disables)
 PADDOCK_HEALTH_PORT       liveness endpoint /healthz (unset: none)

@@ -84,6 +84,9 @@ class RenderSettings:
     pip's default."""
     npm_registry: str | None = None
     """npm's registry for Environment packages; None: npm's default."""
+    proxy_address_exceptions: tuple[str, ...] = ()
+    """Development and tests only: the Agents' proxies' `address_exceptions` (`ip:port` on
+    loopback or a private network, such as a test's OAuth token endpoint)."""
 
 
 Owner = Agent | Environment | Vault
@@ -317,6 +320,11 @@ def proxy_config(
         # their URLs come from the vaults its sessions name.
         "mcp_servers": [{"name": s.name, "url": s.url} for s in agent.spec.mcp_servers],
         "blocked_ports": sorted({6379, redis_port(settings.redis_url)}),
+        **(
+            {"address_exceptions": list(settings.proxy_address_exceptions)}
+            if settings.proxy_address_exceptions
+            else {}
+        ),
         **(
             {"vault_credentials": credentials} if (credentials := vault_credentials(vaults)) else {}
         ),

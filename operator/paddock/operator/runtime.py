@@ -60,6 +60,11 @@ class OperatorSettings:
                 package_proxy_labels=_labels(env.get("PADDOCK_PACKAGE_PROXY_LABELS", "")),
                 pip_index_url=env.get("PADDOCK_PIP_INDEX_URL") or None,
                 npm_registry=env.get("PADDOCK_NPM_REGISTRY") or None,
+                proxy_address_exceptions=tuple(
+                    e.strip()
+                    for e in env.get("PADDOCK_PROXY_ADDRESS_EXCEPTIONS", "").split(",")
+                    if e.strip()
+                ),
             ),
             package_token_key_file=env.get("PADDOCK_PACKAGE_PROXY_TOKEN_KEY_FILE") or None,
             sandbox_image=env.get("PADDOCK_SANDBOX_IMAGE") or None,

@@ -98,6 +98,9 @@ class OAuthToken:
         """A refresh token the endpoint rotated to (None: the Secret's)."""
         self._seen: dict[Path, str] = {}
         """The Secret values last read: a new one (an API update) replaces refreshed ones."""
+        self._rejected: str | None = None
+        """A refresh token the endpoint answered `invalid_grant` to: never sent again (each
+        MCP request would otherwise ask once more); a new one in the Secret is tried."""
         self.failure: CredentialFailure | None = None
         """The last refresh's failure, None once one succeeds (for metrics)."""
         self.refreshes = 0
@@ -190,9 +193,15 @@ class OAuthToken:
         stored, changed = self._secret(refresh.refresh_token_file, "refresh token")
         if changed:
             self._refresh = None
+        sending = self._refresh or stored
+        if sending == self._rejected:
+            raise CredentialError(
+                CredentialFailure.REFRESH_REJECTED,
+                "the token endpoint refused this refresh token already: invalid_grant",
+            )
         form = {
             "grant_type": "refresh_token",
-            "refresh_token": self._refresh or stored,
+            "refresh_token": sending,
             **({"scope": refresh.scope} if refresh.scope else {}),
             **({"resource": refresh.resource} if refresh.resource else {}),
         }
@@ -235,6 +244,8 @@ class OAuthToken:
             error = answer.get("error")
             code = error if isinstance(error, str) and _OAUTH_ERROR.match(error) else None
             if 400 <= status < 500 and code:
+                if code == "invalid_grant":
+                    self._rejected = sending
                 raise CredentialError(
                     CredentialFailure.REFRESH_REJECTED,
                     f"the token endpoint refused the refresh: {code} (HTTP {status})",

@@ -171,6 +171,7 @@ class LocalPod:
                 names["ConfigMap"].add(volume["configMap"]["name"])
             if "secret" in volume:
                 names["Secret"].add(volume["secret"]["secretName"])
+            names["Secret"].update(_projected_secrets(volume))
         for container in self.pod["spec"]["containers"]:
             for var in container.get("env") or []:
                 source = var.get("valueFrom") or {}
@@ -261,6 +262,8 @@ class LocalPod:
             if kind == "ConfigMap" and (volume.get("configMap") or {}).get("name") == name:
                 return True
             if kind == "Secret" and (volume.get("secret") or {}).get("secretName") == name:
+                return True
+            if kind == "Secret" and name in _projected_secrets(volume):
                 return True
         return False
 
@@ -443,6 +446,12 @@ class LocalPod:
             await asyncio.to_thread(self.network.remove, self.netns, self.ip)
         await asyncio.to_thread(shutil.rmtree, self.dir, True)
         log.info("%s/%s: stopped", self.namespace, self.name)
+
+
+def _projected_secrets(volume: dict[str, Any]) -> set[str]:
+    """The Secrets a projected volume shows."""
+    sources = (volume.get("projected") or {}).get("sources") or []
+    return {s["secret"]["name"] for s in sources if "secret" in s}
 
 
 def publish(root: Path, volume: spec.VolumeFiles) -> None:

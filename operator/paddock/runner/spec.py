@@ -187,6 +187,31 @@ def volumes(
                     source=("Secret", source["secretName"]),
                 )
             )
+        elif "projected" in volume:
+            # The operator's vault volume: keys of several Secrets in one directory tree,
+            # owned and readable as a secret volume is.
+            files, names = {}, []
+            for projection in volume["projected"].get("sources") or []:
+                if set(projection) != {"secret"}:
+                    raise MissingSource(f"volume {name!r}: only secret sources can be projected")
+                ref = projection["secret"]
+                data = secrets.get(ref["name"])
+                if data is None:
+                    raise MissingSource(f"Secret {ref['name']!r} not found")
+                files.update(_items(data, ref.get("items"), 0o400))
+                names.append(ref["name"])
+            owners = mounters.get(name, set())
+            uid = owners.pop() if len(owners) == 1 else 0
+            result.append(
+                VolumeFiles(
+                    name,
+                    files,
+                    uid=uid,
+                    gid=uid,
+                    dir_mode=0o500,
+                    source=("Secret", ",".join(names)),
+                )
+            )
         elif "downwardAPI" in volume:
             files = {
                 item["path"]: (
@@ -198,7 +223,7 @@ def volumes(
             result.append(VolumeFiles(name, files))
         else:
             raise MissingSource(
-                f"volume {name!r}: only emptyDir, configMap, secret and downwardAPI"
+                f"volume {name!r}: only emptyDir, configMap, secret, projected and downwardAPI"
             )
     return result
 

@@ -4,15 +4,21 @@ tokens, both real HTTP servers on loopback (aiohttp, in the test's event loop).
 The authorization server issues short-lived access tokens and refresh tokens (RFC 6749 §6
 `refresh_token` grant, optionally rotating them), authenticates its client with
 `client_secret_basic`, `client_secret_post` or not at all, and can revoke tokens. Its clock is
-injectable, so a test lets a token expire by moving the clock, not by sleeping.
+injectable, so a test lets a token expire by moving the clock, not by sleeping. Resource
+servers check its tokens with RFC 7662 introspection (`POST /introspect`): the real MCP server
+of `paddock.testing.mcpserver` does, with `--introspection-url`. A synchronous test (the
+end-to-end ones) runs it on a thread of its own with `run_in_thread`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote
@@ -35,10 +41,12 @@ class Clock:
         self.now += seconds
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
+async def _serve(
+    app: web.Application, host: str = "127.0.0.1", port: int = 0
+) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, host, port)
     await site.start()
     port = runner.addresses[0][1]
     return runner, int(port)
@@ -58,18 +66,45 @@ class AuthorizationServer:
     refresh: set[str] = field(default_factory=set)
     refreshes: list[dict[str, str]] = field(default_factory=list)
     """The form of every refresh request, as received."""
+    issued: list[str] = field(default_factory=list)
+    """Every access and refresh token it issued, revoked ones included (for leak checks)."""
+    introspections: int = 0
+    """How many introspection requests resource servers made."""
+    host: str = "127.0.0.1"
     port: int = 0
+    """0: any free port (known once started)."""
     _runner: web.AppRunner | None = None
 
     @property
     def token_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}/token"
+        return f"http://{self.host}:{self.port}/token"
+
+    @property
+    def introspection_endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}/introspect"
 
     async def start(self) -> AuthorizationServer:
         app = web.Application()
         app.router.add_post("/token", self._token)
-        self._runner, self.port = await _serve(app)
+        app.router.add_post("/introspect", self._introspect)
+        self._runner, self.port = await _serve(app, self.host, self.port)
         return self
+
+    @contextmanager
+    def run_in_thread(self) -> Iterator[AuthorizationServer]:
+        """Serve from a thread's own event loop for the ``with`` block, so that a test whose
+        own thread blocks (waiting on a session) is still answered."""
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="oauth-server", daemon=True)
+        thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result(10)
+            yield self
+        finally:
+            asyncio.run_coroutine_threadsafe(self.close(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -81,6 +116,7 @@ class AuthorizationServer:
         expires = self.clock() + self.access_ttl_s
         self.access[access] = expires
         self.refresh.add(refresh)
+        self.issued += [access, refresh]
         return access, refresh, expires
 
     def valid(self, access: str) -> bool:
@@ -89,6 +125,20 @@ class AuthorizationServer:
     def revoke(self, token: str) -> None:
         self.access.pop(token, None)
         self.refresh.discard(token)
+
+    def grants(self) -> list[str]:
+        """The `grant_type` of every token request, in order."""
+        return [form.get("grant_type", "") for form in self.refreshes]
+
+    async def _introspect(self, request: web.Request) -> web.Response:
+        # RFC 7662 §2: only `active` is required; the resource server needs no more.
+        self.introspections += 1
+        token = str((await request.post()).get("token", ""))
+        if not self.valid(token):
+            return web.json_response({"active": False})
+        return web.json_response(
+            {"active": True, "client_id": self.client_id, "exp": int(self.access[token])}
+        )
 
     def _client_ok(self, request: web.Request, form: dict[str, str]) -> bool:
         if self.client_auth == "client_secret_basic":

@@ -34,7 +34,7 @@ from paddock.operator.render import PACKAGE_POLICY
 from paddock.operator.status import pod_failure
 from paddock.runner.spec import CONTAINER_PATH
 from paddock.testing.controlplane import REPO_ROOT, ControlPlane
-from paddock.testing.fakemodel import FakeModelServer, demo_script
+from paddock.testing.fakemodel import FakeModelServer, Script, demo_script
 from paddock.testing.ports import die_with_parent, free_port, wait_until
 from paddock.testing.proxy import ProxyProcess, Secrets
 from paddock.testing.redis import RedisServer
@@ -58,17 +58,23 @@ class LocalStack:
         images: dict[str, str] | None = None,
         pip_index_url: str | None = None,
         package_exceptions: tuple[str, ...] = (),
+        proxy_exceptions: tuple[str, ...] = (),
+        script: Script = demo_script,
     ) -> None:
         """Without ``anthropic_api_key``, the scripted model answers; with it, the proxy
         sidecars reach ``anthropic_url`` through a relay on the host. ``images`` maps an
         image to the Python that stands in for it (the runner's `--image`).
         ``pip_index_url`` (a mirror, or a test's index) is where Environment packages come
         from, reached through the package proxy on the host; ``package_exceptions`` are the
-        `ip:port` pairs of such an index on loopback that the package proxy may reach."""
+        `ip:port` pairs of such an index on loopback that the package proxy may reach;
+        ``proxy_exceptions`` those the Agents' proxy sidecars may reach (a test's OAuth token
+        endpoint on the bridge). ``script`` is the scripted model's."""
         self.bridge, self.pod_cidr = bridge, pod_cidr
         self.images = images or {}
         self.pip_index_url = pip_index_url
         self.package_exceptions = package_exceptions
+        self.proxy_exceptions = proxy_exceptions
+        self.script = script
         self.package_proxy: ProxyProcess | None = None
         self.anthropic_url = anthropic_url
         self.host_ip = pod_cidr.split("/")[0].rsplit(".", 1)[0] + ".1"
@@ -129,9 +135,10 @@ class LocalStack:
                 self.package_proxy.secrets.path("token_key")
             ),
             **({"PADDOCK_PIP_INDEX_URL": self.pip_index_url} if self.pip_index_url else {}),
+            "PADDOCK_PROXY_ADDRESS_EXCEPTIONS": ",".join(self.proxy_exceptions),
         }
         if self.anthropic_api_key is None:
-            self.model = FakeModelServer(demo_script, host=self.host_ip).start()
+            self.model = FakeModelServer(self.script, host=self.host_ip).start()
             self._exit.callback(self.model.stop)
             operator_env["PADDOCK_ANTHROPIC_URL"] = self.model.url
         else:
