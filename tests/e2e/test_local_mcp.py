@@ -81,19 +81,24 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     # Its port is chosen first: the Agents' proxies get an address exception for it (the
     # token endpoint is on a private address), and the bridge exists only once the stack runs.
     auth = AuthorizationServer(clock=clock, host=HOST, port=free_port(), access_ttl_s=300)
+    # The MCP servers too: server URLs get the egress address rules, and these are private.
+    ports = {"docs": free_port(), "tickets": free_port()}
     base = tmp_path_factory.mktemp("mcp")
     with LocalStack(
         bridge="paddock-e2e5",
         pod_cidr=POD_CIDR,
-        proxy_exceptions=(f"{HOST}:{auth.port}",),
+        proxy_exceptions=tuple(f"{HOST}:{port}" for port in (auth.port, *ports.values())),
         script=mcp_script,
     ) as stack:
         assert stack.host_ip == HOST
         with auth.run_in_thread():
             docs = McpServerProcess(
-                base / "docs", host=HOST, introspection_url=auth.introspection_endpoint
+                base / "docs",
+                host=HOST,
+                port=ports["docs"],
+                introspection_url=auth.introspection_endpoint,
             ).start()
-            tickets = McpServerProcess(base / "tickets", host=HOST).start()
+            tickets = McpServerProcess(base / "tickets", host=HOST, port=ports["tickets"]).start()
             try:
                 yield World(stack, auth, clock, docs, tickets)
             finally:

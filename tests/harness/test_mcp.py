@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from redis.asyncio import Redis
@@ -30,6 +31,11 @@ def mcp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[McpServerPr
     server = McpServerProcess(tmp_path_factory.mktemp("mcp")).start()
     yield server
     server.stop()
+
+
+def authority(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}"
 
 
 @pytest.fixture
@@ -54,6 +60,10 @@ def with_proxy(
             tmp_path,
             Secrets(tmp_path / "secrets"),
             upstream=harness.model.url,
+            # The test servers are on loopback, which MCP server URLs may not reach otherwise.
+            address_exceptions=sorted(
+                {authority(url), *(authority(server["url"]) for server in more_servers)}
+            ),
             mcp_servers=[{"name": "docs", "url": url}, *more_servers],
             vault_credentials=[
                 {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import httpx2
@@ -21,6 +22,12 @@ from paddock.testing.proxy import ProxyProcess, Secrets
 TOKEN = "mcp-static-" + "7" * 24
 
 
+def authority(url: str) -> str:
+    """The ``ip:port`` of a test server on loopback, for the proxy's address exceptions."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}"
+
+
 @pytest.fixture
 def proxy(tmp_path: Path, secret_files: Secrets, upstream: Upstream) -> Iterator[ProxyProcess]:
     token_file = tmp_path / "vault-token"
@@ -31,8 +38,10 @@ def proxy(tmp_path: Path, secret_files: Secrets, upstream: Upstream) -> Iterator
         tmp_path,
         secret_files,
         upstream=upstream.url,
+        address_exceptions=[authority(upstream.url)],
         mcp_servers=[
             {"name": "docs", "url": f"{upstream.url}/mcp"},
+            {"name": "metadata", "url": "http://169.254.169.254/latest/meta-data/"},
             {"name": "plain", "url": f"{upstream.url}/plain"},
             {"name": "my docs", "url": f"{upstream.url}/spaced"},
         ],
@@ -135,11 +144,36 @@ def test_an_unreadable_token_file_is_a_401_that_names_no_secret(
     assert proxy.last_entry(rule="mcp:docs:credential-unavailable")["status"] == 401
 
 
+def test_an_mcp_server_url_gets_the_egress_address_rules(
+    proxy: ProxyProcess, tmp_path: Path, secret_files: Secrets, upstream: Upstream
+) -> None:
+    # Whoever writes an Agent picks its server URLs: the metadata address is refused, and so
+    # is a loopback server without an address exception, before any credential is added.
+    reply = httpx.get(f"{proxy.api_url}/mcp/metadata", headers={"x-paddock-vault-ids": "vlt_docs"})
+    assert reply.status_code == 403
+    assert reply.json()["error"]["type"] == "permission_error"
+    assert proxy.last_entry(rule="mcp:metadata:address:metadata")["status"] == 403
+    (tmp_path / "bare").mkdir()
+    bare = ProxyProcess(
+        tmp_path / "bare", secret_files, mcp_servers=[{"name": "local", "url": upstream.url}]
+    ).start()
+    try:
+        before = len(upstream.seen)
+        assert httpx.post(f"{bare.api_url}/mcp/local", json={}).status_code == 403
+        assert bare.last_entry(rule="mcp:local:address:loopback")["status"] == 403
+        assert len(upstream.seen) == before
+    finally:
+        bare.stop()
+
+
 def test_mcp_server_sent_events_pass_unbuffered(
     tmp_path: Path, secret_files: Secrets, upstream: Upstream
 ) -> None:
     process = ProxyProcess(
-        tmp_path, secret_files, mcp_servers=[{"name": "events", "url": upstream.url}]
+        tmp_path,
+        secret_files,
+        address_exceptions=[authority(upstream.url)],
+        mcp_servers=[{"name": "events", "url": upstream.url}],
     ).start()
     try:
         started = time.monotonic()
@@ -159,6 +193,7 @@ async def test_a_real_mcp_server_through_the_proxy(tmp_path: Path, secret_files:
     process = ProxyProcess(
         tmp_path,
         secret_files,
+        address_exceptions=[authority(server.url)],
         mcp_servers=[{"name": "tools", "url": server.url}],
         vault_credentials=[
             {

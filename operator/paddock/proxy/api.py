@@ -19,6 +19,7 @@ from aiohttp import web
 from paddock.proxy.audit import Audit, Entry
 from paddock.proxy.files import SecretUnavailable
 from paddock.proxy.http1 import HOP_BY_HOP
+from paddock.proxy.policy import check_destination
 from paddock.proxy.runtime import Runtime
 from paddock.proxy.vaults import VAULT_IDS_HEADER, CredentialError
 
@@ -120,6 +121,17 @@ class ApiProxy:
             entry.status = 405
             self._audit.record(entry)
             return _error(405, f"method {request.method} is not forwarded", "invalid_request_error")
+        # Whoever may write an Agent chooses this URL: the address rules of egress apply, so a
+        # server URL cannot make the proxy reach the metadata service or cluster internals.
+        destination = await check_destination(
+            self._runtime.config, parts.hostname or "", entry.port
+        )
+        if not destination.allowed:
+            status = 502 if destination.rule == "dns" else 403
+            entry.rule, entry.status = f"mcp:{name}:{destination.rule}", status
+            self._audit.record(entry)
+            kind = "api_error" if status == 502 else "permission_error"
+            return _error(status, f"MCP server {name}: {destination.message}", kind)
         vault_ids: Sequence[str] = [
             v.strip() for v in request.headers.get(VAULT_IDS_HEADER, "").split(",") if v.strip()
         ]

@@ -24,10 +24,9 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from paddock.proxy.addresses import resolve
 from paddock.proxy.config import McpOAuthCredential, ProxyConfig
 from paddock.proxy.files import SecretFiles, SecretUnavailable
-from paddock.proxy.policy import check_addresses, check_port
+from paddock.proxy.policy import check_destination
 
 REFRESH_AHEAD_S = 60.0
 """Refresh when the access token has less than this left: a request started just before
@@ -170,21 +169,15 @@ class OAuthToken:
         parts = urlsplit(url)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        refusal = check_port(port, self.config.listeners.ports, self.config.blocked_ports)
-        if refusal is None:
-            try:
-                addresses = await resolve(host, port)
-            except OSError:
-                addresses = []
-            if not addresses:
-                raise CredentialError(
-                    CredentialFailure.TOKEN_ENDPOINT_UNREACHABLE,
-                    f'token endpoint host "{host}" does not resolve',
-                )
-            refusal, _ = check_addresses(host, port, addresses, self.config.address_exceptions)
-        if refusal is not None:
+        decision = await check_destination(self.config, host, port)
+        if decision.rule == "dns":
             raise CredentialError(
-                CredentialFailure.TOKEN_ENDPOINT_FORBIDDEN, f"token endpoint: {refusal.message}"
+                CredentialFailure.TOKEN_ENDPOINT_UNREACHABLE,
+                f'token endpoint host "{host}" does not resolve',
+            )
+        if not decision.allowed:
+            raise CredentialError(
+                CredentialFailure.TOKEN_ENDPOINT_FORBIDDEN, f"token endpoint: {decision.message}"
             )
 
     async def _exchange(self) -> str:

@@ -146,15 +146,12 @@ def check_addresses(
     return None, used_exception
 
 
-async def decide(config: ProxyConfig, environment: str, host: str, port: int) -> Decision:
-    """Whether a session of ``environment`` may connect to ``host``:``port``, and where to.
-
-    ``host`` is normalized (see `addresses.normalize_host`). A host that does not resolve is
-    refused with rule ``dns``.
-    """
-    decision = check_host(environment, config.environments.get(environment), host)
-    if not decision.allowed:
-        return decision
+async def check_destination(config: ProxyConfig, host: str, port: int) -> Decision:
+    """Whether the proxy may connect to ``host``:``port`` at all, whoever asks: not one of its
+    own or a blocked port, and every address public (or excepted). Egress, MCP servers and
+    OAuth token endpoints all pass here. An allowed decision carries the checked addresses
+    and the rule ``address-exception`` when an exception was used; a host that does not
+    resolve is refused with rule ``dns``."""
     refusal = check_port(port, config.listeners.ports, config.blocked_ports)
     if refusal is not None:
         return refusal
@@ -167,5 +164,19 @@ async def decide(config: ProxyConfig, environment: str, host: str, port: int) ->
     refusal, used_exception = check_addresses(host, port, addresses, config.address_exceptions)
     if refusal is not None:
         return refusal
-    rule = f"{decision.rule}+address-exception" if used_exception else decision.rule
-    return Decision(True, rule, "", tuple(addresses))
+    return Decision(True, "address-exception" if used_exception else "", "", tuple(addresses))
+
+
+async def decide(config: ProxyConfig, environment: str, host: str, port: int) -> Decision:
+    """Whether a session of ``environment`` may connect to ``host``:``port``, and where to.
+
+    ``host`` is normalized (see `addresses.normalize_host`).
+    """
+    decision = check_host(environment, config.environments.get(environment), host)
+    if not decision.allowed:
+        return decision
+    destination = await check_destination(config, host, port)
+    if not destination.allowed:
+        return destination
+    rule = f"{decision.rule}+{destination.rule}" if destination.rule else decision.rule
+    return Decision(True, rule, "", destination.addresses)
