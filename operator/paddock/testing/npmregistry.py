@@ -8,9 +8,9 @@ import hashlib
 import io
 import json
 import tarfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from paddock.testing.staticserver import StaticServer
 
 
 def build_tarball(name: str, version: str, files: dict[str, str], bin: dict[str, str]) -> bytes:
@@ -27,32 +27,14 @@ def build_tarball(name: str, version: str, files: dict[str, str], bin: dict[str,
     return buffer.getvalue()
 
 
-class NpmRegistry:
+class NpmRegistry(StaticServer):
     """``with NpmRegistry() as registry:``; `add` packages, point npm at `url`. `requests`
     lists the paths asked for."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.packuments: dict[str, dict[str, Any]] = {}
         self.tarballs: dict[str, bytes] = {}
-        self.requests: list[str] = []
-        registry = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                registry.requests.append(self.path)
-                status, body, kind = registry._answer(self.path)
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer((host, 0), Handler)
-        self.host, self.port = host, self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(host)
 
     @property
     def url(self) -> str:
@@ -81,7 +63,7 @@ class NpmRegistry:
             },
         }
 
-    def _answer(self, path: str) -> tuple[int, bytes, str]:
+    def answer(self, path: str) -> tuple[int, bytes, str]:
         path = path.split("?")[0]
         if path in self.tarballs:
             return 200, self.tarballs[path], "application/octet-stream"
@@ -89,11 +71,3 @@ class NpmRegistry:
         if name in self.packuments:
             return 200, json.dumps(self.packuments[name]).encode(), "application/json"
         return 404, b'{"error": "not found"}', "application/json"
-
-    def __enter__(self) -> NpmRegistry:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()

@@ -8,10 +8,9 @@ import hashlib
 import html
 import io
 import re
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+
+from paddock.testing.staticserver import StaticServer
 
 
 def build_wheel(name: str, version: str, source: str) -> tuple[str, bytes]:
@@ -37,32 +36,14 @@ def build_wheel(name: str, version: str, source: str) -> tuple[str, bytes]:
     return f"{dist}-{version}-py3-none-any.whl", buffer.getvalue()
 
 
-class PackageIndex:
+class PackageIndex(StaticServer):
     """``with PackageIndex(host) as index:``; `add` wheels, point pip at `url`. `requests`
     lists the paths asked for."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.files: dict[str, bytes] = {}
         self.projects: dict[str, list[str]] = {}
-        self.requests: list[str] = []
-        index = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                index.requests.append(self.path)
-                status, body, kind = index._answer(self.path)
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer((host, 0), Handler)
-        self.host, self.port = host, self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(host)
 
     @property
     def url(self) -> str:
@@ -74,7 +55,7 @@ class PackageIndex:
         self.files[filename] = data
         self.projects.setdefault(_normalize(name), []).append(filename)
 
-    def _answer(self, path: str) -> tuple[int, bytes, str]:
+    def answer(self, path: str) -> tuple[int, bytes, str]:
         parts = [p for p in path.split("?")[0].split("/") if p]
         if len(parts) == 2 and parts[0] == "files" and parts[1] in self.files:
             return 200, self.files[parts[1]], "application/octet-stream"
@@ -86,14 +67,6 @@ class PackageIndex:
             )
             return 200, f"<!DOCTYPE html><html><body>\n{links}</body></html>".encode(), "text/html"
         return 404, b"not found", "text/plain"
-
-    def __enter__(self) -> PackageIndex:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def _normalize(name: str) -> str:
