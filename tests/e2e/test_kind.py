@@ -1164,8 +1164,35 @@ def helm(cluster: Any, *args: str) -> str:
         text=True,
         timeout=600,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stderr + release_diagnose(cluster)
     return result.stdout
+
+
+def release_diagnose(cluster: Any) -> str:
+    """The release's pods, events and the logs of its pods that are not ready."""
+    parts = []
+    for title, args in (
+        ("release pods", ("get", "pods", "-o", "wide")),
+        ("release events", ("get", "events", "--sort-by=.lastTimestamp")),
+    ):
+        try:
+            parts.append(f"--- {title}\n{cluster.kubectl('-n', RELEASE_NAMESPACE, *args)}")
+        except subprocess.CalledProcessError as exc:
+            parts.append(f"--- {title}: kubectl failed ({exc})")
+    pods = kubectl_json(cluster, "-n", RELEASE_NAMESPACE, "get", "pods")["items"]
+    for pod in pods:
+        conditions = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
+        if conditions.get("Ready") == "True":
+            continue
+        name = pod["metadata"]["name"]
+        try:
+            logs = cluster.kubectl(
+                "-n", RELEASE_NAMESPACE, "logs", name, "--all-containers", "--tail=40"
+            )
+        except subprocess.CalledProcessError as exc:
+            logs = f"kubectl failed ({exc})"
+        parts.append(f"--- {name} (not ready): {pod['status']}\n{logs}")
+    return "\n" + "\n".join(parts)[-20_000:]
 
 
 def session_events(stack: Stack, name: str) -> int:
