@@ -316,7 +316,7 @@ def install(
         # upgrade needs room for one more operator and gateway pod.
         *[
             arg
-            for component in ("operator", "gateway", "redis")
+            for component in ("operator", "gateway", "redis", "packages")
             for arg in ("--set-string", f"{component}.resources.requests.cpu=20m")
         ],
         *helm_args,
