@@ -16,6 +16,8 @@ PADDOCK_PACKAGE_PROXY_URL the package proxy (http://host:port) Environment packa
                           PADDOCK_PACKAGE_PROXY_NAMESPACE and _LABELS its pods (sandbox egress)
 PADDOCK_PIP_INDEX_URL     pip's index for Environment packages (a mirror); default pip's own
 PADDOCK_NPM_REGISTRY      npm's registry for Environment packages; default npm's own
+PADDOCK_APT_SOURCES       apt's sources for Environment packages (sources.list one-line
+                          entries, one a line); default the sandbox image's own
 PADDOCK_WATCH_NAMESPACES  comma-separated namespaces to serve; empty: all
 PADDOCK_METRICS_PORT      Prometheus metrics (default 9090; 0 disables)
 PADDOCK_HEALTH_PORT       liveness endpoint /healthz (unset: none)

@@ -60,6 +60,7 @@ class OperatorSettings:
                 package_proxy_labels=_labels(env.get("PADDOCK_PACKAGE_PROXY_LABELS", "")),
                 pip_index_url=env.get("PADDOCK_PIP_INDEX_URL") or None,
                 npm_registry=env.get("PADDOCK_NPM_REGISTRY") or None,
+                apt_sources=env.get("PADDOCK_APT_SOURCES") or None,
             ),
             package_token_key_file=env.get("PADDOCK_PACKAGE_PROXY_TOKEN_KEY_FILE") or None,
             sandbox_image=env.get("PADDOCK_SANDBOX_IMAGE") or None,

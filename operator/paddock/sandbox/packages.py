@@ -63,7 +63,10 @@ class PackagePlan(BaseModel):
     def bin_dirs(self) -> list[Path]:
         dirs = [self.dir / "python" / "bin", self.dir / "node" / "bin"]
         if self.apt:
-            dirs += [self.apt_dir / sub for sub in ("usr/local/bin", "usr/bin", "bin", "usr/sbin", "sbin")]
+            dirs += [
+                self.apt_dir / sub
+                for sub in ("usr/local/bin", "usr/bin", "bin", "usr/sbin", "sbin")
+            ]
         return dirs
 
     def command_env(self) -> dict[str, str]:
@@ -145,7 +148,9 @@ async def _install_apt(
     state = home / "apt"
     env = {**env, "APT_CONFIG": str(_apt_config(plan, state, token))}
     await _run(["apt-get", "update"], env, deadline, token)
-    await _run(["apt-get", "install", "--download-only", "-y", *plan.apt], env, deadline, token)
+    await _run(
+        ["apt-get", "install", "--download-only", "-y", "--", *plan.apt], env, deadline, token
+    )
     plan.apt_dir.mkdir(parents=True, exist_ok=True)
     for deb in sorted((state / "cache" / "archives").glob("*.deb")):
         await _run(["dpkg", "-x", str(deb), str(plan.apt_dir)], env, deadline, token)
