@@ -57,6 +57,7 @@ class LocalStack:
         anthropic_url: str = "https://api.anthropic.com",
         images: dict[str, str] | None = None,
         pip_index_url: str | None = None,
+        apt_sources: str | None = None,
         package_exceptions: tuple[str, ...] = (),
     ) -> None:
         """Without ``anthropic_api_key``, the scripted model answers; with it, the proxy
@@ -64,10 +65,12 @@ class LocalStack:
         image to the Python that stands in for it (the runner's `--image`).
         ``pip_index_url`` (a mirror, or a test's index) is where Environment packages come
         from, reached through the package proxy on the host; ``package_exceptions`` are the
-        `ip:port` pairs of such an index on loopback that the package proxy may reach."""
+        `ip:port` pairs of such an index on loopback that the package proxy may reach;
+        ``apt_sources`` likewise for apt packages (`PADDOCK_APT_SOURCES`)."""
         self.bridge, self.pod_cidr = bridge, pod_cidr
         self.images = images or {}
         self.pip_index_url = pip_index_url
+        self.apt_sources = apt_sources
         self.package_exceptions = package_exceptions
         self.package_proxy: ProxyProcess | None = None
         self.anthropic_url = anthropic_url
@@ -129,6 +132,7 @@ class LocalStack:
                 self.package_proxy.secrets.path("token_key")
             ),
             **({"PADDOCK_PIP_INDEX_URL": self.pip_index_url} if self.pip_index_url else {}),
+            **({"PADDOCK_APT_SOURCES": self.apt_sources} if self.apt_sources else {}),
         }
         if self.anthropic_api_key is None:
             self.model = FakeModelServer(demo_script, host=self.host_ip).start()
@@ -157,7 +161,10 @@ class LocalStack:
     def _start_package_proxy(self) -> ProxyProcess:
         """The package proxy as the chart runs it, on the host (pods reach it at the bridge
         address): one registries-only policy, no credentials, the index's host allowed."""
-        index_host = urlsplit(self.pip_index_url or "").hostname
+        urls = [self.pip_index_url or ""] + [
+            word for word in (self.apt_sources or "").split() if "://" in word
+        ]
+        hosts = sorted({host for url in urls if (host := urlsplit(url).hostname)})
         workdir = self.dir / "package-proxy"
         workdir.mkdir()
         proxy = ProxyProcess(
@@ -167,7 +174,7 @@ class LocalStack:
                 PACKAGE_POLICY: {
                     "mode": "limited",
                     "allow_package_managers": True,
-                    "allowed_domains": [index_host] if index_host else [],
+                    "allowed_domains": hosts,
                 }
             },
             address_exceptions=list(self.package_exceptions),
