@@ -21,6 +21,7 @@ import pytest
 import redis
 import yaml
 
+from paddock.testing.aptrepo import AptRepository
 from paddock.testing.controlplane import REPO_ROOT
 from paddock.testing.fakemodel import DEMO_PROGRAM, FakeModelServer, demo_script
 from paddock.testing.ports import wait_until
@@ -439,3 +440,56 @@ def test_an_environments_pip_package_is_in_its_warm_sandboxes_and_the_claim_stay
                 return len(seen) >= 2
 
             _wait(stack, "the failed sandbox to be replaced", replaced, timeout=60)
+
+
+def test_an_environments_apt_package_and_its_dependency_run_in_a_claimed_warm_sandbox() -> None:
+    """The Environment's apt package and its dependency come from a real Debian repository
+    on the host's loopback (the operator's apt sources), through the package proxy, into the
+    warm pod as the sandbox user; a session claims the pod and runs the package's command."""
+    with AptRepository() as repo:
+        repo.add("paddock-demo-data", "1.0", {"usr/share/paddock-demo/message": "a dependency\n"})
+        repo.add(
+            "paddock-demo-apt",
+            "1.0",
+            {"usr/bin/paddock-demo-apt": "#!/bin/sh\necho 'run from the local repository'\n"},
+            depends="paddock-demo-data",
+        )
+        with LocalStack(
+            bridge="paddock-e2e4", pod_cidr="10.248.0.0/16", apt_sources=repo.sources_line,
+            package_exceptions=(f"{repo.host}:{repo.port}",),
+        ) as stack:  # fmt: skip
+            documents = list(yaml.safe_load_all((EXAMPLES / "hello-agent.yaml").read_text()))
+            environment = next(d for d in documents if d["kind"] == "Environment")
+            environment["spec"]["packages"] = {"apt": ["paddock-demo-apt"]}
+            environment["spec"]["warmPool"] = {"size": 1}
+            stack.apply(*documents)
+            _wait(
+                stack,
+                "a warm sandbox with its apt packages",
+                lambda: (
+                    _condition(stack, "python", "PackagesReady").get("status") == "True"
+                    and _ready_pods(stack, "sandbox")
+                ),
+                timeout=180,
+            )
+            debs = {p.rsplit("/", 1)[-1] for p in repo.requests if p.endswith(".deb")}
+            assert debs == {"paddock-demo-apt_1.0_all.deb", "paddock-demo-data_1.0_all.deb"}
+            command = "paddock-demo-apt && cat $(dirname $(which paddock-demo-apt))/../share/paddock-demo/message"
+            stack.apply(_session("apt", f"Run: {command}"))
+
+            def finished() -> bool:
+                status = stack.get(PADDOCK, "Session", "default", "apt").get("status") or {}
+                return status.get("stopReason") == "end_turn"
+
+            _wait(stack, "the session's end_turn", finished)
+            session = stack.get(PADDOCK, "Session", "default", "apt")
+            assert session["status"]["sandbox"]["claim"] == "warm", session["status"]
+            client = anthropic.Anthropic(base_url=stack.gateway_url, api_key=stack.api_key)
+            session_id = session["metadata"]["labels"]["paddock.dev/session-id"]
+            results = [
+                e.to_dict()
+                for e in client.beta.sessions.events.list(session_id)
+                if e.type == "agent.tool_result"
+            ]
+            assert "run from the local repository" in str(results[0]["content"]), results
+            assert "a dependency" in str(results[0]["content"]), results

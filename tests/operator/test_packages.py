@@ -22,6 +22,7 @@ from .test_sandboxes import session_ready
 
 KEY = b"k" * 48
 PIP_INDEX = "http://127.0.0.1:9/simple/"
+APT_SOURCES = "deb http://127.0.0.1:9/debian bookworm main"
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,7 @@ def operator_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "PADDOCK_PACKAGE_PROXY_NAMESPACE": "paddock-system",
         "PADDOCK_PACKAGE_PROXY_LABELS": "app.kubernetes.io/component=package-proxy",
         "PADDOCK_PIP_INDEX_URL": PIP_INDEX,
+        "PADDOCK_APT_SOURCES": APT_SOURCES,
     }
 
 
@@ -206,22 +208,23 @@ def test_a_warm_claim_of_a_pool_with_packages_ends_its_install_access(
     assert L.PACKAGE_TOKEN not in bound["metadata"]["annotations"]
 
 
-def test_apt_packages_are_refused_with_a_reason_and_pip_still_installs(
+def test_apt_packages_are_in_the_plan_with_the_operators_apt_sources(
     cluster: Cluster, namespace: str, operator: KopfRunner
 ) -> None:
-    cluster.create(
-        "Environment", namespace, "mixed", {"packages": {"apt": ["ripgrep"], "pip": ["requests"]}}
+    cluster.create("Environment", namespace, "tools", {"packages": {"apt": ["ripgrep"]}})
+    pod = _pool_pod(cluster, namespace, "tools")
+    (container,) = pod["spec"]["containers"]
+    plan = PackagePlan.model_validate_json(
+        next(e["value"] for e in container["env"] if e["name"] == PLAN_ENV)
     )
-    condition = cluster.wait(
-        "AptUnsupported",
+    assert (plan.apt, plan.apt_sources) == (["ripgrep"], APT_SOURCES)
+    assert pod["metadata"]["labels"][L.PACKAGES] == "install"
+    cluster.wait(
+        "Installing",
         lambda: (
-            (c := _condition(cluster, namespace, "mixed", "PackagesReady")).get("reason")
-            == "AptUnsupported"
-            and c
+            _condition(cluster, namespace, "tools", "PackagesReady").get("reason") == "Installing"
         ),
     )
-    assert "ripgrep" in condition["message"]
-    assert _pool_pod(cluster, namespace, "mixed")["metadata"]["labels"][L.PACKAGES] == "install"
 
 
 def test_a_cold_sandbox_installs_too_and_loses_its_install_access_before_it_is_bound(

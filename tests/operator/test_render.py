@@ -3,6 +3,7 @@ the security properties the design promises."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -540,14 +541,33 @@ def test_a_sandbox_installs_its_packages_through_the_package_proxy_only() -> Non
 
 def test_without_a_package_proxy_or_packages_nothing_is_installed() -> None:
     plain = render.sandbox_pod(Environment.model_validate(environment()), "p", "t", INSTALL)
-    only_apt = environment()
-    only_apt["spec"]["packages"] = {"apt": ["ripgrep"]}
-    apt = render.sandbox_pod(Environment.model_validate(only_apt), "p", "t", INSTALL)
     unconfigured = render.sandbox_pod(with_packages(), "p", "t", None)
-    for pod in (plain, apt, unconfigured):
+    for pod in (plain, unconfigured):
         assert "env" not in pod["spec"]["containers"][0]
         assert "paddock.dev/packages" not in pod["metadata"]["labels"]
         assert "paddock.dev/package-token" not in pod["metadata"]["annotations"]
+
+
+def test_apt_packages_are_installed_from_the_operators_apt_sources() -> None:
+    """apt packages alone make a sandbox install; the operator's apt sources are in its plan
+    and its pool's template hash (changing them replaces the warm pods), and without apt
+    sources the hash is what it was before apt was installed."""
+    only_apt = environment()
+    only_apt["spec"]["packages"] = {"apt": ["ripgrep"]}
+    model = Environment.model_validate(only_apt)
+    sources = "deb https://deb.mirror.internal/debian bookworm main"
+    install = dataclasses.replace(INSTALL, apt_sources=sources)
+    pod = render.sandbox_pod(model, "p", "t", install)
+    (plan_env,) = pod["spec"]["containers"][0]["env"]
+    plan = PackagePlan.model_validate_json(plan_env["value"])
+    assert (plan.apt, plan.apt_sources) == (["ripgrep"], sources)
+    hashes = {render.sandbox_template_hash(model, i.mirrors) for i in (INSTALL, install)} | {
+        pod["metadata"]["labels"]["paddock.dev/template-hash"]
+    }
+    assert len(hashes) == 2
+    assert render.sandbox_template_hash(model, INSTALL.mirrors) == render.sandbox_template_hash(
+        model, (INSTALL.pip_index_url, INSTALL.npm_registry)
+    )
 
 
 def test_a_claim_ends_the_install_access_of_a_sandbox_with_packages() -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from paddock.proxy import tokens
 from paddock.sandbox.packages import INSTALL_FAILED_EXIT, PLAN_ENV, PackagePlan
+from paddock.testing.aptrepo import AptRepository
 from paddock.testing.npmregistry import NpmRegistry
 from paddock.testing.proxy import ProxyProcess, Secrets
 from paddock.testing.pyindex import PackageIndex
@@ -46,8 +47,27 @@ def registry() -> Iterator[NpmRegistry]:
 
 
 @pytest.fixture
+def apt_repo() -> Iterator[AptRepository]:
+    with AptRepository() as running:
+        running.add(
+            "paddock-demo-data", "1.0", {"usr/share/paddock-demo/message": "from its dependency\n"}
+        )
+        running.add(
+            "paddock-demo-apt",
+            "1.0",
+            {
+                "usr/bin/paddock-demo-apt": "#!/bin/sh\necho 'run from the local repository'\n"
+                'cat "$(dirname "$0")/../share/paddock-demo/message"\n'
+            },
+            # bash is in the image already: resolved against dpkg's status, not downloaded.
+            depends="paddock-demo-data (>= 1.0), bash",
+        )
+        yield running
+
+
+@pytest.fixture
 def package_proxy(
-    tmp_path: Path, index: PackageIndex, registry: NpmRegistry
+    tmp_path: Path, index: PackageIndex, registry: NpmRegistry, apt_repo: AptRepository
 ) -> Iterator[ProxyProcess]:
     """The package proxy as the chart runs it: one registries-only policy, no credentials;
     the loopback index reached through the development-only address exception."""
@@ -62,7 +82,11 @@ def package_proxy(
                 "allowed_domains": [index.host],
             }
         },
-        address_exceptions=[f"{index.host}:{index.port}", f"{registry.host}:{registry.port}"],
+        address_exceptions=[
+            f"{index.host}:{index.port}",
+            f"{registry.host}:{registry.port}",
+            f"{apt_repo.host}:{apt_repo.port}",
+        ],
     ).start()
     yield proxy
     proxy.stop()
@@ -75,6 +99,8 @@ def _plan_env(
     *pip: str,
     npm: tuple[str, ...] = (),
     registry: NpmRegistry | None = None,
+    apt: tuple[str, ...] = (),
+    apt_repo: AptRepository | None = None,
 ) -> dict[str, str]:
     # Minted as the operator mints it: with the package proxy's key, for the pod's name.
     key = proxy.secrets.path("token_key").read_bytes().strip()
@@ -84,6 +110,8 @@ def _plan_env(
         dir=tmp_path / "packages",
         pip=list(pip),
         npm=list(npm),
+        apt=list(apt),
+        apt_sources=apt_repo.sources_line if apt_repo else None,
         proxy_url=f"http://127.0.0.1:{proxy.egress_port}",
         proxy_user=POD,
         token_file=token_file,
@@ -161,3 +189,37 @@ async def test_an_npm_package_is_installed_and_its_module_and_command_are_found(
         sandbox.stop()
     audited = [e for e in package_proxy.audit() if e.get("port") == registry.port]
     assert audited, package_proxy.logs()
+
+
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt")
+async def test_an_apt_package_and_its_dependency_are_unpacked_and_its_command_runs(
+    tmp_path: Path, package_proxy: ProxyProcess, index: PackageIndex, apt_repo: AptRepository
+) -> None:
+    env = _plan_env(tmp_path, package_proxy, index, apt=("paddock-demo-apt",), apt_repo=apt_repo)
+    sandbox = launch(tmp_path / "sandbox", env=env)
+    try:
+        downloaded = {p.rsplit("/", 1)[-1] for p in apt_repo.requests if p.endswith(".deb")}
+        assert downloaded == {"paddock-demo-apt_1.0_all.deb", "paddock-demo-data_1.0_all.deb"}
+        async with sandbox.client() as client:
+            ran = await client.call("bash", {"command": "paddock-demo-apt; echo $LD_LIBRARY_PATH"})
+        text = ran.content[0].text
+        assert "run from the local repository" in text, ran
+        assert "from its dependency" in text, ran
+        assert str(tmp_path / "packages" / "apt" / "usr" / "lib") in text
+    finally:
+        sandbox.stop()
+    audited = [e for e in package_proxy.audit() if e.get("port") == apt_repo.port]
+    assert audited, package_proxy.logs()
+
+
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt")
+def test_an_unknown_apt_package_fails_the_sandbox_with_apts_words(
+    tmp_path: Path, package_proxy: ProxyProcess, index: PackageIndex, apt_repo: AptRepository
+) -> None:
+    env = _plan_env(tmp_path, package_proxy, index, apt=("no-such-deb",), apt_repo=apt_repo)
+    with pytest.raises(RuntimeError, match=f"exited with {INSTALL_FAILED_EXIT}") as failed:
+        launch(tmp_path / "sandbox", env=env)
+    message = str(failed.value)
+    assert "package install failed:" in message
+    assert "Unable to locate package no-such-deb" in message
+    assert "pdk1." not in message

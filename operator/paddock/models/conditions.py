@@ -65,15 +65,12 @@ class PackagesReason(StrEnum):
     """Reasons of an Environment's `PackagesReady` condition."""
 
     INSTALLED = "Installed"
-    """Warm sandboxes have the Environment's pip and npm packages installed."""
+    """Warm sandboxes have the Environment's apt, pip and npm packages installed."""
     INSTALLING = "Installing"
     """Sandboxes are installing the packages; none is ready yet."""
     INSTALL_FAILED = "InstallFailed"
     """A sandbox's install failed (a package not found, a registry refused): the pod is
     replaced with exponential backoff; the message has the tail of the installer's output."""
-    APT_UNSUPPORTED = "AptUnsupported"
-    """`packages.apt` is set: sandboxes run without root, so Debian packages are not installed
-    (build them into the image); pip and npm packages still are."""
     NO_PACKAGE_PROXY = "NoPackageProxy"
     """The operator has no package proxy configured: no package is installed."""
 

@@ -57,7 +57,9 @@ class Packages(Model):
     """Packages installed into the sandbox before the session's first tool call."""
 
     apt: Annotated[list[PackageSpec], Field(max_length=100)] = Field(default_factory=list)
-    """Debian packages."""
+    """Debian packages, in apt's syntax (`ripgrep`, `jq=1.6-2`): downloaded with their
+    dependencies and unpacked without root, so their maintainer scripts do not run (packages
+    that need their postinst, a service or setuid do not work; most tools and libraries do)."""
     pip: Annotated[list[PackageSpec], Field(max_length=100)] = Field(default_factory=list)
     """Python packages, in pip's version syntax (`pandas==2.2.2`)."""
     npm: Annotated[list[PackageSpec], Field(max_length=100)] = Field(default_factory=list)

@@ -19,6 +19,8 @@ PADDOCK_NPM_REGISTRY      npm's registry for Environment packages; default npm's
 PADDOCK_PROXY_ADDRESS_EXCEPTIONS  development and tests only: ip:port pairs (comma-separated)
                           on loopback or private networks the Agents' proxies may reach
                           (an OAuth token endpoint of a test)
+PADDOCK_APT_SOURCES       apt's sources for Environment packages (sources.list one-line
+                          entries, one a line); default the sandbox image's own
 PADDOCK_WATCH_NAMESPACES  comma-separated namespaces to serve; empty: all
 PADDOCK_METRICS_PORT      Prometheus metrics (default 9090; 0 disables)
 PADDOCK_HEALTH_PORT       liveness endpoint /healthz (unset: none)

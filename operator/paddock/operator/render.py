@@ -87,6 +87,9 @@ class RenderSettings:
     proxy_address_exceptions: tuple[str, ...] = ()
     """Development and tests only: the Agents' proxies' `address_exceptions` (`ip:port` on
     loopback or a private network, such as a test's OAuth token endpoint)."""
+    apt_sources: str | None = None
+    """apt's sources for Environment packages (`sources.list` one-line entries, one a line),
+    for example a mirror; None: the image's own sources."""
 
 
 Owner = Agent | Environment | Vault
@@ -670,13 +673,18 @@ def sandbox_labels(environment: Environment) -> dict[str, str]:
 
 
 def sandbox_template_hash(
-    environment: Environment, mirrors: tuple[str | None, str | None] | None = None
+    environment: Environment, mirrors: tuple[str | None, ...] | None = None
 ) -> str:
     """Changes whenever a pooled sandbox would be rendered differently. ``mirrors``: the pip
-    index and npm registry when its sandboxes install packages (None when they do not)."""
+    index, npm registry and apt sources when its sandboxes install packages (None when they
+    do not)."""
     if mirrors is None:
         return digest(environment.spec.to_k8s())
-    return digest({"spec": environment.spec.to_k8s(), "mirrors": list(mirrors)})
+    listed = list(mirrors)
+    if len(listed) == 3 and listed[2] is None:
+        # No apt sources: the hash pools had before apt was installed, so they stay warm.
+        listed = listed[:2]
+    return digest({"spec": environment.spec.to_k8s(), "mirrors": listed})
 
 
 @dataclass(frozen=True)
@@ -688,13 +696,18 @@ class PackageInstall:
     token: str
     pip_index_url: str | None = None
     npm_registry: str | None = None
+    apt_sources: str | None = None
+
+    @property
+    def mirrors(self) -> tuple[str | None, ...]:
+        """What of it is part of the pool template hash."""
+        return (self.pip_index_url, self.npm_registry, self.apt_sources)
 
 
 def installs_packages(environment: Environment) -> bool:
-    """Whether the Environment has packages its sandboxes install (pip, npm; apt is not
-    installed: see `unsupported_packages`)."""
+    """Whether the Environment has packages its sandboxes install (apt, pip, npm)."""
     packages = environment.spec.packages
-    return packages is not None and bool(packages.pip or packages.npm)
+    return packages is not None and bool(packages.apt or packages.pip or packages.npm)
 
 
 def sandbox_pod(
@@ -768,6 +781,7 @@ def sandbox_pod(
     if install is not None and spec.packages is not None and installs_packages(environment):
         plan = PackagePlan(
             dir=Path(PACKAGES_DIR),
+            apt=spec.packages.apt,
             pip=spec.packages.pip,
             npm=spec.packages.npm,
             proxy_url=install.proxy_address,
@@ -775,6 +789,7 @@ def sandbox_pod(
             token_file=Path(PACKAGE_TOKEN_DIR) / "token",
             pip_index_url=install.pip_index_url,
             npm_registry=install.npm_registry,
+            apt_sources=install.apt_sources,
         )
         container = pod_spec["containers"][0]
         container["env"] = [
@@ -814,9 +829,7 @@ def sandbox_pod(
             L.SANDBOX_STATE: "warm",
             L.TEMPLATE_HASH: sandbox_template_hash(
                 environment,
-                (install.pip_index_url, install.npm_registry)
-                if install is not None and installs_packages(environment)
-                else None,
+                install.mirrors if install is not None and installs_packages(environment) else None,
             ),
         },
     )

@@ -65,6 +65,7 @@ class OperatorSettings:
                     for e in env.get("PADDOCK_PROXY_ADDRESS_EXCEPTIONS", "").split(",")
                     if e.strip()
                 ),
+                apt_sources=env.get("PADDOCK_APT_SOURCES") or None,
             ),
             package_token_key_file=env.get("PADDOCK_PACKAGE_PROXY_TOKEN_KEY_FILE") or None,
             sandbox_image=env.get("PADDOCK_SANDBOX_IMAGE") or None,

@@ -264,7 +264,11 @@ class Sandboxes:
         namespace, name = render.namespace_of(model), render.name_of(model)
         settings = self.rt.settings.render
         installing = self._package_proxy is not None and render.installs_packages(model)
-        mirrors = (settings.pip_index_url, settings.npm_registry) if installing else None
+        mirrors = (
+            (settings.pip_index_url, settings.npm_registry, settings.apt_sources)
+            if installing
+            else None
+        )
         current = render.sandbox_template_hash(model, mirrors)
         bound = sum(1 for p in self.pool_pods(namespace, name, "bound") if not pod_dead(p))
         warm, claiming = [], []
@@ -364,6 +368,7 @@ class Sandboxes:
             token=mint_token(key, pod_name, render.PACKAGE_POLICY, int(time.time())),
             pip_index_url=settings.pip_index_url,
             npm_registry=settings.npm_registry,
+            apt_sources=settings.apt_sources,
         )
 
     async def _new_pod(self, environment: Environment) -> dict[str, Any]:

@@ -334,7 +334,7 @@ def packages_condition(
     packages = environment.spec.packages
     if packages is None or not (packages.apt or packages.pip or packages.npm):
         return None
-    if (packages.pip or packages.npm) and not proxy_configured:
+    if not proxy_configured:
         return (
             False,
             PackagesReason.NO_PACKAGE_PROXY,
@@ -343,13 +343,6 @@ def packages_condition(
         )
     if install_failed is not None:
         return False, PackagesReason.INSTALL_FAILED, install_failed
-    if packages.apt:
-        return (
-            False,
-            PackagesReason.APT_UNSUPPORTED,
-            "apt packages are not installed (sandboxes run without root; build them into the "
-            "image): " + " ".join(packages.apt),
-        )
     if ready or not environment.spec.warm_pool.size:
         return True, PackagesReason.INSTALLED, "packages installed in the warm sandboxes"
     return False, PackagesReason.INSTALLING, "warm sandboxes are installing the packages"

@@ -33,7 +33,9 @@ class PackagePlan(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dir: Path
-    """Installs go below it: `python/` (pip `--target`), `node/` (npm `--prefix`)."""
+    """Installs go below it: `python/` (pip `--target`), `node/` (npm `--prefix`), `apt/`
+    (Debian packages unpacked with `dpkg -x`)."""
+    apt: list[str] = Field(default_factory=list)
     pip: list[str] = Field(default_factory=list)
     npm: list[str] = Field(default_factory=list)
     proxy_url: Annotated[str, Field(pattern=r"^http://[^/@]+$")] | None = None
@@ -44,6 +46,8 @@ class PackagePlan(BaseModel):
     """The package proxy token (not needed without a proxy)."""
     pip_index_url: str | None = None
     npm_registry: str | None = None
+    apt_sources: str | None = None
+    """apt's sources (`sources.list` one-line entries) in place of the image's own."""
     timeout_s: float = 600.0
     """For all installers together."""
 
@@ -52,8 +56,18 @@ class PackagePlan(BaseModel):
         return self.dir / "python"
 
     @property
+    def apt_dir(self) -> Path:
+        return self.dir / "apt"
+
+    @property
     def bin_dirs(self) -> list[Path]:
-        return [self.dir / "python" / "bin", self.dir / "node" / "bin"]
+        dirs = [self.dir / "python" / "bin", self.dir / "node" / "bin"]
+        if self.apt:
+            dirs += [
+                self.apt_dir / sub
+                for sub in ("usr/local/bin", "usr/bin", "bin", "usr/sbin", "sbin")
+            ]
+        return dirs
 
     def command_env(self) -> dict[str, str]:
         """What commands get so that the packages are found: Python's path and the
@@ -63,6 +77,13 @@ class PackagePlan(BaseModel):
             env["PYTHONPATH"] = str(self.python_dir)
         if self.npm:
             env["NODE_PATH"] = str(self.dir / "node" / "lib" / "node_modules")
+        if self.apt:
+            # Unpacked libraries are not in ld.so's cache: name their directories.
+            triplet = getattr(sys.implementation, "_multiarch", "")
+            libs = [f"usr/lib/{triplet}", f"lib/{triplet}"] if triplet else []
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(
+                str(self.apt_dir / sub) for sub in [*libs, "usr/lib", "lib"]
+            )
         return env
 
 
@@ -87,6 +108,52 @@ def _installer_env(plan: PackagePlan, home: Path, token: str) -> dict[str, str]:
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
             env[name] = url
     return env
+
+
+def _apt_config(plan: PackagePlan, state: Path, token: str) -> Path:
+    """apt's configuration for a non-root download: private lists, cache and (with
+    `apt_sources`) sources; the image's dpkg status, so that what the image already has is
+    not downloaded again; the package proxy for http and (CONNECT) https mirrors. A file,
+    not `-o` options, so that the token is not in any command line."""
+    for sub in ("lists/partial", "cache/archives/partial", "parts"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    options = {
+        "Dir::State::Lists": str(state / "lists"),
+        "Dir::Cache": str(state / "cache"),
+        # No root: nothing to lock, and no `_apt` user to drop to.
+        "Debug::NoLocking": "1",
+        "APT::Sandbox::User": "",
+        "APT::Install-Recommends": "0",
+        "quiet": "1",
+    }
+    if plan.apt_sources:
+        (state / "sources.list").write_text(plan.apt_sources.rstrip("\n") + "\n")
+        options["Dir::Etc::SourceList"] = str(state / "sources.list")
+        options["Dir::Etc::SourceParts"] = str(state / "parts")
+    if plan.proxy_url:
+        host = plan.proxy_url.removeprefix("http://")
+        url = f"http://{plan.proxy_user}:{token}@{host}"
+        options["Acquire::http::Proxy"] = options["Acquire::https::Proxy"] = url
+    config = state / "apt.conf"
+    config.write_text("".join(f'{key} "{value}";\n' for key, value in options.items()))
+    config.chmod(0o600)
+    return config
+
+
+async def _install_apt(
+    plan: PackagePlan, env: dict[str, str], home: Path, deadline: float, token: str
+) -> None:
+    """Resolve and download with apt (as the sandbox user), then unpack every downloaded
+    `.deb` into `apt_dir`. Maintainer scripts do not run."""
+    state = home / "apt"
+    env = {**env, "APT_CONFIG": str(_apt_config(plan, state, token))}
+    await _run(["apt-get", "update"], env, deadline, token)
+    await _run(
+        ["apt-get", "install", "--download-only", "-y", "--", *plan.apt], env, deadline, token
+    )
+    plan.apt_dir.mkdir(parents=True, exist_ok=True)
+    for deb in sorted((state / "cache" / "archives").glob("*.deb")):
+        await _run(["dpkg", "-x", str(deb), str(plan.apt_dir)], env, deadline, token)
 
 
 def _pip_command(plan: PackagePlan) -> list[str]:
@@ -147,6 +214,8 @@ async def install(plan: PackagePlan) -> float:
     with tempfile.TemporaryDirectory(prefix="paddock-install-") as home:
         token = plan.token_file.read_text().strip() if plan.token_file else ""
         env = _installer_env(plan, Path(home), token)
+        if plan.apt:
+            await _install_apt(plan, env, Path(home), deadline, token)
         if plan.pip:
             await _run(_pip_command(plan), env, deadline, token)
         if plan.npm:

@@ -57,6 +57,7 @@ class LocalStack:
         anthropic_url: str = "https://api.anthropic.com",
         images: dict[str, str] | None = None,
         pip_index_url: str | None = None,
+        apt_sources: str | None = None,
         package_exceptions: tuple[str, ...] = (),
         proxy_exceptions: tuple[str, ...] = (),
         script: Script = demo_script,
@@ -67,11 +68,13 @@ class LocalStack:
         ``pip_index_url`` (a mirror, or a test's index) is where Environment packages come
         from, reached through the package proxy on the host; ``package_exceptions`` are the
         `ip:port` pairs of such an index on loopback that the package proxy may reach;
-        ``proxy_exceptions`` those the Agents' proxy sidecars may reach (a test's OAuth token
-        endpoint on the bridge). ``script`` is the scripted model's."""
+        ``apt_sources`` likewise for apt packages (`PADDOCK_APT_SOURCES`); ``proxy_exceptions``
+        those the Agents' proxy sidecars may reach (a test's OAuth token endpoint or MCP servers
+        on the bridge). ``script`` is the scripted model's."""
         self.bridge, self.pod_cidr = bridge, pod_cidr
         self.images = images or {}
         self.pip_index_url = pip_index_url
+        self.apt_sources = apt_sources
         self.package_exceptions = package_exceptions
         self.proxy_exceptions = proxy_exceptions
         self.script = script
@@ -136,6 +139,7 @@ class LocalStack:
             ),
             **({"PADDOCK_PIP_INDEX_URL": self.pip_index_url} if self.pip_index_url else {}),
             "PADDOCK_PROXY_ADDRESS_EXCEPTIONS": ",".join(self.proxy_exceptions),
+            **({"PADDOCK_APT_SOURCES": self.apt_sources} if self.apt_sources else {}),
         }
         if self.anthropic_api_key is None:
             self.model = FakeModelServer(self.script, host=self.host_ip).start()
@@ -164,7 +168,10 @@ class LocalStack:
     def _start_package_proxy(self) -> ProxyProcess:
         """The package proxy as the chart runs it, on the host (pods reach it at the bridge
         address): one registries-only policy, no credentials, the index's host allowed."""
-        index_host = urlsplit(self.pip_index_url or "").hostname
+        urls = [self.pip_index_url or ""] + [
+            word for word in (self.apt_sources or "").split() if "://" in word
+        ]
+        hosts = sorted({host for url in urls if (host := urlsplit(url).hostname)})
         workdir = self.dir / "package-proxy"
         workdir.mkdir()
         proxy = ProxyProcess(
@@ -174,7 +181,7 @@ class LocalStack:
                 PACKAGE_POLICY: {
                     "mode": "limited",
                     "allow_package_managers": True,
-                    "allowed_domains": [index_host] if index_host else [],
+                    "allowed_domains": hosts,
                 }
             },
             address_exceptions=list(self.package_exceptions),
