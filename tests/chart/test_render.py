@@ -647,6 +647,7 @@ def test_the_package_proxy_holds_no_credential_and_allows_registries_only(full: 
     env = env_of(container(full.one("Deployment", "paddock-all-operator"), "operator"))
     assert env["PADDOCK_PIP_INDEX_URL"] == ALL["packages"]["pipIndexUrl"]
     assert env["PADDOCK_NPM_REGISTRY"] == ALL["packages"]["npmRegistry"]
+    assert env["PADDOCK_APT_SOURCES"].splitlines() == ALL["packages"]["aptSources"]
     service = full.one("Service", "paddock-all-package-proxy")
     assert env["PADDOCK_PACKAGE_PROXY_URL"].startswith("http://paddock-all-package-proxy.")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
