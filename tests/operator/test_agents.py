@@ -4,6 +4,7 @@ they are or are not ready."""
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 import redis
@@ -198,9 +199,14 @@ def test_a_vault_reaches_every_agents_proxy_and_says_what_is_missing(
         return f"vault_id: {vault_id}" in config.get("proxy.yaml", "")
 
     cluster.wait("vault credential in the proxy config", rendered)
-    deployment = cluster.get("Deployment", namespace, "coder-harness")
-    assert deployment is not None
-    pod = deployment["spec"]["template"]["spec"]
+
+    def mounted() -> dict[str, Any] | None:
+        # The Deployment is patched after the ConfigMap: wait for it too.
+        deployment = cluster.get("Deployment", namespace, "coder-harness") or {}
+        pod = deployment.get("spec", {}).get("template", {}).get("spec", {})
+        return pod if any(v["name"] == "vaults" for v in pod.get("volumes", [])) else None
+
+    pod = cluster.wait("the vault volume in the harness Deployment", mounted)
     (volume,) = [v for v in pod["volumes"] if v["name"] == "vaults"]
     assert volume["projected"]["sources"] == [
         {

@@ -94,7 +94,11 @@ def test_an_installing_pool_pod_gets_its_plan_a_token_and_a_way_to_the_package_p
     )
     assert policy["spec"]["podSelector"]["matchLabels"][L.PACKAGES] == "install"
     assert policy["spec"]["egress"][0]["ports"] == [{"protocol": "TCP", "port": 3999}]
-    assert _condition(cluster, namespace, "python", "PackagesReady")["reason"] == "Installing"
+    # The status follows the pod: wait for it to be written.
+    packages_ready = cluster.wait(
+        "PackagesReady", lambda: _condition(cluster, namespace, "python", "PackagesReady")
+    )
+    assert packages_ready["reason"] == "Installing"
 
 
 def test_a_failed_install_is_in_the_status_and_the_pod_is_replaced_after_a_backoff(
