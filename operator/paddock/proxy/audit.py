@@ -37,6 +37,13 @@ class Entry:
     """The credential host pattern whose token was added upstream, if any."""
 
 
+def write_line(fields: dict[str, object]) -> None:
+    """One audit line on stdout, time-stamped, flushed so a crash loses no earlier line."""
+    line = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), **fields}
+    sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
 class Audit:
     """Writes entries as JSON lines and counts them by listener and decision."""
 
@@ -44,10 +51,8 @@ class Audit:
         self._counts: Counter[tuple[str, str]] = Counter()
 
     def record(self, entry: Entry) -> None:
-        """Write ``entry`` as one line and flush, so a crash loses no earlier line."""
-        line = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), **asdict(entry)}
-        sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
-        sys.stdout.flush()
+        """Write ``entry`` as one line (`write_line`)."""
+        write_line(asdict(entry))
         self._counts[(entry.listener, entry.decision)] += 1
 
     def metrics(self) -> str:

@@ -133,14 +133,19 @@ class McpServer(_Strict):
     """Its streamable-HTTP endpoint; subpaths and queries of a request are appended."""
 
 
-class StaticBearerCredential(_Strict):
-    """A vault's `static_bearer` credential: `Authorization: Bearer <token file content>`."""
+class _VaultCredentialBase(_Strict):
+    """What every vault credential has: whose it is and which MCP server it is for."""
 
-    type: Literal["static_bearer"]
     vault_id: Annotated[str, Field(min_length=1, max_length=128)]
     credential_id: Annotated[str, Field(min_length=1, max_length=128)]
     mcp_server_url: Annotated[str, Field(max_length=2048, pattern=r"^https?://")]
     """Matched exactly against an `mcp_servers[].url`."""
+
+
+class StaticBearerCredential(_VaultCredentialBase):
+    """A vault's `static_bearer` credential: `Authorization: Bearer <token file content>`."""
+
+    type: Literal["static_bearer"]
     token_file: Path
     """Mounted Secret file holding the token; re-read when it changes."""
 
@@ -166,15 +171,11 @@ class OAuthRefreshConfig(_Strict):
         return self
 
 
-class McpOAuthCredential(_Strict):
+class McpOAuthCredential(_VaultCredentialBase):
     """A vault credential: an OAuth access token for the MCP server at `mcp_server_url`,
     refreshed before `expires_at` (and after a 401) when `refresh` is set."""
 
     type: Literal["mcp_oauth"]
-    vault_id: Annotated[str, Field(min_length=1, max_length=128)]
-    credential_id: Annotated[str, Field(min_length=1, max_length=128)]
-    mcp_server_url: Annotated[str, Field(max_length=2048, pattern=r"^https?://")]
-    """Matched exactly against an `mcp_servers[].url`."""
     access_token_file: Path
     expires_at: datetime | None = None
     refresh: OAuthRefreshConfig | None = None

@@ -65,6 +65,14 @@ class WatchedFile:
         return value
 
 
+def header_token(value: bytes) -> str | None:
+    """``value`` as a header value: visible ASCII only, else None (a newline inside would let
+    a file, or a token endpoint's answer, add headers of its own)."""
+    if not value or not all(0x21 <= byte <= 0x7E for byte in value):
+        return None
+    return value.decode("ascii")
+
+
 class SecretFiles:
     """One `WatchedFile` per path, kept across config reloads so nothing is re-read needlessly."""
 
@@ -77,3 +85,11 @@ class SecretFiles:
         if file is None:
             file = self._files[path] = WatchedFile(path)
         return file.secret()
+
+    def header_value(self, path: Path) -> str:
+        """The secret at ``path`` as a header value (see `header_token`). Raises
+        `SecretUnavailable`."""
+        token = header_token(self.get(path))
+        if token is None:
+            raise SecretUnavailable(f"{path}: not a single token of visible ASCII")
+        return token

@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from paddock.proxy.config import McpOAuthCredential, ProxyConfig
-from paddock.proxy.files import SecretFiles, SecretUnavailable
+from paddock.proxy.files import SecretFiles, SecretUnavailable, header_token
 from paddock.proxy.policy import check_destination
 
 REFRESH_AHEAD_S = 60.0
@@ -65,12 +65,12 @@ class CredentialError(Exception):
         self.message = message
 
 
-def _token(value: bytes, what: str) -> str:
-    # It goes into a header: visible ASCII only, so a file cannot add headers of its own.
-    text = value.strip()
-    if not text or not all(0x21 <= byte <= 0x7E for byte in text):
+def _token(value: str, what: str) -> str:
+    """A token from the token endpoint's answer, as a header value."""
+    token = header_token(value.strip().encode())
+    if token is None:
         raise CredentialError(CredentialFailure.SECRET_UNAVAILABLE, f"{what}: not a token")
-    return text.decode("ascii")
+    return token
 
 
 class OAuthToken:
@@ -107,7 +107,7 @@ class OAuthToken:
     def _secret(self, path: Path, what: str) -> tuple[str, bool]:
         """The file's token, and whether it changed since it was last read."""
         try:
-            value = _token(self.files.get(path), what)
+            value = self.files.header_value(path)
         except SecretUnavailable as exc:
             raise CredentialError(CredentialFailure.SECRET_UNAVAILABLE, f"{what}: {exc}") from None
         changed = self._seen.get(path) not in (None, value)
@@ -247,7 +247,7 @@ class OAuthToken:
                 CredentialFailure.TOKEN_ENDPOINT_UNREACHABLE,
                 f"the token endpoint answered HTTP {status} without a token",
             )
-        access = _token(answer["access_token"].encode(), "refreshed access token")
+        access = _token(answer["access_token"], "refreshed access token")
         expires_in = answer.get("expires_in")
         self._expires = (
             started + float(expires_in)
@@ -256,6 +256,6 @@ class OAuthToken:
         )
         rotated = answer.get("refresh_token")
         if isinstance(rotated, str) and rotated:
-            self._refresh = _token(rotated.encode(), "rotated refresh token")
+            self._refresh = _token(rotated, "rotated refresh token")
         self._access = access
         return access

@@ -11,7 +11,6 @@ import base64
 import time
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 from paddock.proxy import tokens
 from paddock.proxy.config import Credential, ProxyConfig
@@ -28,17 +27,9 @@ class Runtime:
         self.secrets = SecretFiles()
         self._vaults: VaultCredentials | None = None
 
-    def _header_secret(self, path: Path) -> str:
-        # It goes into a header: anything but visible ASCII (a newline inside, say) would let
-        # the file add headers of its own.
-        value = self.secrets.get(path)
-        if not all(0x21 <= byte <= 0x7E for byte in value):
-            raise SecretUnavailable(f"{path}: not a single token of visible ASCII")
-        return value.decode("ascii")
-
     def api_key(self) -> str:
         """The Claude API key. Raises `SecretUnavailable`."""
-        return self._header_secret(self.config.api_key_file)
+        return self.secrets.header_value(self.config.api_key_file)
 
     def _token_key(self) -> bytes:
         key = self.secrets.get(self.config.token_key_file)
@@ -82,7 +73,7 @@ class Runtime:
 
     def authorization(self, credential: Credential) -> str:
         """The ``Authorization`` value that carries ``credential``. Raises `SecretUnavailable`."""
-        token = self._header_secret(credential.secret_file)
+        token = self.secrets.header_value(credential.secret_file)
         if credential.scheme == "bearer":
             return f"Bearer {token}"
         return "Basic " + base64.b64encode(f"x-access-token:{token}".encode()).decode()
@@ -91,7 +82,9 @@ class Runtime:
         """Why the proxy cannot serve right now (unreadable secrets); empty when ready."""
         problems = []
         checks: list[Callable[[], object]] = [self.api_key, self._token_key]
-        checks += [partial(self._header_secret, c.secret_file) for c in self.config.credentials]
+        checks += [
+            partial(self.secrets.header_value, c.secret_file) for c in self.config.credentials
+        ]
         for check in checks:
             try:
                 check()

@@ -12,13 +12,11 @@ has no Kubernetes access, so this is where a failed refresh shows, besides the s
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 
 import aiohttp
 
+from paddock.proxy.audit import write_line
 from paddock.proxy.config import McpOAuthCredential, ProxyConfig, StaticBearerCredential
 from paddock.proxy.files import SecretFiles, SecretUnavailable
 from paddock.proxy.oauth import CredentialError, CredentialFailure, OAuthToken
@@ -31,16 +29,15 @@ __all__ = ["VAULT_IDS_HEADER", "CredentialError", "CredentialFailure", "VaultCre
 def _audit(
     credential: StaticBearerCredential | McpOAuthCredential, result: str, reason: str
 ) -> None:
-    line = {
-        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "event": "vault_credential",
-        "vault_id": credential.vault_id,
-        "credential_id": credential.credential_id,
-        "result": result,
-        "reason": reason,
-    }
-    sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
+    write_line(
+        {
+            "event": "vault_credential",
+            "vault_id": credential.vault_id,
+            "credential_id": credential.credential_id,
+            "result": result,
+            "reason": reason,
+        }
+    )
 
 
 class VaultCredentials:
@@ -100,20 +97,13 @@ class VaultCredentials:
             return None
         if isinstance(credential, StaticBearerCredential):
             try:
-                value = self.files.get(credential.token_file).strip()
+                return f"Bearer {self.files.header_value(credential.token_file)}"
             except SecretUnavailable as exc:
                 _audit(credential, "failed", CredentialFailure.SECRET_UNAVAILABLE)
                 raise CredentialError(
                     CredentialFailure.SECRET_UNAVAILABLE,
                     f"credential {credential.credential_id}: {exc}",
                 ) from None
-            if not value or not all(0x21 <= byte <= 0x7E for byte in value):
-                _audit(credential, "failed", CredentialFailure.SECRET_UNAVAILABLE)
-                raise CredentialError(
-                    CredentialFailure.SECRET_UNAVAILABLE,
-                    f"credential {credential.credential_id}: {credential.token_file} is not a token",
-                )
-            return f"Bearer {value.decode('ascii')}"
         return await self._oauth_call(credential, None)
 
     async def unauthorized(self, url: str, vault_ids: Sequence[str], sent: str) -> str:
