@@ -7,7 +7,8 @@
 -- ARGV[3]     idempotency key ('' = none)
 -- ARGV[4]     snapshot changes, JSON: {status?, stop_reason? (JSON text), usage? (four
 --             token counts to add: input, output, cache read, cache creation), input? (1-based
---             position in the batch of its last user.* event)}
+--             position in the batch of its last user.* event), outcome? (a
+--             user.define_outcome is in the batch)}
 -- ARGV[5]     stream ids reserved for the first events of the batch (comma-separated, ''
 --             = none; see EventLog.reserve): used only if they all still come after the
 --             stream's last entry, else every event gets a new id ('*') as usual
@@ -87,6 +88,9 @@ if change.status then
 end
 if change.stop_reason then
   redis.call('HSET', KEYS[2], 'stop_reason', change.stop_reason)
+end
+if change.outcome then
+  redis.call('HSET', KEYS[2], 'has_outcome', '1')
 end
 if change.usage then
   local fields = {'input_tokens', 'output_tokens', 'cache_read_input_tokens',

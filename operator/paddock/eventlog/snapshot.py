@@ -16,6 +16,7 @@ from paddock.eventlog.events import (
     SpanModelRequestEndEvent,
     SpanOutcomeEvaluationEndEvent,
     StopReason,
+    UserDefineOutcomeEvent,
 )
 from paddock.eventlog.ids import event_id, session_tag
 from paddock.eventlog.storage import entry_time, from_millis
@@ -72,11 +73,15 @@ class SessionSnapshot(BaseModel):
     """The worker holding the session's lease, if any."""
     pending_input: bool
     """True if a ``user.*`` event arrived after the input a worker last finished handling."""
+    has_outcome: bool = False
+    """True once a ``user.define_outcome`` is in the log: only then is there anything to
+    fold into `outcome_evaluations`."""
 
 
 def changes(events: Sequence[AnyEvent]) -> str:
     """What appending ``events`` changes in the snapshot, as the JSON ``append.lua`` takes:
-    only the keys that change (status, stop_reason, usage to add, last input position)."""
+    only the keys that change (status, stop_reason, usage to add, last input position,
+    whether an outcome was defined)."""
     change: dict[str, object] = {}
     usage = [0, 0, 0, 0]
     for position, event in enumerate(events, 1):
@@ -84,6 +89,8 @@ def changes(events: Sequence[AnyEvent]) -> str:
             change["input"] = position
         if event.type in _STATUS_OF:
             change["status"] = _STATUS_OF[event.type]
+        if isinstance(event, UserDefineOutcomeEvent):
+            change["outcome"] = True
         if isinstance(event, SessionStatusIdleEvent):
             change["stop_reason"] = event.stop_reason.model_dump_json()
         elif isinstance(event, SpanModelRequestEndEvent | SpanOutcomeEvaluationEndEvent):
@@ -132,4 +139,5 @@ def from_meta(
         lease_holder=lease.partition(":")[2] if lease else None,
         pending_input=last_input is not None
         and (handled is None or _stream_position(last_input) > _stream_position(handled)),
+        has_outcome=meta.get("has_outcome") == "1",
     )

@@ -149,7 +149,9 @@ class _Resolver:
         environment_id = await self.environment_id(_environment_name(obj, agent))
         shown = await self.at_version(agent, obj) if agent is not None else None
         outcomes: list[views.OutcomeEvaluation] = []
-        if snapshot is not None and self.log is not None:
+        # Only a log that ever had an outcome is scanned (the snapshot knows): a list of
+        # sessions costs no log reads for the others.
+        if snapshot is not None and snapshot.has_outcome and self.log is not None:
             with contextlib.suppress(RedisError, SessionNotFound):
                 outcomes = await session_outcomes(self.log, snapshot.session_id)
         return session_view(

@@ -197,6 +197,10 @@ class ModelStep:
         if policy is not None and policy.kind == "custom":
             return AgentCustomToolUseEvent(name=name, input=tool_input)
         ask = policy is not None and policy.permission == "ask"
+        permission: dict[str, Any] = {
+            "evaluated_permission": "ask" if ask else "allow",
+            "evaluation": Evaluation(type="always_ask" if ask else "always_allow"),
+        }
         if policy is not None and policy.kind == "mcp":
             assert policy.mcp_server is not None
             assert policy.mcp_tool is not None
@@ -204,15 +208,9 @@ class ModelStep:
                 mcp_server_name=policy.mcp_server,
                 name=policy.mcp_tool,
                 input=tool_input,
-                evaluated_permission="ask" if ask else "allow",
-                evaluation=Evaluation(type="always_ask" if ask else "always_allow"),
+                **permission,
             )
-        return AgentToolUseEvent(
-            name=name,
-            input=tool_input,
-            evaluated_permission="ask" if ask else "allow",
-            evaluation=Evaluation(type="always_ask" if ask else "always_allow"),
-        )
+        return AgentToolUseEvent(name=name, input=tool_input, **permission)
 
     # --- compaction ------------------------------------------------------------------
 
