@@ -91,6 +91,11 @@ class RenderSettings:
     """apt's sources for Environment packages (`sources.list` one-line entries, one a line),
     for example a mirror; None: the image's own sources."""
 
+    @property
+    def package_mirrors(self) -> tuple[str | None, ...]:
+        """Where Environment packages come from: part of a pool's template hash."""
+        return (self.pip_index_url, self.npm_registry, self.apt_sources)
+
 
 Owner = Agent | Environment | Vault
 
@@ -718,6 +723,7 @@ def sandbox_pod(
     ``install``, the server installs the Environment's packages before it listens, through
     the package proxy (its token by the downward API too)."""
     spec = environment.spec
+    installing = install if install is not None and installs_packages(environment) else None
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -765,31 +771,22 @@ def sandbox_pod(
         "volumes": [
             {"name": "workspace", "emptyDir": {}},
             {"name": "session", "emptyDir": {}},
-            {
-                "name": "token",
-                "downwardAPI": {
-                    "items": [
-                        {
-                            "path": "token",
-                            "fieldRef": {"fieldPath": f"metadata.annotations['{L.SANDBOX_TOKEN}']"},
-                        }
-                    ]
-                },
-            },
+            _annotation_file("token", L.SANDBOX_TOKEN),
         ],
     }
-    if install is not None and spec.packages is not None and installs_packages(environment):
+    if installing is not None:
+        assert spec.packages is not None  # installs_packages
         plan = PackagePlan(
             dir=Path(PACKAGES_DIR),
             apt=spec.packages.apt,
             pip=spec.packages.pip,
             npm=spec.packages.npm,
-            proxy_url=install.proxy_address,
+            proxy_url=installing.proxy_address,
             proxy_user=name,
             token_file=Path(PACKAGE_TOKEN_DIR) / "token",
-            pip_index_url=install.pip_index_url,
-            npm_registry=install.npm_registry,
-            apt_sources=install.apt_sources,
+            pip_index_url=installing.pip_index_url,
+            npm_registry=installing.npm_registry,
+            apt_sources=installing.apt_sources,
         )
         container = pod_spec["containers"][0]
         container["env"] = [
@@ -801,17 +798,7 @@ def sandbox_pod(
         ]
         pod_spec["volumes"] += [
             {"name": "packages", "emptyDir": {}},
-            {
-                "name": "package-token",
-                "downwardAPI": {
-                    "items": [
-                        {
-                            "path": "token",
-                            "fieldRef": {"fieldPath": f"metadata.annotations['{L.PACKAGE_TOKEN}']"},
-                        }
-                    ]
-                },
-            },
+            _annotation_file("package-token", L.PACKAGE_TOKEN),
         ]
     if spec.runtime_class_name:
         pod_spec["runtimeClassName"] = spec.runtime_class_name
@@ -828,17 +815,31 @@ def sandbox_pod(
             **sandbox_labels(environment),
             L.SANDBOX_STATE: "warm",
             L.TEMPLATE_HASH: sandbox_template_hash(
-                environment,
-                install.mirrors if install is not None and installs_packages(environment) else None,
+                environment, installing.mirrors if installing is not None else None
             ),
         },
     )
     meta["annotations"] = {L.SANDBOX_TOKEN: token}
-    if "env" in pod_spec["containers"][0]:
+    if installing is not None:
         # The claim removes both: a claimed sandbox no longer reaches the package proxy.
         meta["labels"][L.PACKAGES] = "install"
-        meta["annotations"][L.PACKAGE_TOKEN] = install.token if install else ""
+        meta["annotations"][L.PACKAGE_TOKEN] = installing.token
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
+
+
+def _annotation_file(volume: str, annotation: str) -> dict[str, Any]:
+    """A downward-API volume holding the pod's ``annotation`` as the file `token`."""
+    return {
+        "name": volume,
+        "downwardAPI": {
+            "items": [
+                {
+                    "path": "token",
+                    "fieldRef": {"fieldPath": f"metadata.annotations['{annotation}']"},
+                }
+            ]
+        },
+    }
 
 
 def sandbox_network_policy(environment: Environment) -> dict[str, Any]:

@@ -262,13 +262,8 @@ class Sandboxes:
         replica that holds the leader lease, reading pods from the informer."""
         model = self._effective(original)
         namespace, name = render.namespace_of(model), render.name_of(model)
-        settings = self.rt.settings.render
         installing = self._package_proxy is not None and render.installs_packages(model)
-        mirrors = (
-            (settings.pip_index_url, settings.npm_registry, settings.apt_sources)
-            if installing
-            else None
-        )
+        mirrors = self.rt.settings.render.package_mirrors if installing else None
         current = render.sandbox_template_hash(model, mirrors)
         bound = sum(1 for p in self.pool_pods(namespace, name, "bound") if not pod_dead(p))
         warm, claiming = [], []

@@ -21,6 +21,7 @@ from paddock.models import (
     list_cost_cents,
 )
 from paddock.operator.observed import Deployment, Pod
+from paddock.operator.render import installs_packages
 
 
 class ConditionBody(TypedDict):
@@ -331,8 +332,7 @@ def packages_condition(
 ) -> tuple[bool, PackagesReason, str] | None:
     """(ok, reason, message) of an Environment's `PackagesReady` condition; None without
     packages. ``install_failed``: the last failed install's message while installs fail."""
-    packages = environment.spec.packages
-    if packages is None or not (packages.apt or packages.pip or packages.npm):
+    if not installs_packages(environment):
         return None
     if not proxy_configured:
         return (

@@ -6,6 +6,7 @@ checked again every `RECHECK_S` (there is no Secret informer: Secrets are the te
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from paddock.models import API_VERSION, ConditionType, Vault, VaultReason, secret_refs
 from paddock.operator import render
@@ -21,9 +22,12 @@ async def missing_keys(rt: Runtime, vault: Vault) -> list[str]:
     """The referenced Secret keys that do not exist, described for a user (names only)."""
     namespace = render.namespace_of(vault)
     missing = []
+    secrets: dict[str, dict[str, Any] | None] = {}  # each Secret read once
     for credential in [c for c in vault.spec.credentials if not c.archived_at]:
         for what, ref in secret_refs(credential).items():
-            secret = await rt.kube.find("v1", "Secret", namespace, ref.name)
+            if ref.name not in secrets:
+                secrets[ref.name] = await rt.kube.find("v1", "Secret", namespace, ref.name)
+            secret = secrets[ref.name]
             if secret is None:
                 missing.append(f'"{ref.name}" ({credential.id} {what})')
             elif ref.key not in (secret.get("data") or {}):
