@@ -10,7 +10,6 @@ the installer's last words, which the operator reports in the Environment's stat
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import tempfile
@@ -20,6 +19,8 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from paddock.sandbox.procs import run_in_group
 
 PLAN_ENV = "PADDOCK_SANDBOX_PACKAGES"
 INSTALL_FAILED_EXIT = 3
@@ -96,15 +97,20 @@ def plan_from_env(env: dict[str, str] | os._Environ[str]) -> PackagePlan | None:
     return PackagePlan.model_validate_json(text) if text else None
 
 
+def _proxy_with_token(plan: PackagePlan, token: str) -> str | None:
+    """The package proxy's URL with the install's credentials, if there is a proxy."""
+    if not plan.proxy_url:
+        return None
+    return f"http://{plan.proxy_user}:{token}@{plan.proxy_url.removeprefix('http://')}"
+
+
 def _installer_env(plan: PackagePlan, home: Path, token: str) -> dict[str, str]:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "LANG": "C.UTF-8",
     }
-    if plan.proxy_url:
-        host = plan.proxy_url.removeprefix("http://")
-        url = f"http://{plan.proxy_user}:{token}@{host}"
+    if (url := _proxy_with_token(plan, token)) is not None:
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
             env[name] = url
     return env
@@ -130,9 +136,7 @@ def _apt_config(plan: PackagePlan, state: Path, token: str) -> Path:
         (state / "sources.list").write_text(plan.apt_sources.rstrip("\n") + "\n")
         options["Dir::Etc::SourceList"] = str(state / "sources.list")
         options["Dir::Etc::SourceParts"] = str(state / "parts")
-    if plan.proxy_url:
-        host = plan.proxy_url.removeprefix("http://")
-        url = f"http://{plan.proxy_user}:{token}@{host}"
+    if (url := _proxy_with_token(plan, token)) is not None:
         options["Acquire::http::Proxy"] = options["Acquire::https::Proxy"] = url
     config = state / "apt.conf"
     config.write_text("".join(f'{key} "{value}";\n' for key, value in options.items()))
@@ -178,31 +182,25 @@ def _npm_command(plan: PackagePlan) -> list[str]:
 
 
 async def _run(argv: list[str], env: dict[str, str], deadline: float, token: str) -> None:
+    """Run one installer step with the sandbox's process runner (its whole process group is
+    killed at the deadline, its output bounded); `InstallFailed` with the output's tail."""
     try:
-        process = await asyncio.create_subprocess_exec(
-            *argv,
+        outcome = await run_in_group(
+            argv,
+            cwd=Path(env["HOME"]),
             env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            time_limit=max(deadline - time.monotonic(), 0.1),
+            output_limit=4 * _TAIL,
         )
     except OSError as exc:
         raise InstallFailed(f"{argv[0]}: {exc.strerror or exc}") from None
-    try:
-        output, _ = await asyncio.wait_for(
-            process.communicate(), timeout=max(deadline - time.monotonic(), 0.1)
-        )
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise InstallFailed(
-            f"{argv[2] if argv[0] == sys.executable else argv[0]} timed out"
-        ) from None
-    if process.returncode:
-        text = output.decode(errors="replace")
+    if outcome.timed_out:
+        raise InstallFailed(f"{argv[2] if argv[0] == sys.executable else argv[0]} timed out")
+    if outcome.returncode:
+        text = outcome.output
         if token:
             text = text.replace(token, "***")  # pip may echo the proxy URL
-        raise InstallFailed(text.strip()[-_TAIL:] or f"exit status {process.returncode}")
+        raise InstallFailed(text.strip()[-_TAIL:] or f"exit status {outcome.returncode}")
 
 
 async def install(plan: PackagePlan) -> float:
