@@ -25,7 +25,8 @@ VAULT_ID_PATTERN = r"^vlt_[0-9A-Za-z]{1,56}$"
 CredentialId = Annotated[str, Field(pattern=CREDENTIAL_ID_PATTERN, max_length=61)]
 VaultId = Annotated[str, Field(pattern=VAULT_ID_PATTERN, max_length=60)]
 CredentialType = Literal["static_bearer", "mcp_oauth"]
-# Where a token goes: an http(s) URL without userinfo or fragment (the proxy compares URLs).
+# Where a token goes (an MCP server, a token endpoint): an http(s) URL without userinfo or
+# fragment (the proxy compares URLs).
 ServerUrl = Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^https?://[^\s@#]+$")]
 Metadata = Annotated[dict[str, Annotated[str, Field(max_length=512)]], Field(max_length=16)]
 
@@ -55,7 +56,7 @@ class TokenEndpointAuth(Model):
 class OAuthRefresh(Model):
     """The `refresh_token` grant the proxy uses before the access token expires."""
 
-    token_endpoint: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s@#]+$")]
+    token_endpoint: ServerUrl
     """The authorization server's token endpoint: the only URL the proxy refreshes at."""
     client_id: Annotated[str, Field(min_length=1, max_length=512)]
     """The OAuth client id."""
