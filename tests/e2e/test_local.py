@@ -351,6 +351,47 @@ def _condition(stack: LocalStack, environment: str, kind: str) -> dict[str, Any]
     return {}
 
 
+def _with_packages(packages: dict[str, list[str]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """examples/hello-agent.yaml with ``packages`` in its Environment, one warm sandbox."""
+    documents = list(yaml.safe_load_all((EXAMPLES / "hello-agent.yaml").read_text()))
+    environment = next(d for d in documents if d["kind"] == "Environment")
+    environment["spec"]["packages"] = packages
+    environment["spec"]["warmPool"] = {"size": 1}
+    return documents, environment
+
+
+def _wait_installed(stack: LocalStack, what: str) -> None:
+    _wait(
+        stack,
+        what,
+        lambda: (
+            _condition(stack, "python", "PackagesReady").get("status") == "True"
+            and _ready_pods(stack, "sandbox")
+        ),
+        timeout=180,
+    )
+
+
+def _run_to_end(stack: LocalStack, name: str, command: str) -> tuple[dict[str, Any], str]:
+    """A session that runs ``command``, to its end_turn: the Session and its tool result."""
+    stack.apply(_session(name, f"Run: {command}"))
+
+    def finished() -> bool:
+        status = stack.get(PADDOCK, "Session", "default", name).get("status") or {}
+        return status.get("stopReason") == "end_turn"
+
+    _wait(stack, "the session's end_turn", finished)
+    session = stack.get(PADDOCK, "Session", "default", name)
+    client = anthropic.Anthropic(base_url=stack.gateway_url, api_key=stack.api_key)
+    session_id = session["metadata"]["labels"]["paddock.dev/session-id"]
+    results = [
+        e.to_dict()
+        for e in client.beta.sessions.events.list(session_id)
+        if e.type == "agent.tool_result"
+    ]
+    return session, str(results[0]["content"])
+
+
 def test_an_environments_pip_package_is_in_its_warm_sandboxes_and_the_claim_stays_warm() -> None:
     """The Environment's pip package comes from a real index on the host's loopback, through
     the package proxy (the development-only address exception lets it reach loopback), into
@@ -363,20 +404,9 @@ def test_an_environments_pip_package_is_in_its_warm_sandboxes_and_the_claim_stay
             bridge="paddock-e2e3", pod_cidr="10.247.0.0/16", pip_index_url=index.url,
             package_exceptions=(f"{index.host}:{index.port}",),
         ) as stack:  # fmt: skip
-            documents = list(yaml.safe_load_all((EXAMPLES / "hello-agent.yaml").read_text()))
-            environment = next(d for d in documents if d["kind"] == "Environment")
-            environment["spec"]["packages"] = {"pip": ["paddock-demo-pkg==1.0"]}
-            environment["spec"]["warmPool"] = {"size": 1}
+            documents, environment = _with_packages({"pip": ["paddock-demo-pkg==1.0"]})
             stack.apply(*documents)
-            _wait(
-                stack,
-                "a warm sandbox with its packages",
-                lambda: (
-                    _condition(stack, "python", "PackagesReady").get("status") == "True"
-                    and _ready_pods(stack, "sandbox")
-                ),
-                timeout=180,
-            )
+            _wait_installed(stack, "a warm sandbox with its packages")
             assert _condition(stack, "python", "PackagesReady")["reason"] == "Installed"
             warm = {p["metadata"]["name"] for p in _ready_pods(stack, "sandbox")}
             assert any(path.startswith("/files/paddock_demo_pkg-1.0") for path in index.requests), (
@@ -386,14 +416,7 @@ def test_an_environments_pip_package_is_in_its_warm_sandboxes_and_the_claim_stay
             )
 
             command = "python3 -c 'import paddock_demo_pkg as p; print(p.MESSAGE)'"
-            stack.apply(_session("imports", f"Run: {command}"))
-
-            def finished() -> bool:
-                status = stack.get(PADDOCK, "Session", "default", "imports").get("status") or {}
-                return status.get("stopReason") == "end_turn"
-
-            _wait(stack, "the session's end_turn", finished)
-            session = stack.get(PADDOCK, "Session", "default", "imports")
+            session, result = _run_to_end(stack, "imports", command)
             sandbox = session["status"]["sandbox"]
             # Warm: a pod that was ready before the session existed; none started for it.
             assert sandbox["claim"] == "warm", sandbox
@@ -401,14 +424,7 @@ def test_an_environments_pip_package_is_in_its_warm_sandboxes_and_the_claim_stay
             claimed = stack.get("v1", "Pod", "default", sandbox["podName"])
             assert "paddock.dev/packages" not in claimed["metadata"]["labels"]
             assert "paddock.dev/package-token" not in claimed["metadata"]["annotations"]
-            client = anthropic.Anthropic(base_url=stack.gateway_url, api_key=stack.api_key)
-            session_id = session["metadata"]["labels"]["paddock.dev/session-id"]
-            results = [
-                e.to_dict()
-                for e in client.beta.sessions.events.list(session_id)
-                if e.type == "agent.tool_result"
-            ]
-            assert "installed from the local index" in str(results[0]["content"]), results
+            assert "installed from the local index" in result, result
             assert stack.package_proxy is not None
             audited = [e for e in stack.package_proxy.audit() if e.get("host") == index.host]
             assert audited, stack.package_proxy.logs()
@@ -458,38 +474,13 @@ def test_an_environments_apt_package_and_its_dependency_run_in_a_claimed_warm_sa
             bridge="paddock-e2e4", pod_cidr="10.248.0.0/16", apt_sources=repo.sources_line,
             package_exceptions=(f"{repo.host}:{repo.port}",),
         ) as stack:  # fmt: skip
-            documents = list(yaml.safe_load_all((EXAMPLES / "hello-agent.yaml").read_text()))
-            environment = next(d for d in documents if d["kind"] == "Environment")
-            environment["spec"]["packages"] = {"apt": ["paddock-demo-apt"]}
-            environment["spec"]["warmPool"] = {"size": 1}
+            documents, _ = _with_packages({"apt": ["paddock-demo-apt"]})
             stack.apply(*documents)
-            _wait(
-                stack,
-                "a warm sandbox with its apt packages",
-                lambda: (
-                    _condition(stack, "python", "PackagesReady").get("status") == "True"
-                    and _ready_pods(stack, "sandbox")
-                ),
-                timeout=180,
-            )
+            _wait_installed(stack, "a warm sandbox with its apt packages")
             debs = {p.rsplit("/", 1)[-1] for p in repo.requests if p.endswith(".deb")}
             assert debs == {"paddock-demo-apt_1.0_all.deb", "paddock-demo-data_1.0_all.deb"}
             command = "paddock-demo-apt && cat $(dirname $(which paddock-demo-apt))/../share/paddock-demo/message"
-            stack.apply(_session("apt", f"Run: {command}"))
-
-            def finished() -> bool:
-                status = stack.get(PADDOCK, "Session", "default", "apt").get("status") or {}
-                return status.get("stopReason") == "end_turn"
-
-            _wait(stack, "the session's end_turn", finished)
-            session = stack.get(PADDOCK, "Session", "default", "apt")
+            session, result = _run_to_end(stack, "apt", command)
             assert session["status"]["sandbox"]["claim"] == "warm", session["status"]
-            client = anthropic.Anthropic(base_url=stack.gateway_url, api_key=stack.api_key)
-            session_id = session["metadata"]["labels"]["paddock.dev/session-id"]
-            results = [
-                e.to_dict()
-                for e in client.beta.sessions.events.list(session_id)
-                if e.type == "agent.tool_result"
-            ]
-            assert "run from the local repository" in str(results[0]["content"]), results
-            assert "a dependency" in str(results[0]["content"]), results
+            assert "run from the local repository" in result, result
+            assert "a dependency" in result, result
