@@ -21,7 +21,7 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-from tests.gateway.stack import Stack
+from tests.gateway.stack import Stack, turn
 
 from paddock.gateway.convert.meta import ENVIRONMENT_ID_LABEL
 from paddock.sandbox.binding import COMMITTER_DOMAIN, COMMITTER_NAME
@@ -137,21 +137,6 @@ def _start(stack: Stack, agent_id: str, proxy: ProxyProcess, script: Script) -> 
     )
 
 
-async def _turn(client: anthropic.AsyncAnthropic, session_id: str, text: str) -> list[Any]:
-    """Send ``text``; the events up to the session's next idle."""
-    seen: list[Any] = []
-    async with await client.beta.sessions.events.stream(session_id) as stream:
-        await client.beta.sessions.events.send(
-            session_id,
-            events=[{"type": "user.message", "content": [{"type": "text", "text": text}]}],
-        )
-        async for event in stream:
-            seen.append(event)
-            if event.type == "session.status_idle":
-                return seen
-    raise AssertionError(f"stream ended after {[e.type for e in seen]}")
-
-
 def _results(events: list[Any]) -> list[str]:
     """The text of each tool result, asserting none is an error."""
     results = [e for e in events if e.type == "agent.tool_result"]
@@ -235,7 +220,7 @@ async def test_the_agent_clones_commits_and_pushes_and_the_proxy_adds_the_token(
         ],  # type: ignore[list-item]
     )
     before = len(git_host.requests)
-    readme, pushed, inspected = _results(await _turn(client, session.id, "Push a change."))
+    readme, pushed, inspected = _results(await turn(client, session.id, "Push a change."))
     audit = proxy.audit()
 
     # Cloned at bind through the proxy; the remote is the repository's own URL.
@@ -286,7 +271,7 @@ async def test_a_repository_added_to_a_running_session_is_cloned_through_the_pro
     _allow(proxy, environment)
     _start(stack, agent_id, proxy, script)
     session = await client.beta.sessions.create(agent=agent_id, environment_id=environment_id)
-    (listing,) = _results(await _turn(client, session.id, "First"))
+    (listing,) = _results(await turn(client, session.id, "First"))
     assert "tools" not in listing  # the sandbox is bound, without the repository
 
     async with stack.http() as http:
@@ -302,7 +287,7 @@ async def test_a_repository_added_to_a_running_session_is_cloned_through_the_pro
     assert added.status_code == 200, added.text
     assert added.json()["mount_path"] == str(mount)
     before = len(git_host.requests)
-    (cloned,) = _results(await _turn(client, session.id, "Second"))
+    (cloned,) = _results(await turn(client, session.id, "Second"))
     audit = proxy.audit()
 
     # Cloned before the next tool call, through the proxy, which added the token.

@@ -249,3 +249,21 @@ class Stack:
             await client.aclose()
         if self._own_files_dir and self.files_dir is not None:
             shutil.rmtree(self.files_dir, ignore_errors=True)
+
+
+async def turn(
+    client: anthropic.AsyncAnthropic, session_id: str, text: str, **stream_options: Any
+) -> list[Any]:
+    """Send ``text`` as a `user.message`; the events streamed (with ``stream_options``, such
+    as `event_deltas`) up to the session's next idle."""
+    seen: list[Any] = []
+    async with await client.beta.sessions.events.stream(session_id, **stream_options) as stream:
+        await client.beta.sessions.events.send(
+            session_id,
+            events=[{"type": "user.message", "content": [{"type": "text", "text": text}]}],
+        )
+        async for event in stream:
+            seen.append(event)
+            if event.type == "session.status_idle":
+                return seen
+    raise AssertionError(f"stream ended after {[e.type for e in seen]}")

@@ -10,7 +10,7 @@ import pytest
 
 from paddock.testing.fakemodel import Reply, Text, Thinking, turns
 
-from .stack import Stack
+from .stack import Stack, turn
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,25 +26,11 @@ async def _session(stack: Stack, script: Any) -> tuple[Any, str]:
     return client, session.id
 
 
-async def _turn(client: Any, session: str, text: str, **options: Any) -> list[Any]:
-    """Everything the stream shows for one turn, up to `session.status_idle`."""
-    seen: list[Any] = []
-    async with await client.beta.sessions.events.stream(session, **options) as stream:
-        await client.beta.sessions.events.send(
-            session, events=[{"type": "user.message", "content": [{"type": "text", "text": text}]}]
-        )
-        async for event in stream:
-            seen.append(event)
-            if event.type == "session.status_idle":
-                return seen
-    raise AssertionError(f"stream ended after {[e.type for e in seen]}")
-
-
 async def test_message_deltas_concatenate_to_the_message(stack: Stack) -> None:
     client, session = await _session(
         stack, turns(Reply([Text(LONG)], chunk_delay=0.002), Reply([Text("Second.")]))
     )
-    seen = await _turn(client, session, "Go", event_deltas=["agent.message"])
+    seen = await turn(client, session, "Go", event_deltas=["agent.message"])
     types = [event.type for event in seen]
     (start,) = [event for event in seen if event.type == "event_start"]
     (message,) = [event for event in seen if event.type == "agent.message"]
@@ -71,7 +57,7 @@ async def test_message_deltas_concatenate_to_the_message(stack: Stack) -> None:
     assert not {"event_start", "event_delta"} & set(listed)
 
     # A stream that did not ask gets none.
-    plain = await _turn(client, session, "Again")
+    plain = await turn(client, session, "Again")
     assert [e.content[0].text for e in plain if e.type == "agent.message"] == ["Second."]
     assert not {"event_start", "event_delta"} & {event.type for event in plain}
 
@@ -80,7 +66,7 @@ async def test_thinking_previews_start_only(stack: Stack) -> None:
     client, session = await _session(
         stack, turns(Reply([Thinking("Let me think about it."), Text("Done thinking.")]))
     )
-    seen = await _turn(client, session, "Think", event_deltas=["agent.thinking"])
+    seen = await turn(client, session, "Think", event_deltas=["agent.thinking"])
     (start,) = [event for event in seen if event.type == "event_start"]
     (thinking,) = [event for event in seen if event.type == "agent.thinking"]
     assert start.event.type == "agent.thinking"
@@ -94,7 +80,7 @@ async def test_thinking_previews_start_only(stack: Stack) -> None:
 
 async def test_both_types_preview_each_event_with_its_id(stack: Stack) -> None:
     client, session = await _session(stack, turns(Reply([Thinking("Hmm."), Text("Answer.")])))
-    seen = await _turn(client, session, "Both", event_deltas=["agent.message", "agent.thinking"])
+    seen = await turn(client, session, "Both", event_deltas=["agent.message", "agent.thinking"])
     starts = {event.event.type: event.event.id for event in seen if event.type == "event_start"}
     durable = {event.type: event.id for event in seen if event.type.startswith("agent.")}
     assert starts == durable
@@ -104,7 +90,7 @@ async def test_both_types_preview_each_event_with_its_id(stack: Stack) -> None:
 
 async def test_last_event_id_resume_replays_no_previews(stack: Stack) -> None:
     client, session = await _session(stack, turns(Reply([Text(LONG)])))
-    seen = await _turn(client, session, "Go", event_deltas=["agent.message"])
+    seen = await turn(client, session, "Go", event_deltas=["agent.message"])
     first = next(event for event in seen if event.type == "span.model_request_start")
     async with stack.http() as http:
         # The replayed part ends at idle; close once it is read.

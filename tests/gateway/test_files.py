@@ -18,7 +18,7 @@ from paddock.testing.fakemodel import Reply, Text, ToolUse, turns
 from paddock.testing.ports import wait_until_async
 from paddock.testing.sandbox import RunningSandbox
 
-from .stack import Stack
+from .stack import Stack, turn
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,21 +35,6 @@ async def _agent_and_environment(client: anthropic.AsyncAnthropic) -> tuple[str,
         tools=TOOLSET,  # type: ignore[list-item]
     )
     return agent.id, environment.id
-
-
-async def _turn(client: anthropic.AsyncAnthropic, session_id: str, text: str) -> list[Any]:
-    """Send ``text`` and return the events up to the session's next idle."""
-    seen: list[Any] = []
-    async with await client.beta.sessions.events.stream(session_id) as stream:
-        await client.beta.sessions.events.send(
-            session_id,
-            events=[{"type": "user.message", "content": [{"type": "text", "text": text}]}],
-        )
-        async for event in stream:
-            seen.append(event)
-            if event.type == "session.status_idle":
-                return seen
-    raise AssertionError(f"stream ended after {[e.type for e in seen]}")
 
 
 async def test_upload_list_retrieve_download_delete(stack: Stack) -> None:
@@ -207,7 +192,7 @@ async def test_a_mounted_file_is_read_and_an_output_downloaded(
     (resource,) = session.resources
     assert resource.type == "file"
     assert (resource.file_id, resource.mount_path) == (uploaded.id, mount)
-    events = await _turn(client, session.id, "Read the notes, then write a report")
+    events = await turn(client, session.id, "Read the notes, then write a report")
     assert events[-1].stop_reason.type == "end_turn"
 
     # The model saw the file's content as the read call's result.
@@ -247,7 +232,7 @@ async def test_session_resources_on_a_running_session(stack: Stack, tmp_path: Pa
     )
     session = await client.beta.sessions.create(agent=agent_id, environment_id=environment_id)
     assert session.resources == []
-    await _turn(client, session.id, "First")
+    await turn(client, session.id, "First")
     assert (await client.beta.sessions.resources.list(session.id)).data == []
 
     uploaded = await client.beta.files.upload(file=("added.txt", b"added while running\n"))
@@ -266,7 +251,7 @@ async def test_session_resources_on_a_running_session(stack: Stack, tmp_path: Pa
         await client.beta.sessions.resources.add(session.id, type="file", file_id="file_nope")
 
     # The file added to the running session is in the sandbox for the next tool call.
-    await _turn(client, session.id, "Second")
+    await turn(client, session.id, "Second")
     assert "added while running" in model.requests[-1].tool_result_text()
 
     async with stack.http() as http:
