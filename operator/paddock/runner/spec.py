@@ -174,19 +174,8 @@ def volumes(
             data = secrets.get(source["secretName"])
             if data is None:
                 raise MissingSource(f"Secret {source['secretName']!r} not found")
-            owners = mounters.get(name, set())
-            uid = owners.pop() if len(owners) == 1 else 0
             files = _items(data, source.get("items"), 0o400)
-            result.append(
-                VolumeFiles(
-                    name,
-                    files,
-                    uid=uid,
-                    gid=uid,
-                    dir_mode=0o500,
-                    source=("Secret", source["secretName"]),
-                )
-            )
+            result.append(_secret_files(name, files, [source["secretName"]], mounters))
         elif "projected" in volume:
             # The operator's vault volume: keys of several Secrets in one directory tree,
             # owned and readable as a secret volume is.
@@ -200,18 +189,7 @@ def volumes(
                     raise MissingSource(f"Secret {ref['name']!r} not found")
                 files.update(_items(data, ref.get("items"), 0o400))
                 names.append(ref["name"])
-            owners = mounters.get(name, set())
-            uid = owners.pop() if len(owners) == 1 else 0
-            result.append(
-                VolumeFiles(
-                    name,
-                    files,
-                    uid=uid,
-                    gid=uid,
-                    dir_mode=0o500,
-                    source=("Secret", ",".join(names)),
-                )
-            )
+            result.append(_secret_files(name, files, names, mounters))
         elif "downwardAPI" in volume:
             files = {
                 item["path"]: (
@@ -226,6 +204,18 @@ def volumes(
                 f"volume {name!r}: only emptyDir, configMap, secret, projected and downwardAPI"
             )
     return result
+
+
+def _secret_files(
+    name: str, files: dict[str, Any], secrets: list[str], mounters: dict[str, set[int]]
+) -> VolumeFiles:
+    """A volume of Secret keys: owned by the one container user that mounts it (root if
+    several do), readable by that user alone."""
+    owners = mounters.get(name, set())
+    uid = owners.pop() if len(owners) == 1 else 0
+    return VolumeFiles(
+        name, files, uid=uid, gid=uid, dir_mode=0o500, source=("Secret", ",".join(secrets))
+    )
 
 
 def _items(
