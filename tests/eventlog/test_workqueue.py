@@ -122,6 +122,10 @@ async def test_a_stalled_worker_is_taken_over_and_fenced_out(
             True,
         )
         assert fresh.lease.token > stale.lease.token
+        # How long the entry went without a heartbeat: at least the TTL.
+        assert fresh.idle_s is not None
+        assert fresh.idle_s >= TTL_MS / 1000
+        assert stale.idle_s is None
         with pytest.raises(LeaseLost):
             await log.append(session, [answer("late")], fence=stale.lease)
         with pytest.raises(LeaseLost):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+from prometheus_client import REGISTRY
+
 from paddock.eventlog import (
     SandboxBinding,
     TextBlock,
@@ -12,13 +14,14 @@ from paddock.eventlog import (
     UserInterruptEvent,
     UserMessageEvent,
     UserToolConfirmationEvent,
+    WorkQueue,
     sandbox_requests,
 )
 from paddock.harness.modelstep import ModelStep
 from paddock.testing.fakemodel import Fail, ModelRequest, Reply, Text, ToolUse, turns
 from paddock.testing.ports import wait_until_async
 
-from .conftest import types
+from .conftest import AGENT, types
 
 
 async def test_multi_turn_tool_session_reaches_end_turn(make_harness, sandbox) -> None:
@@ -76,6 +79,27 @@ async def test_first_model_call_does_not_wait_for_a_sandbox(make_harness) -> Non
     assert time.monotonic() - began < 5
     assert events[-1]["stop_reason"] == {"type": "end_turn"}
     assert [e["content"][0]["text"] for e in events if e["type"] == "agent.message"] == ["Hello!"]
+
+
+async def test_a_session_whose_worker_died_is_taken_over_and_the_delay_measured(
+    make_harness,
+) -> None:
+    harness = make_harness(turns(Reply([Text("Taken over.")])), workers=0)
+    session = await harness.start_session("hi")
+    # A worker claims the session and dies at once: no heartbeat, no hand back.
+    dead = await WorkQueue(harness.log, AGENT, lease_ttl_ms=500).claim("dead-worker")
+    assert dead is not None
+    assert dead.session_id == session
+    count = REGISTRY.get_sample_value("paddock_harness_takeover_seconds_count") or 0
+    total = REGISTRY.get_sample_value("paddock_harness_takeover_seconds_sum") or 0
+    harness.start_worker(lease_ttl_ms=500)
+    events = await harness.wait_idle(session)
+    assert [e["content"][0]["text"] for e in events if e["type"] == "agent.message"] == [
+        "Taken over."
+    ]
+    assert REGISTRY.get_sample_value("paddock_harness_takeover_seconds_count") == count + 1
+    delay = REGISTRY.get_sample_value("paddock_harness_takeover_seconds_sum") - total
+    assert 0.5 <= delay < 10  # at least the lease TTL: the dead worker's last sign of life
 
 
 async def test_always_ask_waits_for_confirmation_then_runs_on_allow(make_harness, sandbox) -> None:

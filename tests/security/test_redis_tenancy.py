@@ -166,6 +166,7 @@ ACROSS_TENANTS: dict[str, Attack] = {
     "XGROUP CREATE on B's work queue": lambda r, v: r.xgroup_create(v.work.stream, "mine", "0"),
     "XAUTOCLAIM B's work": lambda r, v: r.xautoclaim(v.work.stream, "workers", "me", 0),
     "XCLAIM B's work": lambda r, v: r.xclaim(v.work.stream, "workers", "me", 0, ["0-1"]),
+    "XPENDING B's work": lambda r, v: r.xpending(v.work.stream, "workers"),
     "XACK B's work": lambda r, v: r.xack(v.work.stream, "workers", "0-1"),
     "XDEL B's work": lambda r, v: r.xdel(v.work.stream, "0-1"),
     "HDEL B's queued mark": lambda r, v: r.hdel(v.work.queued, v.session),

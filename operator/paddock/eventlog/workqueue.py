@@ -33,6 +33,8 @@ class Claim:
     lease: Lease
     reclaimed: bool
     """Taken over after ``lease_ttl_ms`` without a heartbeat: a worker may have died mid-turn."""
+    idle_s: float | None = None
+    """A reclaimed claim's time without a heartbeat before it was taken over."""
 
 
 class WorkQueue:
@@ -76,7 +78,7 @@ class WorkQueue:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + block_ms / 1000
         while True:
-            taken = await self._reclaim(consumer)
+            taken, idle_s = await self._reclaim(consumer)
             reclaimed = taken is not None
             if taken is None:
                 remaining_ms = int((deadline - loop.time()) * 1000)
@@ -92,7 +94,7 @@ class WorkQueue:
                 session_id, consumer, ttl_ms=self.lease_ttl_ms, only_with_input=True
             )
             if lease is not None:
-                return Claim(session_id, entry_id, lease, reclaimed)
+                return Claim(session_id, entry_id, lease, reclaimed, idle_s)
             if outcome != "held":
                 await self._settle(session_id, entry_id)
 
@@ -142,13 +144,17 @@ class WorkQueue:
         """Entries in the queue: sessions queued, being worked on, or waiting for a lease."""
         return int(await self.log.redis.xlen(self._keys.stream))
 
-    async def _reclaim(self, consumer: str) -> tuple[str, str] | None:
+    async def _reclaim(self, consumer: str) -> tuple[tuple[str, str] | None, float | None]:
+        """The (entry id, session id) taken over, and how long it had been idle."""
         reply = await self._with_group(
             lambda: self.log.scripts.reclaim(
                 keys=self._keys, args=[WORK_GROUP, consumer, self.lease_ttl_ms]
             )
         )
-        return (reply[0].decode(), reply[1].decode()) if reply else None
+        if not reply:
+            return None, None
+        idle_ms = int(reply[2])
+        return (reply[0].decode(), reply[1].decode()), idle_ms / 1000 if idle_ms >= 0 else None
 
     async def _next(self, consumer: str, block_ms: int) -> tuple[str, str] | None:
         reply = await self._with_group(

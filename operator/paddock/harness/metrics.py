@@ -32,4 +32,9 @@ MODEL_ERRORS = Counter(
 RESUMES = Counter(
     "paddock_harness_resumes_total", "Sessions taken over from a worker that stopped heartbeating."
 )
+TAKEOVER_SECONDS = Histogram(
+    "paddock_harness_takeover_seconds",
+    "Sessions taken over: from the previous worker's last heartbeat to the takeover.",
+    buckets=(0.5, 1, 1.5, 2, 3, 5, 10, 20, 30, 60, 120),
+)
 TURNS = Counter("paddock_harness_turns_total", "Turns ended, by stop reason.", ["stop_reason"])

@@ -122,6 +122,8 @@ class Worker:
         """Run one claimed session until it is idle and no input is left unhandled."""
         if claim.reclaimed:
             metrics.RESUMES.inc()
+            if claim.idle_s is not None:
+                metrics.TAKEOVER_SECONDS.observe(claim.idle_s)
         try:
             async with self.queue.heartbeat(claim) as beat:
                 settings = await self.state.settings(claim.session_id)
