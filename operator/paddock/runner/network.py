@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+from collections import deque
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,10 @@ class PodNetwork:
         self.network = ipaddress.ip_network(cidr)
         hosts = self.network.hosts()
         self.gateway = str(next(hosts))
-        self._free = [str(address) for address in hosts]
-        self._free.reverse()  # pop() hands out the lowest first
+        # First in, first out, as host-local IPAM hands addresses out: a freed address is
+        # reused last. Reused at once, it met other pods' stale neighbour entries for the old
+        # pod's MAC, and their first connections waited about 8 s for ARP to time out.
+        self._free = deque(str(address) for address in hosts)
 
     def up(self) -> None:
         """Create the bridge (or keep it) and clear what an earlier runner left behind."""
@@ -60,7 +63,7 @@ class PodNetwork:
         hosts file; returns (namespace, address)."""
         if not self._free:
             raise RuntimeError(f"the pod network {self.network} has no free address")
-        address = self._free.pop()
+        address = self._free.popleft()
         namespace = self.prefix + key
         host_side = "pd" + key[:12]
         try:
