@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from kopf.testing import KopfRunner
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from paddock.eventlog import SandboxBinding, SessionState
@@ -173,6 +174,7 @@ def test_a_harness_request_for_a_dead_sandbox_binds_another(
         session["status"]["sandbox"]["podName"],
     )
     fill_pool(cluster, namespace, 1)
+    replaced = REGISTRY.get_sample_value("paddock_operator_sandbox_replace_seconds_count") or 0
 
     async def report_dead() -> None:
         redis = Redis.from_url(redis_url)
@@ -192,6 +194,14 @@ def test_a_harness_request_for_a_dead_sandbox_binds_another(
         ),
     )
     assert isinstance(state_of(redis_url, namespace, session_id), SandboxBinding)
+    # The operator (in this process) measured the replacement.
+    cluster.wait(
+        "the replacement measured",
+        lambda: (
+            REGISTRY.get_sample_value("paddock_operator_sandbox_replace_seconds_count")
+            == replaced + 1
+        ),
+    )
 
 
 def test_sandbox_pods_the_apiserver_refuses_are_reported_and_retried_with_backoff(

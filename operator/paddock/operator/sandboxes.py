@@ -158,6 +158,9 @@ class Sandboxes:
         self._measured: set[str] = set()  # uids of pods whose package install was measured
         self.wanting: set[str] = set()
         """Sessions whose sandbox waits for their Environment's backoff to pass."""
+        self.replacing: dict[str, float] = {}
+        """Sessions whose bound sandbox a worker reported dead, with when (wall clock, the
+        report's stream id): the replacement is measured up to its binding."""
         self.schedule: Callable[[tuple[str, str, str], float], None] = lambda key, delay: None
         """Set by the `Controller`: handle ``key`` (kind, namespace, name) again after
         ``delay`` seconds."""
@@ -490,6 +493,9 @@ class Sandboxes:
         started = self._cold_started.pop(session_id, None)
         if started is not None:
             metrics.CLAIM_SECONDS.labels("cold").observe(time.monotonic() - started)
+        reported = self.replacing.pop(session_id, None)
+        if reported is not None:
+            metrics.SANDBOX_REPLACE_SECONDS.observe(max(0.0, time.time() - reported))
 
     async def release(self, namespace: str, session_id: str) -> None:
         """Forget the binding (so no worker uses it again), then delete the sandboxes."""
@@ -500,6 +506,7 @@ class Sandboxes:
                 if not pod["metadata"].get("deletionTimestamp"):
                     await self.kube.delete("v1", "Pod", namespace, pod["metadata"]["name"])
             self._cold_started.pop(session_id, None)
+            self.replacing.pop(session_id, None)
 
 
 def claim_patch(

@@ -367,7 +367,7 @@ class SandboxRequests:
             try:
                 while self.lease.held():
                     for tenant, entry_id, request in await self.reader.read(self.tenants()):
-                        await self.handle(tenant, request)
+                        await self.handle(tenant, request, entry_id)
                         await self.reader.done(tenant, entry_id)
             except (RedisError, ApiError, OSError):
                 log.exception("sandbox requests: retrying")
@@ -378,7 +378,7 @@ class SandboxRequests:
         agents = self.rt.informers.get("Agent")
         return {a["metadata"]["namespace"] for a in agents.values()} if agents else set()
 
-    async def handle(self, tenant: str, request: SandboxRequest) -> None:
+    async def handle(self, tenant: str, request: SandboxRequest, entry_id: bytes) -> None:
         session_id = request.session_id
         settings = await self.rt.state.tenant(tenant).settings(session_id)
         # The tenant's harness can write its own session state: what it names is believed
@@ -392,6 +392,8 @@ class SandboxRequests:
             return
         own_pods = {p["metadata"]["name"] for p in self.sandboxes.session_pods(tenant, session_id)}
         if request.reason == "dead" and request.dead_pod and request.dead_pod in own_pods:
+            # A stream id starts with the Redis server's time of the report, in ms.
+            self.sandboxes.replacing[session_id] = int(entry_id.split(b"-")[0]) / 1000
             await kube.delete("v1", "Pod", tenant, request.dead_pod)
             await events.post(
                 kube,
