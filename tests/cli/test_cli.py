@@ -296,16 +296,28 @@ async def test_usage_and_api_errors(stack: Stack) -> None:
     assert nothing.code == 1
 
 
+async def say(stack: Stack, session: str, text: str) -> None:
+    """Send ``text`` to the session as a `user.message`."""
+    await stack.client().beta.sessions.events.send(
+        session, events=[{"type": "user.message", "content": [{"type": "text", "text": text}]}]
+    )
+
+
 async def test_logs_show_outcome_verdicts(stack: Stack) -> None:
     from tests.gateway.test_outcomes import RUBRIC
     from tests.gateway.test_outcomes import script as outcome_script
 
     agent = await agent_with_worker(stack, outcome_script)
     client = stack.client()
-    session = await client.beta.sessions.create(
-        agent=agent["id"],
-        environment_id=agent["environment"],
-        initial_events=[
+    session = (
+        await client.beta.sessions.create(agent=agent["id"], environment_id=agent["environment"])
+    ).id
+    follower = await Console.start(stack, "logs", session, "-f")
+    await say(stack, session, "Hi")
+    await follower.showing("— idle: end_turn")  # its stream is open
+    await client.beta.sessions.events.send(
+        session,
+        events=[
             {
                 "type": "user.define_outcome",
                 "description": "Tell me the answer.",
@@ -313,14 +325,19 @@ async def test_logs_show_outcome_verdicts(stack: Stack) -> None:
             }
         ],
     )
-    logs = await logs_showing(stack, session.id, "— idle: end_turn")
-    lines = logs.out.splitlines()
-    assert "◎ outcome: Tell me the answer. (graded, up to 3 evaluations)" in lines
-    verdicts = [line for line in lines if line.startswith("◎ evaluation")]
-    assert verdicts == [
-        "◎ evaluation 1: needs_revision — The rubric asks for 42.",
-        "◎ evaluation 2: satisfied — It names 42.",
-    ]
+    await follower.showing("— idle: end_turn", times=2)
+    await EventLog(stack.redis, stack.a.namespace).send(session, [SessionStatusTerminatedEvent()])
+    assert await follower.end() == 7
+    logs = await paddock(stack, "logs", session)
+    # Live and from the history alike: the outcome, each evaluation's start and verdict.
+    for out in (follower.text, logs.out):
+        assert [line for line in out.splitlines() if line.startswith("◎")] == [
+            "◎ outcome: Tell me the answer. (graded, up to 3 evaluations)",
+            "◎ grading (evaluation 1)",
+            "◎ evaluation 1: needs_revision — The rubric asks for 42.",
+            "◎ grading (evaluation 2)",
+            "◎ evaluation 2: satisfied — It names 42.",
+        ], out
 
 
 FIRST, TYPING, REST = "The first line.\n", "Still typing the", " second line."
@@ -350,14 +367,10 @@ async def test_logs_follow_types_messages_as_the_model_streams(stack: Stack) -> 
     typed = await Console.start(stack, "logs", session, "-f", tty=True)
     try:
         # A first turn, seen live by both: their streams are open.
-        await client.beta.sessions.events.send(
-            session, events=[{"type": "user.message", "content": [{"type": "text", "text": "Hi"}]}]
-        )
+        await say(stack, session, "Hi")
         for follower in (piped, typed):
             await follower.showing("— idle: end_turn")
-        await client.beta.sessions.events.send(
-            session, events=[{"type": "user.message", "content": [{"type": "text", "text": "Go"}]}]
-        )
+        await say(stack, session, "Go")
         # Held mid-message: the stored message does not exist yet.
         assert "The first line.\n" in await piped.showing("The first line.\n")
         assert (FIRST + TYPING) in await typed.showing(FIRST + TYPING)
