@@ -4,10 +4,10 @@ worker, the scripted model and a real sandbox."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import pty
 import re
+import threading
 from typing import Any
 
 import pytest
@@ -75,8 +75,13 @@ async def agent_with_worker(stack: Stack, script: Any, **body: Any) -> dict[str,
             },
             headers={"Content-Type": "application/merge-patch+json"},
         ).raise_for_status()
-    stack.start_worker(agent.id, script)
-    return {"id": agent.id, "name": resource["metadata"]["name"], "environment": environment.id}
+    model = stack.start_worker(agent.id, script)
+    return {
+        "id": agent.id,
+        "name": resource["metadata"]["name"],
+        "environment": environment.id,
+        "model": model,
+    }
 
 
 def _env_name(stack: Stack, environment_id: str) -> str:
@@ -92,6 +97,83 @@ def session_of(result: Result) -> str:
     match = re.search(r"session (sesn_\w+)", result.out)
     assert match, result.out
     return match.group(1)
+
+
+class Console:
+    """The `paddock` console script running, its output collected as it comes: piped, or
+    with ``tty`` on a pseudo-terminal (stdin too, for `type`)."""
+
+    def __init__(
+        self, process: asyncio.subprocess.Process, read: Any, controller: int | None = None
+    ) -> None:
+        self.process = process
+        self.output = b""
+        self.controller = controller
+        self._reader = asyncio.create_task(self._read(read))
+
+    @classmethod
+    async def start(cls, stack: Stack, *args: str, tty: bool = False) -> Console:
+        if not tty:
+            process = await asyncio.create_subprocess_exec(
+                str(PADDOCK),
+                *args,
+                env=cli_env(stack),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            assert process.stdout is not None
+            return cls(process, process.stdout.read)
+        controller, terminal = pty.openpty()
+        process = await asyncio.create_subprocess_exec(
+            str(PADDOCK),
+            *args,
+            env={**cli_env(stack), "TERM": "xterm"},
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+        )
+        os.close(terminal)
+        loop = asyncio.get_running_loop()
+
+        async def read(size: int) -> bytes:
+            try:
+                return await loop.run_in_executor(None, os.read, controller, size)
+            except OSError:  # the process ended: EIO on the controller
+                os.close(controller)
+                return b""
+
+        return cls(process, read, controller)
+
+    def type(self, text: str) -> None:
+        assert self.controller is not None, "a console on a terminal"
+        os.write(self.controller, text.encode())
+
+    async def _read(self, read: Any) -> None:
+        while chunk := await read(4096):
+            self.output += chunk
+
+    @property
+    def text(self) -> str:
+        """The output as the screen shows it: what an erased line held (the spinner) gone,
+        without colours and carriage returns."""
+        shown = ""
+        for index, part in enumerate(self.output.decode(errors="replace").split("\r\x1b[2K")):
+            if index:
+                shown = shown[: shown.rfind("\n") + 1]
+            shown += part
+        return re.sub(r"\x1b\[[0-9;]*[A-Za-z]|\r", "", shown)
+
+    async def showing(self, text: str, times: int = 1) -> str:
+        return await wait_until_async(
+            lambda: self.text if self.text.count(text) >= times else None,
+            timeout=30,
+            what=f"the output showing {text!r}",
+        )
+
+    async def end(self) -> int:
+        code = await asyncio.wait_for(self.process.wait(), 30)
+        await asyncio.wait_for(self._reader, 30)
+        return code
 
 
 async def test_run_streams_a_session_to_end_turn(stack: Stack, sandbox) -> None:
@@ -160,38 +242,11 @@ async def test_run_asks_on_a_terminal(stack: Stack, sandbox) -> None:
         lambda r: Reply([Text("Ran it.")]),
     )
     agent = await agent_with_worker(stack, script, tools=[ASK_BASH])
-    controller, terminal = pty.openpty()
-    process = await asyncio.create_subprocess_exec(
-        str(PADDOCK),
-        "run",
-        agent["id"],
-        "ask me",
-        env={**cli_env(stack), "TERM": "xterm"},
-        stdin=terminal,
-        stdout=terminal,
-        stderr=terminal,
-    )
-    os.close(terminal)
-    output = b""
-    loop = asyncio.get_running_loop()
-    answered = False
-    while process.returncode is None:
-        with contextlib.suppress(OSError):
-            chunk = await asyncio.wait_for(
-                loop.run_in_executor(None, os.read, controller, 4096), 30
-            )
-            output += chunk
-            if not chunk:
-                break
-        if not answered and b"[y/N]" in output:
-            os.write(controller, b"y\n")
-            answered = True
-        if b"end_turn" in output:
-            break
-    await asyncio.wait_for(process.wait(), 30)
-    os.close(controller)
-    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]|\r", "", output.decode(errors="replace"))
-    assert process.returncode == 0, text
+    console = await Console.start(stack, "run", agent["id"], "ask me", tty=True)
+    await console.showing("[y/N]")
+    console.type("y\n")
+    assert await console.end() == 0, console.text
+    text = console.text
     assert "Allow bash(echo yes > asked.txt)? [y/N]" in text
     assert "✓ allowed" in text
     assert "Ran it." in text
@@ -241,16 +296,28 @@ async def test_usage_and_api_errors(stack: Stack) -> None:
     assert nothing.code == 1
 
 
+async def say(stack: Stack, session: str, text: str) -> None:
+    """Send ``text`` to the session as a `user.message`."""
+    await stack.client().beta.sessions.events.send(
+        session, events=[{"type": "user.message", "content": [{"type": "text", "text": text}]}]
+    )
+
+
 async def test_logs_show_outcome_verdicts(stack: Stack) -> None:
     from tests.gateway.test_outcomes import RUBRIC
     from tests.gateway.test_outcomes import script as outcome_script
 
     agent = await agent_with_worker(stack, outcome_script)
     client = stack.client()
-    session = await client.beta.sessions.create(
-        agent=agent["id"],
-        environment_id=agent["environment"],
-        initial_events=[
+    session = (
+        await client.beta.sessions.create(agent=agent["id"], environment_id=agent["environment"])
+    ).id
+    follower = await Console.start(stack, "logs", session, "-f")
+    await say(stack, session, "Hi")
+    await follower.showing("— idle: end_turn")  # its stream is open
+    await client.beta.sessions.events.send(
+        session,
+        events=[
             {
                 "type": "user.define_outcome",
                 "description": "Tell me the answer.",
@@ -258,11 +325,73 @@ async def test_logs_show_outcome_verdicts(stack: Stack) -> None:
             }
         ],
     )
-    logs = await logs_showing(stack, session.id, "— idle: end_turn")
-    lines = logs.out.splitlines()
-    assert "◎ outcome: Tell me the answer. (graded, up to 3 evaluations)" in lines
-    verdicts = [line for line in lines if line.startswith("◎ evaluation")]
-    assert verdicts == [
-        "◎ evaluation 1: needs_revision — The rubric asks for 42.",
-        "◎ evaluation 2: satisfied — It names 42.",
+    await follower.showing("— idle: end_turn", times=2)
+    await EventLog(stack.redis, stack.a.namespace).send(session, [SessionStatusTerminatedEvent()])
+    assert await follower.end() == 7
+    logs = await paddock(stack, "logs", session)
+    # Live and from the history alike: the outcome, each evaluation's start and verdict.
+    for out in (follower.text, logs.out):
+        assert [line for line in out.splitlines() if line.startswith("◎")] == [
+            "◎ outcome: Tell me the answer. (graded, up to 3 evaluations)",
+            "◎ grading (evaluation 1)",
+            "◎ evaluation 1: needs_revision — The rubric asks for 42.",
+            "◎ grading (evaluation 2)",
+            "◎ evaluation 2: satisfied — It names 42.",
+        ], out
+
+
+FIRST, TYPING, REST = "The first line.\n", "Still typing the", " second line."
+
+
+async def test_logs_follow_types_messages_as_the_model_streams(stack: Stack) -> None:
+    """`logs -f` prints an agent.message from its previews while the model still streams
+    it (whole lines when piped, as typed on a terminal), and not again when it is stored."""
+    assert len(FIRST) == len(TYPING) == 16  # one chunk of the scripted model's stream each
+    agent = await agent_with_worker(
+        stack, turns(Reply([Text("Ready.")]), Reply([Text(FIRST + TYPING + REST)]))
+    )
+    gate = threading.Event()
+
+    def hold(delta: dict[str, Any]) -> None:
+        # Runs on the scripted model's own thread: holding it holds the model's stream
+        # before its last chunk, with the first two sent.
+        if delta.get("text") == REST:
+            gate.wait(30)
+
+    agent["model"].on_delta = hold
+    client = stack.client()
+    session = (
+        await client.beta.sessions.create(agent=agent["id"], environment_id=agent["environment"])
+    ).id
+    piped = await Console.start(stack, "logs", session, "-f")
+    typed = await Console.start(stack, "logs", session, "-f", tty=True)
+    try:
+        # A first turn, seen live by both: their streams are open.
+        await say(stack, session, "Hi")
+        for follower in (piped, typed):
+            await follower.showing("— idle: end_turn")
+        await say(stack, session, "Go")
+        # Held mid-message: the stored message does not exist yet.
+        assert "The first line.\n" in await piped.showing("The first line.\n")
+        assert (FIRST + TYPING) in await typed.showing(FIRST + TYPING)
+        stored = [e.type async for e in client.beta.sessions.events.list(session)]
+        assert stored.count("agent.message") == 1, stored  # only "Ready."
+        assert TYPING not in piped.text  # piped: half a line waits for the rest
+    finally:
+        gate.set()
+    for follower in (piped, typed):
+        await follower.showing("— idle: end_turn", times=2)
+    await EventLog(stack.redis, stack.a.namespace).send(session, [SessionStatusTerminatedEvent()])
+    assert await piped.end() == 7
+    assert await typed.end() == 7
+    for follower in (piped, typed):
+        lines = follower.text.splitlines()
+        # Each line once, as the stored message has it.
+        assert lines.count("The first line.") == 1, lines
+        assert lines.count(TYPING + REST) == 1, lines
+        assert lines.index(TYPING + REST) == lines.index("The first line.") + 1
+    assert piped.text.splitlines()[-3:] == [
+        TYPING + REST,
+        "— idle: end_turn",
+        "■ session terminated",
     ]

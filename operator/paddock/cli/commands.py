@@ -22,7 +22,15 @@ from anthropic.types.beta.sessions import (
     BetaManagedAgentsUserToolConfirmationEventParams as ToolConfirmation,
 )
 
-from paddock.cli.render import Renderer, document, listing, shorten, tool_call
+from paddock.cli.render import (
+    PREVIEWED,
+    Renderer,
+    document,
+    listing,
+    preview_of,
+    shorten,
+    tool_call,
+)
 from paddock.cli.terminal import Terminal
 
 EXIT_OK = 0
@@ -86,7 +94,9 @@ def run(client: Anthropic, term: Terminal, agent: str, task: str, environment: s
     renderer = Renderer(term)
     started = time.monotonic()
     # The stream is open before the task is sent: nothing is missed.
-    with client.beta.sessions.events.stream(session.id) as stream:
+    with client.beta.sessions.events.stream(
+        session.id, event_deltas=cast(Any, list(PREVIEWED))
+    ) as stream:
         client.beta.sessions.events.send(
             session.id,
             events=[{"type": "user.message", "content": [{"type": "text", "text": task}]}],
@@ -186,6 +196,8 @@ def logs(
     def show(event: dict[str, Any]) -> None:
         if not wanted or event["type"] in wanted:
             _show_logged(term, renderer, event, output)
+        else:
+            renderer.threads.learn(event)  # the tree holds also what is not shown
 
     if not follow:
         # The gateway filters; the filter above is for the stream, which it does not.
@@ -207,8 +219,11 @@ def logs(
         return None
 
     # Stream first, then history: an event appended in between is in one or both. Both are
-    # read whole (the end of the session is seen whatever --type shows).
-    with client.beta.sessions.events.stream(session) as stream:
+    # read whole (the end of the session is seen whatever --type shows). People see messages
+    # as they are typed; scripts (-o json|yaml) get the stored events only.
+    previewed = [kind for kind in PREVIEWED if not wanted or kind in wanted]
+    deltas = cast(Any, previewed) if previewed and output == "table" else anthropic.omit
+    with client.beta.sessions.events.stream(session, event_deltas=deltas) as stream:
         seen: set[str] = set()
         code = None
         for item in client.beta.sessions.events.list(session):
@@ -222,6 +237,12 @@ def logs(
             with _stalls_reported(client, term, session):
                 for live in stream:
                     event = live.to_dict(mode="json")
+                    previews = preview_of(event)
+                    if previews is not None:
+                        # Previews of an event the history has shown are not shown again.
+                        if previews not in seen:
+                            renderer.show(event)
+                        continue
                     if event["id"] in seen:
                         continue
                     show(event)

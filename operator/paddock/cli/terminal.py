@@ -1,4 +1,5 @@
-"""The terminal: colours, a spinner while the agent works, and y/n prompts.
+"""The terminal: colours, a spinner while the agent works, text typed as it arrives, and
+y/n prompts.
 
 Colours and the spinner appear only on a terminal (and colours not with `NO_COLOR`), so
 piped output is plain text; prompts only when both stdin and stdout are terminals.
@@ -18,8 +19,9 @@ _STYLES = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", 
 
 
 class Terminal:
-    """Line output with a spinner on the last line. Thread-safe: the spinner redraws from
-    its own thread while the main thread waits on the event stream."""
+    """Line output with a spinner on the last line, or a line being typed (`write`).
+    Thread-safe: the spinner redraws from its own thread while the main thread waits on the
+    event stream."""
 
     def __init__(self, out: TextIO = sys.stdout, stdin: TextIO = sys.stdin) -> None:
         self.out = out
@@ -30,6 +32,7 @@ class Terminal:
         self._lock = threading.Lock()
         self._label: str | None = None
         self._drawn = False
+        self._typing = False  # a line is written in part: no spinner over it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -44,9 +47,22 @@ class Terminal:
         return f"\x1b[{codes}m{text}\x1b[0m"
 
     def line(self, text: str = "") -> None:
+        """A whole line; a line being typed is ended first."""
         with self._lock:
             self._clear()
-            self.out.write(text + "\n")
+            self.out.write(("\n" if self._typing else "") + text + "\n")
+            self._typing = False
+            self.out.flush()
+
+    def write(self, text: str) -> None:
+        """Text as it arrives, on the current line; the spinner waits until it ends with a
+        newline."""
+        if not text:
+            return
+        with self._lock:
+            self._clear()
+            self.out.write(text)
+            self._typing = not text.endswith("\n")
             self.out.flush()
 
     def busy(self, label: str | None) -> None:
@@ -63,7 +79,8 @@ class Terminal:
         """A yes/no answer; no is the default."""
         self.busy(None)
         with self._lock:
-            self.out.write(question + " [y/N] ")
+            self.out.write(("\n" if self._typing else "") + question + " [y/N] ")
+            self._typing = False
             self.out.flush()
         answer = self._stdin.readline().strip().lower()
         return answer in ("y", "yes")
@@ -84,7 +101,7 @@ class Terminal:
             if self._stop.wait(0.1):
                 return
             with self._lock:
-                if self._label is None:
+                if self._label is None or self._typing:
                     continue
                 self._clear()
                 self.out.write(self.style(f"{frame} {self._label}", "cyan"))
