@@ -45,40 +45,42 @@ def _why_not() -> str | None:
 pytestmark = pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
-    # Its own bridge and addresses, so a `make demo` on the same machine does not collide.
-    with LocalStack(bridge="paddock-e2e", pod_cidr="10.245.0.0/16") as running:
-        yield running
-
-
 @dataclass
-class Packages:
-    stack: LocalStack
+class Repositories:
+    """A real pip index and a real Debian repository on the host's loopback, with the
+    packages the package tests install."""
+
     index: PackageIndex
-    repo: AptRepository
+    apt: AptRepository
 
 
 @pytest.fixture(scope="module")
-def packages() -> Iterator[Packages]:
-    """One stack for the package tests, with a real pip index and a real Debian repository
-    on the host's loopback (the operator's index and apt sources); each test works in a
-    namespace of its own (`_tenant`), so one's Environments and pods are not the other's."""
-    with PackageIndex() as index, AptRepository() as repo:
+def repositories() -> Iterator[Repositories]:
+    with PackageIndex() as index, AptRepository() as apt:
         index.add("paddock-demo-pkg", "1.0", 'MESSAGE = "installed from the local index"\n')
-        repo.add("paddock-demo-data", "1.0", {"usr/share/paddock-demo/message": "a dependency\n"})
-        repo.add(
+        apt.add("paddock-demo-data", "1.0", {"usr/share/paddock-demo/message": "a dependency\n"})
+        apt.add(
             "paddock-demo-apt",
             "1.0",
             {"usr/bin/paddock-demo-apt": "#!/bin/sh\necho 'run from the local repository'\n"},
             depends="paddock-demo-data",
         )
-        with LocalStack(
-            bridge="paddock-e2e3", pod_cidr="10.247.0.0/16", pip_index_url=index.url,
-            apt_sources=repo.sources_line,
-            package_exceptions=(f"{index.host}:{index.port}", f"{repo.host}:{repo.port}"),
-        ) as running:  # fmt: skip
-            yield Packages(running, index, repo)
+        yield Repositories(index, apt)
+
+
+@pytest.fixture(scope="module")
+def stack(repositories: Repositories) -> Iterator[LocalStack]:
+    """One stack for the module; the operator's index and apt sources are `repositories`
+    (only Environments with packages use them). Tests that leave Environments behind that
+    would disturb the others work in a namespace of their own (`_tenant`)."""
+    index, apt = repositories.index, repositories.apt
+    # Its own bridge and addresses, so a `make demo` on the same machine does not collide.
+    with LocalStack(
+        bridge="paddock-e2e", pod_cidr="10.245.0.0/16", pip_index_url=index.url,
+        apt_sources=apt.sources_line,
+        package_exceptions=(f"{index.host}:{index.port}", f"{apt.host}:{apt.port}"),
+    ) as running:  # fmt: skip
+        yield running
 
 
 def _tenant(stack: LocalStack, namespace: str) -> tuple[str, str]:
@@ -436,14 +438,14 @@ def _run_to_end(
 
 
 def test_an_environments_pip_package_is_in_its_warm_sandboxes_and_the_claim_stays_warm(
-    packages: Packages,
+    stack: LocalStack, repositories: Repositories
 ) -> None:
     """The Environment's pip package comes from a real index on the host's loopback, through
     the package proxy (the development-only address exception lets it reach loopback), into
     the warm pool's pods before they are ready. A session claims one of those pods, started
     before the session existed, and imports the package. A package no index has fails the
     install: the Environment says why and the pod is replaced."""
-    stack, index = packages.stack, packages.index
+    index = repositories.index
     tenant = namespace, _ = _tenant(stack, "pip")
     documents, environment = _with_packages({"pip": ["paddock-demo-pkg==1.0"]})
     stack.apply(*documents, namespace=namespace)
@@ -497,15 +499,17 @@ def test_an_environments_pip_package_is_in_its_warm_sandboxes_and_the_claim_stay
         return len(seen) >= 2
 
     _wait(stack, "the failed sandbox to be replaced", replaced, timeout=60)
+    # Its sandboxes would go on failing for the rest of the module's tests.
+    stack.delete(PADDOCK, "Environment", namespace, "broken")
 
 
 def test_an_environments_apt_package_and_its_dependency_run_in_a_claimed_warm_sandbox(
-    packages: Packages,
+    stack: LocalStack, repositories: Repositories
 ) -> None:
     """The Environment's apt package and its dependency come from a real Debian repository
     on the host's loopback (the operator's apt sources), through the package proxy, into the
     warm pod as the sandbox user; a session claims the pod and runs the package's command."""
-    stack, repo = packages.stack, packages.repo
+    repo = repositories.apt
     tenant = namespace, _ = _tenant(stack, "apt")
     documents, _ = _with_packages({"apt": ["paddock-demo-apt"]})
     stack.apply(*documents, namespace=namespace)
