@@ -173,9 +173,10 @@ def wait_for(
     timeout: float = 300,
     diagnose: Callable[[], str] | None = None,
 ) -> Any:
-    """`wait_until`, every 2 s; fails with `what` and `diagnose()`."""
+    """`wait_until`, every 0.5 s (a probe is a kubectl call or two: polling faster buys
+    nothing, slower adds a second a wait); fails with `what` and `diagnose()`."""
     try:
-        return wait_until(probe, timeout=timeout, what=what, interval=2)
+        return wait_until(probe, timeout=timeout, what=what, interval=0.5)
     except TimeoutError as exc:
         pytest.fail(f"{exc}" + (f"\n{diagnose()}" if diagnose else ""))
 

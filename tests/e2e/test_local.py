@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,47 @@ def _why_not() -> str | None:
 pytestmark = pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))
 
 
+@dataclass
+class Repositories:
+    """A real pip index and a real Debian repository on the host's loopback, with the
+    packages the package tests install."""
+
+    index: PackageIndex
+    apt: AptRepository
+
+
 @pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
+def repositories() -> Iterator[Repositories]:
+    with PackageIndex() as index, AptRepository() as apt:
+        index.add("paddock-demo-pkg", "1.0", 'MESSAGE = "installed from the local index"\n')
+        apt.add("paddock-demo-data", "1.0", {"usr/share/paddock-demo/message": "a dependency\n"})
+        apt.add(
+            "paddock-demo-apt",
+            "1.0",
+            {"usr/bin/paddock-demo-apt": "#!/bin/sh\necho 'run from the local repository'\n"},
+            depends="paddock-demo-data",
+        )
+        yield Repositories(index, apt)
+
+
+@pytest.fixture(scope="module")
+def stack(repositories: Repositories) -> Iterator[LocalStack]:
+    """One stack for the module; the operator's index and apt sources are `repositories`
+    (only Environments with packages use them). Tests that leave Environments behind that
+    would disturb the others work in a namespace of their own (`_tenant`)."""
+    index, apt = repositories.index, repositories.apt
     # Its own bridge and addresses, so a `make demo` on the same machine does not collide.
-    with LocalStack(bridge="paddock-e2e", pod_cidr="10.245.0.0/16") as running:
+    with LocalStack(
+        bridge="paddock-e2e", pod_cidr="10.245.0.0/16", pip_index_url=index.url,
+        apt_sources=apt.sources_line,
+        package_exceptions=(f"{index.host}:{index.port}", f"{apt.host}:{apt.port}"),
+    ) as running:  # fmt: skip
         yield running
+
+
+def _tenant(stack: LocalStack, namespace: str) -> tuple[str, str]:
+    """A namespace of its own on a shared stack, and the gateway API key granting it."""
+    return namespace, stack.bootstrap(namespace)
 
 
 def _wait(stack: LocalStack, what: str, check: Any, timeout: float = 120) -> None:
@@ -58,10 +95,10 @@ def _wait(stack: LocalStack, what: str, check: Any, timeout: float = 120) -> Non
         raise AssertionError(f"{exc}\n{stack.logs()}") from None
 
 
-def _pods(stack: LocalStack, **labels: str) -> list[dict[str, Any]]:
+def _pods(stack: LocalStack, namespace: str = "default", **labels: str) -> list[dict[str, Any]]:
     return [
         p
-        for p in stack.get("v1", "Pod", "default")
+        for p in stack.get("v1", "Pod", namespace)
         if labels.items() <= (p["metadata"].get("labels") or {}).items()
     ]
 
@@ -245,10 +282,12 @@ def test_a_sandbox_cannot_reach_another_pods_files(stack: LocalStack) -> None:
     assert not [home for home in seen["homes"] if str(stack.dir) in home], seen
 
 
-def _ready_pods(stack: LocalStack, component: str) -> list[dict[str, Any]]:
+def _ready_pods(
+    stack: LocalStack, component: str, namespace: str = "default"
+) -> list[dict[str, Any]]:
     return [
         p
-        for p in _pods(stack, **{"paddock.dev/component": component})
+        for p in _pods(stack, namespace, **{"paddock.dev/component": component})
         if any(
             c["type"] == "Ready" and c["status"] == "True"
             for c in (p.get("status") or {}).get("conditions", [])
@@ -343,8 +382,10 @@ def test_a_files_api_file_is_mounted_in_the_sandbox_pod_and_an_output_downloaded
     assert client.beta.files.download(copy.id).read() == b"the answer is 42\n"
 
 
-def _condition(stack: LocalStack, environment: str, kind: str) -> dict[str, Any]:
-    found = stack.get(PADDOCK, "Environment", "default", environment) or {}
+def _condition(
+    stack: LocalStack, environment: str, kind: str, namespace: str = "default"
+) -> dict[str, Any]:
+    found = stack.get(PADDOCK, "Environment", namespace, environment) or {}
     for condition in (found.get("status") or {}).get("conditions") or []:
         if condition["type"] == kind:
             return dict(condition)
@@ -360,29 +401,33 @@ def _with_packages(packages: dict[str, list[str]]) -> tuple[list[dict[str, Any]]
     return documents, environment
 
 
-def _wait_installed(stack: LocalStack, what: str) -> None:
+def _wait_installed(stack: LocalStack, what: str, namespace: str) -> None:
     _wait(
         stack,
         what,
         lambda: (
-            _condition(stack, "python", "PackagesReady").get("status") == "True"
-            and _ready_pods(stack, "sandbox")
+            _condition(stack, "python", "PackagesReady", namespace).get("status") == "True"
+            and _ready_pods(stack, "sandbox", namespace)
         ),
         timeout=180,
     )
 
 
-def _run_to_end(stack: LocalStack, name: str, command: str) -> tuple[dict[str, Any], str]:
-    """A session that runs ``command``, to its end_turn: the Session and its tool result."""
-    stack.apply(_session(name, f"Run: {command}"))
+def _run_to_end(
+    stack: LocalStack, tenant: tuple[str, str], name: str, command: str
+) -> tuple[dict[str, Any], str]:
+    """A session that runs ``command`` in ``tenant`` (namespace, its gateway key), to its
+    end_turn: the Session and its tool result."""
+    namespace, api_key = tenant
+    stack.apply(_session(name, f"Run: {command}"), namespace=namespace)
 
     def finished() -> bool:
-        status = stack.get(PADDOCK, "Session", "default", name).get("status") or {}
+        status = stack.get(PADDOCK, "Session", namespace, name).get("status") or {}
         return status.get("stopReason") == "end_turn"
 
     _wait(stack, "the session's end_turn", finished)
-    session = stack.get(PADDOCK, "Session", "default", name)
-    client = anthropic.Anthropic(base_url=stack.gateway_url, api_key=stack.api_key)
+    session = stack.get(PADDOCK, "Session", namespace, name)
+    client = anthropic.Anthropic(base_url=stack.gateway_url, api_key=api_key)
     session_id = session["metadata"]["labels"]["paddock.dev/session-id"]
     results = [
         e.to_dict()
@@ -392,95 +437,89 @@ def _run_to_end(stack: LocalStack, name: str, command: str) -> tuple[dict[str, A
     return session, str(results[0]["content"])
 
 
-def test_an_environments_pip_package_is_in_its_warm_sandboxes_and_the_claim_stays_warm() -> None:
+def test_an_environments_pip_package_is_in_its_warm_sandboxes_and_the_claim_stays_warm(
+    stack: LocalStack, repositories: Repositories
+) -> None:
     """The Environment's pip package comes from a real index on the host's loopback, through
     the package proxy (the development-only address exception lets it reach loopback), into
     the warm pool's pods before they are ready. A session claims one of those pods, started
     before the session existed, and imports the package. A package no index has fails the
     install: the Environment says why and the pod is replaced."""
-    with PackageIndex() as index:
-        index.add("paddock-demo-pkg", "1.0", 'MESSAGE = "installed from the local index"\n')
-        with LocalStack(
-            bridge="paddock-e2e3", pod_cidr="10.247.0.0/16", pip_index_url=index.url,
-            package_exceptions=(f"{index.host}:{index.port}",),
-        ) as stack:  # fmt: skip
-            documents, environment = _with_packages({"pip": ["paddock-demo-pkg==1.0"]})
-            stack.apply(*documents)
-            _wait_installed(stack, "a warm sandbox with its packages")
-            assert _condition(stack, "python", "PackagesReady")["reason"] == "Installed"
-            warm = {p["metadata"]["name"] for p in _ready_pods(stack, "sandbox")}
-            assert any(path.startswith("/files/paddock_demo_pkg-1.0") for path in index.requests), (
-                index.requests,
-                _ready_pods(stack, "sandbox"),
-                stack.logs(),
-            )
+    index = repositories.index
+    tenant = namespace, _ = _tenant(stack, "pip")
+    documents, environment = _with_packages({"pip": ["paddock-demo-pkg==1.0"]})
+    stack.apply(*documents, namespace=namespace)
+    _wait_installed(stack, "a warm sandbox with its packages", namespace)
+    assert _condition(stack, "python", "PackagesReady", namespace)["reason"] == "Installed"
+    warm = {p["metadata"]["name"] for p in _ready_pods(stack, "sandbox", namespace)}
+    assert any(path.startswith("/files/paddock_demo_pkg-1.0") for path in index.requests), (
+        index.requests,
+        _ready_pods(stack, "sandbox", namespace),
+        stack.logs(),
+    )
 
-            command = "python3 -c 'import paddock_demo_pkg as p; print(p.MESSAGE)'"
-            session, result = _run_to_end(stack, "imports", command)
-            sandbox = session["status"]["sandbox"]
-            # Warm: a pod that was ready before the session existed; none started for it.
-            assert sandbox["claim"] == "warm", sandbox
-            assert sandbox["podName"] in warm, (sandbox, warm)
-            claimed = stack.get("v1", "Pod", "default", sandbox["podName"])
-            assert "paddock.dev/packages" not in claimed["metadata"]["labels"]
-            assert "paddock.dev/package-token" not in claimed["metadata"]["annotations"]
-            assert "installed from the local index" in result, result
-            assert stack.package_proxy is not None
-            audited = [e for e in stack.package_proxy.audit() if e.get("host") == index.host]
-            assert audited, stack.package_proxy.logs()
+    command = "python3 -c 'import paddock_demo_pkg as p; print(p.MESSAGE)'"
+    session, result = _run_to_end(stack, tenant, "imports", command)
+    sandbox = session["status"]["sandbox"]
+    # Warm: a pod that was ready before the session existed; none started for it.
+    assert sandbox["claim"] == "warm", sandbox
+    assert sandbox["podName"] in warm, (sandbox, warm)
+    claimed = stack.get("v1", "Pod", namespace, sandbox["podName"])
+    assert "paddock.dev/packages" not in claimed["metadata"]["labels"]
+    assert "paddock.dev/package-token" not in claimed["metadata"]["annotations"]
+    assert "installed from the local index" in result, result
+    assert stack.package_proxy is not None
+    audited = [e for e in stack.package_proxy.audit() if e.get("host") == index.host]
+    assert audited, stack.package_proxy.logs()
 
-            # A package the index does not have: the install fails, the status says so, and
-            # the pod is replaced (after the backoff).
-            broken = {**environment, "metadata": {"name": "broken"}}
-            broken["spec"] = {**environment["spec"], "packages": {"pip": ["no-such-package"]}}
-            stack.apply(broken)
-            _wait(
-                stack,
-                "the failed install in the Environment's status",
-                lambda: (
-                    _condition(stack, "broken", "PackagesReady").get("reason") == "InstallFailed"
-                ),
-                timeout=180,
-            )
-            message = _condition(stack, "broken", "PackagesReady")["message"]
-            assert "No matching distribution found for no-such-package" in message, message
-            assert "pdk1." not in message
-            assert _condition(stack, "broken", "Ready")["reason"] == "SandboxFailing"
-            seen: set[str] = set()
+    # A package the index does not have: the install fails, the status says so, and
+    # the pod is replaced (after the backoff).
+    broken = {**environment, "metadata": {"name": "broken", "namespace": namespace}}
+    broken["spec"] = {**environment["spec"], "packages": {"pip": ["no-such-package"]}}
+    stack.apply(broken)
+    _wait(
+        stack,
+        "the failed install in the Environment's status",
+        lambda: (
+            _condition(stack, "broken", "PackagesReady", namespace).get("reason") == "InstallFailed"
+        ),
+        timeout=180,
+    )
+    message = _condition(stack, "broken", "PackagesReady", namespace)["message"]
+    assert "No matching distribution found for no-such-package" in message, message
+    assert "pdk1." not in message
+    assert _condition(stack, "broken", "Ready", namespace)["reason"] == "SandboxFailing"
+    seen: set[str] = set()
 
-            def replaced() -> bool:
-                seen.update(
-                    p["metadata"]["name"]
-                    for p in _pods(stack, **{"paddock.dev/environment": "broken"})
-                )
-                return len(seen) >= 2
+    def replaced() -> bool:
+        seen.update(
+            p["metadata"]["name"]
+            for p in _pods(stack, namespace, **{"paddock.dev/environment": "broken"})
+        )
+        return len(seen) >= 2
 
-            _wait(stack, "the failed sandbox to be replaced", replaced, timeout=60)
+    _wait(stack, "the failed sandbox to be replaced", replaced, timeout=60)
+    # Its sandboxes would go on failing for the rest of the module's tests.
+    stack.delete(PADDOCK, "Environment", namespace, "broken")
 
 
-def test_an_environments_apt_package_and_its_dependency_run_in_a_claimed_warm_sandbox() -> None:
+def test_an_environments_apt_package_and_its_dependency_run_in_a_claimed_warm_sandbox(
+    stack: LocalStack, repositories: Repositories
+) -> None:
     """The Environment's apt package and its dependency come from a real Debian repository
     on the host's loopback (the operator's apt sources), through the package proxy, into the
     warm pod as the sandbox user; a session claims the pod and runs the package's command."""
-    with AptRepository() as repo:
-        repo.add("paddock-demo-data", "1.0", {"usr/share/paddock-demo/message": "a dependency\n"})
-        repo.add(
-            "paddock-demo-apt",
-            "1.0",
-            {"usr/bin/paddock-demo-apt": "#!/bin/sh\necho 'run from the local repository'\n"},
-            depends="paddock-demo-data",
-        )
-        with LocalStack(
-            bridge="paddock-e2e4", pod_cidr="10.248.0.0/16", apt_sources=repo.sources_line,
-            package_exceptions=(f"{repo.host}:{repo.port}",),
-        ) as stack:  # fmt: skip
-            documents, _ = _with_packages({"apt": ["paddock-demo-apt"]})
-            stack.apply(*documents)
-            _wait_installed(stack, "a warm sandbox with its apt packages")
-            debs = {p.rsplit("/", 1)[-1] for p in repo.requests if p.endswith(".deb")}
-            assert debs == {"paddock-demo-apt_1.0_all.deb", "paddock-demo-data_1.0_all.deb"}
-            command = "paddock-demo-apt && cat $(dirname $(which paddock-demo-apt))/../share/paddock-demo/message"
-            session, result = _run_to_end(stack, "apt", command)
-            assert session["status"]["sandbox"]["claim"] == "warm", session["status"]
-            assert "run from the local repository" in result, result
-            assert "a dependency" in result, result
+    repo = repositories.apt
+    tenant = namespace, _ = _tenant(stack, "apt")
+    documents, _ = _with_packages({"apt": ["paddock-demo-apt"]})
+    stack.apply(*documents, namespace=namespace)
+    _wait_installed(stack, "a warm sandbox with its apt packages", namespace)
+    debs = {p.rsplit("/", 1)[-1] for p in repo.requests if p.endswith(".deb")}
+    assert debs == {"paddock-demo-apt_1.0_all.deb", "paddock-demo-data_1.0_all.deb"}
+    command = (
+        "paddock-demo-apt && cat $(dirname $(which paddock-demo-apt))/../share/paddock-demo/message"
+    )
+    session, result = _run_to_end(stack, tenant, "apt", command)
+    assert session["status"]["sandbox"]["claim"] == "warm", session["status"]
+    assert "run from the local repository" in result, result
+    assert "a dependency" in result, result

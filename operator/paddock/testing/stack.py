@@ -191,20 +191,25 @@ class LocalStack:
         self._exit.callback(proxy.stop)
         return proxy
 
-    def bootstrap(self, namespace: str) -> None:
-        """A tenant namespace with the Claude API key Secret, and a gateway API key for it."""
+    def bootstrap(self, namespace: str) -> str:
+        """A tenant namespace with the Claude API key Secret, and a gateway API key for it
+        (returned): `api_key` for `default`, a key of its own for another namespace, so that
+        tests sharing one stack each get a namespace (the gateway caches a key's namespace)."""
         key = self.anthropic_api_key or "sk-ant-demo-" + secrets.token_hex(8)
+        default = namespace == "default"
+        gateway_key = self.api_key if default else "pdk-" + secrets.token_urlsafe(24)
         self.apply(
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATEWAY_NAMESPACE}},
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
             _secret(namespace, "anthropic", {"api-key": key}),
             _secret(
                 GATEWAY_NAMESPACE,
-                API_KEY_SECRET,
-                {"api-key": self.api_key, "namespace": namespace},
+                API_KEY_SECRET if default else f"{API_KEY_SECRET}-{namespace}",
+                {"api-key": gateway_key, "namespace": namespace},
                 labels={"paddock.dev/api-key": "true"},
             ),
         )
+        return gateway_key
 
     def apply(self, *objects: dict[str, Any], namespace: str = "default") -> list[dict[str, Any]]:
         """Server-side apply, as `kubectl apply --server-side` does."""
