@@ -167,6 +167,9 @@ class KubeClient:
     """The longest wait for the next bytes of an answer (watches wait as long as they must)."""
     _requests: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
     _watches: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
+    known_revisions: set[tuple[str, str]] = field(default_factory=set, init=False, repr=False)
+    """(owner uid, name) of the ControllerRevisions this client created or found: a
+    revision never changes, so `revisions.record_revision` writes each once per process."""
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None, **options: Any) -> KubeClient:

@@ -64,19 +64,24 @@ def revisions_to_prune(
 
 async def record_revision(kube: KubeClient, body: dict[str, Any], owner: dict[str, Any]) -> None:
     """Create the revision ``body`` of ``owner`` unless it exists (a stale one, of an earlier
-    owner of the same name, is replaced)."""
+    owner of the same name, is replaced). Every new session pins its Agent's current
+    version: once this client knows the revision exists, it neither writes nor reads it
+    again (a create answered 409 is a write, and the check a read)."""
     meta = body["metadata"]
+    known = (owner["metadata"]["uid"], meta["name"])
+    if known in kube.known_revisions:
+        return
     try:
         await kube.create(body)
-        return
     except Conflict:
-        pass
-    found = await kube.find(API_VERSION, KIND, meta["namespace"], meta["name"])
-    if found is None or owned_by(found, owner):
-        return  # pruned meanwhile (it was not in use), or recorded by another writer
-    await kube.delete(API_VERSION, KIND, meta["namespace"], meta["name"])
-    with contextlib.suppress(Conflict):  # another writer replaced it: with the same content
-        await kube.create(body)
+        found = await kube.find(API_VERSION, KIND, meta["namespace"], meta["name"])
+        if found is None:
+            return  # pruned meanwhile (it was not in use)
+        if not owned_by(found, owner):
+            await kube.delete(API_VERSION, KIND, meta["namespace"], meta["name"])
+            with contextlib.suppress(Conflict):  # another writer replaced it: the same content
+                await kube.create(body)
+    kube.known_revisions.add(known)
 
 
 async def find_revision(
@@ -99,4 +104,6 @@ async def list_revisions(
 
 async def delete_revision(kube: KubeClient, owner: dict[str, Any], revision: int) -> None:
     meta = owner["metadata"]
-    await kube.delete(API_VERSION, KIND, meta["namespace"], revision_name(meta["name"], revision))
+    name = revision_name(meta["name"], revision)
+    kube.known_revisions.discard((meta["uid"], name))
+    await kube.delete(API_VERSION, KIND, meta["namespace"], name)

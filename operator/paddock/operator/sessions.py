@@ -11,7 +11,6 @@ the rest are the steps it and the sandbox handlers take."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
@@ -165,11 +164,9 @@ async def accept(rt: Runtime, sandboxes: Sandboxes, session: Session) -> str:
         )
         await _apply_status(rt, session, ready, SESSION_MANAGER)
     else:
-        # The sandbox as soon as can be: a worker may already be waiting for it.
-        await asyncio.gather(
-            provide_sandbox(rt, sandboxes, session, sid, environment),
-            _apply_status(rt, session, ready, SESSION_MANAGER),
-        )
+        # The sandbox first, as soon as can be (a worker may already be waiting for its
+        # binding, in Redis); then one status write says both the acceptance and the binding.
+        await provide_sandbox(rt, sandboxes, session, sid, environment, accepted=ready)
     return sid
 
 
@@ -189,18 +186,33 @@ async def _pin(rt: Runtime, session: Session, sid: str, agent: dict[str, Any]) -
 
 
 async def provide_sandbox(
-    rt: Runtime, sandboxes: Sandboxes, session: Session, sid: str, environment: Environment
+    rt: Runtime,
+    sandboxes: Sandboxes,
+    session: Session,
+    sid: str,
+    environment: Environment,
+    *,
+    accepted: dict[str, Any] | None = None,
 ) -> None:
+    """Bind a sandbox and say so in the status (with ``accepted``, the acceptance's status,
+    in the same write)."""
     async with sandboxes.one_change(sid):
         how = await sandboxes.provide(session, sid, environment)
-        await report_binding(rt, session, sid, waiting=how == "waiting")
+        await report_binding(rt, session, sid, waiting=how == "waiting", accepted=accepted)
 
 
 async def report_binding(
-    rt: Runtime, session: SessionLike, sid: str, *, waiting: bool = False
+    rt: Runtime,
+    session: SessionLike,
+    sid: str,
+    *,
+    waiting: bool = False,
+    accepted: dict[str, Any] | None = None,
 ) -> None:
     """The sandbox part of the status, from the binding in Redis; ``waiting``: the
-    Environment's sandboxes fail to start and this one waits for the backoff."""
+    Environment's sandboxes fail to start and this one waits for the backoff. With
+    ``accepted`` (the status `accept` writes), one write says both, as the accepting
+    manager: every status write of a new Session costs the apiserver a write."""
     binding = await rt.state.tenant(session.metadata.namespace or "").sandbox(sid)
     status: dict[str, Any]
     if binding is None:
@@ -232,7 +244,15 @@ async def report_binding(
                 )
             ],
         }
-    await _apply_status(rt, session, status, SANDBOX_MANAGER)
+    if accepted is None:
+        await _apply_status(rt, session, status, SANDBOX_MANAGER)
+        return
+    both = {
+        **accepted,
+        **status,
+        "conditions": [*accepted["conditions"], *status["conditions"]],
+    }
+    await _apply_status(rt, session, both, SESSION_MANAGER)
 
 
 def says_already(session: SessionLike, status: dict[str, Any]) -> bool:

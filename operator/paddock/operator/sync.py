@@ -241,11 +241,21 @@ class StatusSync:
 
     async def sync_once(self) -> None:
         ids = list(self.tracked)
-        snapshots: dict[str, Any] = {}
+        # A batch at a time, read and written: 10,000 snapshots (and their statuses) held at
+        # once, every second, would set the process's peak memory, which it keeps.
         for start in range(0, len(ids), 1000):
             batch = ids[start : start + 1000]
-            tenants = {i: self.tracked[i].agent.partition("/")[0] for i in batch}
-            snapshots.update(await self.rt.log.snapshots(batch, tenants=tenants))
+            tenants = {
+                i: self.tracked[i].agent.partition("/")[0] for i in batch if i in self.tracked
+            }
+            await self._sync_batch(await self.rt.log.snapshots(list(tenants), tenants=tenants))
+        counts: dict[str, int] = {}
+        for tracked in self.tracked.values():
+            counts[tracked.phase or "Pending"] = counts.get(tracked.phase or "Pending", 0) + 1
+        for phase in ("Pending", "Running", "Idle", "Rescheduling", "Terminated"):
+            metrics.SESSIONS.labels(phase).set(counts.get(phase, 0))
+
+    async def _sync_batch(self, snapshots: Mapping[str, Any]) -> None:
         now = time.time()
         work = []
         for session_id, snapshot in snapshots.items():
@@ -276,11 +286,6 @@ class StatusSync:
             elif not resting:
                 tracked.sandbox_reclaimed = False
         await asyncio.gather(*work)
-        counts: dict[str, int] = {}
-        for tracked in self.tracked.values():
-            counts[tracked.phase or "Pending"] = counts.get(tracked.phase or "Pending", 0) + 1
-        for phase in ("Pending", "Running", "Idle", "Rescheduling", "Terminated"):
-            metrics.SESSIONS.labels(phase).set(counts.get(phase, 0))
 
     async def _patch(
         self, tracked: Tracked, status: Mapping[str, Any], key: tuple[str | None, str, str]
