@@ -93,6 +93,16 @@ async def test_coordinator_runs_two_threads_in_parallel_and_combines_them(
     assert (sandbox.workdir / f"alpha-runs-{token}").read_text() == "run\n"
     threads = await harness.state.threads(session)
     assert sorted(threads) == sorted(e["session_thread_id"] for e in created)
+    # Each thread's tokens are its own and count into the coordinator's session.
+    for thread in created:
+        own = (await harness.log.snapshot(session_of_thread(thread["session_thread_id"]))).usage
+        (got,) = [r for r in received if r["from_session_thread_id"] == thread["session_thread_id"]]
+        assert got["usage"]["output_tokens"] == own.output_tokens > 0
+    spans = [e for e in events if e["type"] == "span.model_request_end"]
+    tree = sum(e["model_usage"]["output_tokens"] for e in spans) + sum(
+        r["usage"]["output_tokens"] for r in received
+    )
+    assert (await harness.log.snapshot(session)).usage.output_tokens == tree
 
 
 async def test_a_thread_worker_that_loses_its_lease_mid_thread_loses_and_duplicates_nothing(

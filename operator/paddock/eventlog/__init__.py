@@ -130,7 +130,7 @@ from paddock.eventlog.sessionstate import (
     open_session,
     settings_for,
 )
-from paddock.eventlog.snapshot import SessionSnapshot, Usage
+from paddock.eventlog.snapshot import USAGE_FIELDS, SessionSnapshot, Usage
 from paddock.eventlog.storage import payload, stream_entries
 from paddock.eventlog.tail import Tail
 from paddock.eventlog.workqueue import Claim, WorkQueue
@@ -141,6 +141,7 @@ __all__ = [
     "GATEWAY_USER",
     "OPERATOR_USER",
     "SOCKET_TIMEOUT_S",
+    "USAGE_FIELDS",
     "AgentContent",
     "AgentCustomToolUseEvent",
     "AgentMcpToolResultEvent",

@@ -332,6 +332,9 @@ class AgentThreadMessageReceivedEvent(Event):
     from_session_thread_id: str
     from_agent_name: str | None = optional()
     content: list[AgentContent]
+    usage: ModelUsage | None = optional()
+    """Paddock extension: the tokens the thread spent on this reply, which count into the
+    session's usage and budget (a budget covers the whole tree of threads)."""
 
 
 class SessionThreadStatusRunningEvent(Event):

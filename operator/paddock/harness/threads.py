@@ -19,18 +19,23 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from paddock.eventlog import (
+    USAGE_FIELDS,
     AgentThreadMessageReceivedEvent,
     AgentThreadMessageSentEvent,
     EventLog,
+    ModelUsage,
     SessionSettings,
     SessionState,
     SessionThreadCreatedEvent,
     SessionThreadStatusIdleEvent,
     SessionThreadStatusRunningEvent,
     SessionThreadStatusTerminatedEvent,
+    SpanModelRequestEndEvent,
+    SpanOutcomeEvaluationEndEvent,
     StopReason,
     TextBlock,
     UserInterruptEvent,
@@ -43,6 +48,15 @@ from paddock.harness.interrupts import Interrupted, Interrupts
 from paddock.harness.sessionlog import SessionLog
 from paddock.harness.transcript import ToolCall
 from paddock.models import Multiagent
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A thread's answer to one message."""
+
+    text: str
+    end: StopReason | None
+    usage: ModelUsage
 
 
 class Threads:
@@ -91,13 +105,14 @@ class Threads:
         )
         assert sent.id is not None
         try:
-            reply, end = await self.interrupts.interruptible(self._reply(thread_session, sent.id))
+            answer = await self.interrupts.interruptible(self._reply(thread_session, sent.id))
         except Interrupted:
             # The user's interrupt reaches the thread too; a lost lease is no reason to stop
             # it: the worker resuming this session waits for the same thread.
             if not self.interrupts.lease_lost.is_set():
                 await self.log.send(thread_session, [UserInterruptEvent()])
             raise
+        reply, end = answer.text, answer.end
         status: Any
         if end is None:
             status = SessionThreadStatusTerminatedEvent(session_thread_id=sthr, agent_name=agent)
@@ -106,7 +121,10 @@ class Threads:
                 session_thread_id=sthr, agent_name=agent, stop_reason=end
             )
         received = AgentThreadMessageReceivedEvent(
-            from_session_thread_id=sthr, from_agent_name=agent, content=[TextBlock(text=reply)]
+            from_session_thread_id=sthr,
+            from_agent_name=agent,
+            content=[TextBlock(text=reply)],
+            usage=answer.usage,
         )
         await self.session.emit(received, status, key=f"thread-received:{call.id}")
         result = json.dumps({"session_thread_id": sthr, "reply": reply})
@@ -137,21 +155,28 @@ class Threads:
         )
         return thread_session
 
-    async def _reply(self, thread_session: str, after: str) -> tuple[str, StopReason | None]:
-        """The thread's last message after event ``after`` and the stop reason of the turn
-        that answered it (None if the thread was terminated or deleted)."""
+    async def _reply(self, thread_session: str, after: str) -> Reply:
+        """The thread's last message after event ``after``, the stop reason of the turn that
+        answered it (None if the thread was terminated or deleted) and its usage."""
         text = ""
+        usage = dict.fromkeys(USAGE_FIELDS, 0)
         async with self.log.tail(thread_session, after=after) as tail:
             async for event in tail:
+                if isinstance(event, SpanModelRequestEndEvent | SpanOutcomeEvaluationEndEvent):
+                    spent = (
+                        event.model_usage if event.type == "span.model_request_end" else event.usage
+                    )
+                    for field in USAGE_FIELDS:
+                        usage[field] += getattr(spent, field)
                 if event.type == "agent.message":
                     text = "".join(b.text for b in event.content if isinstance(b, TextBlock))
                 elif event.type == "session.status_idle" and (
                     event.stop_reason.type != "requires_action"
                 ):
-                    return text, event.stop_reason
+                    return Reply(text, event.stop_reason, ModelUsage.model_validate(usage))
                 elif event.type == "session.status_terminated":
                     break
-        return text, None
+        return Reply(text, None, ModelUsage.model_validate(usage))
 
     async def run_all(
         self, calls: list[ToolCall], answer: Callable[[ToolCall, str, bool], Awaitable[None]]
