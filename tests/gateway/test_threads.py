@@ -10,6 +10,7 @@ from typing import Any
 import anthropic
 import pytest
 
+from paddock.eventlog import EventLog, session_of_thread
 from paddock.testing.fakemodel import ModelRequest, Reply, Text, ToolUse
 
 from .stack import Stack, turn
@@ -90,7 +91,8 @@ async def test_sdk_coordinator_threads_list_retrieve_events_stream_archive(stack
         assert child.session_id == session.id
         assert child.parent_thread_id == primary.id
         assert child.status == "idle"
-        assert child.usage is not None and child.usage.output_tokens
+        assert child.usage is not None
+        assert child.usage.output_tokens
         got = await client.beta.sessions.threads.retrieve(child.id, session_id=session.id)
         assert got.id == child.id
         events = [
@@ -119,6 +121,11 @@ async def test_sdk_coordinator_threads_list_retrieve_events_stream_archive(stack
     assert archived.archived_at is not None
     with pytest.raises(anthropic.NotFoundError):
         await client.beta.sessions.threads.retrieve("sthr_nope", session_id=session.id)
+
+    # Deleting the session deletes its threads' logs.
+    await client.beta.sessions.delete(session.id)
+    logs = EventLog(stack.redis).tenant(stack.a.namespace)
+    assert await logs.snapshots([session_of_thread(t.id) for t in children]) == {}
 
 
 async def test_rosters_are_checked(stack: Stack) -> None:

@@ -7,7 +7,7 @@ import json
 import secrets
 from typing import Any
 
-from paddock.eventlog import session_keys, session_of_thread
+from paddock.eventlog import UserInterruptEvent, session_keys, session_of_thread
 from paddock.testing.fakemodel import ModelRequest, Reply, Text, ToolUse
 from paddock.testing.ports import wait_until_async
 
@@ -145,3 +145,33 @@ async def test_a_thread_worker_that_loses_its_lease_mid_thread_loses_and_duplica
     alpha_events = await harness.events(alpha_session)
     assert len([e for e in alpha_events if e["type"] == "agent.tool_result"]) == 1
     assert len([e for e in alpha_events if e["type"] == "user.message"]) == 1
+
+
+async def test_an_interrupt_of_the_coordinator_reaches_its_threads(make_harness) -> None:
+    def reply(request: ModelRequest) -> Reply:
+        if request.system_text == "coordinator":
+            if request.assistant_turns == 0:
+                return Reply([ToolUse("send_to_agent", {"agent": "alpha", "message": "wait"})])
+            return Reply([Text("stopped")])
+        if request.assistant_turns == 0:
+            return Reply([ToolUse("bash", {"command": "sleep 60"})])
+        return Reply([Text("slept")])
+
+    harness = make_harness(reply, system="coordinator", multiagent=ROSTER)
+    start_callees(harness)
+    session = await harness.start_session("ask alpha")
+
+    async def alpha_running() -> str | None:
+        for sthr in await harness.state.threads(session):
+            thread = session_of_thread(sthr)
+            if "agent.tool_use" in types(await harness.events(thread)):
+                return thread
+        return None
+
+    thread = await wait_until_async(alpha_running, timeout=20, what="alpha's tool call")
+    await harness.send(session, UserInterruptEvent())
+    events = await harness.wait_idle(session, within=30)
+    assert "agent.thread_message_received" not in types(events)
+    thread_events = await harness.wait_idle(thread, within=30)
+    assert "user.interrupt" in types(thread_events)
+    assert thread_events[-1]["stop_reason"] == {"type": "end_turn"}

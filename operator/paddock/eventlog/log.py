@@ -234,20 +234,28 @@ class EventLog(TenantViews):
         """
         keys = self.keys(session_id)
         companions = companion_keys(self.namespace or "", session_id)
+        threads = await self.threads_of(session_id)
         try:
             _, agent = await self._write(
                 session_id, [SessionDeletedEvent()], token="", client=False, key=None
             )
         except SessionNotFound:
             return False
-        # The threads its coordinator started go with it (their ids are the hash's fields).
-        threads = await self.redis.hkeys(companions[COMPANION_SUFFIXES.index("threads")])
-        for thread in cast(list[bytes], threads):
-            await self.delete_session(session_of_thread(thread.decode()))
+        # The threads its coordinator started go with it.
+        for thread in threads:
+            await self.delete_session(thread)
         await self.redis.delete(*keys, *companions)
         if self._own(agent):
             await self.scripts.forget(keys=work_keys(agent), args=[session_id, WORK_GROUP])
         return True
+
+    async def threads_of(self, session_id: str) -> list[str]:
+        """The sessions that run the threads the session's coordinator started (see
+        paddock.harness.threads); [] for a session without any."""
+        key = companion_keys(self.namespace or "", session_id)[COMPANION_SUFFIXES.index("threads")]
+        # HGETALL: HKEYS is not among the tenants' commands.
+        threads = cast(dict[bytes, bytes], await self.redis.hgetall(key))
+        return [session_of_thread(thread.decode()) for thread in threads]
 
     # Writes.
 
