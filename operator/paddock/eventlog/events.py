@@ -314,10 +314,15 @@ class SessionStatusIdleEvent(Event):
 # Multi-agent threads (see paddock.harness.threads): written to the coordinator's log.
 
 
-class SessionThreadCreatedEvent(Event):
-    type: Literal["session.thread_created"] = "session.thread_created"
+class ThreadEvent(Event):
+    """An event about one thread, the Agent it runs named as the coordinator's roster does."""
+
     session_thread_id: str
     agent_name: str
+
+
+class SessionThreadCreatedEvent(ThreadEvent):
+    type: Literal["session.thread_created"] = "session.thread_created"
 
 
 class AgentThreadMessageSentEvent(Event):
@@ -337,24 +342,18 @@ class AgentThreadMessageReceivedEvent(Event):
     session's usage and budget (a budget covers the whole tree of threads)."""
 
 
-class SessionThreadStatusRunningEvent(Event):
+class SessionThreadStatusRunningEvent(ThreadEvent):
     type: Literal["session.thread_status_running"] = "session.thread_status_running"
-    session_thread_id: str
-    agent_name: str
 
 
-class SessionThreadStatusIdleEvent(Event):
+class SessionThreadStatusIdleEvent(ThreadEvent):
     type: Literal["session.thread_status_idle"] = "session.thread_status_idle"
-    session_thread_id: str
-    agent_name: str
     stop_reason: StopReason
     stop_details: StopDetails | None = None
 
 
-class SessionThreadStatusTerminatedEvent(Event):
+class SessionThreadStatusTerminatedEvent(ThreadEvent):
     type: Literal["session.thread_status_terminated"] = "session.thread_status_terminated"
-    session_thread_id: str
-    agent_name: str
 
 
 class SessionStatusRescheduledEvent(Event):
