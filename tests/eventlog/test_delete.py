@@ -15,6 +15,8 @@ from paddock.eventlog import (
     WorkQueue,
     companion_keys,
     new_session_id,
+    thread_id,
+    thread_session_id,
     work_keys,
 )
 
@@ -43,12 +45,18 @@ async def test_deleting_a_session_leaves_no_key_behind(log: EventLog, redis: Red
     await log.append(claim.session_id, [result], fence=claim.lease, key="toolu_1")
     assert len(await keys_mentioning(redis, claim.session_id)) == 5
     await log.send(doomed, [message("and again")])  # queued a second time
+    thread = thread_session_id(doomed, "toolu_2")  # a thread its coordinator started
+    await log.create_session(thread, agent=AGENT)
     for key in companion_keys(TENANT, doomed):  # what the harness and operator keep beside the log
-        await redis.set(key, "x")
+        if key.endswith(":threads"):
+            await redis.hset(key, thread_id(thread), "{}")
+        else:
+            await redis.set(key, "x")
 
     assert await log.delete_session(doomed)
 
     assert await keys_mentioning(redis, doomed) == []
+    assert await keys_mentioning(redis, thread) == []
     stream, queued = work_keys(AGENT)
     entries = await redis.xrange(stream)
     assert all(fields[b"session"] != doomed.encode() for _, fields in entries)

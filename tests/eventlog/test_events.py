@@ -17,6 +17,8 @@ from paddock.eventlog import (
     AgentMessageEvent,
     AgentThinkingEvent,
     AgentThreadContextCompactedEvent,
+    AgentThreadMessageReceivedEvent,
+    AgentThreadMessageSentEvent,
     AgentToolResultEvent,
     AgentToolUseEvent,
     AnyEvent,
@@ -32,6 +34,10 @@ from paddock.eventlog import (
     SessionStatusRescheduledEvent,
     SessionStatusRunningEvent,
     SessionStatusTerminatedEvent,
+    SessionThreadCreatedEvent,
+    SessionThreadStatusIdleEvent,
+    SessionThreadStatusRunningEvent,
+    SessionThreadStatusTerminatedEvent,
     SessionUsageEvent,
     SpanModelRequestEndEvent,
     SpanModelRequestStartEvent,
@@ -147,6 +153,21 @@ EXAMPLES: list[AnyEvent] = [
         explanation="add a line",
         usage=USAGE,
     ),
+    SessionThreadCreatedEvent(session_thread_id="sthr_1", agent_name="alpha"),
+    SessionThreadStatusRunningEvent(session_thread_id="sthr_1", agent_name="alpha"),
+    AgentThreadMessageSentEvent(
+        to_session_thread_id="sthr_1", to_agent_name="alpha", content=[TextBlock(text="go")]
+    ),
+    AgentThreadMessageReceivedEvent(
+        from_session_thread_id="sthr_1",
+        from_agent_name="alpha",
+        content=[TextBlock(text="done")],
+        usage=USAGE,
+    ),
+    SessionThreadStatusIdleEvent(
+        session_thread_id="sthr_1", agent_name="alpha", stop_reason=StopReason(type="end_turn")
+    ),
+    SessionThreadStatusTerminatedEvent(session_thread_id="sthr_1", agent_name="alpha"),
 ]
 
 
@@ -168,7 +189,7 @@ def test_sent_events_round_trip_without_the_envelope(text: str) -> None:
 
 def test_every_event_type_has_an_example() -> None:
     assert {event.type for event in EXAMPLES} == set(EVENT_TYPES)
-    assert len(EVENT_TYPES) == 26
+    assert len(EVENT_TYPES) == 32
 
 
 @pytest.mark.parametrize("event", EXAMPLES, ids=lambda event: event.type)

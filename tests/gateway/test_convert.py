@@ -131,7 +131,6 @@ def test_toolset_configs_and_policies() -> None:
             },
             "shadows",
         ),
-        ({"multiagent": {"type": "coordinator", "agents": []}}, "multiagent"),
         ({"execution_identity": {"type": "aws_role", "role_arn": "x"}}, "aws_role"),
         ({"model": {"id": "claude-sonnet-4-6", "effort": "high"}}, "effort"),
     ],

@@ -28,6 +28,8 @@ from paddock.eventlog.events import (
     AgentMessageEvent,
     AgentThinkingEvent,
     AgentThreadContextCompactedEvent,
+    AgentThreadMessageReceivedEvent,
+    AgentThreadMessageSentEvent,
     AgentToolResultEvent,
     AgentToolUseEvent,
     AnyEvent,
@@ -54,6 +56,10 @@ from paddock.eventlog.events import (
     SessionStatusRescheduledEvent,
     SessionStatusRunningEvent,
     SessionStatusTerminatedEvent,
+    SessionThreadCreatedEvent,
+    SessionThreadStatusIdleEvent,
+    SessionThreadStatusRunningEvent,
+    SessionThreadStatusTerminatedEvent,
     SessionUsageEvent,
     SpanModelRequestEndEvent,
     SpanModelRequestStartEvent,
@@ -82,8 +88,11 @@ from paddock.eventlog.ids import (
     event_id,
     new_id,
     new_session_id,
+    session_of_thread,
     session_tag,
     stream_id,
+    thread_id,
+    thread_session_id,
 )
 from paddock.eventlog.keys import (
     check_agent,
@@ -121,7 +130,7 @@ from paddock.eventlog.sessionstate import (
     open_session,
     settings_for,
 )
-from paddock.eventlog.snapshot import SessionSnapshot, Usage
+from paddock.eventlog.snapshot import USAGE_FIELDS, SessionSnapshot, Usage
 from paddock.eventlog.storage import payload, stream_entries
 from paddock.eventlog.tail import Tail
 from paddock.eventlog.workqueue import Claim, WorkQueue
@@ -132,6 +141,7 @@ __all__ = [
     "GATEWAY_USER",
     "OPERATOR_USER",
     "SOCKET_TIMEOUT_S",
+    "USAGE_FIELDS",
     "AgentContent",
     "AgentCustomToolUseEvent",
     "AgentMcpToolResultEvent",
@@ -140,6 +150,8 @@ __all__ = [
     "AgentPin",
     "AgentThinkingEvent",
     "AgentThreadContextCompactedEvent",
+    "AgentThreadMessageReceivedEvent",
+    "AgentThreadMessageSentEvent",
     "AgentToolResultEvent",
     "AgentToolUseEvent",
     "AnyEvent",
@@ -185,6 +197,10 @@ __all__ = [
     "SessionStatusRunningEvent",
     "SessionStatusTerminatedEvent",
     "SessionTerminated",
+    "SessionThreadCreatedEvent",
+    "SessionThreadStatusIdleEvent",
+    "SessionThreadStatusRunningEvent",
+    "SessionThreadStatusTerminatedEvent",
     "SessionUsageEvent",
     "SpanModelRequestEndEvent",
     "SpanModelRequestStartEvent",
@@ -230,6 +246,7 @@ __all__ = [
     "sandbox_bound",
     "sandbox_requests",
     "session_keys",
+    "session_of_thread",
     "session_previews",
     "session_tag",
     "settings_for",
@@ -239,5 +256,7 @@ __all__ = [
     "tenant_of",
     "tenant_patterns",
     "tenant_prefix",
+    "thread_id",
+    "thread_session_id",
     "work_keys",
 ]

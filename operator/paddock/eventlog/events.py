@@ -311,6 +311,51 @@ class SessionStatusIdleEvent(Event):
     """Always written, as null when there is nothing to report (as the API does)."""
 
 
+# Multi-agent threads (see paddock.harness.threads): written to the coordinator's log.
+
+
+class ThreadEvent(Event):
+    """An event about one thread, the Agent it runs named as the coordinator's roster does."""
+
+    session_thread_id: str
+    agent_name: str
+
+
+class SessionThreadCreatedEvent(ThreadEvent):
+    type: Literal["session.thread_created"] = "session.thread_created"
+
+
+class AgentThreadMessageSentEvent(Event):
+    type: Literal["agent.thread_message_sent"] = "agent.thread_message_sent"
+    to_session_thread_id: str
+    to_agent_name: str | None = optional()
+    content: list[AgentContent]
+
+
+class AgentThreadMessageReceivedEvent(Event):
+    type: Literal["agent.thread_message_received"] = "agent.thread_message_received"
+    from_session_thread_id: str
+    from_agent_name: str | None = optional()
+    content: list[AgentContent]
+    usage: ModelUsage | None = optional()
+    """Paddock extension: the tokens the thread spent on this reply, which count into the
+    session's usage and budget (a budget covers the whole tree of threads)."""
+
+
+class SessionThreadStatusRunningEvent(ThreadEvent):
+    type: Literal["session.thread_status_running"] = "session.thread_status_running"
+
+
+class SessionThreadStatusIdleEvent(ThreadEvent):
+    type: Literal["session.thread_status_idle"] = "session.thread_status_idle"
+    stop_reason: StopReason
+    stop_details: StopDetails | None = None
+
+
+class SessionThreadStatusTerminatedEvent(ThreadEvent):
+    type: Literal["session.thread_status_terminated"] = "session.thread_status_terminated"
+
+
 class SessionStatusRescheduledEvent(Event):
     type: Literal["session.status_rescheduled"] = "session.status_rescheduled"
 
@@ -428,7 +473,13 @@ AnyEvent = Annotated[
     | UserDefineOutcomeEvent
     | SpanOutcomeEvaluationStartEvent
     | SpanOutcomeEvaluationOngoingEvent
-    | SpanOutcomeEvaluationEndEvent,
+    | SpanOutcomeEvaluationEndEvent
+    | SessionThreadCreatedEvent
+    | AgentThreadMessageSentEvent
+    | AgentThreadMessageReceivedEvent
+    | SessionThreadStatusRunningEvent
+    | SessionThreadStatusIdleEvent
+    | SessionThreadStatusTerminatedEvent,
     Field(discriminator="type"),
 ]
 """Any event the log stores, discriminated on ``type``."""

@@ -25,6 +25,7 @@ _INDEX = {char: value for value, char in enumerate(ALPHABET)}
 _PAIRS = [high + low for high in ALPHABET for low in ALPHABET]
 
 SESSION_PREFIX = "sesn_"
+THREAD_PREFIX = "sthr_"
 EVENT_PREFIX = "sevt_"
 
 # 62**8 milliseconds reach the year 8900; 62**6 entries within one millisecond is far more
@@ -147,3 +148,23 @@ def stream_id(event_id: str, tag: str) -> str:
     except ValueError:
         raise InvalidId(f"not an event id: {event_id!r}") from None
     return f"{millis}-{seq}"
+
+
+def thread_session_id(session_id: str, key: str) -> str:
+    """The session that runs the thread a coordinator of ``session_id`` starts for ``key``
+    (its tool call id): derived, not random, so a worker resuming the call finds the same
+    thread instead of starting a second one."""
+    digest = hashlib.blake2b(f"{session_id}:{key}".encode(), digest_size=16).digest()
+    return SESSION_PREFIX + encode_base62(int.from_bytes(digest, "big"), 22)
+
+
+def thread_id(thread_session: str) -> str:
+    """The public ``sthr_`` id of the thread that session ``thread_session`` runs."""
+    return THREAD_PREFIX + check_session_id(thread_session).removeprefix(SESSION_PREFIX)
+
+
+def session_of_thread(thread: str) -> str:
+    """The session that runs thread ``thread`` (``InvalidId`` if it is no ``sthr_`` id)."""
+    if not thread.startswith(THREAD_PREFIX):
+        raise InvalidId(f"not a thread id: {thread!r}")
+    return check_session_id(SESSION_PREFIX + thread.removeprefix(THREAD_PREFIX))

@@ -46,7 +46,7 @@ class SessionKeys(NamedTuple):
 # of paddock.eventlog.sessionstate: settings, sandbox binding, tool-call journal). They carry
 # the session's hash tag too, and EventLog.delete_session removes them with the log's keys:
 # a new per-session key must be listed here, or it outlives its session.
-COMPANION_SUFFIXES = ("settings", "sandbox", "calls", "agent")
+COMPANION_SUFFIXES = ("settings", "sandbox", "calls", "agent", "threads")
 SESSION_SUFFIXES = (*SessionKeys._fields, *COMPANION_SUFFIXES)
 """Every per-session key, by suffix (the migration of the old layout renames these)."""
 

@@ -6,14 +6,15 @@ import contextlib
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from redis.asyncio import Redis
 
 from paddock.eventlog.errors import InvalidId, LeaseLost, SessionNotFound, SessionTerminated
 from paddock.eventlog.events import EVENT_TYPES, INPUT_PREFIX, AnyEvent, SessionDeletedEvent
-from paddock.eventlog.ids import event_id, session_tag, stream_id
+from paddock.eventlog.ids import event_id, session_of_thread, session_tag, stream_id
 from paddock.eventlog.keys import (
+    COMPANION_SUFFIXES,
     WORK_GROUP,
     SessionKeys,
     TenantViews,
@@ -232,16 +233,29 @@ class EventLog(TenantViews):
         Safe to repeat; returns False if the session did not exist.
         """
         keys = self.keys(session_id)
+        companions = companion_keys(self.namespace or "", session_id)
+        threads = await self.threads_of(session_id)
         try:
             _, agent = await self._write(
                 session_id, [SessionDeletedEvent()], token="", client=False, key=None
             )
         except SessionNotFound:
             return False
-        await self.redis.delete(*keys, *companion_keys(self.namespace or "", session_id))
+        # The threads its coordinator started go with it.
+        for thread in threads:
+            await self.delete_session(thread)
+        await self.redis.delete(*keys, *companions)
         if self._own(agent):
             await self.scripts.forget(keys=work_keys(agent), args=[session_id, WORK_GROUP])
         return True
+
+    async def threads_of(self, session_id: str) -> list[str]:
+        """The sessions that run the threads the session's coordinator started (see
+        paddock.harness.threads); [] for a session without any."""
+        key = companion_keys(self.namespace or "", session_id)[COMPANION_SUFFIXES.index("threads")]
+        # HGETALL: HKEYS is not among the tenants' commands.
+        threads = cast(dict[bytes, bytes], await self.redis.hgetall(key))
+        return [session_of_thread(thread.decode()) for thread in threads]
 
     # Writes.
 

@@ -65,6 +65,9 @@ class SessionSettings(BaseModel):
     vault_ids: list[str] = Field(default_factory=list)
     """The session's vaults, in order: the credential proxy adds the first credential of
     these whose `mcp_server_url` is an MCP server's URL to the harness's requests to it."""
+    parent_session_id: str | None = None
+    """For a thread (paddock.harness.threads): the session whose coordinator started it. A
+    thread runs its tools in that session's sandbox (docs/harness.md, "Threads")."""
     gateway_token: str | None = None
     """The harness's credential at the gateway's internal file routes for this session
     (mounting its Files API files, uploading its outputs); random, made by `open_session`."""
@@ -150,6 +153,17 @@ class SessionState(TenantViews):
         reason: Literal["needed", "dead"] = "dead" if dead_pod else "needed"
         request = SandboxRequest(session_id=session_id, reason=reason, dead_pod=dead_pod)
         await request_sandbox(self.redis, self.own(), request)
+
+    async def add_thread(self, session_id: str, thread_id: str, record: str) -> None:
+        """Record thread ``thread_id`` of the session (``record``: its JSON description)."""
+        await self._write(session_id, "threads", "hset", thread_id, record)
+
+    async def threads(self, session_id: str) -> dict[str, str]:
+        """The session's threads: thread id -> the record ``add_thread`` wrote."""
+        raw = await self.redis.hgetall(self._key(session_id, "threads"))
+        return {
+            key.decode(): value.decode() for key, value in cast(dict[bytes, bytes], raw).items()
+        }
 
     async def mark_started(self, session_id: str, call_id: str, pod: str) -> None:
         """Record that ``call_id`` is about to run in sandbox ``pod``."""

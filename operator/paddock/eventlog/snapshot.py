@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from paddock.eventlog.events import (
     INPUT_PREFIX,
+    AgentThreadMessageReceivedEvent,
     AnyEvent,
     SessionStatusIdleEvent,
     SpanModelRequestEndEvent,
@@ -93,8 +94,10 @@ def changes(events: Sequence[AnyEvent]) -> str:
             change["outcome"] = True
         if isinstance(event, SessionStatusIdleEvent):
             change["stop_reason"] = event.stop_reason.model_dump_json()
-        elif isinstance(event, SpanModelRequestEndEvent | SpanOutcomeEvaluationEndEvent):
-            # A grader's tokens are the session's too.
+        elif isinstance(event, SpanModelRequestEndEvent | SpanOutcomeEvaluationEndEvent) or (
+            isinstance(event, AgentThreadMessageReceivedEvent) and event.usage is not None
+        ):
+            # A grader's tokens, and a thread's, are the session's too.
             added = (
                 event.model_usage if isinstance(event, SpanModelRequestEndEvent) else event.usage
             )

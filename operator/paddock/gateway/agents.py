@@ -5,6 +5,7 @@ ControllerRevisions (paddock.kube.agentversions), up to its `revisionHistoryLimi
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from aiohttp import web
@@ -12,8 +13,13 @@ from aiohttp import web
 from paddock.eventlog import new_id
 from paddock.gateway.common import checked, gateway, objects, read_body
 from paddock.gateway.convert import meta
-from paddock.gateway.convert.agents import agent_spec_fields, agent_view, version_object
-from paddock.gateway.errors import conflict, invalid, not_found
+from paddock.gateway.convert.agents import (
+    MULTIAGENT_ANNOTATION,
+    agent_spec_fields,
+    agent_view,
+    version_object,
+)
+from paddock.gateway.errors import conflict, invalid, not_found, unsupported
 from paddock.gateway.objects import AGENTS
 from paddock.gateway.pages import bool_param, limit_param, paginate, time_filters
 from paddock.gateway.params import AgentCreateParams, AgentUpdateParams
@@ -35,14 +41,53 @@ async def create_agent(request: web.Request) -> web.Response:
         **agent_spec_fields(params),
         "credentials": {"anthropicApiKey": secret.to_k8s()},
     }
-    checked(AgentSpec, spec)
     annotations = {meta.NAME_ANNOTATION: params.name}
+    if params.multiagent is not None:
+        spec["multiagent"], annotations[MULTIAGENT_ANNOTATION] = await roster(
+            request, params.multiagent
+        )
+    checked(AgentSpec, spec)
     if params.metadata:
         annotations[meta.METADATA_ANNOTATION] = meta.metadata_annotation(params.metadata)
     created = await objects(request).create(
         AGENTS, meta.object_name(params.name, "agent"), new_id("agent_"), spec, annotations
     )
     return respond(agent_view(created))
+
+
+async def roster(request: web.Request, multiagent: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The spec's `multiagent` for the API's `{type: "coordinator", agents: [...]}` (agent
+    ids, or `{type: "agent", id}`), and the API's form to show (ids and versions). 400 for a
+    roster that is empty, over 20, repeats an Agent or names one that is itself a
+    coordinator (depth 1); `self` and `advisor` entries and `multiagent_20261001` are not
+    supported."""
+    kind = multiagent.get("type")
+    if kind != "coordinator":
+        raise unsupported(f"multiagent type {kind!r}")
+    entries = multiagent.get("agents")
+    if not isinstance(entries, list) or not 1 <= len(entries) <= 20:
+        raise invalid("multiagent.agents: a coordinator names 1 to 20 agents")
+    names: list[dict[str, str]] = []
+    shown: list[dict[str, Any]] = []
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("type") in ("self", "advisor"):
+            raise unsupported(f"multiagent.agents: {entry['type']} entries")
+        ref = entry.get("id") if isinstance(entry, dict) and entry.get("type") == "agent" else entry
+        if not isinstance(ref, str):
+            raise invalid("multiagent.agents: each entry is an agent id or {type: agent, id}")
+        found = await objects(request).get(AGENTS, ref)
+        if found is None:
+            raise invalid(f"multiagent.agents: agent {ref} not found")
+        if found["spec"].get("multiagent"):
+            raise invalid(f"multiagent.agents: agent {ref} is itself a coordinator (depth 1)")
+        name = found["metadata"]["name"]
+        if {"name": name} in names:
+            raise invalid(f"multiagent.agents: agent {ref} is named twice")
+        names.append({"name": name})
+        agent_id = meta.labels(found)[meta.AGENT_ID_LABEL]
+        shown.append({"type": "agent", "id": agent_id, "version": agent_view(found).version})
+    spec = {"type": "coordinator", "agents": names}
+    return spec, json.dumps({"type": "coordinator", "agents": shown})
 
 
 @routes.get("/v1/agents/{agent_id}")
@@ -117,6 +162,10 @@ async def update_agent(request: web.Request) -> web.Response:
         if required in given and getattr(params, required) is None:
             raise invalid(f"{required}: cannot be cleared")
 
+    multiagent: tuple[dict[str, Any], str] | None = None
+    if "multiagent" in given and params.multiagent is not None:
+        multiagent = await roster(request, params.multiagent)
+
     def change(current: dict[str, Any]) -> dict[str, Any] | None:
         view = agent_view(current)
         if view.archived_at:
@@ -131,8 +180,13 @@ async def update_agent(request: web.Request) -> web.Response:
         new = copy.deepcopy(current)
         spec = {k: v for k, v in new["spec"].items() if k not in _API_SPEC_FIELDS}
         new["spec"] = {**spec, **fields}
-        checked(AgentSpec, new["spec"])
         annotations = new["metadata"].setdefault("annotations", {})
+        if "multiagent" in given:
+            new["spec"].pop("multiagent", None)
+            annotations.pop(MULTIAGENT_ANNOTATION, None)
+            if multiagent is not None:
+                new["spec"]["multiagent"], annotations[MULTIAGENT_ANNOTATION] = multiagent
+        checked(AgentSpec, new["spec"])
         if "name" in given:
             annotations[meta.NAME_ANNOTATION] = merged["name"]
         if params.metadata:

@@ -31,6 +31,7 @@ from paddock.gateway import (
     metrics,
     sessionresources,
     sessions,
+    threads,
     vaults,
 )
 from paddock.gateway.auth import GROUP, KubernetesAuth, User, required_access, valid_namespace
@@ -260,7 +261,16 @@ def create_app(gw: Gateway) -> web.Application:
     """The gateway's application; ``gw`` is closed with it."""
     app = web.Application(middlewares=[api_middleware], client_max_size=EVENT_BODY_LIMIT)
     app[GATEWAY] = gw
-    for module in (agents, environments, sessions, events, files, sessionresources, vaults):
+    for module in (
+        agents,
+        environments,
+        sessions,
+        events,
+        threads,
+        files,
+        sessionresources,
+        vaults,
+    ):
         app.add_routes(module.routes)
     app.router.add_get("/v1/openapi.json", _openapi)
     app.router.add_get("/healthz", _health)

@@ -121,13 +121,18 @@ async def send_events(request: web.Request) -> web.Response:
 
 @routes.get("/v1/sessions/{session_id}/events")
 async def list_events(request: web.Request) -> web.Response:
+    session_id, _ = await session_of(request)
+    return await list_log_events(request, session_id)
+
+
+async def list_log_events(request: web.Request, session_id: str) -> web.Response:
+    """A page of the events of ``session_id`` (a session's log, or a thread's)."""
     query = request.query
     limit = limit_param(query, default=1000, maximum=1000)
     order = order_param(query, "asc")
     types = list_param(query, "types")
     if any(key.startswith("created_at[") for key in query):
         raise invalid("created_at filters are not supported on events; page with `page`")
-    session_id, _ = await session_of(request)
     try:
         page = await tenant_log(request).list_events(
             session_id, limit=limit, cursor=query.get("page"), order=order, types=types
@@ -144,12 +149,17 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: live events only, from the moment the stream opened (or after
     `Last-Event-ID`), and with `event_deltas[]` previews of those event types while the
     model produces them (best-effort, never replayed; docs/gateway.md, "Deltas")."""
+    session_id, _ = await session_of(request)
+    return await stream_log_events(request, session_id)
+
+
+async def stream_log_events(request: web.Request, session_id: str) -> web.StreamResponse:
+    """The live events of ``session_id`` (a session's log, or a thread's) as SSE."""
     deltas = list_param(request.query, "event_deltas")
     for delta in deltas:
         if delta not in DELTA_TYPES:
             raise invalid(f"event_deltas: {delta!r} is not one of {', '.join(sorted(DELTA_TYPES))}")
     gw = gateway(request)
-    session_id, _ = await session_of(request)
     async with contextlib.AsyncExitStack() as stack:
         # Subscribed before the response begins: a client that lists history after the
         # headers arrive misses nothing.

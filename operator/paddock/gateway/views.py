@@ -123,7 +123,8 @@ class SessionAgent(View):
     mcp_servers: list[McpServer]
     skills: list[dict[str, Any]] = []
     """Always empty: Paddock has no skills."""
-    multiagent: None = None
+    multiagent: dict[str, Any] | None = None
+    """A coordinator's roster: `{type: coordinator, agents: [{type: agent, id, version}]}`."""
     execution_identity: ExecutionIdentity = ExecutionIdentity()
 
 

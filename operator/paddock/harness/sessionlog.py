@@ -3,6 +3,7 @@ and appends fenced by the claim's lease."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from paddock.eventlog import (
@@ -27,13 +28,17 @@ class SessionLog:
         self.transcript = Transcript()
         self.position: str | None = None
         """The id of the last event folded into the transcript."""
+        self._folding = asyncio.Lock()
 
     async def sync(self) -> None:
         """Fold every event after the last one folded. Our own appends come back this way
         too, so user events that landed between them are never skipped."""
-        for event in await self.log.replay(self.session_id, after=self.position):
-            apply(self.transcript, event.model_dump(mode="json", exclude_none=True))
-            self.position = event.id
+        # Parallel delegation calls (paddock.harness.threads) emit concurrently: one fold
+        # at a time, or two would fold the same events twice.
+        async with self._folding:
+            for event in await self.log.replay(self.session_id, after=self.position):
+                apply(self.transcript, event.model_dump(mode="json", exclude_none=True))
+                self.position = event.id
 
     async def emit(
         self, *events: AnyEvent, key: str | None = None, reserved: Sequence[str] = ()

@@ -82,10 +82,35 @@ BUILTIN_TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 assert set(BUILTIN_TOOL_SCHEMAS) == set(BUILTIN_TOOL_NAMES)
 
+# A coordinator's delegation tools (Agent `multiagent`), run by paddock.harness.threads.
+DELEGATION_TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
+    "list_agents": {
+        "description": "List the agents you may delegate work to with send_to_agent.",
+        "input_schema": {"type": "object", "properties": {}},
+    },
+    "send_to_agent": {
+        "description": "Send a message to another agent and wait for its reply. Each call "
+        "starts a new thread of that agent unless session_thread_id names one it started "
+        "before; calls made in one turn run in parallel.",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "agent": {"type": "string", "description": "The agent's name (list_agents)."},
+                "message": {"type": "string", "description": "What to ask of it."},
+                "session_thread_id": {
+                    "type": "string",
+                    "description": "A thread to message again (from an earlier reply).",
+                },
+            },
+            "required": ["agent", "message"],
+        },
+    },
+}
+
 # Tools without side effects: a call interrupted by a crash may simply run again.
 READ_ONLY_TOOLS = frozenset({"read", "glob", "grep"})
 
-ToolKind = Literal["builtin", "custom", "mcp"]
+ToolKind = Literal["builtin", "custom", "mcp", "delegate"]
 MCP_TOOL_PREFIX = "mcp__"
 _NOT_IN_TOOL_NAMES = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -182,4 +207,9 @@ def toolbox(spec: AgentSpec) -> Toolbox:
             }
         )
         policies[tool.name] = ToolPolicy("custom", "allow")
+    if spec.multiagent is not None:
+        # A coordinator's delegation tools (paddock.harness.threads), run by the harness.
+        for name, schema in DELEGATION_TOOL_SCHEMAS.items():
+            definitions.append({"name": name, **schema})
+            policies[name] = ToolPolicy("delegate", "allow")
     return Toolbox(definitions, policies)

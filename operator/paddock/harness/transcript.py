@@ -286,12 +286,12 @@ def apply(t: Transcript, event: dict[str, Any]) -> None:
         t.interrupted = t.turn_open
     elif kind == "span.model_request_start":
         t.model_calls_this_turn += 1
+    elif kind == "agent.thread_message_received":
+        # A thread's tokens count into its coordinator's usage and budget.
+        _add_usage(t, event.get("usage") or {})
     elif kind in ("span.model_request_end", "span.outcome_evaluation_end"):
         # The grader's tokens count into the session's usage and budgets.
-        usage = event.get("model_usage") or event.get("usage") or {}
-        for key, value in usage.items():
-            if isinstance(value, int):
-                t.usage[key] = t.usage.get(key, 0) + value
+        _add_usage(t, event.get("model_usage") or event.get("usage") or {})
         if kind == "span.outcome_evaluation_end":
             _evaluated(t, event)
         elif t.outcome is not None and not t.open_calls and not event.get("is_error"):
@@ -344,3 +344,9 @@ def _evaluated(t: Transcript, event: dict[str, Any]) -> None:
     if result == "max_iterations_reached":
         text = final_acknowledgement(explanation, outcome.max_iterations)
         _append(t.messages, "user", [{"type": "text", "text": text}])
+
+
+def _add_usage(t: Transcript, usage: dict[str, Any]) -> None:
+    for key, value in usage.items():
+        if isinstance(value, int):
+            t.usage[key] = t.usage.get(key, 0) + value

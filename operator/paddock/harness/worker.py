@@ -46,6 +46,7 @@ from paddock.harness.retries import Failure, session_error
 from paddock.harness.sandboxsession import EgressUnavailable, SandboxSession
 from paddock.harness.sessionlog import SessionLog
 from paddock.harness.settings import WorkerSettings, session_worker_settings
+from paddock.harness.threads import Threads
 from paddock.harness.tools import Toolbox, toolbox
 from paddock.harness.transcript import (
     AwaitUser,
@@ -195,8 +196,21 @@ class SessionRun:
             self.mcp.toolbox if run_settings.spec.tools.mcp else None,
         )
         self.grader = Grader(self.session, self.interrupts, worker.model, run_settings)
+        self.threads = (
+            Threads(
+                run_settings.spec.multiagent,
+                worker.log,
+                worker.state,
+                self.session,
+                settings,
+                self.interrupts,
+            )
+            if run_settings.spec.multiagent
+            else None
+        )
         self.sandbox = SandboxSession(
-            claim.session_id,
+            # A thread runs its tools in the sandbox of the session that started it.
+            (settings and settings.parent_session_id) or claim.session_id,
             worker.state,
             worker.sandboxes,
             worker.http,
@@ -292,17 +306,28 @@ class SessionRun:
         for call in step.denied:
             reason = call.deny_message or "no reason given"
             await self.answer(call, f"The user denied this tool call: {reason}", True)
-        for index, call in enumerate(step.run):
+        delegated = [c for c in step.run if self.delegates(c)]
+        if delegated:
+            assert self.threads is not None
+            if not await self.threads.run_all(delegated, self.answer):
+                return
+        calls = [c for c in step.run if c not in delegated]
+        for index, call in enumerate(calls):
             began = time.monotonic()
             try:
                 text, is_error = await self.run_tool(call)
             except Interrupted:
                 return
             except EgressUnavailable as exc:
-                await self.give_up(step.run[index:], str(exc))
+                await self.give_up(calls[index:], str(exc))
                 return
             metrics.TOOL_LATENCY.labels(call.name).observe(time.monotonic() - began)
             await self.answer(call, text, is_error)
+
+    def delegates(self, call: ToolCall) -> bool:
+        """Whether ``call`` is a coordinator's delegation call (run in a thread)."""
+        policy = self.toolbox.policy(call.name)
+        return call.mcp_server is None and policy is not None and policy.kind == "delegate"
 
     async def answer(self, call: ToolCall, text: str, is_error: bool) -> None:
         """Append the call's result, at most once (keyed by the call id)."""

@@ -11,6 +11,7 @@ from paddock.models.agent import (
     McpServer,
     McpToolConfig,
     McpToolset,
+    Multiagent,
 )
 from paddock.models.common import (
     API_VERSION,
@@ -94,6 +95,7 @@ __all__ = [
     "McpServer",
     "McpToolConfig",
     "McpToolset",
+    "Multiagent",
     "NetworkingMode",
     "OAuthRefresh",
     "ObjectMeta",

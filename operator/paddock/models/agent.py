@@ -248,6 +248,20 @@ class AgentLimits(Model):
     """Longest a tool call waits for the session's sandbox to be bound."""
 
 
+class Multiagent(Model):
+    """The Agents a coordinator may delegate to (API `multiagent` `{type: "coordinator"}`):
+    its model gets the tools `list_agents` and `send_to_agent`, and each call runs a thread
+    on the callee's harness workers. Depth 1: a rostered Agent that itself has `multiagent`
+    is refused when called (and by the gateway when the coordinator is created)."""
+
+    type: Literal["coordinator"] = "coordinator"
+    agents: Annotated[
+        list[LocalObjectReference],
+        Field(min_length=1, max_length=20, json_schema_extra=map_list("name")),
+    ]
+    """Agents of this namespace the coordinator may call, by name (1-20)."""
+
+
 class AgentSpec(Model):
     """Desired state of an Agent."""
 
@@ -279,6 +293,8 @@ class AgentSpec(Model):
     """MCP servers the Agent may use."""
     environment_ref: LocalObjectReference | None = None
     """Environment of sessions that name none."""
+    multiagent: Multiagent | None = None
+    """The Agents this one may delegate to, as a coordinator."""
     credentials: Credentials
     """Secrets for the model API and for hosts the sandbox reaches."""
     harness: Harness = Harness()

@@ -353,11 +353,12 @@ def _owner(pod: dict[str, Any]) -> ObjectStub:
 
 
 async def cancel(rt: Runtime, sandboxes: Sandboxes, session: SessionLike, sid: str) -> None:
-    """Interrupt the running turn and terminate the session for good; free its sandbox."""
-    with contextlib.suppress(SessionTerminated, SessionNotFound):  # already over
-        await rt.log.tenant(session.metadata.namespace or "").send(
-            sid, [UserInterruptEvent(), SessionStatusTerminatedEvent()]
-        )
+    """Interrupt the running turn and terminate the session for good, and so every thread
+    its coordinator started; free its sandbox."""
+    log = rt.log.tenant(session.metadata.namespace or "")
+    for target in [sid, *await log.threads_of(sid)]:
+        with contextlib.suppress(SessionTerminated, SessionNotFound):  # already over
+            await log.send(target, [UserInterruptEvent(), SessionStatusTerminatedEvent()])
     await sandboxes.release(session.metadata.namespace or "", sid)
 
 

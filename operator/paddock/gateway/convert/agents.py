@@ -3,12 +3,14 @@ and an Agent resource to the API's `agent` view."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from paddock.gateway import views
 from paddock.gateway.convert.meta import (
     AGENT_ID_LABEL,
     UPDATED_AT_ANNOTATION,
+    annotations_of,
     api_metadata,
     archived_at,
     created_at,
@@ -119,11 +121,10 @@ def _mcp_toolset(toolset: McpToolsetParam, servers: set[str]) -> dict[str, Any]:
 
 def agent_spec_fields(params: AgentCreateParams) -> dict[str, Any]:
     """The Agent `spec` fields the API manages (`model`, `system`, `description`, `tools`,
-    `mcpServers`), camelCase; ApiError for what Paddock cannot do."""
+    `mcpServers`), camelCase; ApiError for what Paddock cannot do. `multiagent` names other
+    Agents, so the gateway resolves it apart (`paddock.gateway.agents`)."""
     if params.skills:
         raise unsupported("skills")
-    if params.multiagent is not None:
-        raise unsupported("multiagent")
     if params.execution_identity is not None and params.execution_identity.type != (
         "service_account"
     ):
@@ -237,6 +238,25 @@ def _agent_fields(obj: dict[str, Any]) -> dict[str, Any]:
         "mcp_servers": [
             views.McpServer(name=server.name, url=server.url) for server in spec.mcp_servers
         ],
+        "multiagent": multiagent_view(obj) if spec.multiagent else None,
+    }
+
+
+MULTIAGENT_ANNOTATION = "paddock.dev/multiagent"
+"""The API's form of an Agent's roster (agent ids and versions), as resolved when set: the
+spec names the Agents, the API shows their ids."""
+
+
+def multiagent_view(obj: dict[str, Any]) -> dict[str, Any]:
+    """The `multiagent` of a coordinator Agent as the API shows it."""
+    shown = annotations_of(obj).get(MULTIAGENT_ANNOTATION)
+    if shown:
+        return dict(json.loads(shown))
+    # Set through the Agent resource, not the API: the roster by name.
+    agents = obj["spec"]["multiagent"]["agents"]
+    return {
+        "type": "coordinator",
+        "agents": [{"type": "agent", "id": a["name"], "version": 0} for a in agents],
     }
 
 
