@@ -279,7 +279,14 @@ def main() -> None:
         figures[f"ratio_{q}"] = figures[f"ttft_decoupled_{q}_ms"] / figures[f"ttft_coupled_{q}_ms"]
     print(f"cold sandbox start-up {cold * 1000:.0f} ms; decoupled/coupled ratios below")
     print(
-        " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items())
+        " ".join(
+            f"{k}={v:.3f}"
+            if k.startswith("ratio")
+            else f"{k}={v:.2f}"
+            if isinstance(v, float)
+            else f"{k}={v}"
+            for k, v in figures.items()
+        )
     )
 
 
