@@ -228,13 +228,14 @@ class SessionRun:
         watcher = asyncio.ensure_future(self.interrupts.watch())
         try:
             while True:
-                await self.session.sync()
                 await self.work()
                 # The turn is over: what it left in the outputs directory is for the user.
                 await self.sandbox.collect_outputs()
                 handled = self.session.position
                 if await self.worker.queue.finish(self.claim, handled_through=handled):
                     return
+                # Input arrived meanwhile (the first pass is synced above: one read fewer).
+                await self.session.sync()
         finally:
             # Not awaited: a blocking read ends by itself within its block time.
             watcher.cancel()
