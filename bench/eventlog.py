@@ -124,6 +124,7 @@ async def replay_time(log: EventLog, events: int, runs: int) -> float:
         replayed = await log.replay(session)
         times.append((time.perf_counter() - start) * 1000)
         assert len(replayed) == events
+        del replayed  # freeing 10,000 events is no part of the next replay
     return statistics.median(times)
 
 
