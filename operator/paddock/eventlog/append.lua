@@ -15,7 +15,12 @@
 -- ARGV[6..]   type, payload, type, payload, ...
 -- Reply: {'ok', agent, id...} | {'dup', agent, id, payload, ...} (stored earlier under the key)
 --        | {'no_session'} | {'lost', holder or nil} | {'terminated'}
-if redis.call('EXISTS', KEYS[2]) == 0 then
+-- Every append runs this script, and each call into Redis costs (writes most): the snapshot
+-- fields are read in one HMGET and written in one HSET.
+local meta = redis.call('HMGET', KEYS[2], 'agent', 'status', 'event_count', 'running_since',
+  'last_event')
+local agent, status = meta[1], meta[2]
+if not agent then -- every session's meta hash has its agent (create_session.lua)
   return {'no_session'}
 end
 if ARGV[1] ~= '' then
@@ -24,10 +29,9 @@ if ARGV[1] ~= '' then
     return refusal
   end
 end
-if ARGV[2] == '1' and redis.call('HGET', KEYS[2], 'status') == 'terminated' then
+if ARGV[2] == '1' and status == 'terminated' then
   return {'terminated'}
 end
-local agent = redis.call('HGET', KEYS[2], 'agent')
 
 if ARGV[3] ~= '' then
   local stored = redis.call('HGET', KEYS[4], ARGV[3])
@@ -46,7 +50,7 @@ end
 -- only if nothing was appended since, which the stream's last entry tells.
 local reserved = {}
 if ARGV[5] ~= '' then
-  local previous = redis.call('HGET', KEYS[2], 'last_event') or '0-0'
+  local previous = meta[5] or '0-0'
   for id in string.gmatch(ARGV[5], '[^,]+') do
     if not later(id, previous) then
       reserved = {}
@@ -68,34 +72,32 @@ local last = reply[#reply]
 local now = tonumber(string.match(last, '^(%d+)'))
 
 local change = cjson.decode(ARGV[4])
-redis.call('HINCRBY', KEYS[2], 'event_count', count)
-redis.call('HSET', KEYS[2], 'last_event', last)
+local fields = {'event_count', tonumber(meta[3] or 0) + count, 'last_event', last}
 if change.input then
-  redis.call('HSET', KEYS[2], 'last_input', reply[2 + change.input])
+  fields[#fields + 1], fields[#fields + 2] = 'last_input', reply[2 + change.input]
 end
 if change.status then
   -- Active time accrues only while running (reference §11.9).
-  local old = redis.call('HGET', KEYS[2], 'status')
-  if old == 'running' and change.status ~= 'running' then
-    local since = redis.call('HGET', KEYS[2], 'running_since')
-    if since then
-      redis.call('HINCRBY', KEYS[2], 'active_ms', now - tonumber(since))
+  if status == 'running' and change.status ~= 'running' then
+    if meta[4] then
+      redis.call('HINCRBY', KEYS[2], 'active_ms', now - tonumber(meta[4]))
     end
-  elseif change.status == 'running' and old ~= 'running' then
-    redis.call('HSET', KEYS[2], 'running_since', now)
+  elseif change.status == 'running' and status ~= 'running' then
+    fields[#fields + 1], fields[#fields + 2] = 'running_since', now
   end
-  redis.call('HSET', KEYS[2], 'status', change.status)
+  fields[#fields + 1], fields[#fields + 2] = 'status', change.status
 end
 if change.stop_reason then
-  redis.call('HSET', KEYS[2], 'stop_reason', change.stop_reason)
+  fields[#fields + 1], fields[#fields + 2] = 'stop_reason', change.stop_reason
 end
 if change.outcome then
-  redis.call('HSET', KEYS[2], 'has_outcome', '1')
+  fields[#fields + 1], fields[#fields + 2] = 'has_outcome', '1'
 end
+redis.call('HSET', KEYS[2], unpack(fields))
 if change.usage then
-  local fields = {'input_tokens', 'output_tokens', 'cache_read_input_tokens',
+  local counters = {'input_tokens', 'output_tokens', 'cache_read_input_tokens',
     'cache_creation_input_tokens'}
-  for i, field in ipairs(fields) do
+  for i, field in ipairs(counters) do
     redis.call('HINCRBY', KEYS[2], field, change.usage[i])
   end
 end
