@@ -41,6 +41,7 @@ _READ_BATCH = 2000
 # Replays read smaller pages: the first page is the only one not decoded while Redis reads
 # another, and its wait is the one the caller sees in full.
 _REPLAY_BATCH = 1000
+_SEND_PASSES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,7 +422,12 @@ class EventLog(TenantViews):
                     page = asyncio.ensure_future(
                         self._page(session_id, "(" + last, "asc", _REPLAY_BATCH, ())
                     )
-                    await asyncio.sleep(0)  # the request goes out before decoding starts
+                    # Let the request go out before decoding starts: redis-py writes it
+                    # after one pass of the event loop, two with a socket timeout (the
+                    # write then runs in a task of its own). Too few passes lose only the
+                    # overlap.
+                    for _ in range(_SEND_PASSES):
+                        await asyncio.sleep(0)
                 events += decode_lines(lines)
         finally:
             if page is not None:
