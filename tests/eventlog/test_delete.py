@@ -70,6 +70,10 @@ async def test_deleting_a_session_leaves_no_key_behind(log: EventLog, redis: Red
         await log.acquire_lease(doomed, "worker-2", ttl_ms=1000)
     with pytest.raises(SessionNotFound):
         await log.send(doomed, [message("hello?")])
+    with pytest.raises(SessionNotFound):
+        await log.replay(doomed)
+    with pytest.raises(SessionNotFound):
+        await log.list_events(doomed)
     assert await keys_mentioning(redis, doomed) == []
 
 

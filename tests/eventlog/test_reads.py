@@ -17,8 +17,11 @@ from paddock.eventlog import (
     SessionNotFound,
     TextBlock,
     UserMessageEvent,
+    event_id,
     new_session_id,
+    payload,
     session_keys,
+    session_tag,
 )
 from paddock.testing.ports import wait_until_async
 
@@ -97,8 +100,31 @@ async def test_cursors_are_checked(log: EventLog, session: str) -> None:
 async def test_replay_resumes_after_any_event(log: EventLog, session: str) -> None:
     stored = await fill(log, session, 4500)  # more than one read batch
     assert await log.replay(session) == stored
-    for index in (0, 1999, 2000, 4498, 4499):
+    # Replays read pages of 1000, list_events of 2000: resume on both sides of each edge.
+    for index in (0, 998, 999, 1000, 1999, 2000, 4498, 4499):
         assert await log.replay(session, after=stored[index].id) == stored[index + 1 :]
+
+
+async def test_reads_give_every_stream_entry_its_event_id_and_time(
+    log: EventLog, session: str, redis: Redis
+) -> None:
+    # The read script encodes ids itself: it must agree with ids.event_id on every width,
+    # up to the largest time and sequence number an id holds (62**8 - 1, 62**6 - 1).
+    entries = ["1-0", "61-61", "62-3843", "3844-3844", "1764780000000-0", "1764780000000-1"]
+    entries += [f"{62**8 - 1}-{62**6 - 2}", f"{62**8 - 1}-{62**6 - 1}"]
+    events = session_keys(TENANT, session).events
+    for entry in entries:
+        await redis.xadd(
+            events, {"t": "agent.thinking", "e": payload(AgentThinkingEvent())}, id=entry
+        )
+    async with log.tail(session, after=None) as tail:  # decodes entries in Python
+        expected = [((event := await anext(tail)).id, event.processed_at) for _ in entries]
+    tag = session_tag(session)
+    assert [id_ for id_, _ in expected] == [event_id(entry, tag) for entry in entries]
+    replayed = await log.replay(session)
+    assert [(event.id, event.processed_at) for event in replayed] == expected
+    listed = flat(await walk(log, session, limit=3, order="desc"))
+    assert [(event.id, event.processed_at) for event in listed] == expected[::-1]
 
 
 async def test_tails_start_where_asked_and_filter(log: EventLog, session: str) -> None:

@@ -41,7 +41,8 @@ SESSION_ID_PATTERN = re.compile(r"^sesn_[0-9A-Za-z]{1,64}$")
 
 
 def encode_base62(value: int, width: int) -> str:
-    """``value`` in base62, left-padded to exactly ``width`` characters."""
+    """``value`` in base62, left-padded to exactly ``width`` characters. ``read.lua``
+    encodes event ids the same way (tests/eventlog/test_reads.py checks they agree)."""
     if value < 0 or value >= 62**width:
         raise ValueError(f"{value} does not fit in {width} base62 digits")
     digits = []

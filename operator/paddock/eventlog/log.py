@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from paddock.eventlog.keys import (
 from paddock.eventlog.lease import Heartbeat, Lease
 from paddock.eventlog.scripts import Scripts
 from paddock.eventlog.snapshot import SessionSnapshot, changes, from_meta
-from paddock.eventlog.storage import Row, decode, entry_time, payload
+from paddock.eventlog.storage import Row, decode, decode_lines, entry_time, payload
 from paddock.eventlog.tail import Tail
 
 Order = Literal["asc", "desc"]
@@ -38,6 +39,10 @@ AcquireOutcome = Literal["acquired", "held", "no_input", "no_session"]
 # Entries per read script call: large enough that a 10,000-event replay takes a handful of
 # round trips, small enough that one call never blocks the server for long.
 _READ_BATCH = 2000
+# Replays read smaller pages: the first page is the only one not decoded while Redis reads
+# another, and its wait is the one the caller sees in full.
+_REPLAY_BATCH = 1000
+_SEND_PASSES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,17 +411,42 @@ class EventLog(TenantViews):
         start = "-" if order == "asc" else "+"
         if cursor is not None:
             start = "(" + _cursor_position(cursor, order, tag)
-        # One extra row tells whether another page exists.
-        rows = await self._scan(session_id, start, order, types, want=limit + 1)
-        data = decode(rows[:limit], tag)
-        more = len(rows) > limit
+        # One extra event tells whether another page exists.
+        lines = await self._scan(session_id, start, order, types, want=limit + 1)
+        data = decode_lines(b"\n".join(lines[:limit]))
+        more = len(lines) > limit
         return EventPage(data=data, next_cursor=f"{order}.{data[-1].id}" if more else None)
 
     async def replay(self, session_id: str, *, after: str | None = None) -> list[AnyEvent]:
         """Every event of the session after event id ``after`` (None: all), in log order."""
         tag = session_tag(session_id)
         start = "-" if after is None else "(" + stream_id(after, tag)
-        return decode(await self._scan(session_id, start, "asc", None, want=None), tag)
+        events: list[AnyEvent] = []
+        # Each page is decoded while Redis reads the next one: on two cores the server's
+        # work and this process's overlap instead of adding up.
+        page: asyncio.Future[tuple[str, bytes, int]] | None = asyncio.ensure_future(
+            self._page(session_id, start, "asc", _REPLAY_BATCH, ())
+        )
+        try:
+            while page is not None:
+                last, lines, scanned = await page
+                if scanned < _REPLAY_BATCH:
+                    page = None
+                else:
+                    page = asyncio.ensure_future(
+                        self._page(session_id, "(" + last, "asc", _REPLAY_BATCH, ())
+                    )
+                    # Let the request go out before decoding starts: redis-py writes it
+                    # after one pass of the event loop, two with a socket timeout (the
+                    # write then runs in a task of its own). Too few passes lose only the
+                    # overlap.
+                    for _ in range(_SEND_PASSES):
+                        await asyncio.sleep(0)
+                events += decode_lines(lines)
+        finally:
+            if page is not None:
+                page.cancel()
+        return events
 
     def tail(
         self,
@@ -442,25 +472,35 @@ class EventLog(TenantViews):
         types: Collection[str] | None,
         *,
         want: int | None,
-    ) -> list[Row]:
-        keys = self.keys(session_id)
-        filters = list(types or ())
-        rows: list[Row] = []
-        while want is None or len(rows) < want:
-            # Without a filter every scanned entry is a row: scan no more than needed.
-            count = _READ_BATCH if filters or want is None else min(_READ_BATCH, want - len(rows))
-            reply = await self.scripts.read(
-                keys=[keys.events, keys.meta], args=[start, order, count, *filters]
-            )
-            if reply is None:
-                raise SessionNotFound(session_id)
-            last, lines, scanned = reply
-            if lines:
-                rows.extend(tuple(line.split(b" ", 1)) for line in lines.split(b"\n"))
+    ) -> list[bytes]:
+        """The JSON lines of the events from ``start`` on (``read.lua``), ``want`` at most."""
+        filters = tuple(types or ())
+        lines: list[bytes] = []
+        while want is None or len(lines) < want:
+            # Without a filter every scanned entry is kept: scan no more than needed.
+            count = _READ_BATCH if filters or want is None else min(_READ_BATCH, want - len(lines))
+            last, page, scanned = await self._page(session_id, start, order, count, filters)
+            if page:
+                lines += page.split(b"\n")
             if scanned < count:
                 break
-            start = "(" + last.decode()
-        return rows if want is None else rows[:want]
+            start = "(" + last
+        return lines if want is None else lines[:want]
+
+    async def _page(
+        self, session_id: str, start: str, order: Order, count: int, filters: Sequence[str]
+    ) -> tuple[str, bytes, int]:
+        """(last scanned stream id, JSON lines of the events kept, entries scanned) of one
+        read script call."""
+        keys = self.keys(session_id)
+        reply = await self.scripts.read(
+            keys=[keys.events, keys.meta],
+            args=[start, order, count, session_tag(session_id), *filters],
+        )
+        if reply is None:
+            raise SessionNotFound(session_id)
+        last, lines, scanned = reply
+        return (last or b"").decode(), lines, scanned
 
     # Leases.
 

@@ -71,6 +71,16 @@ def decode(rows: Sequence[Row], tag: str) -> list[AnyEvent]:
         return EVENT_LIST_ADAPTER.validate_json(b"[%s]" % b",".join(parts))
 
 
+def decode_lines(lines: bytes) -> list[AnyEvent]:
+    """Events from the JSON objects, one a line, that ``read.lua`` returns (envelope
+    included), validated in one call."""
+    if not lines:
+        return []
+    with _gc_paused():
+        # A payload is JSON from model_dump_json: no raw newline inside it.
+        return EVENT_LIST_ADAPTER.validate_json(b"[%s]" % lines.replace(b"\n", b","))
+
+
 def stream_entries(reply: object) -> list[tuple[bytes, dict[bytes, bytes]]]:
     """The entries of a one-stream XREAD / XREADGROUP reply, in whichever shape the client's
     protocol (RESP2 / RESP3) and ``legacy_responses`` setting give it."""

@@ -65,7 +65,7 @@ class Tail:
     async def __aenter__(self) -> Tail:
         # One reply says whether the session exists and which entry is last.
         last = await self._log.scripts.read(
-            keys=[self._keys.events, self._keys.meta], args=["+", "desc", 1]
+            keys=[self._keys.events, self._keys.meta], args=["+", "desc", 1, self._tag]
         )
         if last is None:
             raise SessionNotFound(self._session_id)
