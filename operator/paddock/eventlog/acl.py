@@ -40,7 +40,7 @@ TENANT_COMMANDS = (
     "time", "exists", "del", "get", "set", "incr", "pexpire",
     "hget", "hset", "hdel", "hexists", "hincrby", "hgetall",
     "xadd", "xrange", "xrevrange", "xread", "xreadgroup", "xack", "xdel", "xlen", "xclaim",
-    "xautoclaim", "xgroup|create",
+    "xautoclaim", "xpending", "xgroup|create",
     # sandbox binding announcements and session previews (channels checked against the
     # channel pattern)
     "subscribe", "unsubscribe", "publish",
