@@ -189,10 +189,16 @@ async def _pin(rt: Runtime, session: Session, sid: str, agent: dict[str, Any]) -
 
 
 async def provide_sandbox(
-    rt: Runtime, sandboxes: Sandboxes, session: Session, sid: str, environment: Environment
+    rt: Runtime,
+    sandboxes: Sandboxes,
+    session: Session,
+    sid: str,
+    environment: Environment,
+    *,
+    dead: str | None = None,
 ) -> None:
     async with sandboxes.one_change(sid):
-        how = await sandboxes.provide(session, sid, environment)
+        how = await sandboxes.provide(session, sid, environment, dead=dead)
         await report_binding(rt, session, sid, waiting=how == "waiting")
 
 
