@@ -56,6 +56,15 @@ def session_ready(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]
     )
 
 
+def bound_with_a_warm_spare(cluster: Cluster, namespace: str) -> tuple[str, str]:
+    """Session `s1` bound to a warm sandbox, and another warm one ready: (session id, pod)."""
+    agent_with_pool(cluster, namespace, 1)
+    cluster.create("Session", namespace, "s1", {"agentRef": {"name": "coder"}})
+    session = session_ready(cluster, namespace, "s1")
+    fill_pool(cluster, namespace, 1)
+    return session["metadata"]["labels"][L.SESSION_ID], session["status"]["sandbox"]["podName"]
+
+
 def test_warm_pool_fills_binds_refills_and_replaces(
     cluster: Cluster, namespace: str, operator: KopfRunner, redis_url: str
 ) -> None:
@@ -165,14 +174,7 @@ def test_changed_template_replaces_pooled_pods(
 def test_a_harness_request_for_a_dead_sandbox_binds_another(
     cluster: Cluster, namespace: str, operator: KopfRunner, redis_url: str
 ) -> None:
-    agent_with_pool(cluster, namespace, 1)
-    cluster.create("Session", namespace, "s1", {"agentRef": {"name": "coder"}})
-    session = session_ready(cluster, namespace, "s1")
-    session_id, first = (
-        session["metadata"]["labels"][L.SESSION_ID],
-        session["status"]["sandbox"]["podName"],
-    )
-    fill_pool(cluster, namespace, 1)
+    session_id, first = bound_with_a_warm_spare(cluster, namespace)
 
     async def report_dead() -> None:
         redis = Redis.from_url(redis_url)
@@ -199,14 +201,7 @@ def test_a_dead_sandbox_is_replaced_once(
 ) -> None:
     """The harness reports the failure before the kubelet does, twice (two workers, or a
     `dead` and a `needed`), then the pod fails: one sandbox replaces it, never the dead one."""
-    agent_with_pool(cluster, namespace, 1)
-    cluster.create("Session", namespace, "s1", {"agentRef": {"name": "coder"}})
-    session = session_ready(cluster, namespace, "s1")
-    session_id, first = (
-        session["metadata"]["labels"][L.SESSION_ID],
-        session["status"]["sandbox"]["podName"],
-    )
-    fill_pool(cluster, namespace, 1)
+    session_id, first = bound_with_a_warm_spare(cluster, namespace)
 
     async def report_dead() -> None:
         redis = Redis.from_url(redis_url)
