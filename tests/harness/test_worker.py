@@ -296,6 +296,36 @@ async def test_dead_sandbox_becomes_an_error_result_and_a_replacement_request(ma
     assert {"session": session, "reason": "dead", "pod": "dead-pod"} in fields
 
 
+async def test_one_dead_sandbox_is_one_replacement_request(make_harness) -> None:
+    """The model calls a tool again after the failure: that call waits for the replacement
+    already asked for instead of asking a second time (the operator would get `dead` and
+    `needed` for one failure)."""
+    script = turns(
+        Reply([ToolUse("bash", {"command": "echo first"})]),
+        Reply([ToolUse("bash", {"command": "echo second"})]),
+        lambda r: Reply([Text("saw: " + r.tool_result_text())]),
+    )
+    harness = make_harness(script)
+    session = await harness.start_session("hi", bind=False)
+    await harness.state.bind_sandbox(
+        session, SandboxBinding(url="http://127.0.0.1:9", token="t", pod="dead-pod")
+    )
+
+    async def requests() -> list[dict[str, str]]:
+        entries = await harness.redis.xrange(sandbox_requests("default"))
+        fields = [{k.decode(): v.decode() for k, v in f.items()} for _, f in entries]
+        return [f for f in fields if f["session"] == session]
+
+    await wait_until_async(requests, timeout=20, what="the replacement request")
+    await harness.bind(session)  # the operator's replacement
+    events = await harness.wait_idle(session)
+    assert events[-1]["stop_reason"] == {"type": "end_turn"}
+    assert [e for e in events if e["type"] == "agent.message"][-1]["content"][0]["text"].startswith(
+        "saw: second"
+    )
+    assert await requests() == [{"session": session, "reason": "dead", "pod": "dead-pod"}]
+
+
 async def test_compaction_replaces_long_history_with_a_summary(make_harness) -> None:
     def script(request: ModelRequest):
         if "Write a summary" in request.last_user_text:

@@ -9,7 +9,7 @@ from kopf.testing import KopfRunner
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from paddock.eventlog import SandboxBinding, SessionState
+from paddock.eventlog import SandboxBinding, SessionState, sandbox_requests
 from paddock.operator import labels as L
 
 from .conftest import Cluster, agent_spec, api_key_secret
@@ -55,6 +55,15 @@ def session_ready(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]
             and cluster.get("Session", namespace, name)
         ),
     )
+
+
+def bound_with_a_warm_spare(cluster: Cluster, namespace: str) -> tuple[str, str]:
+    """Session `s1` bound to a warm sandbox, and another warm one ready: (session id, pod)."""
+    agent_with_pool(cluster, namespace, 1)
+    cluster.create("Session", namespace, "s1", {"agentRef": {"name": "coder"}})
+    session = session_ready(cluster, namespace, "s1")
+    fill_pool(cluster, namespace, 1)
+    return session["metadata"]["labels"][L.SESSION_ID], session["status"]["sandbox"]["podName"]
 
 
 def test_warm_pool_fills_binds_refills_and_replaces(
@@ -166,14 +175,7 @@ def test_changed_template_replaces_pooled_pods(
 def test_a_harness_request_for_a_dead_sandbox_binds_another(
     cluster: Cluster, namespace: str, operator: KopfRunner, redis_url: str
 ) -> None:
-    agent_with_pool(cluster, namespace, 1)
-    cluster.create("Session", namespace, "s1", {"agentRef": {"name": "coder"}})
-    session = session_ready(cluster, namespace, "s1")
-    session_id, first = (
-        session["metadata"]["labels"][L.SESSION_ID],
-        session["status"]["sandbox"]["podName"],
-    )
-    fill_pool(cluster, namespace, 1)
+    session_id, first = bound_with_a_warm_spare(cluster, namespace)
     replaced = REGISTRY.get_sample_value("paddock_operator_sandbox_replace_seconds_count") or 0
 
     async def report_dead() -> None:
@@ -202,6 +204,51 @@ def test_a_harness_request_for_a_dead_sandbox_binds_another(
             == replaced + 1
         ),
     )
+
+
+def test_a_dead_sandbox_is_replaced_once(
+    cluster: Cluster, namespace: str, operator: KopfRunner, redis_url: str
+) -> None:
+    """The harness reports the failure before the kubelet does, twice (two workers, or a
+    `dead` and a `needed`), then the pod fails: one sandbox replaces it, never the dead one."""
+    session_id, first = bound_with_a_warm_spare(cluster, namespace)
+
+    async def report_dead() -> None:
+        redis = Redis.from_url(redis_url)
+        state = SessionState(redis, namespace)
+        await state.request_sandbox(session_id, dead_pod=first)
+        await state.request_sandbox(session_id, dead_pod=first)
+        await state.request_sandbox(session_id)
+        await redis.aclose()
+
+    async def requests_handled() -> bool:
+        redis = Redis.from_url(redis_url)
+        try:
+            groups = await redis.xinfo_groups(sandbox_requests(namespace))
+        finally:
+            await redis.aclose()
+        return bool(groups) and all(g["pending"] == 0 and g["lag"] == 0 for g in groups)
+
+    asyncio.run(report_dead())
+    cluster.fail_pod(namespace, first)
+    binding = cluster.wait(
+        "another sandbox",
+        lambda: (b := state_of(redis_url, namespace, session_id)) and b.pod != first and b,
+    )
+    cluster.wait("the requests handled", lambda: asyncio.run(requests_handled()))
+    cluster.wait(
+        "the dead pod deleted and the status updated",
+        lambda: (
+            first not in [p["metadata"]["name"] for p in cluster.sandboxes(namespace)]
+            and cluster.get("Session", namespace, "s1")["status"]["sandbox"]["podName"]
+            == binding.pod
+        ),
+    )
+    own = [
+        p["metadata"]["name"] for p in cluster.sandboxes(namespace, **{L.SESSION_ID: session_id})
+    ]
+    assert own == [binding.pod]
+    assert state_of(redis_url, namespace, session_id) == binding
 
 
 def test_sandbox_pods_the_apiserver_refuses_are_reported_and_retried_with_backoff(

@@ -18,6 +18,11 @@ from paddock.eventlog.storage import stream_entries
 
 T = TypeVar("T")
 
+PENDING_LOOKED_AT = 1000
+"""Pending entries whose idle time says when ``claim`` next looks for abandoned work. An
+Agent with more sessions in progress may wake a little late for the ones beyond (at most
+one TTL: an entry is never idle longer unnoticed)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Claim:
@@ -57,8 +62,6 @@ class WorkQueue:
         self.log = log.tenant(tenant_of(agent))  # an Agent's sessions are of its namespace
         self.lease_ttl_ms = lease_ttl_ms
         self._keys = work_keys(agent)
-        # Abandoned work is noticed within a third of the TTL after it became reclaimable.
-        self._reclaim_every_ms = max(lease_ttl_ms // 3, 1)
 
     async def enqueue(self, session_id: str) -> bool:
         """Queue the session; False if an undelivered entry already queues it."""
@@ -69,7 +72,8 @@ class WorkQueue:
         """The next session to work on, leased to ``consumer``; None after ``block_ms``.
 
         Abandoned entries (idle longer than the lease TTL) come first, then new ones; while
-        blocking, it looks for abandoned entries again every ttl/3.
+        blocking, it looks for abandoned entries again when the most idle pending entry
+        becomes reclaimable.
         Entries of deleted sessions, or of sessions whose input was handled meanwhile, are
         removed on the way. An entry whose session is leased to another worker is left
         pending: that worker sees the input before it can release the lease, and if it
@@ -78,15 +82,16 @@ class WorkQueue:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + block_ms / 1000
         while True:
-            taken, idle_s = await self._reclaim(consumer)
+            taken, idle_s, wait_ms = await self._reclaim(consumer)
             reclaimed = taken is not None
             if taken is None:
                 remaining_ms = int((deadline - loop.time()) * 1000)
                 if remaining_ms < 1:
                     return None
-                # Wake up now and then to look for abandoned entries again: they become
-                # reclaimable by time passing, which no blocking read would notice.
-                taken = await self._next(consumer, min(remaining_ms, self._reclaim_every_ms))
+                # Wake up when the next entry becomes reclaimable: time passing makes it so,
+                # which no blocking read would notice. Waking at a fixed ttl/3 instead put up
+                # to a third of the TTL on top of every takeover (docs/harness.md).
+                taken = await self._next(consumer, min(remaining_ms, wait_ms))
                 if taken is None:
                     continue
             entry_id, session_id = taken
@@ -144,17 +149,22 @@ class WorkQueue:
         """Entries in the queue: sessions queued, being worked on, or waiting for a lease."""
         return int(await self.log.redis.xlen(self._keys.stream))
 
-    async def _reclaim(self, consumer: str) -> tuple[tuple[str, str] | None, float | None]:
-        """The (entry id, session id) taken over, and how long it had been idle."""
+    async def _reclaim(
+        self, consumer: str
+    ) -> tuple[tuple[str, str] | None, float | None, int]:
+        """(entry id, session id) of an abandoned entry taken over and how long it had been
+        idle; or None and the ms until the next pending entry becomes reclaimable."""
         reply = await self._with_group(
             lambda: self.log.scripts.reclaim(
-                keys=self._keys, args=[WORK_GROUP, consumer, self.lease_ttl_ms]
+                keys=self._keys,
+                args=[WORK_GROUP, consumer, self.lease_ttl_ms, PENDING_LOOKED_AT],
             )
         )
-        if not reply:
-            return None, None
-        idle_ms = int(reply[2])
-        return (reply[0].decode(), reply[1].decode()), idle_ms / 1000 if idle_ms >= 0 else None
+        if len(reply) == 3:
+            idle_ms = int(reply[2])
+            taken = (reply[0].decode(), reply[1].decode())
+            return taken, idle_ms / 1000 if idle_ms >= 0 else None, 0
+        return None, None, int(reply[0])
 
     async def _next(self, consumer: str, block_ms: int) -> tuple[str, str] | None:
         reply = await self._with_group(

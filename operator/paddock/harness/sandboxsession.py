@@ -58,6 +58,9 @@ class SandboxSession:
         self.clients: dict[str, SandboxClient] = {}
         """One client per sandbox pod used in this run, bound to the session."""
         self.files: dict[str, SandboxFiles] = {}
+        self.replacing = False
+        """A replacement was asked for (`dead`): the next call waits for it without asking
+        again, so that one failure is one request (docs/harness.md)."""
         """What was mounted into and collected from each of those pods."""
 
     async def close(self) -> None:
@@ -168,6 +171,7 @@ class SandboxSession:
     async def replace(self, binding: SandboxBinding) -> None:
         """Ask the operator for a fresh sandbox in place of ``binding``'s, and forget it."""
         await self.state.request_sandbox(self.session_id, dead_pod=binding.pod)
+        self.replacing = True
         client = self.clients.pop(binding.pod, None)
         if client is not None:
             await client.aclose()
@@ -177,8 +181,11 @@ class SandboxSession:
         the model was never kept waiting for it)."""
         binding = await self.state.sandbox(self.session_id)
         if binding is not None:
+            self.replacing = False
             return binding
-        await self.state.request_sandbox(self.session_id)
+        if not self.replacing:
+            await self.state.request_sandbox(self.session_id)
+        self.replacing = False  # after a wait that timed out, the next call asks again
         timeout = parse_duration(self.limits.sandbox_wait_timeout)
         return await self.waiter.wait(self.session_id, timeout)
 

@@ -379,17 +379,29 @@ class Sandboxes:
 
     # --- binding ---------------------------------------------------------------------
 
-    async def provide(self, session: Session, session_id: str, environment: Environment) -> str:
+    async def provide(
+        self,
+        session: Session,
+        session_id: str,
+        environment: Environment,
+        *,
+        dead: str | None = None,
+    ) -> str:
         """Give the session a sandbox (claim a warm pod or start a cold one, and record the
         binding); returns `existing`, `warm`, `cold` (the binding is recorded when it is
         ready) or `waiting` (its Environment's pods fail to start: a cold start waits for
-        the backoff, and the controller tries again then). Callers hold
-        `one_change(session_id)`."""
+        the backoff, and the controller tries again then). ``dead``: a pod the harness
+        found dead, which the informer may not show as dead yet; it is never bound again.
+        Callers hold `one_change(session_id)`."""
         started = time.monotonic()
         namespace, environment_name = render.namespace_of(environment), render.name_of(environment)
         if await self.rt.state.tenant(namespace).sandbox(session_id) is not None:
             return "existing"
-        own = [p for p in self.session_pods(namespace, session_id) if not pod_dead(p)]
+        own = [
+            p
+            for p in self.session_pods(namespace, session_id)
+            if not pod_dead(p) and p["metadata"]["name"] != dead
+        ]
         if own:  # a cold sandbox is starting, or one is bound and not recorded yet
             if pod_ready(own[0]):
                 await self.record(session_id, own[0])

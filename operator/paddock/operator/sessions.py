@@ -193,11 +193,12 @@ async def provide_sandbox(
     environment: Environment,
     *,
     accepted: dict[str, Any] | None = None,
+    dead: str | None = None,
 ) -> None:
     """Bind a sandbox and say so in the status (with ``accepted``, the acceptance's status,
     in the same write)."""
     async with sandboxes.one_change(sid):
-        how = await sandboxes.provide(session, sid, environment)
+        how = await sandboxes.provide(session, sid, environment, dead=dead)
         await report_binding(rt, session, sid, waiting=how == "waiting", accepted=accepted)
 
 

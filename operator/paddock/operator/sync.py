@@ -396,19 +396,25 @@ class SandboxRequests:
         if session is None or session.metadata.deletion_timestamp or session.spec.cancel:
             return
         own_pods = {p["metadata"]["name"] for p in self.sandboxes.session_pods(tenant, session_id)}
-        if request.reason == "dead" and request.dead_pod and request.dead_pod in own_pods:
+        dead = request.dead_pod if request.reason == "dead" else None
+        if dead is not None and dead in own_pods:
             # A stream id starts with the Redis server's time of the report, in ms.
             self.sandboxes.replacing[session_id] = int(entry_id.split(b"-")[0]) / 1000
-            await kube.delete("v1", "Pod", tenant, request.dead_pod)
+            await kube.delete("v1", "Pod", tenant, dead)
             await events.post(
                 kube,
                 session,
                 EventReason.SANDBOX_REPLACED,
-                f"sandbox {request.dead_pod} failed; binding another",
+                f"sandbox {dead} failed; binding another",
             )
         environment = await kube.find(
             API_VERSION, "Environment", settings.namespace, settings.environment
         )
         if environment is not None:
             environment_model = Environment.model_validate(environment)
-            await provide_sandbox(self.rt, self.sandboxes, session, session_id, environment_model)
+            # The harness may see a pod fail before the informer does: the stale entry must
+            # not count as the session's sandbox, or the dead pod is bound again and the
+            # replacement waits for the informer (docs/operator.md).
+            await provide_sandbox(
+                self.rt, self.sandboxes, session, session_id, environment_model, dead=dead
+            )
