@@ -149,9 +149,7 @@ class WorkQueue:
         """Entries in the queue: sessions queued, being worked on, or waiting for a lease."""
         return int(await self.log.redis.xlen(self._keys.stream))
 
-    async def _reclaim(
-        self, consumer: str
-    ) -> tuple[tuple[str, str] | None, float | None, int]:
+    async def _reclaim(self, consumer: str) -> tuple[tuple[str, str] | None, float | None, int]:
         """(entry id, session id) of an abandoned entry taken over and how long it had been
         idle; or None and the ms until the next pending entry becomes reclaimable."""
         reply = await self._with_group(
