@@ -16,7 +16,8 @@ import argparse
 import asyncio
 import statistics
 
-from ttft import bench, percentile
+from stats import percentile
+from ttft import bench
 
 TARGET_P95_MS = 50.0
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from typing import Any
@@ -29,6 +28,7 @@ import anthropic
 from paddock.testing.fakemodel import ModelRequest, Reply, Text, ToolUse
 from paddock.testing.ports import wait_until
 from paddock.testing.stack import LocalStack
+from stats import percentile
 
 PADDOCK = "paddock.dev/v1alpha1"
 AGENT, WARM, COLD = "bench-e2e", "bench-warm", "bench-cold"
@@ -127,14 +127,6 @@ def one_session(client: anthropic.Anthropic, environment: str, label: str) -> di
         return seen
     finally:
         client.beta.sessions.delete(session.id)
-
-
-def percentile(values: list[float], q: int) -> float:
-    return (
-        statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-        if len(values) > 1
-        else values[0]
-    )
 
 
 def measure(stack: LocalStack, rounds: int, out: Any = sys.stdout) -> dict[str, float]:

@@ -42,6 +42,7 @@ from paddock.eventlog import (
     payload,
 )
 from paddock.testing.redis import RedisServer
+from stats import percentile
 
 AGENT = "bench/agent"
 EVENTS: TypeAdapter[list[AnyEvent]] = TypeAdapter(list[AnyEvent])
@@ -173,10 +174,6 @@ async def tail_latency(log: EventLog, samples: int) -> list[float]:
             latencies.append((received - sent) * 1000)
         await subscriber
     return latencies
-
-
-def percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
 async def main(args: argparse.Namespace, url: str) -> str:

@@ -30,7 +30,6 @@ import base64
 import json
 import os
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,13 +51,10 @@ from paddock.testing.controlplane import ControlPlane
 from paddock.testing.fakemodel import FakeModelServer, ModelRequest, Reply, Text
 from paddock.testing.ports import free_port, wait_until
 from paddock.testing.redis import RedisServer
+from stats import percentile
 
 BATCH = 100
 TEXT = "The quick brown fox jumps over the lazy dog. " * 4  # ~180 bytes, a short message
-
-
-def percentile(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 def b64(text: str) -> str:

@@ -46,6 +46,7 @@ from paddock.models import Agent
 from paddock.testing.fakemodel import FakeModelServer, ModelRequest, Reply, Text, ToolUse
 from paddock.testing.redis import RedisServer
 from paddock.testing.sandbox import RunningSandbox, launch
+from stats import percentile
 
 AGENT = "bench/takeover"
 TENANT = "bench"
@@ -57,14 +58,6 @@ def script(request: ModelRequest) -> Reply:
     if request.assistant_turns < STEPS:
         return Reply([ToolUse("bash", {"command": "true"})], delay=0.3)
     return Reply([Text("done")])
-
-
-def percentile(values: list[float], q: int) -> float:
-    return (
-        statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-        if len(values) > 1
-        else values[0]
-    )
 
 
 class Workers:

@@ -50,6 +50,7 @@ from paddock.models import Agent
 from paddock.testing.fakemodel import FakeModelServer, ModelRequest, Reply, Text, ToolUse
 from paddock.testing.redis import RedisServer
 from paddock.testing.sandbox import RunningSandbox, launch
+from stats import percentile
 
 AGENT = "bench/ttft"
 MODES = ("decoupled", "coupled")
@@ -90,14 +91,6 @@ class FirstRequests:
             return Reply([ToolUse("bash", {"command": "true"})])
         self.finished.add(label)
         return Reply([Text("done")])
-
-
-def percentile(values: list[float], q: int) -> float:
-    return (
-        statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-        if len(values) > 1
-        else values[0]
-    )
 
 
 class Bench:
