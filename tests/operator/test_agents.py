@@ -91,6 +91,35 @@ def test_missing_environment_is_a_condition(
     assert ready["message"] == 'Environment "gpu" not found'
 
 
+def test_a_coordinators_roster_names_missing_agents_and_nested_coordinators(
+    cluster: Cluster, namespace: str, operator: KopfRunner
+) -> None:
+    api_key_secret(cluster, namespace)
+    roster = {"multiagent": {"agents": [{"name": "helper"}, {"name": "lead2"}]}}
+    cluster.create("Agent", namespace, "lead", agent_spec(**roster))
+
+    def reason_of_lead() -> dict[str, Any] | None:
+        c = cluster.condition("Agent", namespace, "lead", "Ready")
+        return c if c and c["reason"] == "RosterInvalid" else None
+
+    ready = cluster.wait("RosterInvalid", reason_of_lead)
+    assert ready["status"] == "False"
+    assert ready["message"] == ('multiagent: Agent "helper" not found; Agent "lead2" not found')
+    # GitOps applies the rostered Agents later; one of them is a coordinator itself.
+    cluster.create("Agent", namespace, "helper", agent_spec())
+    cluster.create(
+        "Agent", namespace, "lead2", agent_spec(multiagent={"agents": [{"name": "helper"}]})
+    )
+    cluster.wait(
+        "only the nested coordinator reported",
+        lambda: (
+            (c := reason_of_lead())
+            and c["message"]
+            == 'multiagent: Agent "lead2" is a coordinator itself (threads are one level deep)'
+        ),
+    )
+
+
 def test_changing_the_agent_rolls_its_harness(
     cluster: Cluster, namespace: str, operator: KopfRunner
 ) -> None:

@@ -56,11 +56,19 @@ def session_worker_settings(
     is pinned to (prompt, model, tools, limits), not its pod's, which may be another version
     while harness pods roll. What belongs to the pod stays the pod's: `credentials` (its
     credential proxy holds those Secrets and no others) and `harness`. A session opened
-    before versions were pinned runs its pod's spec."""
-    if session is None or session.agent is None:
+    before versions were pinned runs its pod's spec.
+
+    A thread (a session with a parent) never delegates, even if its Agent is a coordinator
+    itself: threads are one level deep, as in the API (the gateway refuses such rosters; one
+    applied with kubectl is reported in the coordinator's `Ready` condition)."""
+    if session is None:
         return worker
-    pod = worker.spec
-    spec = session.agent.spec.model_copy(
-        update={"credentials": pod.credentials, "harness": pod.harness}
-    )
-    return replace(worker, spec=spec)
+    spec = worker.spec
+    if session.agent is not None:
+        pod = worker.spec
+        spec = session.agent.spec.model_copy(
+            update={"credentials": pod.credentials, "harness": pod.harness}
+        )
+    if session.parent_session_id is not None and spec.multiagent is not None:
+        spec = spec.model_copy(update={"multiagent": None})
+    return worker if spec is worker.spec else replace(worker, spec=spec)

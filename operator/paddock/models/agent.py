@@ -252,7 +252,8 @@ class Multiagent(Model):
     """The Agents a coordinator may delegate to (API `multiagent` `{type: "coordinator"}`):
     its model gets the tools `list_agents` and `send_to_agent`, and each call runs a thread
     on the callee's harness workers. Depth 1: a rostered Agent that itself has `multiagent`
-    is refused when called (and by the gateway when the coordinator is created)."""
+    gets no delegation tools in a thread, is refused by the gateway, and is reported as
+    `RosterInvalid` in the coordinator's `Ready` condition."""
 
     type: Literal["coordinator"] = "coordinator"
     agents: Annotated[

@@ -33,6 +33,9 @@ class AgentReason(StrEnum):
     """A referenced Secret or key does not exist; the message names which."""
     ENVIRONMENT_NOT_FOUND = "EnvironmentNotFound"
     """The `environmentRef` names no Environment."""
+    ROSTER_INVALID = "RosterInvalid"
+    """A `multiagent` roster entry names no Agent, or an Agent that is a coordinator itself
+    (threads are one level deep); the message names which."""
     HARNESS_NOT_CREATED = "HarnessNotCreated"
     """The harness Deployment does not exist yet."""
     HARNESS_NOT_READY = "HarnessNotReady"

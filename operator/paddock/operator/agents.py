@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from paddock.kube import (
     KubeClient,
@@ -112,6 +113,23 @@ async def record_versions(rt: Runtime, agent: Agent) -> None:
         await delete_revision(rt.kube, obj, version)
 
 
+def roster_problems(agent: Agent, find: Callable[[str], dict[str, Any] | None]) -> list[str]:
+    """What is wrong with a coordinator's roster: Agents it names that do not exist (yet:
+    GitOps may apply them later) or are coordinators themselves."""
+    if agent.spec.multiagent is None:
+        return []
+    problems = []
+    for ref in agent.spec.multiagent.agents:
+        found = find(ref.name)
+        if found is None:
+            problems.append(f'Agent "{ref.name}" not found')
+        elif found.get("spec", {}).get("multiagent"):
+            problems.append(
+                f'Agent "{ref.name}" is a coordinator itself (threads are one level deep)'
+            )
+    return problems
+
+
 async def status(
     rt: Runtime,
     agent: Agent,
@@ -146,6 +164,9 @@ async def status(
         agent,
         missing_secrets=await missing_secrets(rt.kube, agent),
         missing_environment=missing_environment,
+        roster_problems=roster_problems(
+            agent, lambda name: rt.informers["Agent"].get(namespace, name)
+        ),
         deployment=deployment,
         harness_pods=harness_pods,
         active_sessions=active_sessions,

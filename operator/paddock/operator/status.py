@@ -175,6 +175,7 @@ def agent_ready(
     *,
     missing_secrets: list[str],
     missing_environment: str | None,
+    roster_problems: list[str],
     deployment: Deployment | None,
     harness_pods: Sequence[Pod],
 ) -> tuple[bool, AgentReason, str]:
@@ -192,6 +193,8 @@ def agent_ready(
             AgentReason.ENVIRONMENT_NOT_FOUND,
             f'Environment "{missing_environment}" not found',
         )
+    if roster_problems:
+        return False, AgentReason.ROSTER_INVALID, "multiagent: " + "; ".join(roster_problems)
     if deployment is None:
         return False, AgentReason.HARNESS_NOT_CREATED, "the harness Deployment does not exist yet"
     desired, ready = deployment.desired, deployment.ready_replicas
@@ -221,6 +224,7 @@ def agent_status(
     *,
     missing_secrets: list[str],
     missing_environment: str | None,
+    roster_problems: list[str],
     deployment: Deployment | None,
     harness_pods: Sequence[Pod],
     active_sessions: int,
@@ -230,6 +234,7 @@ def agent_status(
     ok, reason, message = agent_ready(
         missing_secrets=missing_secrets,
         missing_environment=missing_environment,
+        roster_problems=roster_problems,
         deployment=deployment,
         harness_pods=harness_pods,
     )
