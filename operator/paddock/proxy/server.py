@@ -66,7 +66,10 @@ class ProxyServer:
 
     async def _serve_app(self, app: web.Application, listener: Listener) -> None:
         # No access log: the audit line is the one record per request, and it holds no secrets.
-        runner = web.AppRunner(app, access_log=None)
+        # A request whose client hung up (an interrupted tool or model call) is cancelled, so
+        # its upstream call stops too; at SIGTERM in-flight requests get 5 s (the gateway's
+        # figures), not aiohttp's 60, which outlived the pod's grace period.
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=5)
         await runner.setup()
         self._runners.append(runner)
         await web.TCPSite(runner, listener.host, listener.port).start()
