@@ -139,12 +139,16 @@ async def test_a_stalled_worker_is_taken_over_and_fenced_out(
     assert await queue.depth() == 0
 
 
-async def test_a_heartbeat_keeps_the_claim(log: EventLog, queue: WorkQueue, session: str) -> None:
+async def test_a_heartbeat_keeps_the_claim(log: EventLog, session: str) -> None:
+    # A longer TTL than the other tests': beats every ttl/3 must not miss one because the
+    # machine is busy (a 300 ms TTL failed at load average 13-18), which is not what is tested.
+    ttl_ms = 1200
+    queue = WorkQueue(log, AGENT, lease_ttl_ms=ttl_ms)
     await log.send(session, [message("long turn")])
     claim = await claimed(queue, "worker-1")
     async with queue.heartbeat(claim) as heartbeat:
-        await asyncio.sleep(3 * TTL_MS / 1000)  # three TTLs pass: the heartbeat is tested
-        assert await queue.claim("worker-2", block_ms=TTL_MS) is None
+        await asyncio.sleep(3 * ttl_ms / 1000)  # three TTLs pass: the heartbeat is tested
+        assert await queue.claim("worker-2", block_ms=ttl_ms) is None
         assert not heartbeat.lost.is_set()
         await log.append(session, [answer("long turn")], fence=claim.lease)
         assert await queue.finish(claim, handled_through=await last_id(log, session))
