@@ -260,6 +260,9 @@ class AgentToolUseEvent(Event):
     evaluated_permission: Literal["allow", "ask", "deny"] | None = optional()
     evaluation: Evaluation | None = optional()
     session_thread_id: str | None = optional()
+    session_thread_event_id: str | None = optional()
+    """Paddock extension, on a cross-post only: the id of the event in the thread's own log
+    (the gateway routes the client's answer there)."""
 
 
 class AgentToolResultEvent(Event):
@@ -274,6 +277,9 @@ class AgentCustomToolUseEvent(Event):
     name: str
     input: dict[str, Any]
     session_thread_id: str | None = optional()
+    session_thread_event_id: str | None = optional()
+    """Paddock extension, on a cross-post only: the id of the event in the thread's own log
+    (the gateway routes the client's answer there)."""
 
 
 class AgentMcpToolUseEvent(Event):
@@ -284,6 +290,9 @@ class AgentMcpToolUseEvent(Event):
     evaluated_permission: Literal["allow", "ask", "deny"] | None = optional()
     evaluation: Evaluation | None = optional()
     session_thread_id: str | None = optional()
+    session_thread_event_id: str | None = optional()
+    """Paddock extension, on a cross-post only: the id of the event in the thread's own log
+    (the gateway routes the client's answer there)."""
 
 
 class AgentMcpToolResultEvent(Event):

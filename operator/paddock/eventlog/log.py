@@ -417,6 +417,14 @@ class EventLog(TenantViews):
         more = len(lines) > limit
         return EventPage(data=data, next_cursor=f"{order}.{data[-1].id}" if more else None)
 
+    async def event(self, session_id: str, event: str) -> AnyEvent | None:
+        """The session's event with id ``event``; None if there is none (deleted or never
+        stored). ``InvalidId`` for an id of another session or a malformed one."""
+        position = stream_id(event, session_tag(session_id))
+        _, lines, _ = await self._page(session_id, position, "asc", 1, ())
+        found = decode_lines(lines)
+        return found[0] if found and found[0].id == event else None
+
     async def replay(self, session_id: str, *, after: str | None = None) -> list[AnyEvent]:
         """Every event of the session after event id ``after`` (None: all), in log order."""
         tag = session_tag(session_id)
