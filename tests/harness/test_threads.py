@@ -7,7 +7,15 @@ import json
 import secrets
 from typing import Any
 
-from paddock.eventlog import UserInterruptEvent, session_keys, session_of_thread
+from paddock.eventlog import (
+    TextBlock,
+    UserCustomToolResultEvent,
+    UserInterruptEvent,
+    UserToolConfirmationEvent,
+    session_keys,
+    session_of_thread,
+)
+from paddock.harness.threads import MAX_CONCURRENT_THREADS
 from paddock.testing.fakemodel import ModelRequest, Reply, Text, ToolUse
 from paddock.testing.ports import wait_until_async
 
@@ -175,3 +183,140 @@ async def test_an_interrupt_of_the_coordinator_reaches_its_threads(make_harness)
     thread_events = await harness.wait_idle(thread, within=30)
     assert "user.interrupt" in types(thread_events)
     assert thread_events[-1]["stop_reason"] == {"type": "end_turn"}
+
+
+def asking_script(request: ModelRequest) -> Reply:
+    """The coordinator asks alpha once and reports its reply; alpha calls the tool its spec
+    makes wait on the client (an always_ask `bash`, or the custom `lookup`), then says what
+    it got."""
+    if request.system_text == "coordinator":
+        if request.assistant_turns == 0:
+            return Reply([ToolUse("send_to_agent", {"agent": "alpha", "message": "go"})])
+        return Reply([Text("alpha said: " + json.loads(request.tool_result_text())["reply"])])
+    if request.assistant_turns == 0:
+        if request.system_text == "asker":
+            return Reply([ToolUse("bash", {"command": "echo approved"})])
+        return Reply([ToolUse("lookup", {"q": "answer"})])
+    return Reply([Text(request.tool_result_text().splitlines()[0])])
+
+
+ASKER = {"system": "asker", "tools": {"builtin": {"permissionPolicy": "always_ask"}}}
+LOOKUP = {"name": "lookup", "description": "Look it up", "inputSchema": {"type": "object"}}
+
+
+async def waiting_on_client(harness: Any, session: str, count: int = 1) -> dict[str, Any]:
+    """The coordinator's cross-post of alpha's request, once the coordinator idles
+    `requires_action` on it (the ``count``-th idle)."""
+    events = await harness.wait_idle(session, count=count, within=30)
+    (cross,) = [e for e in events if e.get("session_thread_id") and e["type"].endswith("tool_use")]
+    assert events[-1]["stop_reason"] == {"type": "requires_action", "event_ids": [cross["id"]]}
+    return cross
+
+
+async def test_a_thread_asking_a_confirmation_waits_on_the_coordinators_client(
+    make_harness, sandbox
+) -> None:
+    harness = make_harness(asking_script, system="coordinator", multiagent=ROSTER)
+    harness.start_worker(agent="default/alpha", spec=agent_spec(**ASKER), worker_id="alpha")
+    session = await harness.start_session("ask alpha")
+    cross = await waiting_on_client(harness, session)
+    # The cross-post is the thread's own request, named by the thread and its id there.
+    thread = session_of_thread(cross["session_thread_id"])
+    thread_events = await harness.events(thread)
+    (use,) = [e for e in thread_events if e["type"] == "agent.tool_use"]
+    assert cross["session_thread_event_id"] == use["id"]
+    assert (cross["name"], cross["input"]) == ("bash", {"command": "echo approved"})
+    assert thread_events[-1]["stop_reason"] == {"type": "requires_action", "event_ids": [use["id"]]}
+    snapshot = await harness.log.snapshot(session)
+    assert (snapshot.status, snapshot.stop_reason.type) == ("idle", "requires_action")
+    parent = await harness.events(session)
+    (thread_idle,) = [e for e in parent if e["type"] == "session.thread_status_idle"]
+    assert thread_idle["stop_reason"]["type"] == "requires_action"
+
+    # What the gateway does with the client's answer: the thread's log gets it.
+    await harness.send(thread, UserToolConfirmationEvent(tool_use_id=use["id"], result="allow"))
+    events = await harness.wait_idle(session, count=2, within=30)
+    assert events[-1]["stop_reason"] == {"type": "end_turn"}
+    assert events[-3]["content"][0]["text"] == "alpha said: approved"
+    # The thread runs again, and so does its parent.
+    after = types(events[events.index(parent[-1]) + 1 :])
+    assert after[:2] == ["session.thread_status_running", "session.status_running"]
+    # The coordinator's own model never saw the cross-post as a call of its own.
+    assert len([e for e in events if e["type"] == "agent.tool_result"]) == 1
+
+
+async def test_a_coordinator_worker_lost_while_its_thread_waits_posts_nothing_twice(
+    make_harness, sandbox
+) -> None:
+    harness = make_harness(asking_script, workers=0, system="coordinator", multiagent=ROSTER)
+    for index in range(2):
+        harness.start_worker(worker_id=f"coordinator-{index}", lease_ttl_ms=900)
+    harness.start_worker(agent="default/alpha", spec=agent_spec(**ASKER), worker_id="alpha")
+    session = await harness.start_session("ask alpha")
+    cross = await waiting_on_client(harness, session)
+    # What a worker stalled past its TTL finds: someone else holds the lease. The worker
+    # that resumes the coordinator re-runs the call and idles again on the same request.
+    await harness.redis.set(session_keys("default", session).lease, "999999:thief", px=900)
+    again = await waiting_on_client(harness, session, count=2)
+    assert again["id"] == cross["id"]  # the same cross-post, listed again
+    thread = session_of_thread(cross["session_thread_id"])
+    await harness.send(
+        thread,
+        UserToolConfirmationEvent(tool_use_id=cross["session_thread_event_id"], result="allow"),
+    )
+    events = await harness.wait_idle(session, count=3, within=30)
+    assert events[-3]["content"][0]["text"] == "alpha said: approved"
+    for kind in (
+        "session.thread_created",
+        "agent.thread_message_sent",
+        "session.thread_status_idle",
+    ):
+        assert len([e for e in events if e["type"] == kind]) == (2 if kind.endswith("idle") else 1)
+    thread_events = await harness.events(thread)
+    assert len([e for e in thread_events if e["type"] == "agent.tool_result"]) == 1
+
+
+async def test_a_thread_custom_tool_is_answered_through_the_coordinator(make_harness) -> None:
+    harness = make_harness(asking_script, system="coordinator", multiagent=ROSTER)
+    spec = agent_spec(system="looker", tools={"custom": [LOOKUP]})
+    harness.start_worker(agent="default/alpha", spec=spec, worker_id="alpha")
+    session = await harness.start_session("ask alpha")
+    cross = await waiting_on_client(harness, session)
+    assert (cross["type"], cross["name"]) == ("agent.custom_tool_use", "lookup")
+    await harness.send(
+        session_of_thread(cross["session_thread_id"]),
+        UserCustomToolResultEvent(
+            custom_tool_use_id=cross["session_thread_event_id"], content=[TextBlock(text="42")]
+        ),
+    )
+    events = await harness.wait_idle(session, count=2, within=30)
+    assert events[-3]["content"][0]["text"] == "alpha said: 42"
+
+
+async def test_delegation_calls_beyond_the_thread_cap_get_an_error_result(make_harness) -> None:
+    calls = MAX_CONCURRENT_THREADS + 1
+
+    def reply(request: ModelRequest) -> Reply:
+        if request.system_text == "coordinator":
+            if request.assistant_turns == 0:
+                return Reply(
+                    [
+                        ToolUse("send_to_agent", {"agent": "alpha", "message": f"n{i}"})
+                        for i in range(calls)
+                    ]
+                )
+            return Reply([Text("done")])
+        return Reply([Text("ok")])
+
+    harness = make_harness(reply, system="coordinator", multiagent=ROSTER)
+    start_callees(harness)
+    session = await harness.start_session("ask many")
+    events = await harness.wait_idle(session, within=90)
+    assert events[-1]["stop_reason"] == {"type": "end_turn"}
+    assert len([e for e in events if e["type"] == "session.thread_created"]) == calls - 1
+    results = [e for e in events if e["type"] == "agent.tool_result"]
+    refused = [r for r in results if r.get("is_error")]
+    assert len(results) == calls
+    assert len(refused) == 1
+    assert "Too many threads at once" in refused[0]["content"][0]["text"]
+    assert len(await harness.state.threads(session)) == calls - 1

@@ -16,6 +16,7 @@ from paddock.harness.tools import mcp_tool_name
 USER_INPUT_TYPES = frozenset({"user.message", "user.define_outcome"})
 TOOL_USE_TYPES = frozenset({"agent.tool_use", "agent.custom_tool_use", "agent.mcp_tool_use"})
 TOOL_RESULT_TYPES = frozenset({"agent.tool_result", "user.tool_result", "agent.mcp_tool_result"})
+_ROUTABLE_TYPES = TOOL_USE_TYPES | {"user.tool_confirmation", "user.custom_tool_result"}
 COMPACTION_PREFIX = "Summary of the conversation so far (earlier turns were compacted):\n\n"
 
 
@@ -215,6 +216,8 @@ def apply(t: Transcript, event: dict[str, Any]) -> None:
     """Fold one event into ``t`` (the incremental form of `rebuild`)."""
     kind = event["type"]
     t.last_event_id = event.get("id", t.last_event_id)
+    if kind in _ROUTABLE_TYPES and event.get("session_thread_id"):
+        return  # a thread's request cross-posted here, or the answer routed to the thread
     if kind in USER_INPUT_TYPES:
         if kind == "user.define_outcome":
             rubric = event.get("rubric") or {}
