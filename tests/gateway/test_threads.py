@@ -140,3 +140,172 @@ async def test_rosters_are_checked(stack: Stack) -> None:
             await client.beta.agents.create(
                 name="bad", model="claude-sonnet-4-6", multiagent=multiagent
             )
+
+
+LONG = "A thread's answer that the scripted model streams in many small chunks. " * 6
+
+
+def asking(request: ModelRequest) -> Reply:
+    """The coordinator asks alpha and reports its reply; alpha first calls a tool that waits
+    on the client (an always_ask `bash` for "asker", the custom `lookup` for "looker")."""
+    role = request.system_text
+    if role == "coordinator":
+        if request.assistant_turns == 0:
+            return Reply([ToolUse("list_agents", {})])
+        if request.assistant_turns == 1:
+            (listed,) = json.loads(request.tool_result_text())["agents"]
+            return Reply([ToolUse("send_to_agent", {"agent": listed["name"], "message": "go"})])
+        return Reply([Text("alpha said: " + json.loads(request.tool_result_text())["reply"])])
+    if request.assistant_turns == 0:
+        if role == "asker":
+            return Reply([ToolUse("bash", {"command": "echo approved"})])
+        return Reply([ToolUse("lookup", {"q": "answer"})])
+    if role == "asker":
+        return Reply([Text(LONG)], chunk_delay=0.002)
+    return Reply([Text(request.tool_result_text())])
+
+
+async def _waiting(stack: Stack, role: str, tools: list[dict[str, Any]]) -> tuple[Any, str, Any]:
+    """(client, session id, the cross-posted request) of a coordinator whose thread waits on
+    the client."""
+    client = stack.client()
+    alpha = await client.beta.agents.create(
+        name="alpha", model="claude-sonnet-4-6", system=role, tools=tools
+    )
+    boss = await client.beta.agents.create(
+        name="boss",
+        model="claude-sonnet-4-6",
+        system="coordinator",
+        multiagent={"type": "coordinator", "agents": [alpha.id]},
+    )
+    for agent in (boss, alpha):
+        stack.start_worker(agent.id, asking)
+    environment = await client.beta.environments.create(name="asking-env")
+    session = await client.beta.sessions.create(agent=boss.id, environment_id=environment.id)
+    seen = await turn(client, session.id, "ask alpha")
+    (cross,) = [e for e in seen if e.type.endswith("tool_use") and e.session_thread_id]
+    idle = seen[-1]
+    assert idle.stop_reason.type == "requires_action"
+    assert idle.stop_reason.event_ids == [cross.id]
+    retrieved = await client.beta.sessions.retrieve(session.id)
+    assert retrieved.status == "idle"
+    return client, session.id, cross
+
+
+async def test_sdk_thread_confirmation_through_the_session_and_thread_deltas(
+    stack: Stack,
+) -> None:
+    toolset = {
+        "type": "agent_toolset_20260401",
+        "default_config": {"permission_policy": {"type": "always_ask"}},
+    }
+    client, session, cross = await _waiting(stack, "asker", [toolset])
+    assert (cross.type, cross.name) == ("agent.tool_use", "bash")
+    thread = cross.session_thread_id
+    threads = client.beta.sessions.threads
+    thread_stream = await threads.events.stream(
+        thread, session_id=session, event_deltas=["agent.message"]
+    )
+    parent_stream = await client.beta.sessions.events.stream(
+        session, event_deltas=["agent.message"]
+    )
+    async with thread_stream, parent_stream:
+        # Sent back on the session, as the SDK does (session_thread_id is optional).
+        sent = await client.beta.sessions.events.send(
+            session,
+            events=[{"type": "user.tool_confirmation", "tool_use_id": cross.id, "result": "allow"}],
+        )
+        (echo,) = sent.data
+        assert echo.session_thread_id == thread
+        in_thread = []
+        async for event in thread_stream:
+            in_thread.append(event)
+            if event.type == "session.status_idle":
+                break
+        in_session = []
+        async for event in parent_stream:
+            in_session.append(event)
+            if event.type == "session.status_idle":
+                break
+    (message,) = [e for e in in_thread if e.type == "agent.message"]
+    assert message.content[0].text == LONG
+    (start,) = [e for e in in_thread if e.type == "event_start"]
+    assert start.event.id == message.id
+    deltas = [e for e in in_thread if e.type == "event_delta"]
+    assert "".join(d.delta.content.text for d in deltas) == LONG
+    # Thread-scoped: the session's stream previews only its own messages.
+    assert all(e.event_id != message.id for e in in_session if e.type == "event_delta")
+    assert in_session[-1].stop_reason.type == "end_turn"
+    final = [e for e in in_session if e.type == "agent.message"][-1]
+    assert final.content[0].text == "alpha said: " + LONG
+    # The thread's log has the confirmation under its own request's id.
+    thread_events = [e async for e in threads.events.list(thread, session_id=session)]
+    (use,) = [e for e in thread_events if e.type == "agent.tool_use"]
+    (confirmation,) = [e for e in thread_events if e.type == "user.tool_confirmation"]
+    assert confirmation.tool_use_id == use.id
+    assert use.session_thread_id is None
+
+
+async def test_sdk_thread_custom_tool_result_through_the_session(stack: Stack) -> None:
+    lookup = {
+        "type": "custom",
+        "name": "lookup",
+        "description": "Look it up",
+        "input_schema": {"type": "object"},
+    }
+    client, session, cross = await _waiting(stack, "looker", [lookup])
+    assert (cross.type, cross.name) == ("agent.custom_tool_use", "lookup")
+    thread = cross.session_thread_id
+
+    def answer(**fields: Any) -> dict[str, Any]:
+        return {"events": [{"type": "user.custom_tool_result", "content": [], **fields}]}
+
+    async with stack.http() as http:
+        url = f"/v1/sessions/{session}/events"
+        for fields, status, kind in (
+            # No such thread of the session.
+            (
+                {"custom_tool_use_id": cross.id, "session_thread_id": "sthr_nope"},
+                404,
+                "not_found_error",
+            ),
+            # Not a request of the thread named.
+            (
+                {"custom_tool_use_id": "sevt_nope", "session_thread_id": thread},
+                400,
+                "invalid_request_error",
+            ),
+            ({"custom_tool_use_id": "sevt_nope"}, 400, "invalid_request_error"),
+        ):
+            response = await http.post(url, json=answer(**fields))
+            assert response.status_code == status, response.text
+            assert response.json()["error"]["type"] == kind
+
+    async with await client.beta.sessions.events.stream(session) as stream:
+        await client.beta.sessions.events.send(
+            session,
+            events=[
+                {
+                    "type": "user.custom_tool_result",
+                    "custom_tool_use_id": cross.id,
+                    "content": [{"type": "text", "text": "42"}],
+                    "session_thread_id": thread,  # named, and checked
+                }
+            ],
+        )
+        async for event in stream:
+            if event.type == "session.status_idle":
+                break
+    assert event.stop_reason.type == "end_turn"
+    listed = [e async for e in client.beta.sessions.events.list(session)]
+    assert [e.content[0].text for e in listed if e.type == "agent.message"] == ["alpha said: 42"]
+    (echo,) = [e for e in listed if e.type == "user.custom_tool_result"]
+    assert echo.session_thread_id == thread
+    # Answered once: the same answer again is refused.
+    with pytest.raises(anthropic.BadRequestError):
+        await client.beta.sessions.events.send(
+            session,
+            events=[
+                {"type": "user.custom_tool_result", "custom_tool_use_id": cross.id, "content": []}
+            ],
+        )

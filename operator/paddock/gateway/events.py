@@ -41,6 +41,7 @@ from paddock.gateway.objects import SESSIONS
 from paddock.gateway.outcomes import check_no_open_outcome, outcome_event, with_text_rubric
 from paddock.gateway.pages import limit_param, list_param, order_param
 from paddock.gateway.params import DefineOutcomeParam, SendEventsParams
+from paddock.gateway.routing import echo, for_thread, route_answers
 from paddock.gateway.views import EventPage, respond
 
 routes = web.RouteTableDef()
@@ -105,10 +106,20 @@ async def send_events(request: web.Request) -> web.Response:
         else user_event(param)
         for param in params.events
     ]
-    _check_answers(events, snapshot)
+    state = gateway(request).state.tenant(namespace(request))
+    to_threads = await route_answers(tenant_log(request), state, session_id, events)
+    _check_answers([e for i, e in enumerate(events) if i not in to_threads], snapshot)
     # An Idempotency-Key makes a retried send store its events once.
     key = request.headers.get("Idempotency-Key")
     try:
+        for index, route in to_threads.items():
+            answer = events[index]
+            assert isinstance(answer, UserToolConfirmationEvent | UserCustomToolResultEvent)
+            # Keyed by the request: an answer reaches its thread once, also when retried.
+            await tenant_log(request).send(
+                route.session, [for_thread(answer, route)], key=f"answer:{route.event_id}"
+            )
+            events[index] = echo(answer, route)
         stored = await tenant_log(request).send(
             session_id, events, key=f"api:{key[:200]}" if key else None
         )

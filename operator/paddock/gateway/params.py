@@ -363,6 +363,8 @@ class UserToolConfirmationParam(Param):
     deny_message: Annotated[str, Field(max_length=10_000)] | None = None
     message: Annotated[str, Field(max_length=10_000)] | None = None
     """Older docs' name of `deny_message`."""
+    session_thread_id: EventId | None = None
+    """The thread the call is of (optional: the server routes by ``tool_use_id``)."""
 
 
 class UserCustomToolResultParam(Param):
@@ -370,6 +372,8 @@ class UserCustomToolResultParam(Param):
     custom_tool_use_id: EventId
     content: Annotated[list[ToolResultContent], Field(max_length=1000)] | None = None
     is_error: bool | None = None
+    session_thread_id: EventId | None = None
+    """The thread the call is of (optional: the server routes by ``custom_tool_use_id``)."""
 
 
 EventParam = Annotated[

@@ -34,12 +34,18 @@ def user_event(param: EventParam) -> AnyEvent:
         if deny_message is not None and param.result != "deny":
             raise invalid("deny_message: only with result deny")
         return UserToolConfirmationEvent(
-            tool_use_id=param.tool_use_id, result=param.result, deny_message=deny_message
+            tool_use_id=param.tool_use_id,
+            result=param.result,
+            deny_message=deny_message,
+            session_thread_id=param.session_thread_id,
         )
     if not isinstance(param, UserCustomToolResultParam):  # define_outcome: gateway.outcomes
         raise invalid(f"{param.type} is sent through gateway.outcomes")
     return UserCustomToolResultEvent(
-        custom_tool_use_id=param.custom_tool_use_id, content=param.content, is_error=param.is_error
+        custom_tool_use_id=param.custom_tool_use_id,
+        content=param.content,
+        is_error=param.is_error,
+        session_thread_id=param.session_thread_id,
     )
 
 
