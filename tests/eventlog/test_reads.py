@@ -105,6 +105,21 @@ async def test_replay_resumes_after_any_event(log: EventLog, session: str) -> No
         assert await log.replay(session, after=stored[index].id) == stored[index + 1 :]
 
 
+async def test_one_event_by_id(log: EventLog, session: str) -> None:
+    stored = await fill(log, session, 30)
+    for event in (stored[0], stored[17], stored[-1]):
+        assert event.id is not None
+        assert await log.event(session, event.id) == event
+    # An id of this session that names no entry, and one of another session.
+    last = stored[-1].id
+    assert last is not None
+    assert await log.event(session, last[:-7] + "zzz" + last[-4:]) is None
+    other = new_session_id()
+    await log.create_session(other, agent=f"{TENANT}/coder")
+    with pytest.raises(InvalidId):
+        await log.event(other, last)
+
+
 async def test_reads_give_every_stream_entry_its_event_id_and_time(
     log: EventLog, session: str, redis: Redis
 ) -> None:

@@ -15,7 +15,7 @@ from paddock.eventlog import (
     session_keys,
     session_of_thread,
 )
-from paddock.harness.threads import MAX_CONCURRENT_THREADS
+from paddock.harness.threads import MAX_CONCURRENT_THREADS, parent_waits
 from paddock.testing.fakemodel import ModelRequest, Reply, Text, ToolUse
 from paddock.testing.ports import wait_until_async
 
@@ -320,3 +320,14 @@ async def test_delegation_calls_beyond_the_thread_cap_get_an_error_result(make_h
     assert len(refused) == 1
     assert "Too many threads at once" in refused[0]["content"][0]["text"]
     assert len(await harness.state.threads(session)) == calls - 1
+
+
+def test_the_coordinator_runs_while_any_thread_runs_and_waits_when_all_wait() -> None:
+    assert parent_waits({}) is None
+    assert parent_waits({"call-a": [], "call-b": ["sevt_1"]}) is None
+    assert parent_waits({"call-a": ["sevt_1"]}) == ["sevt_1"]
+    assert parent_waits({"call-a": ["sevt_1", "sevt_2"], "call-b": ["sevt_3"]}) == [
+        "sevt_1",
+        "sevt_2",
+        "sevt_3",
+    ]
