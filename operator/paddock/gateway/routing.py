@@ -112,6 +112,8 @@ async def route_answers(
     if not answers:
         return {}
     threads = await state.threads(session_id)
+    if not threads and all(event.session_thread_id is None for _, event in answers):
+        return {}  # no threads: every answer is the session's own (no event read needed)
     routes: dict[int, Route] = {}
     for index, event in answers:
         named = event.session_thread_id
