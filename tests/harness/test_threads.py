@@ -331,3 +331,22 @@ def test_the_coordinator_runs_while_any_thread_runs_and_waits_when_all_wait() ->
         "sevt_2",
         "sevt_3",
     ]
+
+
+async def test_an_interrupt_of_a_coordinator_whose_thread_waits_on_the_client_ends_both(
+    make_harness, sandbox
+) -> None:
+    harness = make_harness(asking_script, system="coordinator", multiagent=ROSTER)
+    harness.start_worker(agent="default/alpha", spec=agent_spec(**ASKER), worker_id="alpha")
+    session = await harness.start_session("ask alpha")
+    cross = await waiting_on_client(harness, session)
+    await harness.send(session, UserInterruptEvent())
+    events = await harness.wait_idle(session, count=2, within=30)
+    assert events[-1]["stop_reason"] == {"type": "end_turn"}
+    thread = session_of_thread(cross["session_thread_id"])
+    thread_events = await harness.wait_idle(thread, count=2, within=30)
+    assert thread_events[-1]["stop_reason"] == {"type": "end_turn"}
+    (result,) = [e for e in thread_events if e["type"] == "agent.tool_result"]
+    assert result["is_error"]
+    assert "Interrupted" in result["content"][0]["text"]
+    assert "agent.thread_message_received" not in types(events)  # the command never ran
