@@ -12,7 +12,9 @@ API = "/apis/paddock.dev/v1alpha1/namespaces"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
-def _set_status(stack: Stack, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+def _set_status(
+    stack: Stack, plural: str, namespace: str, name: str, status: dict[str, Any]
+) -> None:
     """What the operator would write: the resource's status subresource."""
     with stack.kube() as kube:
         kube.patch(
@@ -25,10 +27,11 @@ async def test_the_console_files_are_public_and_strict(stack: Stack) -> None:
         page = await http.get("/console/")
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
-        assert "<script type=\"module\" src=\"main.js\"></script>" in page.text
+        assert '<script type="module" src="main.js"></script>' in page.text
         policy = page.headers["content-security-policy"]
         assert "script-src 'self'" in policy
-        assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+        assert "unsafe-inline" not in policy
+        assert "unsafe-eval" not in policy
         moved = await http.get("/console", follow_redirects=False)
         assert moved.status_code == 308
         assert moved.headers["location"] == "/console/"
@@ -43,14 +46,16 @@ async def test_the_console_files_are_public_and_strict(stack: Stack) -> None:
 async def test_the_status_routes_show_the_operators_view_of_the_namespace(stack: Stack) -> None:
     namespace = stack.a.namespace
     async with stack.http() as http:
-        agent = (await http.post("/v1/agents", json={"name": "coder", "model": "claude-sonnet-4-6"})).json()
+        agent = (
+            await http.post("/v1/agents", json={"name": "coder", "model": "claude-sonnet-4-6"})
+        ).json()
         environment = (await http.post("/v1/environments", json={"name": "py"})).json()
         session = (
-            await http.post("/v1/sessions", json={"agent": agent["id"], "environment_id": environment["id"]})
+            await http.post(
+                "/v1/sessions", json={"agent": agent["id"], "environment_id": environment["id"]}
+            )
         ).json()
-    agent_name = next(
-        r["metadata"]["name"] for r in stack.resources("agents", namespace)
-    )
+    agent_name = next(r["metadata"]["name"] for r in stack.resources("agents", namespace))
     environment_name = next(
         r["metadata"]["name"] for r in stack.resources("environments", namespace)
     )
@@ -61,7 +66,9 @@ async def test_the_status_routes_show_the_operators_view_of_the_namespace(stack:
     _set_status(stack, "environments", namespace, environment_name,
                 {"warmPool": {"desired": 2, "ready": 1, "bound": 1}})  # fmt: skip
     session_name = next(r["metadata"]["name"] for r in stack.resources("sessions", namespace))
-    _set_status(stack, "sessions", namespace, session_name, {"phase": "Idle", "stopReason": "end_turn"})
+    _set_status(
+        stack, "sessions", namespace, session_name, {"phase": "Idle", "stopReason": "end_turn"}
+    )
 
     async with stack.http() as http:
         agents = (await http.get("/v1/console/agents")).json()["data"]
@@ -76,7 +83,8 @@ async def test_the_status_routes_show_the_operators_view_of_the_namespace(stack:
     ]  # fmt: skip
     (env,) = environments
     assert env["id"] == environment["id"]
-    assert env["warm_pool"]["ready"] == 1 and env["warm_pool"]["bound"] == 1
+    assert env["warm_pool"]["ready"] == 1
+    assert env["warm_pool"]["bound"] == 1
     assert sessions == [
         {"id": session["id"], "name": session_name, "phase": "Idle", "stop_reason": "end_turn"}
     ]

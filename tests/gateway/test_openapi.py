@@ -38,7 +38,14 @@ def test_every_route_is_described() -> None:
     served = {
         (route.path, route.method.lower())
         for module in (
-            agents, environments, sessions, events, files, sessionresources, vaults, console
+            agents,
+            environments,
+            sessions,
+            events,
+            files,
+            sessionresources,
+            vaults,
+            console,
         )
         for route in module.routes
         # The harness's routes and the console's static files are no part of the API.
