@@ -32,9 +32,25 @@ MODEL_PAYLOAD = (
 TOOL_PAYLOAD = '<svg onload="window.pwn(1)"></svg><iframe srcdoc="<script>parent.pwn(2)</script>">'
 
 
+COORDINATOR, HELPER = "coordinator", "helper"
+HELPER_REPLY = "hello from the helper's thread"
+
+
+def _delegating(request: ModelRequest) -> Reply:
+    """The coordinator (its system prompt says so) asks its helper once and reports."""
+    if request.system_text == HELPER:
+        return Reply([Text(HELPER_REPLY)])
+    if request.assistant_turns == 0:
+        return Reply([ToolUse("send_to_agent", {"agent": HELPER, "message": "say hello"})])
+    return Reply([Text(f"The helper answered: {request.tool_result_text()}")])
+
+
 def console_script(request: ModelRequest) -> Reply:
-    """The demo's script, and for `Inject: …`: a reply with markup and script in it, a bash
-    call whose output is markup and script, then a reply quoting that output."""
+    """The demo's script; for the coordinator and its helper, one delegation; and for
+    `Inject: …`: a reply with markup and script in it, a bash call whose output is markup
+    and script, then a reply quoting that output."""
+    if request.system_text in (COORDINATOR, HELPER):
+        return _delegating(request)
     if not request.first_user_text.startswith(INJECT_PREFIX):
         reply = demo_script(request)
         assert isinstance(reply, Reply)
@@ -63,8 +79,9 @@ ASKING_AGENT = "asking"
 
 @pytest.fixture(scope="module")
 def console_stack() -> Iterator[LocalStack]:
-    """The local stack with the examples' Agent and Environment, and an Agent `asking`
-    whose bash calls wait for the user's confirmation."""
+    """The local stack with the examples' Agent and Environment, an Agent `asking` whose
+    bash calls wait for the user's confirmation, and a `coordinator` that delegates to a
+    `helper` (threads)."""
     reason = _why_not()
     if reason is not None:
         pytest.skip(reason)
@@ -80,7 +97,18 @@ def console_stack() -> Iterator[LocalStack]:
         asking["spec"]["tools"] = {
             "builtin": {"configs": [{"name": "bash", "permissionPolicy": "always_ask"}]}
         }
-        stack.apply(*documents, asking)
+        agents = [asking]
+        for name, extra in (
+            (HELPER, {}),
+            (COORDINATOR, {"multiagent": {"agents": [{"name": HELPER}]}}),
+        ):
+            agent = yaml.safe_load(
+                yaml.safe_dump(next(d for d in documents if d["kind"] == "Agent"))
+            )
+            agent["metadata"]["name"] = name
+            agent["spec"].update(system=name, **extra)
+            agents.append(agent)
+        stack.apply(*documents, *agents)
         yield stack
 
 

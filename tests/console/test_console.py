@@ -16,7 +16,9 @@ import yaml
 from playwright.sync_api import Page, expect
 from tests.console.conftest import (
     ASKING_AGENT,
+    COORDINATOR,
     EXAMPLES,
+    HELPER_REPLY,
     INJECT_PREFIX,
     MODEL_PAYLOAD,
     TOOL_PAYLOAD,
@@ -26,7 +28,6 @@ from tests.console.conftest import (
 
 from paddock.testing.stack import LocalStack
 
-PADDOCK = "paddock.dev/v1alpha1"
 LIVE_S = 120_000
 """Milliseconds the page may take to show what a session does (a loaded machine)."""
 
@@ -222,6 +223,20 @@ def test_markup_a_model_or_a_tool_wrote_is_shown_as_text_and_never_runs(
     expect(page.get_by_role("link", name=user_payload)).to_be_visible(timeout=30_000)
     assert page.locator("table img").count() == 0
     assert page.evaluate("window.__pwned") == []
+
+
+def test_a_delegated_thread_is_a_nested_lane_of_the_coordinators_timeline(
+    console_stack: LocalStack, page: Page, screenshots: Screenshots
+) -> None:
+    session_id = _start(console_stack, COORDINATOR, "Ask your helper to say hello.")
+    _open(page, console_stack, session_id)
+    timeline = page.get_by_role("list", name="Timeline")
+    expect(timeline).to_contain_text("The helper answered", timeout=LIVE_S)
+    lane = timeline.get_by_role("region", name="Thread helper")
+    # The thread's own log, followed in its lane: its agent's reply and status.
+    expect(lane).to_contain_text(HELPER_REPLY, timeout=30_000)
+    expect(lane.locator("[data-type='agent.message']")).to_have_count(1)
+    screenshots("threads")
 
 
 @pytest.fixture(autouse=True)

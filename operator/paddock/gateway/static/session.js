@@ -130,6 +130,8 @@ function kindLabel(event) {
     "agent.thinking": "Thinking",
     "session.error": "Error",
     "session.thread_created": "Thread",
+    "agent.thread_message_sent": "To a thread",
+    "agent.thread_message_received": "From a thread",
   };
   if (labels[event.type]) return labels[event.type];
   if (TOOL_USES.has(event.type) || TOOL_RESULTS.has(event.type)) return "Tool call";
