@@ -140,7 +140,9 @@ def test_an_always_ask_tool_call_is_approved_and_another_denied_from_the_page(
     approval = page.get_by_role("region", name="Tool calls waiting for approval")
     expect(approval.get_by_role("heading")).to_contain_text("bash", timeout=LIVE_S)
     screenshots("waiting")
-    approval.get_by_role("button", name="Approve").click()
+    # With the keyboard, as anyone may.
+    approval.get_by_role("button", name="Approve").focus()
+    page.keyboard.press("Enter")
     timeline = page.get_by_role("list", name="Timeline")
     expect(timeline).to_contain_text("Output: approved-from-the-page", timeout=LIVE_S)
     expect(timeline).to_contain_text("Approved")
