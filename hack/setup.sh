@@ -24,6 +24,8 @@ command -v ipset >/dev/null || apt_packages+=(ipset)
 command -v conntrack >/dev/null || apt_packages+=(conntrack)
 [[ -x /bin/busybox ]] || apt_packages+=(busybox-static)
 command -v cc >/dev/null || apt_packages+=(gcc libc6-dev)
+# The web console's browser tests (tests/console): Playwright drives Debian's Chromium.
+command -v chromium >/dev/null || apt_packages+=(chromium)
 if ((${#apt_packages[@]})); then
   echo "setup: apt-get install ${apt_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -1,7 +1,8 @@
 """The one fixture of each real service, shared by every test folder: Redis (and a client of
 it), a Kubernetes control plane, a sandbox server, the gateway stack, and the one-node
 cluster (tests/node, and tests/e2e's local-node provider: one node per machine); a git host
-(`git http-backend`) and the proxy's secret files for a module.
+(`git http-backend`) and the proxy's secret files for a module; a headless Chromium
+(tests/console).
 
 Redis, the control plane and the node are started once per test run and torn down at the
 end, also when tests fail; a sandbox server lives for a module (tests leave files in its
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -26,7 +28,12 @@ from paddock.testing.redis import RedisServer
 from paddock.testing.sandbox import RunningSandbox, launch
 
 if TYPE_CHECKING:
+    from playwright.sync_api import Browser
     from tests.gateway.stack import Stack
+
+CHROMIUM = Path("/usr/bin/chromium")
+"""Debian's Chromium (hack/setup.sh): Playwright drives it; its own browsers are never
+downloaded (the test machines have no internet)."""
 
 
 @pytest.fixture(scope="session")
@@ -118,3 +125,17 @@ def local_node() -> Iterator[LocalNode]:
         pytest.skip(f"this kernel refuses containers: {reason}")
     with LocalNode() as node:
         yield node
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium driven by Playwright, for the whole run; each test opens its own
+    context (cookies, storage), so tests share nothing but the process."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: hack/setup.sh installs Debian's chromium")
+    from playwright.sync_api import sync_playwright  # only where a browser is used
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        yield chromium
+        chromium.close()

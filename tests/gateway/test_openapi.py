@@ -10,6 +10,7 @@ from aiohttp import web
 
 from paddock.gateway import (
     agents,
+    console,
     environments,
     events,
     files,
@@ -36,10 +37,20 @@ def _refs(value: Any) -> list[str]:
 def test_every_route_is_described() -> None:
     served = {
         (route.path, route.method.lower())
-        for module in (agents, environments, sessions, events, files, sessionresources, vaults)
+        for module in (
+            agents,
+            environments,
+            sessions,
+            events,
+            files,
+            sessionresources,
+            vaults,
+            console,
+        )
         for route in module.routes
-        # The harness's routes are no part of the API.
-        if isinstance(route, web.RouteDef) and not route.path.startswith(files.INTERNAL_PREFIX)
+        # The harness's routes and the console's static files are no part of the API.
+        if isinstance(route, web.RouteDef)
+        and not route.path.startswith((files.INTERNAL_PREFIX, "/console"))
     }
     described = {
         (path, method) for path, operations in document()["paths"].items() for method in operations

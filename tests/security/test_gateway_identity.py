@@ -308,3 +308,18 @@ async def test_an_apiserver_outage_is_a_503_and_is_not_remembered_as_a_denial(
         finally:
             stack.gateway.kubernetes = working
             await unreachable.aclose()
+
+
+async def test_the_consoles_status_of_a_collection_takes_the_verb_of_listing_it(
+    stack: Stack, accounts: Accounts
+) -> None:
+    async with stack.http(auth=False) as http:
+        listed = await http.get("/v1/console/sessions", headers=accounts.headers("driver"))
+        assert listed.status_code == 200, listed.text
+        for plural in ("agents", "environments"):
+            denied = envelope(
+                await http.get(f"/v1/console/{plural}", headers=accounts.headers("driver")),
+                403,
+                "permission_error",
+            )
+            assert f"list {plural}.paddock.dev" in denied["error"]["message"]

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from paddock.eventlog import new_id
 from paddock.gateway import (
     agents,
+    console,
     environments,
     events,
     files,
@@ -214,7 +215,12 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         if routing_error is not None:
             raise routing_error
         # The harness's routes check a session's token themselves (gateway/files.py).
-        if request.path not in PUBLIC_PATHS and not request.path.startswith(files.INTERNAL_PREFIX):
+        # The console's files hold no data: the page asks for the key (gateway/console.py).
+        if (
+            request.path not in PUBLIC_PATHS
+            and not request.path.startswith(files.INTERNAL_PREFIX)
+            and not _console_file(request.path)
+        ):
             await _authenticate(request)
         return await handler(request)
     except ApiError as exc:
@@ -232,6 +238,10 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return error_response(ApiError(500, "internal error"), request[REQUEST_ID])
+
+
+def _console_file(path: str) -> bool:
+    return path == "/console" or path.startswith(console.PREFIX)
 
 
 async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
@@ -270,6 +280,7 @@ def create_app(gw: Gateway) -> web.Application:
         files,
         sessionresources,
         vaults,
+        console,
     ):
         app.add_routes(module.routes)
     app.router.add_get("/v1/openapi.json", _openapi)

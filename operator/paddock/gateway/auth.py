@@ -134,11 +134,14 @@ def required_access(method: str, route: str) -> Access | None:
     """The access a request of ``method`` on the route template ``route`` needs, or None for
     a route outside the API's resources.
 
-    Reads are ``list`` (a collection) or ``get`` (an object, its events, its stream); writes
+    Reads are ``list`` (a collection, and `/v1/console/<resources>`) or ``get`` (an object, its events, its stream); writes
     are ``create`` (a collection), ``update`` (an object, its archive, sending its events)
     and ``delete``: the verbs RBAC already uses for these resources.
     """
     parts = route.strip("/").split("/")
+    if parts[:2] == ["v1", "console"] and len(parts) == 3:
+        # The console's status of a collection (gateway/console.py) is a read of it.
+        parts = ["v1", parts[2]]
     if len(parts) >= 2:
         parts[1] = _GUARDED_AS.get(parts[1], parts[1])
     if len(parts) < 2 or parts[0] != "v1" or parts[1] not in RESOURCES:

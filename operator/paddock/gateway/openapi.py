@@ -443,6 +443,24 @@ def _vault_paths() -> dict[str, Any]:
     }
 
 
+def _console_paths() -> dict[str, Any]:
+    """The console's read-only status (a Paddock extension, docs/console.md)."""
+    return {
+        f"/v1/console/{plural}": {
+            "get": _operation(
+                f"consoleList{plural.title()}",
+                f"The operator's status of the namespace's {plural} (Paddock extension)",
+                model,
+            )
+        }
+        for plural, model in (
+            ("agents", views.ConsoleAgentList),
+            ("environments", views.ConsoleEnvironmentList),
+            ("sessions", views.ConsoleSessionList),
+        )
+    }
+
+
 @cache
 def document() -> dict[str, Any]:
     """The OpenAPI document (built once)."""
@@ -463,7 +481,7 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"apiKey": []}],
-        "paths": {**_paths(), **_file_paths(), **_vault_paths()},
+        "paths": {**_paths(), **_file_paths(), **_vault_paths(), **_console_paths()},
         "components": {
             "schemas": definitions["$defs"],
             "securitySchemes": {

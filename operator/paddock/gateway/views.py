@@ -470,6 +470,65 @@ class ErrorResponse(View):
     request_id: str
 
 
+# The console's read-only status (a Paddock extension: gateway/console.py).
+
+
+class ResourceCondition(View):
+    type: str
+    status: str
+    reason: str | None = None
+    message: str | None = None
+
+
+class ConsoleAgent(View):
+    """An Agent as the operator sees it: whether its harness runs."""
+
+    id: str
+    name: str
+    conditions: list[ResourceCondition]
+    replicas: int | None
+    ready_replicas: int | None
+    active_sessions: int | None
+
+
+class WarmPoolState(View):
+    size: int | None
+    """`warmPool.size`: the sandboxes the pool aims for."""
+    desired: int | None
+    ready: int | None
+    bound: int | None
+
+
+class ConsoleEnvironment(View):
+    """An Environment as the operator sees it: its warm pool."""
+
+    id: str
+    name: str
+    conditions: list[ResourceCondition]
+    warm_pool: WarmPoolState
+
+
+class ConsoleSession(View):
+    """A Session's phase and stop reason as the operator synced them (`status`)."""
+
+    id: str
+    name: str
+    phase: str | None
+    stop_reason: str | None
+
+
+class ConsoleAgentList(View):
+    data: list[ConsoleAgent]
+
+
+class ConsoleEnvironmentList(View):
+    data: list[ConsoleEnvironment]
+
+
+class ConsoleSessionList(View):
+    data: list[ConsoleSession]
+
+
 RESPONSE_BODIES: tuple[type[BaseModel], ...] = (
     Agent,
     AgentPage,
@@ -494,6 +553,9 @@ RESPONSE_BODIES: tuple[type[BaseModel], ...] = (
     CredentialPage,
     CredentialDeleted,
     CredentialValidation,
+    ConsoleAgentList,
+    ConsoleEnvironmentList,
+    ConsoleSessionList,
     ErrorResponse,
 )
 """The models the OpenAPI document describes as response bodies."""
