@@ -127,10 +127,12 @@ def local_node() -> Iterator[LocalNode]:
         yield node
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Headless Chromium driven by Playwright, for the whole run; each test opens its own
-    context (cookies, storage), so tests share nothing but the process."""
+    """Headless Chromium driven by Playwright, for one test module; each test opens its own
+    context (cookies, storage), so tests share nothing but the process. Not for the whole
+    run: between calls Playwright's sync API marks its event loop as running on the main
+    thread, and every pytest-asyncio test after it would fail to start its own loop."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: hack/setup.sh installs Debian's chromium")
     from playwright.sync_api import sync_playwright  # only where a browser is used
