@@ -220,6 +220,8 @@ def test_every_rendered_object_is_accepted_by_the_apiserver(
     cluster: Cluster, namespace: str, gvisor: None
 ) -> None:
     for name, obj in rendered(namespace).items():
+        if "kind" not in obj:
+            continue  # a patch: the claims of test_sandboxes apply it to real pods
         obj = {
             **obj,
             "metadata": {k: v for k, v in obj["metadata"].items() if k != "ownerReferences"},
