@@ -40,12 +40,19 @@ async def own_sandboxes(redis: Redis, tmp_path: Path) -> AsyncIterator[dict[str,
     reader = SandboxRequestReader(redis, "test-operator")
     state = SessionState(redis, "default")
     bound: dict[str, RunningSandbox] = {}
+    # Started before the workers, as a warm pool is: a server starting while the workers
+    # run took more than its 20 s on a loaded machine.
+    warm = [await asyncio.to_thread(launch, tmp_path / f"sandbox-{number}") for number in range(2)]
 
     async def serve() -> None:
         while True:
             for tenant, entry_id, request in await reader.read({"default"}, block_ms=200):
                 if request.session_id not in bound:
-                    sandbox = await asyncio.to_thread(launch, tmp_path / f"sandbox-{len(bound)}")
+                    sandbox = (
+                        warm.pop()
+                        if warm
+                        else await asyncio.to_thread(launch, tmp_path / f"sandbox-{len(bound) + 2}")
+                    )
                     bound[request.session_id] = sandbox
                     binding = SandboxBinding(
                         url=sandbox.url, token=sandbox.token, pod=f"pod-{len(bound)}"
@@ -58,7 +65,7 @@ async def own_sandboxes(redis: Redis, tmp_path: Path) -> AsyncIterator[dict[str,
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    for sandbox in bound.values():
+    for sandbox in [*bound.values(), *warm]:
         sandbox.stop()
 
 
