@@ -20,6 +20,7 @@ from paddock.eventlog import (
     SessionState,
     TextBlock,
     UserMessageEvent,
+    connect,
     new_session_id,
 )
 from paddock.harness import RetryPolicy, Worker, WorkerSettings
@@ -129,7 +130,9 @@ async def make_harness(
 ) -> AsyncIterator[Callable[..., Harness]]:
     """`make_harness(script, **agent_spec_fields)` with one worker started."""
     made: list[Harness] = []
-    tenant = Redis.from_url(redis_server.tenant_url(AGENT.partition("/")[0]))
+    # As workers connect (`connect`: a read timeout longer than a tail's blocking read; with
+    # redis-py's 5 s, equal to it, an idle tail failed now and then on a loaded machine).
+    tenant = connect(redis_server.tenant_url(AGENT.partition("/")[0]))
 
     def make(script: Script, workers: int = 1, **spec: Any) -> Harness:
         model = FakeModelServer(script).start()

@@ -1,13 +1,24 @@
 """Multi-agent threads: a coordinator delegates to the Agents it names, each thread run by
-its callee's harness workers, results back in the coordinator's session."""
+its callee's harness workers in a sandbox of its own, results back in the coordinator's
+session."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import pytest
+from redis.asyncio import Redis
+
 from paddock.eventlog import (
+    SandboxBinding,
+    SandboxRequestReader,
+    SessionState,
     TextBlock,
     UserCustomToolResultEvent,
     UserInterruptEvent,
@@ -18,20 +29,62 @@ from paddock.eventlog import (
 from paddock.harness.threads import MAX_CONCURRENT_THREADS, parent_waits
 from paddock.testing.fakemodel import ModelRequest, Reply, Text, ToolUse
 from paddock.testing.ports import wait_until_async
+from paddock.testing.sandbox import RunningSandbox, launch
 
 from .conftest import agent_spec, types
 
 ROSTER = {"type": "coordinator", "agents": [{"name": "alpha"}, {"name": "beta"}]}
 
 
-def script(token: str) -> Any:
+@pytest.fixture
+async def own_sandboxes(redis: Redis, tmp_path: Path) -> AsyncIterator[dict[str, RunningSandbox]]:
+    """The operator's part of the sandbox protocol, played for every session that asks (the
+    threads; the coordinator's session is bound by `start_session`): a real sandbox server
+    of its own each, by session id."""
+    reader = SandboxRequestReader(redis, "test-operator")
+    state = SessionState(redis, "default")
+    bound: dict[str, RunningSandbox] = {}
+    # Started before the workers, as a warm pool is: a server starting while the workers
+    # run took more than its 20 s on a loaded machine.
+    warm = [await asyncio.to_thread(launch, tmp_path / f"sandbox-{number}") for number in range(2)]
+
+    async def serve() -> None:
+        while True:
+            for tenant, entry_id, request in await reader.read({"default"}, block_ms=200):
+                if request.session_id not in bound:
+                    sandbox = (
+                        warm.pop()
+                        if warm
+                        else await asyncio.to_thread(launch, tmp_path / f"sandbox-{len(bound) + 2}")
+                    )
+                    bound[request.session_id] = sandbox
+                    binding = SandboxBinding(
+                        url=sandbox.url, token=sandbox.token, pod=f"pod-{len(bound)}"
+                    )
+                    await state.bind_sandbox(request.session_id, binding)
+                await reader.done(tenant, entry_id)
+
+    task = asyncio.create_task(serve())
+    yield bound
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    for sandbox in [*bound.values(), *warm]:
+        sandbox.stop()
+
+
+def script(token: str, rendezvous: Path) -> Any:
     """Coordinator: one turn with two `send_to_agent` calls, then a summary of both replies.
-    alpha's command waits (bounded) for the file beta's writes, so it only succeeds when both
-    threads run at once, in one sandbox."""
+    Each thread writes a file into its own workdir; alpha's command waits (bounded) for a
+    file beta's leaves in ``rendezvous`` (a host directory, outside every sandbox's
+    workdir), so it only succeeds when both threads run at once."""
+    meet = rendezvous / f"beta-{token}"
     commands = {
-        "alpha": f"for i in $(seq 100); do [ -f beta-{token} ] && break; sleep 0.1; done; "
-        f"echo alpha saw $(cat beta-{token}); echo run >> alpha-runs-{token}",
-        "beta": f"echo b$((40+2)) > beta-{token}; echo beta wrote $(cat beta-{token})",
+        "alpha": f"for i in $(seq 100); do [ -f {meet} ] && break; sleep 0.1; done; "
+        f"echo alpha saw $(cat {meet}); echo run >> alpha-runs-{token}; "
+        f"echo alpha > mine-{token}",
+        "beta": f"echo b$((40+2)) > {meet}; echo beta wrote $(cat {meet}); "
+        f"echo beta > mine-{token}",
     }
 
     def reply(request: ModelRequest) -> Reply:
@@ -75,11 +128,11 @@ def check_combined(events: list[dict[str, Any]]) -> None:
     )
 
 
-async def test_coordinator_runs_two_threads_in_parallel_and_combines_them(
-    make_harness, sandbox
+async def test_coordinator_runs_two_threads_in_parallel_each_in_its_own_sandbox(
+    make_harness, sandbox, own_sandboxes, tmp_path
 ) -> None:
     token = secrets.token_hex(4)
-    harness = make_harness(script(token), system="coordinator", multiagent=ROSTER)
+    harness = make_harness(script(token, tmp_path), system="coordinator", multiagent=ROSTER)
     start_callees(harness)
     session = await harness.start_session("ask both")
     events = await harness.wait_idle(session, within=40)
@@ -92,13 +145,23 @@ async def test_coordinator_runs_two_threads_in_parallel_and_combines_them(
     }
     idles = [e for e in events if e["type"] == "session.thread_status_idle"]
     assert [e["stop_reason"] for e in idles] == [{"type": "end_turn"}] * 2
-    # Each thread is a fenced log of its own, run by its callee's worker, tools in the
-    # coordinator's sandbox.
+    # Each thread is a fenced log of its own, run by its callee's worker, tools in a sandbox
+    # of its own: neither the coordinator's nor the other thread's.
+    workdirs = set()
     for thread in created:
-        thread_events = await harness.events(session_of_thread(thread["session_thread_id"]))
+        thread_session = session_of_thread(thread["session_thread_id"])
+        thread_events = await harness.events(thread_session)
         assert "agent.tool_result" in types(thread_events)
         assert thread_events[-1]["type"] == "session.status_idle"
-    assert (sandbox.workdir / f"alpha-runs-{token}").read_text() == "run\n"
+        own = own_sandboxes[thread_session]
+        assert (own.workdir / f"mine-{token}").read_text() == f"{thread['agent_name']}\n"
+        workdirs.add(own.workdir)
+    assert sorted(own_sandboxes) == sorted(
+        session_of_thread(e["session_thread_id"]) for e in created
+    )
+    assert len(workdirs) == 2
+    assert sandbox.workdir not in workdirs
+    assert not (sandbox.workdir / f"mine-{token}").exists()
     threads = await harness.state.threads(session)
     assert sorted(threads) == sorted(e["session_thread_id"] for e in created)
     # Each thread's tokens are its own and count into the coordinator's session.
@@ -114,13 +177,14 @@ async def test_coordinator_runs_two_threads_in_parallel_and_combines_them(
 
 
 async def test_a_thread_worker_that_loses_its_lease_mid_thread_loses_and_duplicates_nothing(
-    make_harness, sandbox
+    make_harness, own_sandboxes, tmp_path
 ) -> None:
     """alpha's worker stalls past its lease while its tool call runs: the second alpha
-    worker resumes the thread, the command runs once, the coordinator gets one reply."""
+    worker resumes the thread in the thread's own sandbox, the command runs once, the
+    coordinator gets one reply."""
     token = secrets.token_hex(4)
-    harness = make_harness(script(token), system="coordinator", multiagent=ROSTER)
-    marker = sandbox.workdir / f"beta-{token}"
+    harness = make_harness(script(token, tmp_path), system="coordinator", multiagent=ROSTER)
+    marker = tmp_path / f"beta-{token}"
     start_callees(harness, workers_per_agent=2, lease_ttl_ms=900)
     # beta's thread is held back (no beta file yet) so alpha's call is running when its
     # lease is stolen: take beta's workers away until then.
@@ -147,7 +211,13 @@ async def test_a_thread_worker_that_loses_its_lease_mid_thread_loses_and_duplica
     harness.start_worker(agent="default/beta", spec=agent_spec(system="beta"), worker_id="late")
     events = await harness.wait_idle(session, within=60)
     check_combined(events)
-    assert (sandbox.workdir / f"alpha-runs-{token}").read_text() == "run\n"
+    alpha_sandbox = own_sandboxes[alpha_session]
+    assert (alpha_sandbox.workdir / f"alpha-runs-{token}").read_text() == "run\n"
+    client = alpha_sandbox.client()
+    try:
+        assert (await client.stats()).executions == {"bash": 1}
+    finally:
+        await client.aclose()
     for kind in ("session.thread_created", "agent.thread_message_received", "agent.tool_result"):
         assert len([e for e in events if e["type"] == kind]) == 2, (kind, types(events))
     alpha_events = await harness.events(alpha_session)
@@ -155,7 +225,9 @@ async def test_a_thread_worker_that_loses_its_lease_mid_thread_loses_and_duplica
     assert len([e for e in alpha_events if e["type"] == "user.message"]) == 1
 
 
-async def test_an_interrupt_of_the_coordinator_reaches_its_threads(make_harness) -> None:
+async def test_an_interrupt_of_the_coordinator_reaches_its_threads(
+    make_harness, own_sandboxes
+) -> None:
     def reply(request: ModelRequest) -> Reply:
         if request.system_text == "coordinator":
             if request.assistant_turns == 0:
@@ -214,7 +286,7 @@ async def waiting_on_client(harness: Any, session: str, count: int = 1) -> dict[
 
 
 async def test_a_thread_asking_a_confirmation_waits_on_the_coordinators_client(
-    make_harness, sandbox
+    make_harness, own_sandboxes
 ) -> None:
     harness = make_harness(asking_script, system="coordinator", multiagent=ROSTER)
     harness.start_worker(agent="default/alpha", spec=agent_spec(**ASKER), worker_id="alpha")
@@ -246,7 +318,7 @@ async def test_a_thread_asking_a_confirmation_waits_on_the_coordinators_client(
 
 
 async def test_a_coordinator_worker_lost_while_its_thread_waits_posts_nothing_twice(
-    make_harness, sandbox
+    make_harness, own_sandboxes
 ) -> None:
     harness = make_harness(asking_script, workers=0, system="coordinator", multiagent=ROSTER)
     for index in range(2):
@@ -334,7 +406,7 @@ def test_the_coordinator_runs_while_any_thread_runs_and_waits_when_all_wait() ->
 
 
 async def test_an_interrupt_of_a_coordinator_whose_thread_waits_on_the_client_ends_both(
-    make_harness, sandbox
+    make_harness, own_sandboxes
 ) -> None:
     harness = make_harness(asking_script, system="coordinator", multiagent=ROSTER)
     harness.start_worker(agent="default/alpha", spec=agent_spec(**ASKER), worker_id="alpha")

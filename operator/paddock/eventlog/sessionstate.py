@@ -67,7 +67,8 @@ class SessionSettings(BaseModel):
     these whose `mcp_server_url` is an MCP server's URL to the harness's requests to it."""
     parent_session_id: str | None = None
     """For a thread (paddock.harness.threads): the session whose coordinator started it. A
-    thread runs its tools in that session's sandbox (docs/harness.md, "Threads")."""
+    thread runs its tools in a sandbox of its own, which that session's Session resource
+    owns (docs/harness.md, "Threads")."""
     gateway_token: str | None = None
     """The harness's credential at the gateway's internal file routes for this session
     (mounting its Files API files, uploading its outputs); random, made by `open_session`."""

@@ -126,7 +126,10 @@ class SandboxSession:
         url = self.settings.gateway_url
         if url is None or settings is None or not settings.gateway_token:
             return None
-        return GatewayFiles(self.http, url, self.session_id, settings)
+        # A thread's files are its session's: mounted from, and its outputs kept as, the
+        # files of the session whose coordinator started it.
+        owner = settings.parent_session_id or self.session_id
+        return GatewayFiles(self.http, url, owner, settings)
 
     async def refresh_settings(self) -> None:
         """Read the session's settings afresh: resources may have been added since the run

@@ -3,8 +3,8 @@
 A `send_to_agent` call runs a thread: a session of its own (own log, lease, fence and
 idempotency keys, so the log's fencing and the work queue work for it unchanged), run by
 the callee Agent's harness workers from the callee's work queue, with the coordinator's
-session as its parent (`SessionSettings.parent_session_id`: tools run in the parent's
-sandbox). The call waits for the thread's turn to end and returns its last message.
+session as its parent (`SessionSettings.parent_session_id`: tools run in a sandbox of the
+thread's own, from the parent's Environment). The call waits for the thread's turn to end and returns its last message.
 
 Nothing is lost or duplicated by a crash on either side: the thread's session id is derived
 from the parent and the call id, its input is sent with an idempotency key, and every event

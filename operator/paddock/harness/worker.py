@@ -209,8 +209,8 @@ class SessionRun:
             else None
         )
         self.sandbox = SandboxSession(
-            # A thread runs its tools in the sandbox of the session that started it.
-            (settings and settings.parent_session_id) or claim.session_id,
+            # A thread too: its sandbox is its own, bound to its own session id.
+            claim.session_id,
             worker.state,
             worker.sandboxes,
             worker.http,

@@ -140,6 +140,9 @@ class EventReason(StrEnum):
     """A Session's sandbox died or is gone: another is bound."""
     EXPIRED = "Expired"
     """The Session's `ttl` ran out: it is deleted."""
+    THREAD_SANDBOX_LIMIT = "ThreadSandboxLimit"
+    """A thread of the Session's coordinator asked for a sandbox while the session's threads
+    held the most the operator allows a session (`PADDOCK_THREAD_SANDBOXES`); a warning."""
 
 
 CONDITIONS: dict[str, dict[ConditionType, type[StrEnum]]] = {

@@ -22,6 +22,7 @@ PADDOCK_PROXY_ADDRESS_EXCEPTIONS  development and tests only: ip:port pairs (com
 PADDOCK_APT_SOURCES       apt's sources for Environment packages (sources.list one-line
                           entries, one a line); default the sandbox image's own
 PADDOCK_WATCH_NAMESPACES  comma-separated namespaces to serve; empty: all
+PADDOCK_THREAD_SANDBOXES  the most sandboxes one session's threads hold at once (default 20)
 PADDOCK_METRICS_PORT      Prometheus metrics (default 9090; 0 disables)
 PADDOCK_HEALTH_PORT       liveness endpoint /healthz (unset: none)
 """

@@ -45,7 +45,7 @@ from paddock.operator.informer import Informer
 from paddock.operator.leases import Leadership
 from paddock.operator.retry import retry_delay_s
 from paddock.operator.runtime import Runtime
-from paddock.operator.sandboxes import Sandboxes, pool_index, session_index
+from paddock.operator.sandboxes import Sandboxes, pool_index, session_index, tree_index
 from paddock.operator.status import pod_dead, pod_ready
 from paddock.operator.sync import SandboxRequests, StatusSync, slim_session
 
@@ -372,7 +372,7 @@ def informers(rt: Runtime, controller: Controller) -> dict[str, Informer]:
             "Pod",
             namespaces,
             labels={L.COMPONENT: "sandbox"},
-            indexes={"pool": pool_index, "session": session_index},
+            indexes={"pool": pool_index, "session": session_index, "tree": tree_index},
             on_change=controller.pod_changed,
         ),
         "Deployment": Informer(

@@ -14,6 +14,7 @@ AGENT_ID = f"{GROUP}/agent-id"
 ENVIRONMENT_ID = f"{GROUP}/environment-id"
 SESSION_ID = f"{GROUP}/session-id"
 VAULT_ID = f"{GROUP}/vault-id"
+PARENT_SESSION_ID = f"{GROUP}/parent-session-id"  # on a thread's sandbox: the coordinator's session
 
 SPEC_HASH = f"{GROUP}/spec-hash"  # annotation: changing it rolls the harness
 SANDBOX_TOKEN = f"{GROUP}/sandbox-token"  # annotation, delivered to the sandbox by the downward API

@@ -38,6 +38,9 @@ class OperatorSettings:
     """How often the status sync reads the snapshots of every session."""
     package_token_key_file: str | None = None
     """The package proxy's token key: the operator mints each installing sandbox's token."""
+    thread_sandboxes: int = 20
+    """PADDOCK_THREAD_SANDBOXES: the most sandboxes the threads of one session hold at once
+    (besides the session's own); docs/harness.md, "Threads"."""
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> OperatorSettings:
@@ -70,6 +73,7 @@ class OperatorSettings:
             package_token_key_file=env.get("PADDOCK_PACKAGE_PROXY_TOKEN_KEY_FILE") or None,
             sandbox_image=env.get("PADDOCK_SANDBOX_IMAGE") or None,
             identity=env.get("POD_NAME") or cls().identity,
+            thread_sandboxes=int(env.get("PADDOCK_THREAD_SANDBOXES") or cls.thread_sandboxes),
             namespaces=tuple(
                 n.strip() for n in env.get("PADDOCK_WATCH_NAMESPACES", "").split(",") if n.strip()
             ),

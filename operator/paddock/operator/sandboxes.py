@@ -2,6 +2,11 @@
 steps 2 and 3 of the sandbox protocol (`paddock.eventlog.sandboxes`), the claim and the
 binding.
 
+A thread (docs/harness.md, "Threads") gets a sandbox of its own the same way: claimed from
+the parent Session's Environment, owned by the parent Session (deleting it deletes them),
+labelled with the thread's session id, the Agent that runs the thread and the parent's
+session id (`SandboxFor`).
+
 Pods move from `warm` (owned by the Environment) to `bound` (owned by the Session,
 labelled with its id and its Agent, which the Agent's `sandbox_access_policy` selects) by a
 JSON patch that tests the pod's resourceVersion, so two
@@ -141,6 +146,47 @@ def session_index(pod: dict[str, Any]) -> tuple[str, str] | None:
     """(namespace, session id) of a bound sandbox pod, for `Informer.by("session", ...)`."""
     session_id = (pod["metadata"].get("labels") or {}).get(L.SESSION_ID)
     return (pod["metadata"]["namespace"], session_id) if session_id else None
+
+
+def tree_index(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """(namespace, parent session id) of a thread's sandbox pod, for `Informer.by("tree",
+    ...)`: the sandboxes of a coordinator's threads."""
+    parent = (pod["metadata"].get("labels") or {}).get(L.PARENT_SESSION_ID)
+    return (pod["metadata"]["namespace"], parent) if parent else None
+
+
+@dataclass(frozen=True)
+class SandboxFor:
+    """Whom a bound sandbox serves: a session of ``agent`` (which selects it in its
+    `sandbox_access_policy`); for a thread, also the session of the coordinator that started
+    it (``parent``), whose Session owns the pod."""
+
+    session_id: str
+    agent: str
+    parent: str | None = None
+
+    def labels(self) -> dict[str, str]:
+        labels = {L.SANDBOX_STATE: "bound", L.SESSION_ID: self.session_id, L.AGENT: self.agent}
+        if self.parent is not None:
+            labels[L.PARENT_SESSION_ID] = self.parent
+        return labels
+
+
+def cold_pod(
+    pod: dict[str, Any], target: SandboxFor, owners: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """``pod`` (a rendered sandbox pod) started bound to ``target``: labelled, owned by
+    ``owners`` (the Session)."""
+    meta = pod["metadata"]
+    return {
+        **pod,
+        "metadata": {
+            **meta,
+            "labels": {**meta["labels"], **target.labels()},
+            "annotations": {**meta["annotations"], L.CLAIM: "cold"},
+            "ownerReferences": owners,
+        },
+    }
 
 
 class Sandboxes:
@@ -386,13 +432,16 @@ class Sandboxes:
         environment: Environment,
         *,
         dead: str | None = None,
+        thread: SandboxFor | None = None,
     ) -> str:
         """Give the session a sandbox (claim a warm pod or start a cold one, and record the
         binding); returns `existing`, `warm`, `cold` (the binding is recorded when it is
         ready) or `waiting` (its Environment's pods fail to start: a cold start waits for
         the backoff, and the controller tries again then). ``dead``: a pod the harness
         found dead, which the informer may not show as dead yet; it is never bound again.
-        Callers hold `one_change(session_id)`."""
+        ``thread``: the session is a thread of ``session`` (`SandboxFor.parent`), run by
+        another Agent. Callers hold `one_change(session_id)`."""
+        target = thread or SandboxFor(session_id, _agent_of(session))
         started = time.monotonic()
         namespace, environment_name = render.namespace_of(environment), render.name_of(environment)
         if await self.rt.state.tenant(namespace).sandbox(session_id) is not None:
@@ -407,7 +456,7 @@ class Sandboxes:
                 await self.record(session_id, own[0])
             return "existing"
         for pod in self._claimable(namespace, environment_name):
-            claimed = await self._claim(pod, session, session_id)
+            claimed = await self._claim(pod, session, target)
             if claimed is not None:
                 await self.record(session_id, claimed)
                 metrics.CLAIM_SECONDS.labels("warm").observe(time.monotonic() - started)
@@ -418,12 +467,9 @@ class Sandboxes:
             self.schedule(("sandbox", namespace, session_id), wait)
             return "waiting"
         self.wanting.discard(session_id)
-        pod = await self._new_pod(self._effective(environment))
-        pod["metadata"]["labels"].update(
-            {L.SANDBOX_STATE: "bound", L.SESSION_ID: session_id, L.AGENT: _agent_of(session)}
+        pod = cold_pod(
+            await self._new_pod(self._effective(environment)), target, _owned_by(session)
         )
-        pod["metadata"]["annotations"][L.CLAIM] = "cold"
-        pod["metadata"]["ownerReferences"] = _owned_by(session)
         self._cold_started[session_id] = started
         try:
             self.pods.store(await self.kube.create(pod))
@@ -462,11 +508,13 @@ class Sandboxes:
         return random.sample(ready, len(ready))
 
     async def _claim(
-        self, pod: dict[str, Any], session: Session, session_id: str
+        self, pod: dict[str, Any], session: Session, target: SandboxFor
     ) -> dict[str, Any] | None:
         meta = pod["metadata"]
         key = (meta["namespace"], meta["name"])
-        patch = claim_patch(pod, session_id, _agent_of(session), _owned_by(session))
+        patch = claim_patch(
+            pod, target.session_id, target.agent, _owned_by(session), parent=target.parent
+        )
         self._claiming.add(key)
         try:
             claimed = await self.kube.patch(
@@ -509,8 +557,22 @@ class Sandboxes:
         if reported is not None:
             metrics.SANDBOX_REPLACE_SECONDS.observe(max(0.0, time.time() - reported))
 
+    def tree_pods(self, namespace: str, session_id: str) -> list[dict[str, Any]]:
+        """The sandboxes of the threads the session's coordinator started."""
+        return self.pods.by("tree", (namespace, session_id))
+
     async def release(self, namespace: str, session_id: str) -> None:
-        """Forget the binding (so no worker uses it again), then delete the sandboxes."""
+        """Forget the binding (so no worker uses it again), then delete the sandboxes; the
+        same for every thread the session's coordinator started (from the log's record of
+        them and from the pods' labels, so neither a pod nor a binding is left)."""
+        threads = set(await self.rt.log.tenant(namespace).threads_of(session_id))
+        threads |= {
+            p["metadata"]["labels"][L.SESSION_ID] for p in self.tree_pods(namespace, session_id)
+        }
+        for target in [session_id, *sorted(threads)]:
+            await self._release_one(namespace, target)
+
+    async def _release_one(self, namespace: str, session_id: str) -> None:
         async with self.one_change(session_id):
             await self.rt.state.tenant(namespace).unbind_sandbox(session_id)
             self.wanting.discard(session_id)
@@ -522,12 +584,23 @@ class Sandboxes:
 
 
 def claim_patch(
-    pod: dict[str, Any], session_id: str, agent: str, owners: list[dict[str, Any]]
+    pod: dict[str, Any],
+    session_id: str,
+    agent: str,
+    owners: list[dict[str, Any]],
+    *,
+    parent: str | None = None,
 ) -> list[dict[str, Any]]:
     """The JSON patch that claims warm ``pod`` for a session of ``agent``: it applies only
     to the version read (two claimers never both win), relabels the pod `bound` with the
-    session and the Agent, and gives it to ``owners`` (the Session)."""
+    session and the Agent (and, for a thread, its ``parent`` session), and gives it to
+    ``owners`` (the Session)."""
     meta = pod["metadata"]
+    thread = (
+        [{"op": "add", "path": f"/metadata/labels/{_escape(L.PARENT_SESSION_ID)}", "value": parent}]
+        if parent is not None
+        else []
+    )
     return [
         {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
         {
@@ -538,6 +611,7 @@ def claim_patch(
         {"op": "add", "path": f"/metadata/labels/{_escape(L.SESSION_ID)}", "value": session_id},
         # Only now may the Agent's harness pods reach it, and it the Agent's proxies.
         {"op": "add", "path": f"/metadata/labels/{_escape(L.AGENT)}", "value": agent},
+        *thread,
         {"op": "add", "path": f"/metadata/annotations/{_escape(L.CLAIM)}", "value": "warm"},
         {"op": "replace", "path": "/metadata/ownerReferences", "value": owners},
         *install_done_patch(pod),

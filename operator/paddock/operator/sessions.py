@@ -12,6 +12,7 @@ the rest are the steps it and the sandbox handlers take."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -19,11 +20,13 @@ from typing import Any, NoReturn
 from paddock.eventlog import (
     AgentPin,
     SessionNotFound,
+    SessionSettings,
     SessionStatusTerminatedEvent,
     SessionTerminated,
     UserInterruptEvent,
     new_id,
     open_session,
+    thread_id,
 )
 from paddock.kube import JSON_PATCH, generation, pin_version
 from paddock.models import (
@@ -43,7 +46,7 @@ from paddock.models import (
 from paddock.operator import events
 from paddock.operator import labels as L
 from paddock.operator.runtime import Runtime
-from paddock.operator.sandboxes import Sandboxes, start_failure
+from paddock.operator.sandboxes import Sandboxes, SandboxFor, start_failure
 from paddock.operator.status import ConditionBody, condition, pod_dead, pod_ready
 
 log = logging.getLogger(__name__)
@@ -194,12 +197,51 @@ async def provide_sandbox(
     *,
     accepted: dict[str, Any] | None = None,
     dead: str | None = None,
+    thread: SandboxFor | None = None,
 ) -> None:
     """Bind a sandbox and say so in the status (with ``accepted``, the acceptance's status,
-    in the same write)."""
+    in the same write). ``thread``: the sandbox is for a thread of the Session's coordinator;
+    the Session's status is about its own sandbox, so it says nothing of it."""
     async with sandboxes.one_change(sid):
-        how = await sandboxes.provide(session, sid, environment, dead=dead)
-        await report_binding(rt, session, sid, waiting=how == "waiting", accepted=accepted)
+        how = await sandboxes.provide(session, sid, environment, dead=dead, thread=thread)
+        if thread is None:
+            await report_binding(rt, session, sid, waiting=how == "waiting", accepted=accepted)
+
+
+async def thread_target(
+    rt: Runtime, sandboxes: Sandboxes, session: Session, session_id: str, settings: SessionSettings
+) -> SandboxFor | None:
+    """For a thread's session (its settings name a parent), whom its sandbox serves; None
+    when it gets none. Only a thread of this Session's session that its coordinator recorded
+    (the tenant's harness writes the settings; the record names the Agent that runs the
+    thread, whose harness must reach the sandbox), and only while the session's threads hold
+    fewer than `thread_sandboxes` sandboxes (a warning Event on the Session says when not)."""
+    parent = settings.parent_session_id
+    namespace = session.metadata.namespace or ""
+    if parent is None or (session.metadata.labels or {}).get(L.SESSION_ID) != parent:
+        return None
+    raw = (await rt.state.tenant(namespace).threads(parent)).get(thread_id(session_id))
+    record = json.loads(raw) if raw else {}
+    agent = record.get("agent_name")
+    if not isinstance(agent, str) or not agent or record.get("archived_at"):
+        return None  # not a thread of this session, or archived (read-only)
+    holding = {
+        p["metadata"]["labels"][L.SESSION_ID]
+        for p in sandboxes.tree_pods(namespace, parent)
+        if not pod_dead(p)
+    }
+    limit = rt.settings.thread_sandboxes
+    if session_id not in holding and len(holding) >= limit:
+        await events.post(
+            rt.kube,
+            session,
+            EventReason.THREAD_SANDBOX_LIMIT,
+            f"thread {thread_id(session_id)} gets no sandbox: the session's threads hold "
+            f"{len(holding)}, the most allowed ({limit})",
+            warning=True,
+        )
+        return None
+    return SandboxFor(session_id, agent, parent)
 
 
 async def report_binding(
@@ -300,7 +342,8 @@ async def reconcile_sandbox(
             ready = [p for p in live if pod_ready(p)]
             if ready:
                 await sandboxes.record(session_id, ready[0])
-                await report_binding(rt, _owner(ready[0]), session_id)
+                if L.PARENT_SESSION_ID not in (ready[0]["metadata"].get("labels") or {}):
+                    await report_binding(rt, _owner(ready[0]), session_id)
                 return
             failed = [p for p in pods if start_failure(p) is not None]
             if not live and (failed or session_id in sandboxes.wanting):
@@ -338,10 +381,19 @@ async def _provide_again(
             EventReason.SANDBOX_REPLACED,
             f"sandbox {gone} is gone; binding another",
         )
+    thread = None
+    if settings.parent_session_id is not None:
+        thread = await thread_target(rt, sandboxes, session, session_id, settings)
+        if thread is None:
+            sandboxes.wanting.discard(session_id)
+            return
     environment = await rt.find(API_VERSION, "Environment", namespace, settings.environment or "")
     if environment is not None:
-        how = await sandboxes.provide(session, session_id, Environment.model_validate(environment))
-        await report_binding(rt, session, session_id, waiting=how == "waiting")
+        how = await sandboxes.provide(
+            session, session_id, Environment.model_validate(environment), thread=thread
+        )
+        if thread is None:
+            await report_binding(rt, session, session_id, waiting=how == "waiting")
 
 
 def _owner(pod: dict[str, Any]) -> ObjectStub:

@@ -43,7 +43,7 @@ from paddock.operator import labels as L
 from paddock.operator.leases import Leadership
 from paddock.operator.runtime import Runtime
 from paddock.operator.sandboxes import Sandboxes
-from paddock.operator.sessions import provide_sandbox
+from paddock.operator.sessions import provide_sandbox, thread_target
 from paddock.operator.status import ConditionBody, condition, session_log_status
 
 log = logging.getLogger(__name__)
@@ -337,8 +337,10 @@ class StatusSync:
 
     async def _reclaim_sandbox(self, session_id: str, tracked: Tracked) -> None:
         namespace = tracked.resource["metadata"]["namespace"]
-        if await self.rt.state.tenant(namespace).sandbox(session_id) is None:
-            return
+        if await self.rt.state.tenant(namespace).sandbox(
+            session_id
+        ) is None and not self.sandboxes.tree_pods(namespace, session_id):
+            return  # neither the session nor a thread of it holds a sandbox
         await self.sandboxes.release(namespace, session_id)
         await self.rt.kube.apply_status(
             *_address(tracked.resource),
@@ -407,6 +409,11 @@ class SandboxRequests:
                 EventReason.SANDBOX_REPLACED,
                 f"sandbox {dead} failed; binding another",
             )
+        thread = None
+        if settings.parent_session_id is not None:  # a thread's own sandbox (docs/harness.md)
+            thread = await thread_target(self.rt, self.sandboxes, session, session_id, settings)
+            if thread is None:
+                return
         environment = await kube.find(
             API_VERSION, "Environment", settings.namespace, settings.environment
         )
@@ -416,5 +423,11 @@ class SandboxRequests:
             # not count as the session's sandbox, or the dead pod is bound again and the
             # replacement waits for the informer (docs/operator.md).
             await provide_sandbox(
-                self.rt, self.sandboxes, session, session_id, environment_model, dead=dead
+                self.rt,
+                self.sandboxes,
+                session,
+                session_id,
+                environment_model,
+                dead=dead,
+                thread=thread,
             )
