@@ -30,13 +30,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import httpx
 from redis.asyncio import Redis
 
-from paddock.eventlog import SessionState, sandbox_requests, session_keys
+from paddock.eventlog import SandboxBinding, SessionState, sandbox_requests, session_keys
 from paddock.operator.status import pod_dead, pod_ready
 from paddock.testing.fakemodel import ModelRequest, Reply, Text, ToolUse
 from paddock.testing.ports import wait_until_async
@@ -194,19 +194,19 @@ async def measure(stack: LocalStack, args: argparse.Namespace) -> dict[str, floa
         await wait_until_async(quiet, what="full warm pool", timeout=300, interval=0.1)
         busy, idle = [], []
         for n in range(args.sessions):
-            session = await client.beta.sessions.create(
+            opened = await client.beta.sessions.create(
                 agent=AGENT, environment_id=WARM, title=f"busy-{n}"
             )
             await client.beta.sessions.events.send(
-                session.id,
+                opened.id,
                 events=[{"type": "user.message", "content": [{"type": "text", "text": f"{n}"}]}],
             )
-            busy.append(session.id)
+            busy.append(opened.id)
         for n in range(args.sessions):
-            session = await client.beta.sessions.create(
+            opened = await client.beta.sessions.create(
                 agent=AGENT, environment_id=WARM, title=f"idle-{n}"
             )
-            idle.append(session.id)
+            idle.append(opened.id)
 
         async def running() -> bool:
             # Each busy session has run tool calls in its sandbox (the harness pods are up),
@@ -234,13 +234,14 @@ async def measure(stack: LocalStack, args: argparse.Namespace) -> dict[str, floa
             kill = Kill(session, mode, binding.pod, time.time())
             kills.append(kill)
 
-            async def fresh(kill: Kill = kill) -> Any:
+            async def fresh(kill: Kill = kill) -> SandboxBinding | None:
                 bound = await state.sandbox(kill.session)
                 return bound if bound is not None and bound.pod != kill.pod else None
 
             bound = await wait_until_async(
                 fresh, what=f"fresh sandbox for {session}", timeout=GIVE_UP_S, interval=0.01
             )
+            assert bound is not None  # the wait returns only a true result
             kill.bound_at, kill.fresh, kill.claim = bound.bound_at, bound.pod, bound.claim
             seconds = kill.bound_at - kill.at
             dead_seen = watch.dead.get(kill.pod, 0.0) - kill.at
@@ -257,12 +258,13 @@ async def measure(stack: LocalStack, args: argparse.Namespace) -> dict[str, floa
                 agent=AGENT, environment_id=COLD, title=f"cold-{index}"
             )
 
-            async def bound_cold(sid: str = created.id) -> Any:
+            async def bound_cold(sid: str = created.id) -> SandboxBinding | None:
                 return await state.sandbox(sid)
 
             cold_binding = await wait_until_async(
                 bound_cold, what="cold sandbox", timeout=GIVE_UP_S, interval=0.01
             )
+            assert cold_binding is not None
             cold.append(cold_binding.bound_at - started)
             print(f"cold {index}: {cold[-1]:.3f} s", flush=True)
             await client.beta.sessions.delete(created.id)
@@ -271,7 +273,9 @@ async def measure(stack: LocalStack, args: argparse.Namespace) -> dict[str, floa
         # A second replacement, if any, would start after the first was bound: settle.
         await asyncio.sleep(3)
         await wait_until_async(quiet, what="quiet stack", timeout=GIVE_UP_S, interval=0.05)
-        requests = await redis.xrange(sandbox_requests(NAMESPACE))
+        requests = cast(
+            list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(sandbox_requests(NAMESPACE))
+        )
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
