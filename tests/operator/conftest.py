@@ -125,13 +125,16 @@ class Cluster:
         )
 
     def fail_pod(self, namespace: str, name: str) -> None:
-        self.patch(
-            "Pod",
-            namespace,
-            name,
-            {"status": {"phase": "Failed", "conditions": [{"type": "Ready", "status": "False"}]}},
-            status=True,
+        """Play kubelet: the pod's containers failed. A pod the operator deleted already (a
+        harness worker reported it dead first) has no status left to report, as on a node."""
+        response = self.http.patch(
+            self.url("Pod", namespace, name) + "/status",
+            json={
+                "status": {"phase": "Failed", "conditions": [{"type": "Ready", "status": "False"}]}
+            },
+            headers={"Content-Type": "application/merge-patch+json"},
         )
+        assert response.status_code in (200, 404), response.text
 
 
 @pytest.fixture(scope="module")

@@ -105,7 +105,9 @@ def test_warm_pool_fills_binds_refills_and_replaces(
     )
     fill_pool(cluster, namespace, 2)
 
-    # The bound pod dies: the session gets another one.
+    # The bound pod dies: the session gets another one, and the replacement is measured
+    # though no harness worker reported it.
+    measured = REGISTRY.get_sample_value("paddock_operator_sandbox_replace_seconds_count") or 0
     cluster.delete("Pod", namespace, sandbox["podName"])
     replaced = cluster.wait(
         "replacement",
@@ -118,6 +120,13 @@ def test_warm_pool_fills_binds_refills_and_replaces(
     new_pod = replaced["status"]["sandbox"]["podName"]
     assert state_of(redis_url, namespace, session_id).pod == new_pod
     assert "SandboxReplaced" in {e["reason"] for e in cluster.list("Event", namespace)}
+    cluster.wait(
+        "the replacement measured",
+        lambda: (
+            REGISTRY.get_sample_value("paddock_operator_sandbox_replace_seconds_count")
+            == measured + 1
+        ),
+    )
 
 
 def test_empty_pool_starts_a_cold_sandbox_for_the_session(

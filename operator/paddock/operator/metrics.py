@@ -25,9 +25,9 @@ CLAIM_SECONDS = Histogram(
 )
 SANDBOX_REPLACE_SECONDS = Histogram(
     "paddock_operator_sandbox_replace_seconds",
-    "From a harness worker reporting a session's bound sandbox dead to a fresh sandbox's "
-    "binding being recorded.",
-    buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60),
+    "From a session's bound sandbox being known lost (a harness worker's report, or its pod "
+    "seen dead or gone) to a fresh sandbox's binding being recorded.",
+    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60),
 )
 SESSIONS = Gauge(
     "paddock_operator_sessions", "Sessions known to the status sync, by phase.", ["phase"]

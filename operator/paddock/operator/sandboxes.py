@@ -205,8 +205,9 @@ class Sandboxes:
         self.wanting: set[str] = set()
         """Sessions whose sandbox waits for their Environment's backoff to pass."""
         self.replacing: dict[str, float] = {}
-        """Sessions whose bound sandbox a worker reported dead, with when (wall clock, the
-        report's stream id): the replacement is measured up to its binding."""
+        """Sessions whose bound sandbox is lost, with when that was first known (wall clock:
+        a worker's report, by its stream id, or the operator seeing the pod dead or gone):
+        the replacement is measured up to its binding."""
         self.schedule: Callable[[tuple[str, str, str], float], None] = lambda key, delay: None
         """Set by the `Controller`: handle ``key`` (kind, namespace, name) again after
         ``delay`` seconds."""
@@ -273,6 +274,15 @@ class Sandboxes:
         metrics.PACKAGE_INSTALL_SECONDS.labels(
             meta["namespace"], labels.get(L.ENVIRONMENT, ""), outcome
         ).observe(max(seconds, 0.0))
+
+    def lost(self, session_id: str, known_at: float) -> None:
+        """The session's bound sandbox is lost, as known at ``known_at`` (wall clock): its
+        replacement is measured from the first report."""
+        self.replacing[session_id] = min(known_at, self.replacing.get(session_id, known_at))
+
+    def served(self, pod: dict[str, Any]) -> bool:
+        """Whether ``pod`` was seen ready: its failure loses a sandbox, not a start."""
+        return pod["metadata"].get("uid", "") in self._served
 
     @property
     def pods(self) -> Informer:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -349,6 +350,9 @@ async def reconcile_sandbox(
             if not live and (failed or session_id in sandboxes.wanting):
                 # A cold start failed, or waited for the Environment's backoff: again (the
                 # backoff decides when). The failed pod goes; its error is in the status.
+                # Or a worker dropped the binding of a sandbox that died.
+                if any(sandboxes.served(pod) for pod in failed):
+                    sandboxes.lost(session_id, time.time())
                 for pod in failed:
                     await rt.kube.delete("v1", "Pod", namespace, pod["metadata"]["name"])
                 await _provide_again(rt, sandboxes, namespace, session_id, None)
@@ -358,6 +362,7 @@ async def reconcile_sandbox(
         # The bound pod died or is gone: unless the session is over, bind another.
         if not await state.unbind_sandbox(session_id, binding.pod):
             return
+        sandboxes.lost(session_id, time.time())
         await _provide_again(rt, sandboxes, namespace, session_id, binding.pod)
 
 

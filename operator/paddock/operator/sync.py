@@ -400,8 +400,11 @@ class SandboxRequests:
         own_pods = {p["metadata"]["name"] for p in self.sandboxes.session_pods(tenant, session_id)}
         dead = request.dead_pod if request.reason == "dead" else None
         if dead is not None and dead in own_pods:
-            # A stream id starts with the Redis server's time of the report, in ms.
-            self.sandboxes.replacing[session_id] = int(entry_id.split(b"-")[0]) / 1000
+            # Unless its pod's death was seen and it was replaced already, the replacement
+            # is measured from the report (a stream id starts with Redis' time in ms).
+            async with self.sandboxes.one_change(session_id):
+                if await self.rt.state.tenant(tenant).sandbox(session_id) is None:
+                    self.sandboxes.lost(session_id, int(entry_id.split(b"-")[0]) / 1000)
             await kube.delete("v1", "Pod", tenant, dead)
             await events.post(
                 kube,

@@ -31,6 +31,7 @@ from paddock.runner.network import PodNetwork
 log = logging.getLogger(__name__)
 
 SUPERVISE_SECONDS = 0.5
+"""How often containers are probed and restarts looked at; an exit is seen at once."""
 MAX_BACKOFF_SECONDS = 30.0
 TERMINATION_LOG_BYTES = 2048
 """What a kubelet keeps of a failed container's log for `FallbackToLogsOnError`."""
@@ -104,6 +105,10 @@ class LocalPod:
         self._stale = False
         self._refresher: asyncio.Task[None] | None = None
         self.on_change: Callable[[], None] | None = None  # called when readiness changes
+        self._exited = asyncio.Event()
+        """A container exited: supervision looks now, not at its next tick (a dead
+        sandbox is reported, and so replaced, within milliseconds)."""
+        self._exit_waits: set[asyncio.Task[int]] = set()
 
     @property
     def ready(self) -> bool:
@@ -318,6 +323,9 @@ class LocalPod:
             )  # fmt: skip
         container.state, container.since, container.ready = "running", datetime.now(UTC), False
         container.reason, container.message = "", ""
+        exit_wait = asyncio.create_task(container.process.wait())
+        self._exit_waits.add(exit_wait)
+        exit_wait.add_done_callback(self._on_exit)
         log.info(
             "%s/%s: started %s (pid %d)",
             self.namespace,
@@ -368,7 +376,13 @@ class LocalPod:
                 await self._report()
                 return
             await self._report()
-            await asyncio.sleep(SUPERVISE_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exited.wait(), SUPERVISE_SECONDS)
+            self._exited.clear()
+
+    def _on_exit(self, task: asyncio.Task[int]) -> None:
+        self._exit_waits.discard(task)
+        self._exited.set()
 
     def _ended(self, container: Container, code: int) -> None:
         container.state, container.exit_code, container.ready = "terminated", code, False
@@ -428,6 +442,8 @@ class LocalPod:
             if own is not None:
                 own.cancel()
                 await asyncio.gather(own, return_exceptions=True)
+        for exit_wait in list(self._exit_waits):
+            exit_wait.cancel()
         grace = self.pod["spec"].get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
         if most_grace is not None:
             grace = min(grace, most_grace)

@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 PR_SET_PDEATHSIG = 1
 T = TypeVar("T")
@@ -57,6 +57,22 @@ def wait_until(check: Callable[[], T], *, timeout: float, what: str, interval: f
         time.sleep(interval)
 
 
+@overload
+async def wait_until_async(
+    check: Callable[[], Awaitable[T]],
+    *,
+    timeout: float,  # noqa: ASYNC109 (the same call as `wait_until`)
+    what: str,
+    interval: float = 0.05,
+) -> T: ...
+@overload
+async def wait_until_async(
+    check: Callable[[], T],
+    *,
+    timeout: float,  # noqa: ASYNC109
+    what: str,
+    interval: float = 0.05,
+) -> T: ...
 async def wait_until_async(
     check: Callable[[], Awaitable[T] | T],
     *,
