@@ -20,7 +20,7 @@ Configuration comes from the environment the operator renders into the harness c
                              than one, each is named <PADDOCK_WORKER_ID>-<its pid>
 
 The process imports everything, then forks the worker processes and replaces any that dies
-with a new fork, ready in milliseconds instead of the seconds an import takes
+with a new fork, which imports nothing again (an import takes seconds of CPU)
 (`paddock.harness.prefork`).
 """
 

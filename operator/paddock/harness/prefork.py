@@ -4,7 +4,7 @@ Importing the harness costs about 3 s of CPU (mostly the `anthropic` SDK's types
 process started afresh after a crash pays it again, on cores its surviving peers need for
 their heartbeats, and takes over nothing until it is done. So `python -m paddock.harness`
 imports everything once in a parent that only supervises, and forks the worker processes
-from it: a worker that dies is replaced by a fork that is ready in milliseconds.
+from it: a worker that dies is replaced by a fork that imports nothing again.
 
 - A child that is killed (SIGKILL, the OOM killer) or fails after running a while is
   replaced at once, in the same slot.
