@@ -1,6 +1,9 @@
 """Takeover after a harness worker dies: from a SIGKILL to the next append to each of the
 victim's sessions by another worker, over single kills and bursts that kill several
-workers at once (each victim replaced at once by a worker process that is still starting).
+workers at once (each victim replaced at once: by default the harness forks the
+replacement from its warm parent, as it does in a pod; with ``--replace exec`` a new
+process imports the harness afresh, as a new pod would, and is still starting while the
+next bursts come).
 
 Sessions run for the whole bench (a tool call in a shared sandbox, then the next model
 request, over and over), so every worker holds sessions when it is killed. The sessions
@@ -61,36 +64,77 @@ def script(request: ModelRequest) -> Reply:
 
 
 class Workers:
-    """Harness worker processes, started and SIGKILLed by the bench."""
+    """Harness worker processes, SIGKILLed by the bench and replaced at once.
 
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
+    ``fork`` (how the harness runs): one ``python -m paddock.harness`` forks ``count``
+    worker processes and forks a replacement for each that dies. ``exec`` (a pod dying):
+    each worker is a ``python -m paddock.harness`` of its own, replaced by a new one that
+    imports the harness afresh.
+    """
+
+    def __init__(self, env: dict[str, str], logs: Path, mode: str, count: int) -> None:
         self.env = env
         self.logs = logs
-        self.alive: dict[str, subprocess.Popen[bytes]] = {}
+        self.mode = mode
+        self.count = count
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        """exec: worker name -> process; fork: the one supervising process."""
+        self.killed: set[int] = set()
         self.started = 0
 
-    def start(self) -> None:
-        self.started += 1
-        name = f"worker-{self.started}"
-        with (self.logs / f"{name}.log").open("wb") as out:
-            self.alive[name] = subprocess.Popen(
-                [sys.executable, "-m", "paddock.harness"],
-                env={**self.env, "PADDOCK_WORKER_ID": name},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+    def start_all(self) -> None:
+        if self.mode == "fork":
+            self._start("harness", processes=self.count)
+        else:
+            for _ in range(self.count):
+                self.replace()
+
+    def alive(self) -> list[str]:
+        """The names (lease holders) of the live workers, those still starting included."""
+        if self.mode == "exec":
+            return sorted(self.processes)
+        (supervisor,) = self.processes.values()
+        path = Path(f"/proc/{supervisor.pid}/task/{supervisor.pid}/children")
+        pids = {int(pid) for pid in path.read_text().split()} - self.killed
+        return sorted(f"harness-{pid}" for pid in pids)
 
     def kill(self, names: list[str]) -> None:
-        victims = [self.alive.pop(name) for name in names]
+        if self.mode == "fork":
+            # Not our children: the supervisor reaps them and forks the replacements.
+            for name in names:
+                pid = int(name.rsplit("-", 1)[1])
+                self.killed.add(pid)
+                os.kill(pid, signal.SIGKILL)
+            return
+        victims = [self.processes.pop(name) for name in names]
         for victim in victims:
             victim.send_signal(signal.SIGKILL)
         for victim in victims:
             victim.wait()
+        for _ in names:
+            self.replace()
+
+    def replace(self) -> None:
+        self.started += 1
+        self._start(f"worker-{self.started}", processes=1)
+
+    def _start(self, name: str, *, processes: int) -> None:
+        with (self.logs / f"{name}.log").open("wb") as out:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "paddock.harness"],
+                env={
+                    **self.env,
+                    "PADDOCK_WORKER_ID": name,
+                    "PADDOCK_WORKER_PROCESSES": str(processes),
+                },
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
     def stop(self) -> None:
-        for process in self.alive.values():
+        for process in self.processes.values():
             process.terminate()
-        for process in self.alive.values():
+        for process in self.processes.values():
             try:
                 process.wait(10)
             except subprocess.TimeoutExpired:
@@ -127,8 +171,6 @@ class Bench:
         held = await self.holders()
         self.workers.kill(names)
         killed_at = await self.now_ms()
-        for _ in names:
-            self.workers.start()
         victims = [s for s, holder in held.items() if holder in names]
         for session in victims:
             # A session whose earlier takeover is still pending keeps its first kill time:
@@ -202,15 +244,16 @@ async def run(
 
     for _ in range(args.single):
         held = await bench.holders()
-        busy = sorted({h for h in held.values() if h in workers.alive})
+        busy = sorted(set(held.values()) & set(workers.alive()))
         await bench.kill([rng.choice(busy)], "single")
         await bench.settle()
         await bench.sleep_observing(rng.uniform(0.5, 1.5))
 
     sizes = [int(s) for s in args.burst_sizes.split(",")]
     for n in range(args.bursts):
-        size = min(sizes[n % len(sizes)], len(workers.alive))
-        await bench.kill(rng.sample(sorted(workers.alive), size), "burst")
+        alive = workers.alive()
+        size = min(sizes[n % len(sizes)], len(alive))
+        await bench.kill(rng.sample(alive, size), "burst")
         await bench.sleep_observing(rng.uniform(0.2, 0.8))
     await bench.settle()
     await redis.aclose()
@@ -226,6 +269,13 @@ def main() -> None:
     parser.add_argument("--bursts", type=int, default=40, help="kills under churn")
     parser.add_argument(
         "--burst-sizes", default="1,2,4", help="workers killed at once, in turn (4 = all)"
+    )
+    parser.add_argument(
+        "--replace",
+        choices=("fork", "exec"),
+        default="fork",
+        help="fork: worker processes of one harness, re-forked by it (a worker crash); "
+        "exec: a harness process per worker, replaced by a new one (a pod dying)",
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--logs", help="keep the workers' logs in this directory")
@@ -258,10 +308,9 @@ def main() -> None:
             "PADDOCK_LEASE_TTL_MS": str(args.ttl_ms),
         }
         logs = Path(args.logs) if args.logs else Path(tmp)
-        workers = Workers(env, logs)
+        workers = Workers(env, logs, args.replace, args.workers)
         stack.callback(workers.stop)
-        for _ in range(args.workers):
-            workers.start()
+        workers.start_all()
         bench = asyncio.run(run(args, redis_url, workers, sandbox))
 
     ttl = args.ttl_ms / 1000
@@ -274,6 +323,7 @@ def main() -> None:
             )
     p95 = percentile(every, 95)
     figures = {
+        "replace": args.replace,
         "takeovers": len(every),
         "lease_ttl_s": ttl,
         "takeover_single_p95_s": percentile(bench.single, 95) if bench.single else 0.0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -12,7 +13,9 @@ from redis.asyncio import Redis
 import paddock.eventlog
 from paddock.eventlog import (
     AgentMessageEvent,
+    BeatThread,
     EventLog,
+    Heartbeat,
     Lease,
     LeaseLost,
     SessionNotFound,
@@ -218,3 +221,27 @@ async def test_release_checks_for_input_that_arrived_meanwhile(log: EventLog, se
     await log.delete_session(session)
     with pytest.raises(SessionNotFound):
         await log.acquire_lease(session, "worker-c", ttl_ms=TTL_MS)
+
+
+async def test_a_heartbeat_in_its_own_thread_beats_while_the_loop_is_blocked(
+    redis_url: str, log: EventLog, session: str
+) -> None:
+    # A worker's loop busy with CPU-bound work (replaying logs it took over) must not lose
+    # its leases: the beats run in a thread with its own client. A longer TTL than the
+    # other tests', so that a busy machine does not delay a beat past it.
+    ttl_ms = 1200
+    beats = BeatThread(lambda: Redis.from_url(redis_url))
+    try:
+        beat_log = EventLog(beats.redis, TENANT)
+        lease = await log.acquire_lease(session, "worker-a", ttl_ms=ttl_ms)
+        assert lease is not None
+        heartbeat = Heartbeat(lambda: beat_log.renew_lease(lease), ttl_ms=ttl_ms, thread=beats)
+        async with heartbeat:
+            time.sleep(3 * ttl_ms / 1000)  # noqa: ASYNC251 (the loop blocked: what is tested)
+            assert not heartbeat.lost.is_set()
+            await log.append(session, [reply("still mine")], fence=lease)
+            await log.release_lease(lease)  # behind the heartbeat's back: its loss is seen
+            await asyncio.wait_for(heartbeat.lost.wait(), timeout=ttl_ms / 1000)
+            assert isinstance(heartbeat.error, LeaseLost)
+    finally:
+        await beats.close()

@@ -18,8 +18,10 @@ from paddock.eventlog import (
     UserMessageEvent,
     WorkQueue,
     new_session_id,
+    session_keys,
     work_keys,
 )
+from paddock.eventlog.keys import WORK_GROUP
 
 TENANT = "default"
 AGENT = "default/coder"
@@ -280,3 +282,25 @@ async def test_the_log_and_queue_work_over_either_redis_protocol(
         assert [e.type for e in await log.replay(session)] == ["user.message", "agent.message"]
     finally:
         await client.aclose()
+
+
+async def test_a_session_found_leased_elsewhere_is_taken_when_that_lease_runs_out(
+    log: EventLog, session: str
+) -> None:
+    # A worker that dies just after taking a lease, before its first heartbeat, leaves an
+    # entry that went idle before the lease was taken. Another worker that looks in between
+    # finds the lease still held; it must take the session when the lease runs out, not a
+    # whole TTL after it looked (taking the entry resets the entry's idle time).
+    ttl_ms = 10_000
+    queue = WorkQueue(log, AGENT, lease_ttl_ms=ttl_ms)
+    await log.send(session, [message("work")])
+    dead = await claimed(queue, "worker-1")
+    # Its entry idle for a TTL, its lease (taken later) running for 0.3 s more.
+    await log.redis.xclaim(
+        work_keys(AGENT).stream, WORK_GROUP, "worker-1", 0, [dead.entry_id], idle=ttl_ms
+    )
+    await log.redis.pexpire(session_keys(TENANT, session).lease, 300)
+    assert await queue.claim("worker-2", block_ms=1) is None  # the lease is still held
+    taken = await claimed(queue, "worker-2", block_ms=ttl_ms // 2)
+    assert (taken.session_id, taken.entry_id, taken.reclaimed) == (session, dead.entry_id, True)
+    assert taken.lease.token > dead.lease.token

@@ -172,7 +172,7 @@ default user keeps every permission behind a password no one is given: Redis rep
 AOF as that user, and a restricted one silently drops MULTI/EXEC blocks (redis#14541). */}}
 {{- define "paddock.redisAcl" -}}
 {{- $pw := . -}}
-{{- $commands := "+auth +hello +ping +eval +evalsha +script|load +script|exists +multi +exec +discard +time +exists +del +get +set +incr +pexpire +hget +hset +hdel +hexists +hincrby +hgetall +xadd +xrange +xrevrange +xread +xreadgroup +xack +xdel +xlen +xclaim +xautoclaim +xpending +xgroup|create +subscribe +unsubscribe +publish" -}}
+{{- $commands := "+auth +hello +ping +eval +evalsha +script|load +script|exists +multi +exec +discard +time +exists +del +get +set +incr +pexpire +pttl +hget +hset +hdel +hexists +hincrby +hgetall +xadd +xrange +xrevrange +xread +xreadgroup +xack +xdel +xlen +xclaim +xautoclaim +xpending +xgroup|create +subscribe +unsubscribe +publish" -}}
 user default on #{{ index $pw "default-password" | sha256sum }} ~* &* +@all
 user paddock-operator on #{{ index $pw "operator-password" | sha256sum }} ~* &* +@all
 user paddock-gateway on #{{ index $pw "gateway-password" | sha256sum }} resetkeys ~paddock:t:* resetchannels &paddock:t:* -@all {{ $commands }}

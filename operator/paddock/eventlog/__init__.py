@@ -107,7 +107,7 @@ from paddock.eventlog.keys import (
     tenant_prefix,
     work_keys,
 )
-from paddock.eventlog.lease import Heartbeat, Lease
+from paddock.eventlog.lease import BeatThread, Heartbeat, Lease
 from paddock.eventlog.log import (
     SOCKET_TIMEOUT_S,
     EventLog,
@@ -157,6 +157,7 @@ __all__ = [
     "AnyEvent",
     "AutoJudgement",
     "Base64Source",
+    "BeatThread",
     "Claim",
     "DocumentBlock",
     "ErrorDetail",

@@ -37,7 +37,7 @@ TENANT_COMMANDS = (
     # transactions (atomic snapshot reads)
     "multi", "exec", "discard",
     # what the scripts and the clients run on keys, each checked against the key patterns
-    "time", "exists", "del", "get", "set", "incr", "pexpire",
+    "time", "exists", "del", "get", "set", "incr", "pexpire", "pttl",
     "hget", "hset", "hdel", "hexists", "hincrby", "hgetall",
     "xadd", "xrange", "xrevrange", "xread", "xreadgroup", "xack", "xdel", "xlen", "xclaim",
     "xautoclaim", "xpending", "xgroup|create",

@@ -36,6 +36,17 @@ from paddock.eventlog.tail import Tail
 Order = Literal["asc", "desc"]
 AcquireOutcome = Literal["acquired", "held", "no_input", "no_session"]
 
+
+@dataclass(frozen=True, slots=True)
+class LeaseAttempt:
+    """What ``EventLog.try_acquire_lease`` got: the lease, or why not."""
+
+    lease: Lease | None
+    outcome: AcquireOutcome
+    held_for_ms: int = 0
+    """With ``held``: how long the holder's lease still runs unless renewed."""
+
+
 # Entries per read script call: large enough that a 10,000-event replay takes a handful of
 # round trips, small enough that one call never blocks the server for long.
 _READ_BATCH = 2000
@@ -519,14 +530,14 @@ class EventLog(TenantViews):
         Workers of an Agent should take leases through ``WorkQueue.claim``, which keeps the
         work entry that lets another worker resume the session if this one dies.
         """
-        lease, outcome = await self.try_acquire_lease(session_id, holder, ttl_ms=ttl_ms)
-        if outcome == "no_session":
+        attempt = await self.try_acquire_lease(session_id, holder, ttl_ms=ttl_ms)
+        if attempt.outcome == "no_session":
             raise SessionNotFound(session_id)
-        return lease
+        return attempt.lease
 
     async def try_acquire_lease(
         self, session_id: str, holder: str, *, ttl_ms: int, only_with_input: bool = False
-    ) -> tuple[Lease | None, AcquireOutcome]:
+    ) -> LeaseAttempt:
         """``acquire_lease`` that reports why it got no lease instead of raising; with
         ``only_with_input`` it takes no lease unless input arrived after the last
         ``release_lease(handled_through=...)`` (outcome ``no_input``)."""
@@ -539,8 +550,10 @@ class EventLog(TenantViews):
         )
         outcome: AcquireOutcome = reply[0].decode()
         if outcome == "acquired":
-            return Lease(session_id, holder, int(reply[1]), ttl_ms), outcome
-        return None, outcome
+            return LeaseAttempt(Lease(session_id, holder, int(reply[1]), ttl_ms), outcome)
+        if outcome == "held":
+            return LeaseAttempt(None, outcome, held_for_ms=max(int(reply[2]), 0))
+        return LeaseAttempt(None, outcome)
 
     async def renew_lease(self, lease: Lease) -> None:
         """Extend the lease to ``ttl_ms`` from now; ``LeaseLost`` if it is no longer held

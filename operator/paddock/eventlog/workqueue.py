@@ -12,7 +12,7 @@ from redis.exceptions import ResponseError
 
 from paddock.eventlog.errors import SessionNotFound
 from paddock.eventlog.keys import WORK_GROUP, tenant_of, work_keys
-from paddock.eventlog.lease import Heartbeat, Lease
+from paddock.eventlog.lease import BeatThread, Heartbeat, Lease
 from paddock.eventlog.log import EventLog
 from paddock.eventlog.storage import stream_entries
 
@@ -56,12 +56,22 @@ class WorkQueue:
       session, whose lease has expired by then.
     """
 
-    def __init__(self, log: EventLog, agent: str, *, lease_ttl_ms: int = 30_000) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        agent: str,
+        *,
+        lease_ttl_ms: int = 30_000,
+        beats: BeatThread | None = None,
+    ) -> None:
+        """``beats``: run heartbeats in that thread instead of the caller's loop."""
         if lease_ttl_ms < 1:
             raise ValueError("lease_ttl_ms must be at least 1")
         self.log = log.tenant(tenant_of(agent))  # an Agent's sessions are of its namespace
         self.lease_ttl_ms = lease_ttl_ms
         self._keys = work_keys(agent)
+        self._beats = beats
+        self._beat_log = self.log if beats is None else EventLog(beats.redis, tenant_of(agent))
 
     async def enqueue(self, session_id: str) -> bool:
         """Queue the session; False if an undelivered entry already queues it."""
@@ -95,26 +105,30 @@ class WorkQueue:
                 if taken is None:
                     continue
             entry_id, session_id = taken
-            lease, outcome = await self.log.try_acquire_lease(
+            attempt = await self.log.try_acquire_lease(
                 session_id, consumer, ttl_ms=self.lease_ttl_ms, only_with_input=True
             )
-            if lease is not None:
-                return Claim(session_id, entry_id, lease, reclaimed, idle_s)
-            if outcome != "held":
+            if attempt.lease is not None:
+                return Claim(session_id, entry_id, attempt.lease, reclaimed, idle_s)
+            if attempt.outcome == "held":
+                await self._reclaimable_after(entry_id, consumer, attempt.held_for_ms)
+            else:
                 await self._settle(session_id, entry_id)
 
     def heartbeat(self, claim: Claim) -> Heartbeat:
         """A ``Heartbeat`` that renews the claim's lease and keeps its entry from being
         reclaimed, every ttl/3 while its ``async with`` runs."""
 
+        log = self._beat_log
+
         async def beat() -> None:
-            await self.log.renew_lease(claim.lease)
+            await log.renew_lease(claim.lease)
             # Claiming the entry again resets its idle time, which is what reclaim() reads.
-            await self.log.redis.xclaim(
+            await log.redis.xclaim(
                 self._keys.stream, WORK_GROUP, claim.lease.holder, 0, [claim.entry_id], justid=True
             )
 
-        return Heartbeat(beat, ttl_ms=claim.lease.ttl_ms)
+        return Heartbeat(beat, ttl_ms=claim.lease.ttl_ms, thread=self._beats)
 
     async def finish(self, claim: Claim, *, handled_through: str) -> bool:
         """Release the session and remove its entry, if no input arrived after event
@@ -163,6 +177,15 @@ class WorkQueue:
             taken = (reply[0].decode(), reply[1].decode())
             return taken, idle_ms / 1000 if idle_ms >= 0 else None, 0
         return None, None, int(reply[0])
+
+    async def _reclaimable_after(self, entry_id: str, consumer: str, ms: int) -> None:
+        """Make a pending entry reclaimable in ``ms`` (when the lease of its session's holder
+        runs out). Taking it reset its idle time: left so, a holder that died just after
+        taking the lease (before its first heartbeat) would be taken over a whole TTL late."""
+        idle_ms = max(self.lease_ttl_ms - ms, 0)
+        await self.log.redis.xclaim(
+            self._keys.stream, WORK_GROUP, consumer, 0, [entry_id], idle=idle_ms, justid=True
+        )
 
     async def _next(self, consumer: str, block_ms: int) -> tuple[str, str] | None:
         reply = await self._with_group(

@@ -13,8 +13,15 @@ Configuration comes from the environment the operator renders into the harness c
     PADDOCK_PROXY_ADMIN_URL  the proxy's admin listener, which mints sandbox egress tokens
     PADDOCK_PROXY_EGRESS_URL the proxy address sandboxes use (the Agent's proxy Service)
     PADDOCK_GATEWAY_URL      the gateway, for Files API files and session outputs
-    PADDOCK_METRICS_PORT     Prometheus metrics (default 9090; 0 disables)
+    PADDOCK_METRICS_PORT     Prometheus metrics (default 9090; 0 disables); with several
+                             processes, process n serves on the port plus n
     PADDOCK_LEASE_TTL_MS     session lease (default 15000)
+    PADDOCK_WORKER_PROCESSES worker processes forked from this one (default 1); with more
+                             than one, each is named <PADDOCK_WORKER_ID>-<its pid>
+
+The process imports everything, then forks the worker processes and replaces any that dies
+with a new fork, which imports nothing again (an import takes seconds of CPU)
+(`paddock.harness.prefork`).
 """
 
 from __future__ import annotations
@@ -24,13 +31,15 @@ import logging
 import os
 import signal
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 from prometheus_client import start_http_server
 
-from paddock.eventlog import RedisSettings, connect
+from paddock.eventlog import BeatThread, RedisSettings, connect
 from paddock.harness import Worker, WorkerSettings
+from paddock.harness.prefork import run_forked
 from paddock.models import Agent
 
 
@@ -54,9 +63,11 @@ async def serve(settings: WorkerSettings, redis_settings: RedisSettings) -> None
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     redis = connect(redis_settings)
+    beats = BeatThread(lambda: connect(redis_settings))
     try:
-        await Worker(settings, redis).run(stop)
+        await Worker(settings, redis, beats=beats).run(stop)
     finally:
+        await beats.close()
         await redis.aclose()
 
 
@@ -66,10 +77,21 @@ def main() -> None:
     )
     env = dict(os.environ)
     settings = settings_from_env(env)
+    redis_settings = RedisSettings.from_env(env)
     port = int(env.get("PADDOCK_METRICS_PORT", "9090"))
-    if port:
-        start_http_server(port)
-    asyncio.run(serve(settings, RedisSettings.from_env(env)))
+    processes = int(env.get("PADDOCK_WORKER_PROCESSES", "1"))
+
+    def worker_process(slot: int) -> int:
+        # Threads and sockets are made here, after the fork, never in the parent.
+        if port:
+            start_http_server(port + slot)
+        own = settings
+        if processes > 1:
+            own = replace(settings, worker_id=f"{settings.worker_id}-{os.getpid()}")
+        asyncio.run(serve(own, redis_settings))
+        return 0
+
+    raise SystemExit(run_forked(processes, worker_process))
 
 
 if __name__ == "__main__":

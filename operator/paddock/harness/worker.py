@@ -24,6 +24,7 @@ from paddock.eventlog import (
     AgentMcpToolResultEvent,
     AgentToolResultEvent,
     AnyEvent,
+    BeatThread,
     Claim,
     EventLog,
     Heartbeat,
@@ -65,13 +66,18 @@ log = logging.getLogger(__name__)
 class Worker:
     """Claims sessions of one Agent and runs them, up to `spec.harness.concurrency` at once."""
 
-    def __init__(self, settings: WorkerSettings, redis: Redis) -> None:
+    def __init__(
+        self, settings: WorkerSettings, redis: Redis, *, beats: BeatThread | None = None
+    ) -> None:
+        """``beats``: renew leases from that thread (``python -m paddock.harness`` does)."""
         self.settings = settings
         self.spec = settings.spec
         # A worker serves one Agent, so one tenant: its Redis user reaches no other.
         tenant = tenant_of(settings.agent)
         self.log = EventLog(redis, tenant)
-        self.queue = WorkQueue(self.log, settings.agent, lease_ttl_ms=settings.lease_ttl_ms)
+        self.queue = WorkQueue(
+            self.log, settings.agent, lease_ttl_ms=settings.lease_ttl_ms, beats=beats
+        )
         self.state = SessionState(redis, tenant)
         self.sandboxes = SandboxWaiter(self.state)
         self.toolbox: Toolbox = toolbox(settings.spec)
@@ -223,6 +229,8 @@ class SessionRun:
     async def run(self) -> None:
         """Work until the session waits for the user, then finish the claim; take up input
         that arrived meanwhile instead."""
+        _t = time.process_time()
+        _w = time.monotonic()
         await self.session.sync()  # a claimed session has at least the input that woke it
         assert self.session.position is not None
         watcher = asyncio.ensure_future(self.interrupts.watch())
