@@ -170,7 +170,10 @@ def test_each_namespace_gets_a_redis_user_of_its_own_and_keeps_it(
     with pytest.raises(redis.exceptions.NoPermissionError):
         tenant.get("paddock:t:other-namespace:probe")
     tenant.close()
-    deployment = cluster.get("Deployment", namespace, "coder-harness")
+    # The Secret is written before the Deployment that names it.
+    deployment = cluster.wait(
+        "the harness Deployment", lambda: cluster.get("Deployment", namespace, "coder-harness")
+    )
     (harness,) = [
         c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "harness"
     ]

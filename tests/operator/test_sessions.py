@@ -143,6 +143,38 @@ def test_a_sessions_life(
     assert redis_keys(redis_url, session_id) == []
 
 
+def test_a_new_session_gets_its_first_phase_with_its_acceptance(
+    cluster: Cluster, namespace: str, operator: KopfRunner
+) -> None:
+    """One status write accepts a Session and says what its log says (phase, events,
+    `Scheduled`): the log sync writes it only once the log moves on."""
+    cluster.create("Agent", namespace, "coder", agent_spec())
+    # The Agent's readiness is part of `Scheduled`'s message: known before the Session is.
+    cluster.wait(
+        "the Agent's Ready", lambda: cluster.condition("Agent", namespace, "coder", "Ready")
+    )
+    cluster.create(
+        "Session",
+        namespace,
+        "one",
+        {"agentRef": {"name": "coder"}, "initialEvents": [{"content": [{"text": "hello"}]}]},
+    )
+    session = phase(cluster, namespace, "one", "Pending")  # its task waits for a worker
+    status = session["status"]
+    assert {c["type"]: c["reason"] for c in status["conditions"]} == {
+        "Ready": "Accepted",
+        "SandboxBound": "NoEnvironment",
+        "Scheduled": "WaitingForWorker",
+    }
+    assert status["eventCount"] == 1
+    status_writers = {
+        field["manager"]
+        for field in session["metadata"]["managedFields"]
+        if field.get("subresource") == "status"
+    }
+    assert status_writers == {"paddock-session"}
+
+
 def test_missing_agent_is_a_condition_and_resolves_when_it_appears(
     cluster: Cluster, namespace: str, operator: KopfRunner
 ) -> None:

@@ -115,7 +115,7 @@ class Controller:
         self.rt, self.sandboxes, self.lease = rt, sandboxes, lease
         self.sync = StatusSync(rt, sandboxes, lease)
         self.requests = SandboxRequests(rt, sandboxes, lease)
-        self.sessions = sessions.SessionReconciler(rt, sandboxes)
+        self.sessions = sessions.SessionReconciler(rt, sandboxes, self.sync.first_status)
         self.agents = agents.AgentReconciler(rt, self.sync.active_sessions)
         self.queue, self.session_queue = WorkQueue(), WorkQueue()
         self._failures: dict[Key, int] = {}

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -29,7 +30,7 @@ from paddock.eventlog import (
     open_session,
     thread_id,
 )
-from paddock.kube import JSON_PATCH, generation, pin_version
+from paddock.kube import JSON_PATCH, Conflict, NotFound, generation, pin_version
 from paddock.models import (
     API_VERSION,
     AgentSpec,
@@ -117,11 +118,18 @@ async def _unresolved(
     raise Unresolved(message)
 
 
-async def accept(rt: Runtime, sandboxes: Sandboxes, session: Session) -> str:
+FirstStatus = Callable[[Session, str], Awaitable[dict[str, Any] | None]]
+"""The status the log sync would write for a Session being accepted (`StatusSync.first_status`)."""
+
+
+async def accept(
+    rt: Runtime, sandboxes: Sandboxes, session: Session, first_status: FirstStatus
+) -> str:
     """Resolve references, open the session in the log (unless the gateway did), bind a
-    sandbox; returns the session id. Raises `Unresolved` (after saying why in the status)."""
+    sandbox; returns the session id. ``session`` is the whole Session, with its id label
+    (`_take`). Raises `Unresolved` (after saying why in the status)."""
     namespace = session.metadata.namespace or ""
-    sid = await _take(rt, session)
+    sid = (session.metadata.labels or {})[L.SESSION_ID]
     agent_name = session.spec.agent_ref.name
     agent = await rt.find(API_VERSION, "Agent", namespace, agent_name)
     if agent is None:
@@ -148,12 +156,18 @@ async def accept(rt: Runtime, sandboxes: Sandboxes, session: Session) -> str:
         environment = Environment.model_validate(found)
     if settings is None:
         await open_session(rt.log, rt.state, sid, session, environment=env_name, agent=pin)
+    # The first acceptance says the log sync's part too (phase, usage, `Scheduled`): the sync
+    # then has nothing to write until the log moves on. Later ones (a new leader resuming the
+    # Session) leave those fields to the sync.
+    log_status = None if _was_accepted(session) else await first_status(session, sid)
     ready: dict[str, Any] = {
+        **(log_status or {}),
         "sessionId": sid,
         **({"agentVersion": pin.version} if pin is not None else {}),
         "observedGeneration": session.metadata.generation,
         "conditions": [
-            _ready(session, True, SessionReason.ACCEPTED, f'run by Agent "{agent_name}"')
+            _ready(session, True, SessionReason.ACCEPTED, f'run by Agent "{agent_name}"'),
+            *(log_status or {}).get("conditions", []),
         ],
     }
     if environment is None:
@@ -172,6 +186,13 @@ async def accept(rt: Runtime, sandboxes: Sandboxes, session: Session) -> str:
         # binding, in Redis); then one status write says both the acceptance and the binding.
         await provide_sandbox(rt, sandboxes, session, sid, environment, accepted=ready)
     return sid
+
+
+def _was_accepted(session: Session) -> bool:
+    return any(
+        c.type == ConditionType.READY and c.reason == SessionReason.ACCEPTED
+        for c in _conditions(session) or []
+    )
 
 
 async def _pin(rt: Runtime, session: Session, sid: str, agent: dict[str, Any]) -> AgentPin:
@@ -447,24 +468,45 @@ async def _patch_session(rt: Runtime, meta: ObjectMeta, patch: list[dict[str, An
     )
 
 
-async def _take(rt: Runtime, session: Session) -> str:
-    """The session's id; the id label (when the gateway did not set it) and the finalizer
-    are added in one patch."""
-    meta = session.metadata
-    labels, finalizers = meta.labels or {}, meta.finalizers or []
-    sid: str = labels.get(L.SESSION_ID) or new_id("sesn_")
-    patch: list[dict[str, Any]] = []
-    if FINALIZER not in finalizers:
-        patch.append(
-            {"op": "add", "path": "/metadata/finalizers", "value": [*finalizers, FINALIZER]}
-        )
-    if L.SESSION_ID not in labels:
-        patch.append(
-            {"op": "add", "path": "/metadata/labels", "value": {**labels, L.SESSION_ID: sid}}
-        )
-    if patch:
-        await _patch_session(rt, meta, [_precondition(meta), *patch])
-    return sid
+async def _take(rt: Runtime, slim: Session) -> Session | None:
+    """The whole Session, with its id label (the gateway sets it on the Sessions it
+    creates) and the finalizer: one merge patch adds what is missing and answers the whole
+    object, so no read of its own is needed; None if the Session is gone. The patch names
+    the informer's `resourceVersion`: a Session changed since is read and patched again."""
+    meta = slim.metadata
+    for _ in range(2):
+        labels, finalizers = meta.labels or {}, meta.finalizers or []
+        missing: dict[str, Any] = {}
+        if FINALIZER not in finalizers:
+            missing["finalizers"] = [*finalizers, FINALIZER]
+        if L.SESSION_ID not in labels:
+            missing["labels"] = {L.SESSION_ID: new_id("sesn_")}
+        found: dict[str, Any] | None
+        if not missing:
+            found = await rt.kube.find(
+                API_VERSION, "Session", meta.namespace or "", meta.name or ""
+            )
+            return Session.model_validate(found) if found is not None else None
+        try:
+            found = await rt.kube.patch(
+                API_VERSION,
+                "Session",
+                meta.namespace or "",
+                meta.name or "",
+                {"metadata": {"resourceVersion": meta.resource_version, **missing}},
+            )
+            return Session.model_validate(found)
+        except NotFound:
+            return None
+        except Conflict:
+            pass
+        # Changed since the informer's copy (finalizers are replaced whole: another writer's
+        # must not be lost): once more with a fresh copy.
+        found = await rt.kube.find(API_VERSION, "Session", meta.namespace or "", meta.name or "")
+        if found is None:
+            return None
+        meta = Session.model_validate(found).metadata
+    raise Conflict(409, "the Session kept changing while it was being accepted")
 
 
 class SessionReconciler:
@@ -474,8 +516,8 @@ class SessionReconciler:
     leadership, as a resumed kopf handler would, and writes nothing the status already
     says."""
 
-    def __init__(self, rt: Runtime, sandboxes: Sandboxes) -> None:
-        self.rt, self.sandboxes = rt, sandboxes
+    def __init__(self, rt: Runtime, sandboxes: Sandboxes, first_status: FirstStatus) -> None:
+        self.rt, self.sandboxes, self.first_status = rt, sandboxes, first_status
         self._accepted: set[str] = set()  # uids
         self._cancelled: set[str] = set()
         self.unresolved: dict[str, set[str]] = {}
@@ -514,12 +556,11 @@ class SessionReconciler:
             return
         session_id = (meta.labels or {}).get(L.SESSION_ID)
         if uid not in self._accepted:
-            found = await rt.kube.find(API_VERSION, "Session", namespace, name)
-            if found is None:
+            session = await _take(rt, slim)
+            if session is None:
                 return
-            session = Session.model_validate(found)
             try:
-                session_id = await accept(rt, self.sandboxes, session)
+                session_id = await accept(rt, self.sandboxes, session, self.first_status)
             except Unresolved as exc:
                 self.unresolved.setdefault(namespace, set()).add(name)
                 await events.post(rt.kube, session, EventReason.UNRESOLVED, str(exc), warning=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from paddock.eventlog import SandboxRequest, SandboxRequestReader
+from paddock.eventlog import SandboxRequest, SandboxRequestReader, SessionSnapshot
 from paddock.kube import ApiError
 from paddock.models import (
     API_VERSION,
@@ -63,6 +63,9 @@ class Tracked:
     """The Session's own `environmentRef` (else the Agent's counts)."""
     ttl_s: float | None
     deleting: bool = False
+    accepted: bool = False
+    """The acceptance wrote its status (`status.sessionId`): with it the first `phase`, so
+    the sync writes nothing before."""
     synced: tuple[str | None, str, str] | None = None
     phase: str | None = None
     stop_reason: str | None = None
@@ -110,7 +113,7 @@ def slim_session(session: dict[str, Any]) -> dict[str, Any]:
         "status": {
             **{
                 k: status[k]
-                for k in ("phase", "stopReason", "lastEventId", "agentVersion")
+                for k in ("sessionId", "phase", "stopReason", "lastEventId", "agentVersion")
                 if k in status
             },
             "conditions": [
@@ -120,6 +123,23 @@ def slim_session(session: dict[str, Any]) -> dict[str, Any]:
             ],
         },
     }
+
+
+def _tracked(session: dict[str, Any]) -> Tracked:
+    """A Session the sync starts tracking (its ttl is read on every change)."""
+    meta, spec = session["metadata"], session.get("spec") or {}
+    return Tracked(
+        resource=stub(session),
+        agent=f"{meta['namespace']}/{(spec.get('agentRef') or {}).get('name', '')}",
+        environment=(spec.get("environmentRef") or {}).get("name"),
+        ttl_s=None,
+    )
+
+
+def _synced_key(status: Mapping[str, Any]) -> tuple[str | None, str, str]:
+    """What decides whether a session's status needs writing again: its last event, phase
+    and `Scheduled` message (the rest changes only with them)."""
+    return (status.get("lastEventId"), status["phase"], status["conditions"][0]["message"])
 
 
 @functools.lru_cache(maxsize=256)
@@ -135,6 +155,9 @@ class StatusSync:
         self.rt, self.sandboxes, self.lease = rt, sandboxes, lease
         self.tracked: dict[str, Tracked] = {}
         self._patches = asyncio.Semaphore(16)
+        """Writes (and sandbox reclaims, expiries) at once: sessions created together come
+        to rest together, and 1,000 reclaims at once took all 64 Redis connections, the
+        lease's renewal waited behind them, and the replica lost its lease."""
 
     def session_changed(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         if new is None:
@@ -148,19 +171,20 @@ class StatusSync:
             return  # not accepted yet
         status = new.get("status") or {}
         tracked = self.tracked.get(session_id)
-        # What the status says was synced, wherever (by another replica, before a restart);
-        # while this replica syncs, its own record is newer than any echo of its writes.
-        adopt = tracked is None or not self.lease.held()
+        # What the status says was synced, wherever (by the acceptance, another replica,
+        # before a restart); once this replica's sync wrote it, its own record is newer than
+        # any echo of its writes.
+        adopt = tracked is None or tracked.synced is None or not self.lease.held()
         if tracked is None:
-            tracked = self.tracked[session_id] = Tracked(
-                resource=stub(new),
-                agent=f"{meta['namespace']}/{(spec.get('agentRef') or {}).get('name', '')}",
-                environment=(spec.get("environmentRef") or {}).get("name"),
-                ttl_s=None,
-            )
+            tracked = self.tracked[session_id] = _tracked(new)
         tracked.ttl_s = _seconds(spec["ttl"]) if spec.get("ttl") else None
         tracked.deleting = bool(meta.get("deletionTimestamp"))
-        if adopt and status.get("phase"):
+        tracked.accepted = bool(status.get("sessionId"))
+        if not status.get("phase"):
+            # Server-side apply drops the fields a manager stops sending (an acceptance
+            # written again without them): the next pass writes them again.
+            tracked.synced = None
+        elif adopt:
             tracked.phase, tracked.stop_reason = status["phase"], status.get("stopReason")
             scheduled = next(
                 (
@@ -222,6 +246,23 @@ class StatusSync:
             now=datetime.now(UTC),
         )
 
+    def _log_status(self, tracked: Tracked, snapshot: SessionSnapshot) -> dict[str, Any]:
+        """The status the sync writes: the log's part and the `Scheduled` condition."""
+        model, _ = self._model_and_idle_timeout(tracked)
+        status: dict[str, Any] = dict(session_log_status(snapshot, model))
+        status["conditions"] = [self._scheduled(tracked, status["phase"])]
+        return status
+
+    async def first_status(self, session: Session, session_id: str) -> dict[str, Any] | None:
+        """What the sync would write for a Session being accepted (None without a log): the
+        acceptance writes it too, so a new Session's first `phase` costs no write of its own."""
+        namespace = session.metadata.namespace or ""
+        snapshots = await self.rt.log.snapshots([session_id], tenants={session_id: namespace})
+        if session_id not in snapshots:
+            return None
+        tracked = self.tracked.get(session_id) or _tracked(session.to_k8s())
+        return self._log_status(tracked, snapshots[session_id])
+
     def active_sessions(self, agent: str) -> int:
         """Sessions of ``agent`` that are working or waiting on the user to act."""
         return sum(
@@ -262,12 +303,10 @@ class StatusSync:
             tracked = self.tracked.get(session_id)
             if tracked is None or tracked.deleting:
                 continue
-            model, idle_timeout_s = self._model_and_idle_timeout(tracked)
-            status = session_log_status(snapshot, model)
-            scheduled = self._scheduled(tracked, status["phase"])
-            status["conditions"] = [scheduled]
-            key = (snapshot.last_event_id, status["phase"], scheduled["message"])
-            if key != tracked.synced:
+            _, idle_timeout_s = self._model_and_idle_timeout(tracked)
+            status = self._log_status(tracked, snapshot)
+            key = _synced_key(status)
+            if tracked.accepted and key != tracked.synced:
                 work.append(self._patch(tracked, status, key))
             resting = status["phase"] in ("Idle", "Terminated")
             quiet_for = now - snapshot.updated_at.timestamp()
@@ -324,6 +363,10 @@ class StatusSync:
             )
 
     async def _expire(self, tracked: Tracked) -> None:
+        async with self._patches:
+            await self._expire_now(tracked)
+
+    async def _expire_now(self, tracked: Tracked) -> None:
         meta = tracked.resource["metadata"]
         await events.post(
             self.rt.kube,
@@ -336,6 +379,10 @@ class StatusSync:
         )
 
     async def _reclaim_sandbox(self, session_id: str, tracked: Tracked) -> None:
+        async with self._patches:
+            await self._reclaim_sandbox_now(session_id, tracked)
+
+    async def _reclaim_sandbox_now(self, session_id: str, tracked: Tracked) -> None:
         namespace = tracked.resource["metadata"]["namespace"]
         if await self.rt.state.tenant(namespace).sandbox(
             session_id
