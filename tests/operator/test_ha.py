@@ -11,9 +11,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from redis import Redis
 
 from paddock.operator import labels as L
+from paddock.operator.leases import Leadership
 from paddock.testing.controlplane import ControlPlane
 
 from .conftest import Cluster, agent_spec, api_key_secret
@@ -171,3 +173,19 @@ def test_two_replicas_act_as_one(
             replica.terminate()
         for replica in replicas:
             replica.wait(20)
+
+
+async def test_a_renewal_redis_does_not_answer_in_time_gives_up_the_lease(redis) -> None:
+    """A renewal that cannot be answered within the lease's margin (here: Redis pausing its
+    clients, as a pool with every connection taken would) fails instead of hanging, and the
+    replica no longer believes it holds the lease, so it stops acting before another can."""
+    lease = Leadership(redis, "paddock:operator:leader", "replica-a", ttl_ms=500)
+    assert await lease.hold()
+    assert lease.held()
+    await redis.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
+    try:
+        with pytest.raises(TimeoutError):
+            await lease.hold()
+        assert not lease.held()
+    finally:
+        await redis.execute_command("CLIENT", "UNPAUSE")

@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from paddock.eventlog import connect
 from paddock.kube import KubeClient
 from paddock.operator.controller import Controller, informers
 from paddock.operator.leases import Leadership, lease_key
@@ -46,9 +47,10 @@ async def startup(memo: kopf.Memo, **_: Any) -> None:
         )
     )
     rt = Runtime(config, kube, redis)
-    controller = Controller(
-        rt, Sandboxes(rt), Leadership(redis, lease_key(config.namespaces), config.identity)
-    )
+    # The lease has a client of its own: behind 64 busy callers of the shared pool, a
+    # renewal would wait past the TTL and the replica would lose its lease to load.
+    lease = Leadership(connect(config.redis), lease_key(config.namespaces), config.identity)
+    controller = Controller(rt, Sandboxes(rt), lease)
     rt.informers.update(informers(rt, controller))
     tasks = [
         *(asyncio.create_task(informer.run()) for informer in rt.informers.values()),
@@ -64,3 +66,4 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
     await asyncio.gather(*paddock.tasks, return_exceptions=True)
     await paddock.rt.close()
+    await paddock.controller.lease.redis.aclose()

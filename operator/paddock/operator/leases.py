@@ -55,7 +55,11 @@ class Leadership:
 
     async def hold(self) -> bool:
         sent = time.monotonic()
-        if await self._hold(keys=[self.key], args=[self.identity, self.ttl_ms]):
+        # A renewal answered after the margin is worthless (`held` is already false), so
+        # it may not hang: a stuck call would keep the replica from seeing it lost the lease.
+        async with asyncio.timeout(self.ttl_ms / 1000 * 0.8):
+            done = await self._hold(keys=[self.key], args=[self.identity, self.ttl_ms])
+        if done:
             self._valid_until = sent + self.ttl_ms / 1000 * 0.8
             return True
         self._valid_until = 0.0
@@ -75,8 +79,8 @@ class Leadership:
             was = self.held()
             try:
                 now = await self.hold()
-            except (RedisError, OSError) as exc:
-                log.warning("lease %s: %s", self.key, exc)
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("lease %s: %r", self.key, exc)
                 now = self.held()
             if now and not was:
                 log.info("lease %s: this replica (%s) holds it", self.key, self.identity)
