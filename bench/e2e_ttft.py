@@ -5,12 +5,18 @@ the first event of the model's reply (the first stored `agent.*` event) and the 
 
 The whole stack runs as `make demo` runs it (`paddock.testing.stack.LocalStack`: real
 apiserver, Redis, operator, gateway, harness and sandbox pods on the local pod runner, the
-scripted model). Each round times one session on an Environment with a warm pool and one
-on an Environment with `warmPool.size: 0` (a cold sandbox is started for it), in
-alternating order, each after the previous session's pods are gone and the warm pool is
-full again, so both modes see the same idle stack. The model's first reply is streamed
-text and a bash call, so the turn (`turn_*`) also shows when the cold sandbox is paid for:
-at the tool call, not before the first token. The baseline of the ratio is the warm mode.
+scripted model), or with `--node` as `make cluster` runs it: the one-node cluster
+(`paddock.testing.node.LocalNode`: kubelet, containerd + runc, kube-proxy, kube-router) with
+the Helm chart installed by `paddock.testing.cluster.install`, the scripted model deployed
+in the cluster, and the gateway reached at its Service's ClusterIP. Both run the scripted
+model's `e2e-ttft` script (`paddock.testing.fakemodel.e2e_ttft_script`).
+
+Each round times one session on an Environment with a warm pool and one on an Environment
+with `warmPool.size: 0` (a cold sandbox is started for it), in alternating order, each
+after the previous session's pods are gone and the warm pool is full again, so both modes
+see the same idle stack. The model's first reply is streamed text and a bash call, so the
+turn (`turn_*`) also shows when the cold sandbox is paid for: at the tool call, not before
+the first token. The baseline of the ratio is the warm mode.
 
 Ends with one line of key=value figures.
 """
@@ -21,29 +27,37 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anthropic
 
-from paddock.testing.fakemodel import ModelRequest, Reply, Text, ToolUse
+from paddock.testing.controlplane import ControlPlane
+from paddock.testing.fakemodel import SCRIPTS
 from paddock.testing.ports import wait_until
 from paddock.testing.stack import LocalStack
 from stats import percentile
 
 PADDOCK = "paddock.dev/v1alpha1"
 AGENT, WARM, COLD = "bench-e2e", "bench-warm", "bench-cold"
+NAMESPACE = "default"
 POOL = 2
-REPLY = "Let me look at the workspace first, then I will answer in full. " * 3
-"""About 200 characters: 13 chunks of the scripted model's 16, one every `CHUNK_DELAY`."""
-CHUNK_DELAY = 0.005
+SCRIPT = "e2e-ttft"
+"""The scripted model's script (`paddock.testing.fakemodel.SCRIPTS`), on both targets."""
 
 
-def script(request: ModelRequest) -> Reply:
-    """Streamed text and a tool call, then a short answer: a first reply with deltas that
-    needs the sandbox only after it has been streamed."""
-    if request.assistant_turns == 0:
-        return Reply([Text(REPLY), ToolUse("bash", {"command": "true"})], chunk_delay=CHUNK_DELAY)
-    return Reply([Text("Done.")])
+@dataclass
+class Target:
+    """Where the sessions run: the gateway the SDK talks to, the cluster's API (to wait for a
+    quiet state) and what to print when a run fails."""
+
+    mode: str
+    control_plane: ControlPlane
+    gateway_url: str
+    api_key: str
+    logs: Callable[[], str]
 
 
 def manifests() -> list[dict[str, Any]]:
@@ -72,14 +86,14 @@ def manifests() -> list[dict[str, Any]]:
     return [environment(WARM, POOL), environment(COLD, 0), agent]
 
 
-def quiet(stack: LocalStack) -> bool:
+def quiet(target: Target) -> bool:
     """The warm pool is full and no sandbox is bound, starting or stopping: the state each
     timed session starts from."""
-    environment = stack.get(PADDOCK, "Environment", "default", WARM) or {}
+    environment = target.control_plane.read(PADDOCK, "Environment", NAMESPACE, WARM) or {}
     pool = (environment.get("status") or {}).get("warmPool") or {}
     sandboxes = [
         pod
-        for pod in stack.get("v1", "Pod", "default") or []
+        for pod in target.control_plane.read("v1", "Pod", NAMESPACE) or []
         if (pod["metadata"].get("labels") or {}).get("paddock.dev/component") == "sandbox"
     ]
     return (
@@ -129,20 +143,20 @@ def one_session(client: anthropic.Anthropic, environment: str, label: str) -> di
         client.beta.sessions.delete(session.id)
 
 
-def measure(stack: LocalStack, rounds: int, out: Any = sys.stdout) -> dict[str, float]:
-    stack.apply(*manifests())
-    client = anthropic.Anthropic(base_url=stack.gateway_url, api_key=stack.api_key)
+def measure(target: Target, rounds: int, out: Any = sys.stdout) -> dict[str, float]:
+    target.control_plane.apply(*manifests(), namespace=NAMESPACE, manager="bench-e2e-ttft")
+    client = anthropic.Anthropic(base_url=target.gateway_url, api_key=target.api_key)
     samples: dict[str, list[dict[str, float]]] = {"warm": [], "cold": []}
     try:
         # One untimed session per mode: the harness pod, the proxy and the first cold start
         # are ready, and the Python each of them imports is in the page cache.
-        wait_until(lambda: quiet(stack), timeout=300, what="the warm pool", interval=0.2)
+        wait_until(lambda: quiet(target), timeout=300, what="the warm pool", interval=0.2)
         for mode in ("warm", "cold"):
             one_session(client, WARM if mode == "warm" else COLD, f"warmup-{mode}")
         for index in range(rounds):
             order = ("warm", "cold") if index % 2 == 0 else ("cold", "warm")
             for mode in order:
-                wait_until(lambda: quiet(stack), timeout=120, what="a quiet stack", interval=0.1)
+                wait_until(lambda: quiet(target), timeout=120, what="a quiet stack", interval=0.1)
                 seen = one_session(client, WARM if mode == "warm" else COLD, f"{mode}-{index}")
                 samples[mode].append(seen)
                 out.write(
@@ -166,20 +180,62 @@ def measure(stack: LocalStack, rounds: int, out: Any = sys.stdout) -> dict[str, 
     return figures
 
 
+@contextmanager
+def local_stack() -> Iterator[Target]:
+    # A bridge and addresses of its own, so `make demo` or tests/e2e may run alongside.
+    with LocalStack(
+        bridge="paddock-ettft", pod_cidr="10.247.0.0/16", script=SCRIPTS[SCRIPT]
+    ) as stack:
+        assert stack.control_plane is not None
+        yield Target("local", stack.control_plane, stack.gateway_url, stack.api_key, stack.logs)
+
+
+@contextmanager
+def node() -> Iterator[Target]:
+    """The chart on the one-node cluster, as `make cluster` installs it (run it under
+    `flock /tmp/paddock-node.lock`: one node on the machine at a time)."""
+    from paddock.testing.cluster import install, uninstall
+    from paddock.testing.node import LocalNode, container_support
+
+    reason = container_support()
+    if reason:
+        sys.exit(f"cannot run containers here: {reason}")
+    started = time.monotonic()
+    with LocalNode() as local_node:
+        assert local_node.control_plane is not None
+        installation = install(local_node, fakemodel_script=SCRIPT)
+        sys.stderr.write(
+            f"node and chart ready in {time.monotonic() - started:.0f} s "
+            f"(node {local_node.timings}, chart {installation.timings})\n"
+        )
+        try:
+            yield Target(
+                "node",
+                local_node.control_plane,
+                installation.gateway_url,
+                installation.gateway_key,
+                lambda: installation.diagnose(NAMESPACE),
+            )
+        finally:
+            uninstall(installation)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=20, help="timed sessions per mode")
+    parser.add_argument(
+        "--node", action="store_true", help="on the one-node cluster with the Helm chart"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
-        sys.exit("the local pod runner needs root")
-    # A bridge and addresses of its own, so `make demo` or tests/e2e may run alongside.
-    with LocalStack(bridge="paddock-ettft", pod_cidr="10.247.0.0/16", script=script) as stack:
+        sys.exit("the local pod runner and the node need root")
+    with node() if args.node else local_stack() as target:
         try:
-            figures = measure(stack, args.rounds)
+            figures = measure(target, args.rounds)
         except BaseException:
-            sys.stderr.write(stack.logs() + "\n")
+            sys.stderr.write(target.logs() + "\n")
             raise
-    print(" ".join(f"{key}={value:.2f}" for key, value in figures.items()))
+    print(f"mode={target.mode} " + " ".join(f"{key}={value:.2f}" for key, value in figures.items()))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,12 @@ import time
 
 import anthropic
 import pytest
+import yaml
 
+from paddock.testing.cluster import fakemodel_manifest
 from paddock.testing.fakemodel import (
+    SCRIPTS,
+    TTFT_REPLY,
     Fail,
     FakeModelServer,
     ModelRequest,
@@ -123,3 +127,41 @@ def test_demo_script_writes_runs_and_reports() -> None:
         )
     )
     assert last.content[0].text == "There are 25 primes below 100."
+
+
+def test_e2e_ttft_script_streams_its_text_in_chunks_before_the_bash_call() -> None:
+    """bench/e2e_ttft.py's model: deltas to preview before a tool call that needs the
+    sandbox, then an answer that ends the turn."""
+    with FakeModelServer(SCRIPTS["e2e-ttft"]) as server:
+        sdk = client(server)
+        messages = [{"role": "user", "content": "go"}]
+        with sdk.messages.stream(
+            model="claude-sonnet-4-6", max_tokens=100, messages=messages
+        ) as stream:
+            texts = list(stream.text_stream)
+            first = stream.get_final_message()
+        assert len(texts) > 10
+        assert "".join(texts) == TTFT_REPLY
+        assert [b.type for b in first.content] == ["text", "tool_use"]
+        assert first.content[1].name == "bash"
+        tool = first.content[1]
+        messages += [
+            {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": tool.id, "content": ""}],
+            },
+        ]
+        second = sdk.messages.create(model="claude-sonnet-4-6", max_tokens=100, messages=messages)
+        assert second.stop_reason == "end_turn"
+
+
+def test_the_in_cluster_scripted_model_runs_the_script_the_installer_names() -> None:
+    documents = list(yaml.safe_load_all(fakemodel_manifest("paddock/paddock:1.2.3", "e2e-ttft")))
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "paddock/paddock:1.2.3"
+    assert container["args"][container["args"].index("--script") + 1] == "e2e-ttft"
+    assert {d["kind"] for d in documents} == {"Deployment", "Service"}
+    with pytest.raises(ValueError, match="no scripted-model script 'nope'"):
+        fakemodel_manifest("paddock/paddock:1.2.3", "nope")

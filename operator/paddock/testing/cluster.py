@@ -31,7 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from paddock.testing.controlplane import REPO_ROOT
+from paddock.testing.fakemodel import SCRIPTS
 from paddock.testing.node import LocalNode, container_support
 from paddock.testing.ociimage import REDIS_IMAGE, redis_image, write_oci_archive
 from paddock.testing.ports import wait_until
@@ -218,8 +221,12 @@ def install(
     user_namespace: str = "default",
     helm_args: Sequence[str] = (),
     timeout: str = "300s",
+    fakemodel_script: str = "demo",
 ) -> Installation:
-    """Paddock's chart on ``node``, ready: see the module's docstring."""
+    """Paddock's chart on ``node``, ready: see the module's docstring. ``fakemodel_script``
+    names the scripted model's script (`paddock.testing.fakemodel.SCRIPTS`)."""
+    tag = chart_app_version()
+    model_manifest = fakemodel_manifest(f"paddock/paddock:{tag}", fakemodel_script)
     started = time.monotonic()
     timings: dict[str, float] = {}
     images, build_seconds = build_images()
@@ -233,7 +240,6 @@ def install(
         with contextlib.suppress(ValueError, KeyError, TypeError):
             recorded = json.loads(build.read_text())
             timings["image_full_build_s"] = float(recorded["seconds"]["total"])
-    tag = chart_app_version()
     api_key = os.environ.get("ANTHROPIC_API_KEY", "")
     scripted = not api_key
     inst = Installation(
@@ -254,14 +260,13 @@ def install(
         say("deploying the scripted model (hack/kind/fakemodel.yaml)")
         anthropic_url = f"http://paddock-fakemodel.{FAKEMODEL_NAMESPACE}.svc.cluster.local:8000"
         _ensure_namespace(inst, FAKEMODEL_NAMESPACE)
-        manifest = (REPO_ROOT / "hack/kind/fakemodel.yaml").read_text()
         inst.kubectl(
             "-n",
             FAKEMODEL_NAMESPACE,
             "apply",
             "-f",
             "-",
-            input=manifest.replace("__IMAGE__", f"paddock/paddock:{tag}"),
+            input=model_manifest,
         )
         inst.kubectl(
             "-n", user_namespace, "apply", "-f", str(REPO_ROOT / "hack/kind/fakemodel-egress.yaml")
@@ -336,6 +341,20 @@ def install(
     add_gateway_key(inst, key_secret, user_namespace, inst.gateway_key)
     inst.gateway_url = gateway_url(inst)
     return inst
+
+
+def fakemodel_manifest(image: str, script: str) -> str:
+    """hack/kind/fakemodel.yaml with ``image`` and its server's `--script` set to ``script``
+    (a name in `paddock.testing.fakemodel.SCRIPTS`)."""
+    if script not in SCRIPTS:
+        raise ValueError(f"no scripted-model script {script!r}: {sorted(SCRIPTS)}")
+    manifest = (REPO_ROOT / "hack/kind/fakemodel.yaml").read_text()
+    documents = [d for d in yaml.safe_load_all(manifest.replace("__IMAGE__", image)) if d]
+    for document in documents:
+        if document["kind"] == "Deployment":
+            args = document["spec"]["template"]["spec"]["containers"][0]["args"]
+            args[args.index("--script") + 1] = script
+    return yaml.safe_dump_all(documents)
 
 
 def uninstall(inst: Installation) -> None:

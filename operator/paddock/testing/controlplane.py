@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -23,6 +24,8 @@ from typing import Any
 import httpx
 import yaml
 
+from paddock.kube import APPLY
+from paddock.kube import path as api_path
 from paddock.testing.certs import TinyCA, service_account_signing_pair
 from paddock.testing.ports import die_with_parent, free_port, wait_until
 
@@ -240,6 +243,35 @@ class ControlPlane:
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         with self.client() as client:
             return client.get(path, **kwargs)
+
+    def read(self, api_version: str, kind: str, namespace: str | None, name: str = "") -> Any:
+        """An object (None if absent), or the items of a list when ``name`` is empty."""
+        reply = self.get(api_path(api_version, kind, namespace, name))
+        if reply.status_code == 404:
+            return None
+        reply.raise_for_status()
+        return reply.json() if name else reply.json()["items"]
+
+    def apply(
+        self, *objects: dict[str, Any], namespace: str = "default", manager: str = "paddock-stack"
+    ) -> list[dict[str, Any]]:
+        """Server-side apply, as `kubectl apply --server-side` does."""
+        applied = []
+        with self.client() as client:
+            for obj in objects:
+                meta = obj["metadata"]
+                if obj["kind"] != "Namespace":
+                    meta.setdefault("namespace", namespace)
+                reply = client.patch(
+                    api_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"]),
+                    content=json.dumps(obj),
+                    headers={"Content-Type": APPLY},
+                    params={"fieldManager": manager, "force": "true"},
+                )
+                if reply.status_code >= 300:
+                    raise RuntimeError(f"applying {obj['kind']} {meta['name']}: {reply.text}")
+                applied.append(reply.json())
+        return applied
 
     def apply_crds(self, directory: Path = REPO_ROOT / "crds", *, timeout: float = 60) -> list[str]:
         """Create or replace every CRD in ``directory`` and wait until each is Established."""

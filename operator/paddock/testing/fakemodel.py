@@ -455,7 +455,26 @@ def demo_script(request: ModelRequest) -> Reply | Fail:
     )(request)
 
 
-SCRIPTS: dict[str, Script] = {"demo": demo_script}
+# --- the end-to-end TTFT bench's script -----------------------------------------------
+
+TTFT_REPLY = "Let me look at the workspace first, then I will answer in full. " * 3
+"""About 200 characters: 13 chunks of 16, one every `TTFT_CHUNK_DELAY`."""
+TTFT_CHUNK_DELAY = 0.005
+
+
+def e2e_ttft_script(request: ModelRequest) -> Reply | Fail:
+    """bench/e2e_ttft.py's model, on the local stack and in a cluster alike: streamed text
+    and a bash call, then a short answer; a first reply with deltas that needs the sandbox
+    only after it has been streamed."""
+    if request.assistant_turns == 0:
+        return Reply(
+            [Text(TTFT_REPLY), ToolUse("bash", {"command": "true"})],
+            chunk_delay=TTFT_CHUNK_DELAY,
+        )
+    return Reply([Text("Done.")])
+
+
+SCRIPTS: dict[str, Script] = {"demo": demo_script, "e2e-ttft": e2e_ttft_script}
 
 
 def main(argv: list[str] | None = None) -> None:

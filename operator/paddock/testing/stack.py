@@ -28,7 +28,7 @@ import httpx
 import yaml
 
 from paddock.eventlog import GATEWAY_USER, OPERATOR_USER
-from paddock.kube import APPLY, path
+from paddock.kube import path
 from paddock.operator.observed import Pod
 from paddock.operator.render import PACKAGE_POLICY
 from paddock.operator.status import pod_failure
@@ -213,23 +213,8 @@ class LocalStack:
 
     def apply(self, *objects: dict[str, Any], namespace: str = "default") -> list[dict[str, Any]]:
         """Server-side apply, as `kubectl apply --server-side` does."""
-        applied = []
         assert self.control_plane is not None
-        with self.control_plane.client() as client:
-            for obj in objects:
-                meta = obj["metadata"]
-                if obj["kind"] != "Namespace":
-                    meta.setdefault("namespace", namespace)
-                reply = client.patch(
-                    path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"]),
-                    content=json.dumps(obj),
-                    headers={"Content-Type": APPLY},
-                    params={"fieldManager": MANAGER, "force": "true"},
-                )
-                if reply.status_code >= 300:
-                    raise RuntimeError(f"applying {obj['kind']} {meta['name']}: {reply.text}")
-                applied.append(reply.json())
-        return applied
+        return self.control_plane.apply(*objects, namespace=namespace, manager=MANAGER)
 
     def apply_file(self, file: Path, namespace: str = "default") -> list[dict[str, Any]]:
         return self.apply(
@@ -239,11 +224,7 @@ class LocalStack:
     def get(self, api_version: str, kind: str, namespace: str | None, name: str = "") -> Any:
         """An object (None if absent), or the items of a list when ``name`` is empty."""
         assert self.control_plane is not None
-        reply = self.control_plane.get(path(api_version, kind, namespace, name))
-        if reply.status_code == 404:
-            return None
-        reply.raise_for_status()
-        return reply.json() if name else reply.json()["items"]
+        return self.control_plane.read(api_version, kind, namespace, name)
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         assert self.control_plane is not None
