@@ -356,7 +356,7 @@ class EventLog(TenantViews):
 
             yield messages()
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
     async def send(
         self, session_id: str, events: Sequence[AnyEvent], *, key: str | None = None
