@@ -252,3 +252,25 @@ async def test_reserved_ids_overtaken_by_another_append_are_not_used(
     assert stored[0].id != reservation.id(0)
     assert str(stored[0].id) > str(interleaved[0].id)
     assert [e.type for e in await log.replay(session)][-1] == "agent.message"
+
+
+async def test_an_append_names_the_event_it_follows(log: EventLog, session: str) -> None:
+    lease = await lease_of(log, session)
+    first = await log.append_after(session, [agent_text("a")], fence=lease)
+    assert first.follows is None  # the log was empty
+    (user,) = await log.send(session, [message("meanwhile")])
+    second = await log.append_after(session, [agent_text("b"), agent_text("c")], fence=lease)
+    # A worker that folded only its own first append sees that it missed the user's event.
+    assert second.follows == user.id != first.events[-1].id
+    third = await log.append_after(session, [agent_text("d")], fence=lease, key="k")
+    assert third.follows == second.events[-1].id
+    # A repeat stored nothing now: what it follows is not known.
+    repeat = await log.append_after(session, [agent_text("d")], fence=lease, key="k")
+    assert repeat.events == third.events
+    assert repeat.follows is None
+    assert [e.id for e in await log.replay(session)] == [
+        first.events[0].id,
+        user.id,
+        *(e.id for e in second.events),
+        third.events[0].id,
+    ]

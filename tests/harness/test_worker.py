@@ -223,6 +223,33 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+async def test_a_message_sent_during_a_tool_call_reaches_the_next_model_request(
+    make_harness, sandbox
+) -> None:
+    # The worker folds its own appends without reading them back when nothing landed in
+    # between: a user event that did land in between must still be folded.
+    started, go = f"started-{id(make_harness)}", f"go-{id(make_harness)}"
+    script = turns(
+        Reply(
+            [
+                ToolUse(
+                    "bash", {"command": f"touch {started}; until [ -e {go} ]; do sleep 0.02; done"}
+                )
+            ]
+        ),
+        Reply([Text("Done, and noted.")]),
+    )
+    harness = make_harness(script)
+    session = await harness.start_session("run it")
+    await wait_until_async(
+        lambda: (sandbox.workdir / started).exists(), timeout=20, what="the command to start"
+    )
+    await harness.send(session, UserMessageEvent(content=[TextBlock(text="also say hi")]))
+    (sandbox.workdir / go).touch()
+    await harness.wait_idle(session)
+    assert "also say hi" in str(harness.model.requests[-1].messages)
+
+
 async def test_budget_stops_the_session(make_harness) -> None:
     script = turns(*[Reply([ToolUse("bash", {"command": "true"})], output_tokens=500)] * 10)
     harness = make_harness(script)

@@ -110,6 +110,7 @@ from paddock.eventlog.keys import (
 from paddock.eventlog.lease import BeatThread, Heartbeat, Lease
 from paddock.eventlog.log import (
     SOCKET_TIMEOUT_S,
+    Appended,
     EventLog,
     EventPage,
     IdReservation,
@@ -155,6 +156,7 @@ __all__ = [
     "AgentToolResultEvent",
     "AgentToolUseEvent",
     "AnyEvent",
+    "Appended",
     "AutoJudgement",
     "Base64Source",
     "BeatThread",

@@ -2,44 +2,46 @@
 -- Fencing, idempotency and the snapshot update happen in the same step as the XADD, so a
 -- refused append writes nothing and an accepted one is visible everywhere at once.
 -- KEYS: events, meta, lease, idem
--- ARGV[1]     fencing token the writer's lease must carry ('' = unfenced)
--- ARGV[2]     '1' = refuse when the session is terminated (client events)
--- ARGV[3]     idempotency key ('' = none)
--- ARGV[4]     snapshot changes, JSON: {status?, stop_reason? (JSON text), usage? (four
---             token counts to add: input, output, cache read, cache creation), input? (1-based
---             position in the batch of its last user.* event), outcome? (a
---             user.define_outcome is in the batch)}
--- ARGV[5]     stream ids reserved for the first events of the batch (comma-separated, ''
---             = none; see EventLog.reserve): used only if they all still come after the
---             stream's last entry, else every event gets a new id ('*') as usual
--- ARGV[6..]   type, payload, type, payload, ...
--- Reply: {'ok', agent, id...} | {'dup', agent, id, payload, ...} (stored earlier under the key)
---        | {'no_session'} | {'lost', holder or nil} | {'terminated'}
+-- ARGV[1]     the append, JSON (one argument: each one more costs the client packing time):
+--             token? (fencing token the writer's lease must carry, a string; absent =
+--             unfenced), client? (true = refuse when the session is terminated: client
+--             events), key? (idempotency key), reserved? (stream ids reserved for the first
+--             events of the batch, comma-separated; see EventLog.reserve: used only if they
+--             all still come after the stream's last entry, else every event gets a new id
+--             ('*') as usual), and the snapshot changes: status?, stop_reason? (JSON text),
+--             usage? (four token counts to add: input, output, cache read, cache creation),
+--             input? (1-based position in the batch of its last user.* event), outcome? (a
+--             user.define_outcome is in the batch)
+-- ARGV[2..]   type, payload, type, payload, ...
+-- Reply: {'ok', agent, previous, id...} (previous: the stream's last entry before the
+--        append, '' if none: a writer that folded the log up to it has folded everything
+--        before these events) | {'dup', agent, id, payload, ...} (stored earlier under
+--        the key) | {'no_session'} | {'lost', holder or nil} | {'terminated'}
 -- Every append runs this script, and each call into Redis costs server time (writes most):
 -- the snapshot is written in one HSET, and only the fields this batch needs are read. HGET,
 -- not HMGET: tenants' Redis users may run the commands of acl.TENANT_COMMANDS only, and
 -- users provisioned before a new command was added keep their rules.
+local change = cjson.decode(ARGV[1])
 local agent = redis.call('HGET', KEYS[2], 'agent')
 if not agent then -- every session's meta hash has its agent (create_session.lua)
   return {'no_session'}
 end
-if ARGV[1] ~= '' then
-  local refusal = fence_refusal(KEYS[3], ARGV[1])
+if change.token then
+  local refusal = fence_refusal(KEYS[3], change.token)
   if refusal then
     return refusal
   end
 end
-local change = cjson.decode(ARGV[4])
 local status
-if ARGV[2] == '1' or change.status then
+if change.client or change.status then
   status = redis.call('HGET', KEYS[2], 'status')
 end
-if ARGV[2] == '1' and status == 'terminated' then
+if change.client and status == 'terminated' then
   return {'terminated'}
 end
 
-if ARGV[3] ~= '' then
-  local stored = redis.call('HGET', KEYS[4], ARGV[3])
+if change.key then
+  local stored = redis.call('HGET', KEYS[4], change.key)
   if stored then
     local reply = {'dup', agent}
     for id in string.gmatch(stored, '[^,]+') do
@@ -51,27 +53,28 @@ if ARGV[3] ~= '' then
   end
 end
 
+local previous = redis.call('HGET', KEYS[2], 'last_event') or ''
 -- Reserved ids were handed out before the append (previews announced them): they hold
 -- only if nothing was appended since, which the stream's last entry tells.
 local reserved = {}
-if ARGV[5] ~= '' then
-  local previous = redis.call('HGET', KEYS[2], 'last_event') or '0-0'
-  for id in string.gmatch(ARGV[5], '[^,]+') do
-    if not later(id, previous) then
+if change.reserved then
+  local before = previous ~= '' and previous or '0-0'
+  for id in string.gmatch(change.reserved, '[^,]+') do
+    if not later(id, before) then
       reserved = {}
       break
     end
     reserved[#reserved + 1] = id
-    previous = id
+    before = id
   end
 end
 
-local reply = {'ok', agent}
-for i = 6, #ARGV, 2 do
-  local id = reserved[(i - 4) / 2] or '*'
+local reply = {'ok', agent, previous}
+for i = 2, #ARGV, 2 do
+  local id = reserved[i / 2] or '*'
   reply[#reply + 1] = redis.call('XADD', KEYS[1], id, 't', ARGV[i], 'e', ARGV[i + 1])
 end
-local count = #reply - 2
+local count = #reply - 3
 local last = reply[#reply]
 -- The entry id carries the server time of the append.
 local now = tonumber(string.match(last, '^(%d+)'))
@@ -79,7 +82,7 @@ local now = tonumber(string.match(last, '^(%d+)'))
 local total = tonumber(redis.call('HGET', KEYS[2], 'event_count') or 0) + count
 local fields = {'event_count', total, 'last_event', last}
 if change.input then
-  fields[#fields + 1], fields[#fields + 2] = 'last_input', reply[2 + change.input]
+  fields[#fields + 1], fields[#fields + 2] = 'last_input', reply[3 + change.input]
 end
 if change.status then
   -- Active time accrues only while running (reference §11.9).
@@ -107,7 +110,7 @@ if change.usage then
     redis.call('HINCRBY', KEYS[2], field, change.usage[i])
   end
 end
-if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[4], ARGV[3], table.concat(reply, ',', 3))
+if change.key then
+  redis.call('HSET', KEYS[4], change.key, table.concat(reply, ',', 4))
 end
 return reply

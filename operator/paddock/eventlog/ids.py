@@ -104,12 +104,13 @@ def event_id(stream_id: str | bytes, tag: str) -> str:
     if isinstance(stream_id, bytes):
         stream_id = stream_id.decode()
     millis, _, seq = stream_id.partition("-")
-    return (
-        EVENT_PREFIX
-        + encode_base62(int(millis), _MS_WIDTH)
-        + encode_base62(int(seq), _SEQ_WIDTH)
-        + tag
-    )
+    return _millis_head(int(millis)) + _seq_digits(int(seq)) + tag
+
+
+@lru_cache(maxsize=256)
+def _millis_head(millis: int) -> str:
+    # Every append encodes the ids of its events: concurrent appends share milliseconds.
+    return EVENT_PREFIX + encode_base62(millis, _MS_WIDTH)
 
 
 def event_ids(stream_ids: Iterable[bytes], tag: str) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,20 @@ class EventPage:
     data: list[AnyEvent]
     next_cursor: str | None
     """Pass as ``cursor`` (with the same ``order``) for the next page; None on the last."""
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What ``EventLog.append_after`` stored."""
+
+    events: list[AnyEvent]
+    """The stored events, with ``id`` and ``processed_at``."""
+    follows: str | None
+    """The id of the event the stored ones follow directly in the log: everything before
+    them is that event and the ones before it. None when the log was empty, or when the
+    append repeated an earlier one (``key``), which stored nothing now."""
+    agent: str
+    """The session's Agent (``<namespace>/<name>``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,9 +267,11 @@ class EventLog(TenantViews):
         companions = companion_keys(self.namespace or "", session_id)
         threads = await self.threads_of(session_id)
         try:
-            _, agent = await self._write(
-                session_id, [SessionDeletedEvent()], token="", client=False, key=None
-            )
+            agent = (
+                await self._write(
+                    session_id, [SessionDeletedEvent()], token="", client=False, key=None
+                )
+            ).agent
         except SessionNotFound:
             return False
         # The threads its coordinator started go with it.
@@ -295,14 +312,30 @@ class EventLog(TenantViews):
         (previews announced them). They are used if nothing was appended to the session
         since they were reserved; otherwise the events get new ids, as without them.
         """
+        appended = await self.append_after(
+            session_id, events, fence=fence, key=key, reserved=reserved
+        )
+        return appended.events
+
+    async def append_after(
+        self,
+        session_id: str,
+        events: Sequence[AnyEvent],
+        *,
+        fence: Lease,
+        key: str | None = None,
+        reserved: Sequence[str] = (),
+    ) -> Appended:
+        """``append``, also telling which event the stored ones follow: a worker that has
+        folded the log up to that event can fold the stored events without reading them
+        back (``Appended.follows``)."""
         if fence.session_id != session_id:
             raise ValueError(f"lease of {fence.session_id} used to append to {session_id}")
         if len(reserved) > len(events):
             raise ValueError("more reserved ids than events")
-        stored, _ = await self._write(
+        return await self._write(
             session_id, events, token=str(fence.token), client=False, key=key, reserved=reserved
         )
-        return stored
 
     async def reserve(self, session_id: str) -> IdReservation:
         """Event ids that the next append of the session can give its first events, known
@@ -347,7 +380,8 @@ class EventLog(TenantViews):
         a repeated key also queues the session again, in case the first call failed between
         the append and the enqueue. Returns the stored events.
         """
-        stored, agent = await self._write(session_id, events, token="", client=True, key=key)
+        appended = await self._write(session_id, events, token="", client=True, key=key)
+        stored, agent = appended.events, appended.agent
         if any(event.type.startswith(INPUT_PREFIX) for event in stored) and self._own(agent):
             await self.scripts.enqueue(keys=work_keys(agent), args=[session_id, WORK_GROUP, ""])
         return stored
@@ -361,14 +395,23 @@ class EventLog(TenantViews):
         client: bool,
         key: str | None,
         reserved: Sequence[str] = (),
-    ) -> tuple[list[AnyEvent], str]:
+    ) -> Appended:
         if not events:
             raise ValueError("no events to append")
         if key == "":
             raise ValueError("an idempotency key must not be empty")
         tag = session_tag(session_id)
-        ids = ",".join(stream_id(reserved_id, tag) for reserved_id in reserved)
-        args = [token, "1" if client else "0", key or "", changes(events), ids]
+        # Everything but the events goes in one JSON argument (see append.lua).
+        head = changes(events)
+        if token:
+            head["token"] = token
+        if client:
+            head["client"] = True
+        if key is not None:
+            head["key"] = key
+        if reserved:
+            head["reserved"] = ",".join(stream_id(reserved_id, tag) for reserved_id in reserved)
+        args = [json.dumps(head, separators=(",", ":"))]
         for event in events:
             if not isinstance(event, EVENT_TYPES.get(event.type, ())):
                 raise TypeError(f"not an event model of the log: {type(event).__name__}")
@@ -377,14 +420,17 @@ class EventLog(TenantViews):
         reply = await self.scripts.append(
             keys=[keys.events, keys.meta, keys.lease, keys.idem], args=args
         )
+        follows: str | None = None
         match reply[0]:
             case b"ok":
                 stored = [
                     event.model_copy(
                         update={"id": event_id(entry, tag), "processed_at": entry_time(entry)}
                     )
-                    for event, entry in zip(events, reply[2:], strict=True)
+                    for event, entry in zip(events, reply[3:], strict=True)
                 ]
+                if reply[2]:
+                    follows = event_id(reply[2], tag)
             case b"dup":
                 rows: list[Row] = list(zip(reply[2::2], reply[3::2], strict=True))
                 stored = decode(rows, tag)
@@ -394,7 +440,7 @@ class EventLog(TenantViews):
                 raise LeaseLost(session_id, _text(reply[1]))
             case _:
                 raise SessionTerminated(session_id)
-        return stored, reply[1].decode()
+        return Appended(stored, follows, reply[1].decode())
 
     # Reads.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Literal
@@ -11,13 +10,10 @@ from pydantic import BaseModel, ConfigDict
 
 from paddock.eventlog.events import (
     INPUT_PREFIX,
-    AgentThreadMessageReceivedEvent,
     AnyEvent,
     SessionStatusIdleEvent,
     SpanModelRequestEndEvent,
-    SpanOutcomeEvaluationEndEvent,
     StopReason,
-    UserDefineOutcomeEvent,
 )
 from paddock.eventlog.ids import event_id, session_tag
 from paddock.eventlog.storage import entry_time, from_millis
@@ -30,6 +26,15 @@ _STATUS_OF: dict[str, SessionStatus] = {
     "session.status_rescheduled": "rescheduling",
     "session.status_terminated": "terminated",
 }
+_CHANGE_OF: dict[str, str] = {
+    **dict.fromkeys(_STATUS_OF, "status"),
+    "span.model_request_end": "usage",
+    "span.outcome_evaluation_end": "usage",
+    "agent.thread_message_received": "usage",
+    "user.define_outcome": "outcome",
+}
+"""What an event of each type changes in the snapshot besides the counters (see
+``changes``; every ``user.*`` event is input too): one dict lookup for most events."""
 USAGE_FIELDS = (
     "input_tokens",
     "output_tokens",
@@ -79,32 +84,36 @@ class SessionSnapshot(BaseModel):
     fold into `outcome_evaluations`."""
 
 
-def changes(events: Sequence[AnyEvent]) -> str:
-    """What appending ``events`` changes in the snapshot, as the JSON ``append.lua`` takes:
-    only the keys that change (status, stop_reason, usage to add, last input position,
-    whether an outcome was defined)."""
+def changes(events: Sequence[AnyEvent]) -> dict[str, object]:
+    """What appending ``events`` changes in the snapshot, as ``append.lua`` takes it: only
+    the keys that change (status, stop_reason, usage to add, last input position, whether
+    an outcome was defined)."""
     change: dict[str, object] = {}
     usage = [0, 0, 0, 0]
     for position, event in enumerate(events, 1):
         if event.type.startswith(INPUT_PREFIX):
             change["input"] = position
-        if event.type in _STATUS_OF:
-            change["status"] = _STATUS_OF[event.type]
-        if isinstance(event, UserDefineOutcomeEvent):
+        kind = _CHANGE_OF.get(event.type)
+        if kind is None:  # most events change nothing but the counters
+            continue
+        if kind == "outcome":
             change["outcome"] = True
-        if isinstance(event, SessionStatusIdleEvent):
-            change["stop_reason"] = event.stop_reason.model_dump_json()
-        elif isinstance(event, SpanModelRequestEndEvent | SpanOutcomeEvaluationEndEvent) or (
-            isinstance(event, AgentThreadMessageReceivedEvent) and event.usage is not None
-        ):
+        elif kind == "usage":
             # A grader's tokens, and a thread's, are the session's too.
             added = (
-                event.model_usage if isinstance(event, SpanModelRequestEndEvent) else event.usage
+                event.model_usage
+                if isinstance(event, SpanModelRequestEndEvent)
+                else getattr(event, "usage", None)
             )
-            for index, field in enumerate(USAGE_FIELDS):
-                usage[index] += getattr(added, field)
-            change["usage"] = usage
-    return json.dumps(change)
+            if added is not None:
+                for index, field in enumerate(USAGE_FIELDS):
+                    usage[index] += getattr(added, field)
+                change["usage"] = usage
+        else:
+            change["status"] = _STATUS_OF[event.type]
+            if isinstance(event, SessionStatusIdleEvent):
+                change["stop_reason"] = event.stop_reason.model_dump_json()
+    return change
 
 
 def _stream_position(stream_id: str) -> tuple[int, int]:

@@ -11,6 +11,7 @@ import gc
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, cast
 
 from paddock.eventlog.events import EVENT_LIST_ADAPTER, AnyEvent, Event
@@ -27,8 +28,10 @@ def payload(event: Event) -> str:
     return event.model_dump_json(exclude=_ENVELOPE)
 
 
+@lru_cache(maxsize=256)
 def from_millis(millis: int) -> datetime:
-    """The UTC time ``millis`` milliseconds after the Unix epoch, exactly."""
+    """The UTC time ``millis`` milliseconds after the Unix epoch, exactly (cached: every
+    append builds the times of its events, and concurrent ones share milliseconds)."""
     return datetime.fromtimestamp(millis // 1000, UTC).replace(microsecond=millis % 1000 * 1000)
 
 

@@ -28,28 +28,41 @@ class SessionLog:
         self.transcript = Transcript()
         self.position: str | None = None
         """The id of the last event folded into the transcript."""
+        self.appends = 0
+        """Appends through `emit` so far (the turn loop syncs after a step without any)."""
         self._folding = asyncio.Lock()
 
     async def sync(self) -> None:
-        """Fold every event after the last one folded. Our own appends come back this way
-        too, so user events that landed between them are never skipped."""
+        """Fold every event after the last one folded."""
         # Parallel delegation calls (paddock.harness.threads) emit concurrently: one fold
         # at a time, or two would fold the same events twice.
         async with self._folding:
-            for event in await self.log.replay(self.session_id, after=self.position):
-                apply(self.transcript, event.model_dump(mode="json", exclude_none=True))
-                self.position = event.id
+            self._fold(await self.log.replay(self.session_id, after=self.position))
+
+    def _fold(self, events: Sequence[AnyEvent]) -> None:
+        for event in events:
+            apply(self.transcript, event.model_dump(mode="json", exclude_none=True))
+            self.position = event.id
 
     async def emit(
         self, *events: AnyEvent, key: str | None = None, reserved: Sequence[str] = ()
     ) -> list[AnyEvent]:
         """Append as the session's worker (``LeaseLost`` once the lease is gone), then fold.
-        ``reserved``: ids previews announced for the first events (``EventLog.append``)."""
-        stored = await self.log.append(
+        ``reserved``: ids previews announced for the first events (``EventLog.append``).
+
+        If the stored events directly follow the last event folded, they are folded as
+        they are; otherwise (user events, or appends not folded, landed in between) the
+        log is read from the last event folded on, so no event is ever skipped."""
+        appended = await self.log.append_after(
             self.session_id, events, fence=self.claim.lease, key=key, reserved=reserved
         )
-        await self.sync()
-        return stored
+        self.appends += 1
+        async with self._folding:
+            if appended.follows is not None and appended.follows == self.position:
+                self._fold(appended.events)
+            else:
+                self._fold(await self.log.replay(self.session_id, after=self.position))
+        return appended.events
 
     async def idle(
         self,

@@ -294,13 +294,22 @@ class SessionRun:
                 continue
             if transcript.status != "running":
                 await self.session.emit(SessionStatusRunningEvent())
+            appends = self.session.appends
             if isinstance(step, CallModel):
                 await self.model_step.run()
             elif isinstance(step, RunTools):
                 await self.tool_step(step)
             elif isinstance(step, Evaluate):
                 await self.grader.evaluate(step.outcome)
-            await self.session.sync()
+            # A step that appended has folded the log up to its last append, and the next
+            # append folds whatever lands after it before anything is built from the
+            # transcript (`SessionLog.emit`); finishing the turn refuses while input is
+            # unfolded (`WorkQueue.finish`). A step that appended nothing, or one that an
+            # interrupt cut short, reads the log, or the loop would not see why.
+            if self.session.appends == appends or self.interrupts.latest > (
+                self.session.position or ""
+            ):
+                await self.session.sync()
         raise LeaseLost(self.claim.session_id, None)
 
     async def end_interrupted(self, open_calls: list[ToolCall]) -> None:
