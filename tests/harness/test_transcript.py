@@ -86,6 +86,7 @@ def test_tool_round_trip_pairs_results_with_calls_by_event_id() -> None:
 def test_end_turn_idles_until_the_next_message() -> None:
     events = [
         user("hi"),
+        ev("span.model_request_start"),
         ev("agent.message", content=[{"type": "text", "text": "hello"}]),
         idle("end_turn"),
     ]
@@ -168,6 +169,7 @@ def test_interrupt_ends_the_turn_and_closes_open_calls() -> None:
 def test_interrupt_of_an_idle_session_is_a_no_op() -> None:
     events = [
         user("hi"),
+        ev("span.model_request_start"),
         ev("agent.message", content="hello"),
         idle("end_turn"),
         ev("user.interrupt"),
@@ -308,3 +310,90 @@ def test_an_interrupt_while_the_agent_works_leaves_the_outcome_open() -> None:
     assert t.outcome is not None
     t = rebuild([_outcome(), ev("user.interrupt"), idle("end_turn"), user("go on"), _span_end()])
     assert isinstance(t.next_step(), Evaluate)
+
+
+def test_a_message_that_lands_just_before_the_turns_idle_is_answered_not_dropped() -> None:
+    """The worker appends its `end_turn` idle after a user message it had not read yet: the
+    idle follows the message in the log, but no model call saw it, so a new turn answers it."""
+    answered = [user("hi"), ev("span.model_request_start"), ev("agent.message", content="hello")]
+    t = rebuild([*answered, user("one more thing"), idle("end_turn")])
+    assert isinstance(t.next_step(), CallModel)
+    assert t.messages[-1] == {
+        "role": "user",
+        "content": [{"type": "text", "text": "one more thing"}],
+    }
+    assert t.model_calls_this_turn == 0
+    # Once a model call has seen it, the next end_turn closes the turn as usual.
+    t = rebuild(
+        [
+            *answered,
+            user("one more"),
+            idle("end_turn"),
+            ev("span.model_request_start"),
+            idle("end_turn"),
+        ]
+    )
+    assert isinstance(t.next_step(), Idle)
+    # Input an interrupt came after is not answered: the interrupt ended that turn.
+    t = rebuild([*answered, user("wait"), ev("user.interrupt"), idle("end_turn")])
+    assert isinstance(t.next_step(), Idle)
+    # A message sent after an interrupt is the next turn's.
+    t = rebuild([*answered, ev("user.interrupt"), user("do this instead"), idle("end_turn")])
+    assert isinstance(t.next_step(), CallModel)
+
+
+def test_a_message_sent_while_the_model_answers_follows_the_answer_and_is_answered() -> None:
+    t = rebuild(
+        [
+            user("hi"),
+            ev("span.model_request_start"),
+            user("also this"),
+            ev("agent.message", content="hello"),
+            ev("span.model_request_end"),
+            idle("end_turn"),
+        ]
+    )
+    assert [(m["role"], m["content"][0]["text"]) for m in t.messages] == [
+        ("user", "hi"),
+        ("assistant", "hello"),
+        ("user", "also this"),
+    ]
+    assert isinstance(t.next_step(), CallModel)
+
+
+def test_a_message_sent_during_a_tool_call_comes_after_its_result() -> None:
+    call = ev("agent.tool_use", name="bash", input={"command": "ls"}, evaluated_permission="allow")
+    t = rebuild(
+        [
+            user("hi"),
+            ev("span.model_request_start"),
+            call,
+            ev("span.model_request_end"),
+            user("and then stop"),
+            ev("agent.tool_result", tool_use_id=call["id"], content="a.txt"),
+        ]
+    )
+    # The API wants a call's results first in the message after it, any text after them.
+    assert [b["type"] for b in t.messages[-1]["content"]] == ["tool_result", "text"]
+    assert t.messages[-1]["content"][1]["text"] == "and then stop"
+    assert isinstance(t.next_step(), CallModel)
+
+
+def test_held_input_is_not_lost_when_a_request_never_ended() -> None:
+    """A worker that crashed mid-request left a start without an end: the turn's idle
+    releases what was held, and the next turn's request carries it."""
+    t = rebuild(
+        [user("hi"), ev("span.model_request_start"), user("more"), idle("retries_exhausted")]
+    )
+    assert isinstance(t.next_step(), Idle)
+    t = rebuild(
+        [
+            user("hi"),
+            ev("span.model_request_start"),
+            user("more"),
+            idle("retries_exhausted"),
+            user("again"),
+        ]
+    )
+    assert isinstance(t.next_step(), CallModel)
+    assert [b["text"] for b in t.messages[-1]["content"]] == ["hi", "more", "again"]

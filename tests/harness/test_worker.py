@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from prometheus_client import REGISTRY
@@ -248,6 +249,29 @@ async def test_a_message_sent_during_a_tool_call_reaches_the_next_model_request(
     (sandbox.workdir / go).touch()
     await harness.wait_idle(session)
     assert "also say hi" in str(harness.model.requests[-1].messages)
+
+
+async def test_a_message_sent_while_the_model_answers_is_answered_after_it(make_harness) -> None:
+    """Sent while the model streams its last answer, the message lands before the turn's
+    idle: it is answered by a request of its own, after that answer, never dropped."""
+    asked, go = threading.Event(), threading.Event()
+
+    def script(request: ModelRequest) -> Reply:
+        if request.assistant_turns == 0:
+            asked.set()
+            go.wait(30)  # the scripted model is still answering while the user writes
+            return Reply([Text("hello")])
+        return Reply([Text(f"you also said: {request.messages[-1]['content'][-1]['text']}")])
+
+    harness = make_harness(script)
+    session = await harness.start_session("hi")
+    await wait_until_async(asked.is_set, timeout=20, what="the model to be asked")
+    await harness.send(session, UserMessageEvent(content=[TextBlock(text="also this")]))
+    go.set()
+    events = await harness.wait_idle(session, count=2, within=30)
+    replies = [e["content"][0]["text"] for e in events if e["type"] == "agent.message"]
+    assert replies == ["hello", "you also said: also this"]
+    assert [m["role"] for m in harness.model.requests[-1].messages] == ["user", "assistant", "user"]
 
 
 async def test_budget_stops_the_session(make_harness) -> None:

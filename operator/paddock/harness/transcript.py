@@ -143,6 +143,16 @@ class Transcript:
     """A user message started a turn that has not ended with an idle (other than
     `requires_action`)."""
     interrupted: bool = False
+    unseen_input: bool = False
+    """User input folded after the last model request began: no model call has seen it. An
+    `end_turn` idle appended just after such input (the worker had not read it yet) leaves
+    the turn open, so the input is answered rather than taken for handled."""
+    model_answering: bool = False
+    """A model request began and has not ended."""
+    held: list[dict[str, Any]] = field(default_factory=list)
+    """A user message's blocks that arrived while the model was answering or its tool calls
+    were open: they join the conversation after the response and its tool results (the API
+    wants tool results first, and the model did not see them before it answered)."""
     model_calls_this_turn: int = 0
     last_event_id: str | None = None
     status: str = "idle"
@@ -175,6 +185,14 @@ class Transcript:
         if self.turn_open and self.messages and self.messages[-1]["role"] == "user":
             return CallModel()
         return Idle()
+
+
+def _release_held(t: Transcript) -> None:
+    """Held user input joins the conversation once no response or tool call is open."""
+    if t.held and not t.model_answering and not t.open_calls:
+        _append(t.messages, "user", t.held)
+        # Unseen, unless an interrupt came after it: that ended the turn with it.
+        t.held, t.unseen_input = [], t.unseen_input or not t.interrupted
 
 
 def _text_blocks(content: Any) -> list[dict[str, Any]]:
@@ -233,14 +251,15 @@ def apply(t: Transcript, event: dict[str, Any]) -> None:
             blocks = [{"type": "text", "text": outcome_task(event["description"], text)}]
             if t.messages and t.messages[-1]["role"] == "user":
                 t.outcome.since -= 1  # merged into the last user message
+            _append(t.messages, "user", blocks)
         else:
-            blocks = _text_blocks(event.get("content"))
-        _append(t.messages, "user", blocks)
+            t.held.extend(_text_blocks(event.get("content")))
+            _release_held(t)
         if t.outcome is not None:
             t.outcome.due = False  # new input: the agent answers it before any evaluation
         if not t.turn_open:
             t.model_calls_this_turn = 0
-        t.turn_open = True
+        t.turn_open = t.unseen_input = True
     elif kind == "agent.message":
         _append(t.messages, "assistant", _text_blocks(event.get("content")))
     elif kind in TOOL_USE_TYPES:
@@ -280,6 +299,7 @@ def apply(t: Transcript, event: dict[str, Any]) -> None:
                 "user",
                 [_result_block(call_id, event.get("content"), bool(event.get("is_error")))],
             )
+            _release_held(t)
     elif kind == "user.tool_confirmation":
         call = t.open_calls.get(event.get("tool_use_id", ""))
         if call is not None and call.ask and call.decision is None:
@@ -287,17 +307,27 @@ def apply(t: Transcript, event: dict[str, Any]) -> None:
             call.deny_message = event.get("deny_message") or event.get("message")
     elif kind == "user.interrupt":
         t.interrupted = t.turn_open
+        t.unseen_input = False  # the interrupt ends the turn with what came before it
     elif kind == "span.model_request_start":
         t.model_calls_this_turn += 1
+        t.unseen_input, t.model_answering = False, True
     elif kind == "agent.thread_message_received":
         # A thread's tokens count into its coordinator's usage and budget.
         _add_usage(t, event.get("usage") or {})
     elif kind in ("span.model_request_end", "span.outcome_evaluation_end"):
+        if kind == "span.model_request_end":
+            t.model_answering = False
+            _release_held(t)
         # The grader's tokens count into the session's usage and budgets.
         _add_usage(t, event.get("model_usage") or event.get("usage") or {})
         if kind == "span.outcome_evaluation_end":
             _evaluated(t, event)
-        elif t.outcome is not None and not t.open_calls and not event.get("is_error"):
+        elif (
+            t.outcome is not None
+            and not t.open_calls
+            and not event.get("is_error")
+            and not t.unseen_input  # input held during the response is answered first
+        ):
             # A response without tool calls ended the agent's turn (a failed or interrupted
             # request is an error span; a refusal or a limit idles the session).
             t.outcome.due = True
@@ -320,8 +350,14 @@ def apply(t: Transcript, event: dict[str, Any]) -> None:
         stop_reason = event.get("stop_reason") or {}
         t.status, t.stop_reason = "idle", stop_reason.get("type")
         t.waiting_on = list(stop_reason.get("event_ids") or [])
-        if t.stop_reason != "requires_action":
-            t.turn_open = t.interrupted = False
+        # No request outlives its turn's idle (one a crashed worker began never ended).
+        t.model_answering = False
+        _release_held(t)
+        if t.stop_reason == "end_turn" and t.unseen_input:
+            # Input landed between the turn's last read and its idle: a new turn answers it.
+            t.interrupted, t.model_calls_this_turn = False, 0
+        elif t.stop_reason != "requires_action":
+            t.turn_open = t.interrupted = t.unseen_input = False
             if t.outcome is not None:
                 t.outcome.due = False
     elif kind == "session.status_terminated":

@@ -229,8 +229,6 @@ class SessionRun:
     async def run(self) -> None:
         """Work until the session waits for the user, then finish the claim; take up input
         that arrived meanwhile instead."""
-        _t = time.process_time()
-        _w = time.monotonic()
         await self.session.sync()  # a claimed session has at least the input that woke it
         assert self.session.position is not None
         watcher = asyncio.ensure_future(self.interrupts.watch())
