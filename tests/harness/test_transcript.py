@@ -275,7 +275,7 @@ def test_an_outcome_is_evaluated_when_a_response_ends_the_turn() -> None:
     assert isinstance(t.next_step(), CallModel)
     assert "four lines" in t.messages[0]["content"][0]["text"]
     # A response with no text at all (thinking only) still ends the turn: it is graded.
-    t = rebuild([define, ev("agent.thinking"), _span_end()])
+    t = rebuild([define, ev("span.model_request_start"), ev("agent.thinking"), _span_end()])
     step = t.next_step()
     assert isinstance(step, Evaluate)
     assert (step.outcome.id, step.outcome.iteration) == ("outc_1", 0)
@@ -283,7 +283,7 @@ def test_an_outcome_is_evaluated_when_a_response_ends_the_turn() -> None:
     assert not isinstance(rebuild([define, _span_end(is_error=True)]).next_step(), Evaluate)
     start = ev("span.outcome_evaluation_start", outcome_id="outc_1", iteration=0)
     # Resumed mid-evaluation: the same start is evaluated again.
-    t = rebuild([define, _span_end(), start])
+    t = rebuild([define, ev("span.model_request_start"), _span_end(), start])
     step = t.next_step()
     assert isinstance(step, Evaluate)
     assert step.outcome.evaluating == start["id"]
@@ -296,7 +296,7 @@ def test_an_outcome_is_evaluated_when_a_response_ends_the_turn() -> None:
         explanation="add a title",
         usage={"input_tokens": 10, "output_tokens": 2},
     )
-    t = rebuild([define, _span_end(), start, end])
+    t = rebuild([define, ev("span.model_request_start"), _span_end(), start, end])
     assert isinstance(t.next_step(), CallModel)
     assert "add a title" in t.messages[-1]["content"][-1]["text"]
     assert t.outcome is not None
@@ -308,7 +308,16 @@ def test_an_interrupt_while_the_agent_works_leaves_the_outcome_open() -> None:
     t = rebuild([_outcome(), ev("user.interrupt"), idle("end_turn")])
     assert isinstance(t.next_step(), Idle)
     assert t.outcome is not None
-    t = rebuild([_outcome(), ev("user.interrupt"), idle("end_turn"), user("go on"), _span_end()])
+    t = rebuild(
+        [
+            _outcome(),
+            ev("user.interrupt"),
+            idle("end_turn"),
+            user("go on"),
+            ev("span.model_request_start"),
+            _span_end(),
+        ]
+    )
     assert isinstance(t.next_step(), Evaluate)
 
 
