@@ -4,6 +4,7 @@ events, stream)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from paddock.eventlog import EventLog, session_of_thread
 from paddock.testing.fakemodel import ModelRequest, Reply, Text, ToolUse
+from paddock.testing.ports import wait_until_async
 
 from .stack import Stack, turn
 
@@ -309,3 +311,118 @@ async def test_sdk_thread_custom_tool_result_through_the_session(stack: Stack) -
                 {"type": "user.custom_tool_result", "custom_tool_use_id": cross.id, "content": []}
             ],
         )
+
+
+def racing(request: ModelRequest) -> Reply:
+    """The coordinator asks "slow" and "fast" at once and reports both replies; slow's
+    command runs for a minute (the test interrupts it), fast's at once."""
+    role = request.system_text
+    if role == "coordinator":
+        if request.assistant_turns == 0:
+            return Reply([ToolUse("list_agents", {})])
+        if request.assistant_turns == 1:
+            listed = json.loads(request.tool_result_text())["agents"]
+            return Reply(
+                [ToolUse("send_to_agent", {"agent": a["name"], "message": "go"}) for a in listed]
+            )
+        replies = {
+            json.loads(request.tool_result_text(i))["reply"]
+            for i in range(len(request.tool_results))
+        }
+        return Reply([Text("replies: " + json.dumps(sorted(replies)))])
+    if request.assistant_turns == 0:
+        command = "sleep 60" if role == "slow" else "echo fast $((6*7))"
+        return Reply([ToolUse("bash", {"command": command})])
+    return Reply([Text(request.tool_result_text().splitlines()[0])])
+
+
+async def test_sdk_interrupt_one_of_two_parallel_threads(stack: Stack) -> None:
+    client = stack.client()
+    toolset = [{"type": "agent_toolset_20260401"}]
+    callees = [
+        await client.beta.agents.create(
+            name=name, model="claude-sonnet-4-6", system=name, tools=toolset
+        )
+        for name in ("slow", "fast")
+    ]
+    boss = await client.beta.agents.create(
+        name="boss",
+        model="claude-sonnet-4-6",
+        system="coordinator",
+        multiagent={"type": "coordinator", "agents": [a.id for a in callees]},
+    )
+    for agent in (boss, *callees):
+        stack.start_worker(agent.id, racing)
+    environment = await client.beta.environments.create(name="racing-env")
+    session = await client.beta.sessions.create(agent=boss.id, environment_id=environment.id)
+    threads = client.beta.sessions.threads
+
+    async def running_tool(sthr: str) -> bool:
+        events = [e async for e in threads.events.list(sthr, session_id=session.id)]
+        return any(e.type == "agent.tool_use" for e in events)
+
+    seen: list[Any] = []
+    async with await client.beta.sessions.events.stream(session.id) as stream:
+        await client.beta.sessions.events.send(
+            session.id,
+            events=[{"type": "user.message", "content": [{"type": "text", "text": "race"}]}],
+        )
+        async for event in stream:
+            seen.append(event)
+            if event.type == "session.thread_created" and event.agent_name.startswith("slow"):
+                slow = event.session_thread_id
+                await wait_until_async(
+                    functools.partial(running_tool, slow),
+                    timeout=30,
+                    what="slow's command to start",
+                )
+                sent = await client.beta.sessions.events.send(
+                    session.id, events=[{"type": "user.interrupt", "session_thread_id": slow}]
+                )
+                (echo,) = sent.data
+                assert (echo.type, echo.session_thread_id) == ("user.interrupt", slow)
+            if event.type == "session.status_idle":
+                break
+    # The coordinator was not interrupted: it got both replies and finished its turn.
+    assert seen[-1].stop_reason.type == "end_turn"
+    final = [e for e in seen if e.type == "agent.message"][-1]
+    assert final.content[0].text == 'replies: ["", "fast 42"]'
+    listed = [e async for e in client.beta.sessions.events.list(session.id)]
+    results = [e for e in listed if e.type == "agent.tool_result"]
+    assert len(results) == 3  # list_agents, then both send_to_agent calls
+    assert not any(r.is_error for r in results)
+    # In the slow thread, the command was cut short and the turn ended.
+    slow_events = [e async for e in threads.events.list(slow, session_id=session.id)]
+    (cut,) = [e for e in slow_events if e.type == "agent.tool_result"]
+    assert cut.is_error
+    assert [e.type for e in slow_events if e.type == "user.interrupt"] == ["user.interrupt"]
+    assert slow_events[-1].type == "session.status_idle"
+    assert slow_events[-1].stop_reason.type == "end_turn"
+
+    # A retried interrupt of the same turn reaches the thread once.
+    await client.beta.sessions.events.send(
+        session.id, events=[{"type": "user.interrupt", "session_thread_id": slow}]
+    )
+    slow_events = [e async for e in threads.events.list(slow, session_id=session.id)]
+    assert [e.type for e in slow_events].count("user.interrupt") == 1
+
+    fast = next(
+        e.session_thread_id for e in seen if getattr(e, "agent_name", "").startswith("fast")
+    )
+    await threads.archive(fast, session_id=session.id)
+    async with stack.http() as http:
+        url = f"/v1/sessions/{session.id}/events"
+        for sthr, status, kind in (
+            ("sthr_nope", 404, "not_found_error"),
+            (fast, 400, "invalid_request_error"),  # archived
+        ):
+            body = {"events": [{"type": "user.interrupt", "session_thread_id": sthr}]}
+            response = await http.post(url, json=body)
+            assert response.status_code == status, response.text
+            assert response.json()["error"]["type"] == kind
+    # The primary thread's id is a plain interrupt (of an idle session here: a no-op).
+    primary = (await threads.list(session.id)).data[0]
+    sent = await client.beta.sessions.events.send(
+        session.id, events=[{"type": "user.interrupt", "session_thread_id": primary.id}]
+    )
+    assert sent.data[0].session_thread_id is None

@@ -166,6 +166,15 @@ def test_interrupt_ends_the_turn_and_closes_open_calls() -> None:
     assert isinstance(closed.next_step(), Idle)
 
 
+def test_interrupt_of_one_thread_leaves_the_coordinators_turn_running() -> None:
+    """The echo of an interrupt the gateway delivered to a thread's log: the coordinator
+    keeps waiting for the thread's reply."""
+    call = ev("agent.tool_use", name="send_to_agent", input={"agent": "a", "message": "go"})
+    t = rebuild([user("go"), call, ev("user.interrupt", session_thread_id="sthr_x")])
+    assert not t.interrupted
+    assert isinstance(t.next_step(), RunTools)
+
+
 def test_interrupt_of_an_idle_session_is_a_no_op() -> None:
     events = [
         user("hi"),

@@ -21,7 +21,9 @@ from paddock.eventlog import (
     SessionSnapshot,
     SessionTerminated,
     UserCustomToolResultEvent,
+    UserInterruptEvent,
     UserToolConfirmationEvent,
+    session_of_thread,
 )
 from paddock.gateway import metrics
 from paddock.gateway.common import (
@@ -41,7 +43,13 @@ from paddock.gateway.objects import SESSIONS
 from paddock.gateway.outcomes import check_no_open_outcome, outcome_event, with_text_rubric
 from paddock.gateway.pages import limit_param, list_param, order_param
 from paddock.gateway.params import DefineOutcomeParam, SendEventsParams
-from paddock.gateway.routing import echo, for_thread, route_answers
+from paddock.gateway.routing import (
+    echo,
+    for_thread,
+    interrupt_key,
+    route_answers,
+    route_interrupts,
+)
 from paddock.gateway.views import EventPage, respond
 
 routes = web.RouteTableDef()
@@ -108,6 +116,7 @@ async def send_events(request: web.Request) -> web.Response:
     ]
     state = gateway(request).state.tenant(namespace(request))
     to_threads = await route_answers(tenant_log(request), state, session_id, events)
+    interrupted = await route_interrupts(tenant_log(request), state, session_id, events)
     _check_answers([e for i, e in enumerate(events) if i not in to_threads], snapshot)
     # An Idempotency-Key makes a retried send store its events once.
     key = request.headers.get("Idempotency-Key")
@@ -120,6 +129,11 @@ async def send_events(request: web.Request) -> web.Response:
                 route.session, [for_thread(answer, route)], key=f"answer:{route.event_id}"
             )
             events[index] = echo(answer, route)
+        for sthr in set(interrupted.values()):
+            # The session keeps the echo (with `session_thread_id`), which its worker ignores.
+            thread_log = session_of_thread(sthr)
+            key = await interrupt_key(tenant_log(request), sthr)
+            await tenant_log(request).send(thread_log, [UserInterruptEvent()], key=key)
         stored = await tenant_log(request).send(
             session_id, events, key=f"api:{key[:200]}" if key else None
         )

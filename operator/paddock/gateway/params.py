@@ -354,6 +354,8 @@ EventId = Annotated[str, Field(min_length=1, max_length=64)]
 
 class UserInterruptParam(Param):
     type: Literal["user.interrupt"]
+    session_thread_id: EventId | None = None
+    """Interrupt only this thread (absent: the whole session, its threads with it)."""
 
 
 class UserToolConfirmationParam(Param):

@@ -8,10 +8,15 @@ cross-post, or an event of one of its threads (read from the thread's events), g
 thread's log under the thread's event id; the session's log keeps the echo, with
 `session_thread_id` set to the thread it was routed to. `session_thread_id` sent by the
 client is optional (the SDK routes by id alone) and, when sent, checked.
+
+A `user.interrupt` with `session_thread_id` interrupts that thread alone: it goes to the
+thread's log, and the session's log keeps the echo, which the coordinator ignores (it keeps
+waiting for the thread's reply). Naming the primary thread is a plain interrupt.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from paddock.eventlog import (
@@ -21,10 +26,12 @@ from paddock.eventlog import (
     SessionNotFound,
     SessionState,
     UserCustomToolResultEvent,
+    UserInterruptEvent,
     UserToolConfirmationEvent,
     session_of_thread,
     session_tag,
     stream_id,
+    thread_id,
 )
 from paddock.gateway.errors import invalid, not_found
 
@@ -140,3 +147,46 @@ def for_thread(event: Answer, route: Route) -> Answer:
 def echo(event: Answer, route: Route) -> Answer:
     """The answer as the session's log keeps it: with the thread it was routed to."""
     return event.model_copy(update={"session_thread_id": route.thread})
+
+
+async def route_interrupts(
+    log: EventLog, state: SessionState, session_id: str, events: list[AnyEvent]
+) -> dict[int, str]:
+    """The `sthr_` ids (by index) of the interrupts in ``events`` that name a child thread;
+    an interrupt naming the primary thread becomes a plain one (in place). 404 for no thread
+    of the session, 400 for an archived or terminated thread."""
+    named = {
+        index: event.session_thread_id
+        for index, event in enumerate(events)
+        if isinstance(event, UserInterruptEvent) and event.session_thread_id is not None
+    }
+    if not named:
+        return {}
+    threads = await state.threads(session_id)
+    routes: dict[int, str] = {}
+    for index, sthr in named.items():
+        if sthr == thread_id(session_id):
+            events[index] = UserInterruptEvent()
+            continue
+        record = threads.get(sthr)
+        if record is None:
+            raise not_found(f"thread {sthr} not found in session {session_id}")
+        if json.loads(record).get("archived_at"):
+            raise invalid(f"thread {sthr} is archived")
+        try:
+            snapshot = await log.snapshot(session_of_thread(sthr))
+        except SessionNotFound:
+            raise not_found(f"thread {sthr} not found in session {session_id}") from None
+        if snapshot.status == "terminated":
+            raise invalid(f"thread {sthr} is terminated")
+        routes[index] = sthr
+    return routes
+
+
+async def interrupt_key(log: EventLog, sthr: str) -> str | None:
+    """The idempotency key of an interrupt of thread ``sthr``: one per turn of the thread
+    (its latest `user.message`), so a retried interrupt is stored once."""
+    page = await log.list_events(
+        session_of_thread(sthr), limit=1, cursor=None, order="desc", types=["user.message"]
+    )
+    return f"interrupt:{page.data[0].id}" if page.data else None

@@ -63,6 +63,8 @@ class Interrupts:
                 async with tail:
                     async for event in tail:
                         assert event.id is not None
+                        if getattr(event, "session_thread_id", None):
+                            continue  # an interrupt of one thread: its own log has it
                         self.latest = max(self.latest, event.id)
                         self._seen.set()
                     return

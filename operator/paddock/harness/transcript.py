@@ -306,8 +306,11 @@ def apply(t: Transcript, event: dict[str, Any]) -> None:
             call.decision = event.get("result")
             call.deny_message = event.get("deny_message") or event.get("message")
     elif kind == "user.interrupt":
-        t.interrupted = t.turn_open
-        t.unseen_input = False  # the interrupt ends the turn with what came before it
+        # One with `session_thread_id` is the echo of an interrupt of one thread (delivered
+        # to the thread's log by the gateway): the coordinator keeps running.
+        if not event.get("session_thread_id"):
+            t.interrupted = t.turn_open
+            t.unseen_input = False  # the interrupt ends the turn with what came before it
     elif kind == "span.model_request_start":
         t.model_calls_this_turn += 1
         t.unseen_input, t.model_answering = False, True

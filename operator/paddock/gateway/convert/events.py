@@ -28,7 +28,7 @@ def user_event(param: EventParam) -> AnyEvent:
     if isinstance(param, UserMessageParam):
         return UserMessageEvent(content=param.content)
     if isinstance(param, UserInterruptParam):
-        return UserInterruptEvent()
+        return UserInterruptEvent(session_thread_id=param.session_thread_id)
     if isinstance(param, UserToolConfirmationParam):
         deny_message = param.deny_message or param.message
         if deny_message is not None and param.result != "deny":
