@@ -30,11 +30,12 @@ class Lease:
     ttl_ms: int
 
 
-def parse_lease(session_id: str, value: bytes | None, *, ttl_ms: int) -> Lease | None:
+def parse_lease(session_id: str, value: bytes | str | None, *, ttl_ms: int) -> Lease | None:
     """The lease stored as ``value`` ("<token>:<holder>", see prelude.lua), if any."""
     if not value:
         return None
-    token, _, holder = value.decode().partition(":")
+    text = value.decode() if isinstance(value, bytes) else value
+    token, _, holder = text.partition(":")
     return Lease(session_id, holder, int(token), ttl_ms)
 
 

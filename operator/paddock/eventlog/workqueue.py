@@ -174,16 +174,14 @@ class WorkQueue:
         )  # fmt: skip
         handed = 0
         for entry in pending:
-            entry_id = entry["message_id"].decode()
+            entry_id = _text(entry["message_id"])
             found = await self.log.redis.xrange(self._keys.stream, entry_id, entry_id)
-            if not found:
+            fields = found[0][1] if found else None
+            if not fields:
                 continue
-            session_id = found[0][1][b"session"].decode()
-            lease = parse_lease(
-                session_id,
-                await self.log.redis.get(self.log.keys(session_id).lease),
-                ttl_ms=self.lease_ttl_ms,
-            )
+            session_id = _text(fields[b"session"])
+            value = await self.log.redis.get(self.log.keys(session_id).lease)
+            lease = parse_lease(session_id, value, ttl_ms=self.lease_ttl_ms)
             if lease is None or lease.holder != consumer:
                 continue  # expired, or read by the worker while leased to another
             try:
@@ -252,3 +250,7 @@ class WorkQueue:
             if "BUSYGROUP" not in str(exc):
                 raise
         return await call()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
