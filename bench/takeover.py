@@ -142,7 +142,10 @@ class Workers:
 
 
 class Bench:
-    def __init__(self, redis: Redis, workers: Workers, sessions: list[str]) -> None:
+    def __init__(
+        self, redis: Redis, workers: Workers, sessions: list[str], *, trace: bool = False
+    ) -> None:
+        self.trace = trace
         self.redis = redis
         self.workers = workers
         self.sessions = sessions
@@ -151,6 +154,16 @@ class Bench:
         self.single: list[float] = []
         self.burst: list[float] = []
         self._kind: dict[str, str] = {}
+        # --trace: where a takeover's time goes, from the leases polled every observe().
+        self.claims: dict[str, list[tuple[int, str]]] = {}
+        """Pending session -> (first seen ms, lease token:holder) of each lease after the kill."""
+        self.traced: list[tuple[str, int, list[tuple[int, str]], int]] = []
+        """(kind, killed ms, claims, appended ms) of each takeover seen."""
+        self.born: dict[str, int] = {}
+        """Worker name -> ms it was first seen alive (fork mode)."""
+        self.first_claim: dict[str, int] = {}
+        """Worker name -> ms it was first seen holding a lease."""
+        self.died: dict[str, int] = {}
 
     async def now_ms(self) -> int:
         seconds, micros = await self.redis.time()
@@ -171,6 +184,8 @@ class Bench:
         held = await self.holders()
         self.workers.kill(names)
         killed_at = await self.now_ms()
+        for name in names:
+            self.died[name] = killed_at
         victims = [s for s, holder in held.items() if holder in names]
         for session in victims:
             # A session whose earlier takeover is still pending keeps its first kill time:
@@ -178,10 +193,32 @@ class Bench:
             if session not in self.pending:
                 self.pending[session] = killed_at
                 self._kind[session] = kind
+                self.claims[session] = []
         return len(victims)
+
+    async def watch_leases(self) -> None:
+        """--trace: note new workers, each worker's first lease and each lease taken on a
+        session whose takeover is pending."""
+        now = await self.now_ms()
+        for name in self.workers.alive():
+            self.born.setdefault(name, now)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for session in self.sessions:
+                pipe.get(session_keys(TENANT, session).lease)
+            values = await pipe.execute()
+        for session, value in zip(self.sessions, values, strict=True):
+            if not value:
+                continue
+            lease = value.decode()
+            self.first_claim.setdefault(lease.split(":", 1)[1], now)
+            claims = self.claims.get(session)
+            if claims is not None and (not claims or claims[-1][1] != lease):
+                claims.append((now, lease))
 
     async def observe(self) -> None:
         """Record the takeovers that happened since the last call."""
+        if self.trace:
+            await self.watch_leases()
         if not self.pending:
             return
         sessions = list(self.pending)
@@ -201,6 +238,7 @@ class Bench:
                 continue
             del self.pending[session]
             kind = self._kind.pop(session)
+            self.traced.append((kind, killed_at, self.claims.pop(session), appended))
             (self.single if kind == "single" else self.burst).append((appended - killed_at) / 1000)
 
     async def settle(self) -> None:
@@ -231,7 +269,7 @@ async def run(
             session_id, SandboxBinding(url=sandbox.url, token=sandbox.token, pod="bench")
         )
         await log.send(session_id, [UserMessageEvent(content=[TextBlock(text=f"task {n}")])])
-    bench = Bench(redis, workers, sessions)
+    bench = Bench(redis, workers, sessions, trace=args.trace)
     # Every session being worked on (workers ready) before the first kill; importing the
     # harness takes minutes of wall time on a loaded 2-core machine.
     deadline = time.monotonic() + 300
@@ -260,6 +298,39 @@ async def run(
     return bench
 
 
+def print_trace(bench: Bench) -> None:
+    """Per takeover: the leases taken after the kill (a lease whose worker died before the
+    append cost the session that lease's expiry), kill -> first lease, last lease -> append;
+    per worker: first seen alive -> first lease held."""
+    print(
+        "kind killed_ms total_s leases dead_leases kill_to_first_lease_s last_lease_to_append_s holders"
+    )
+    for kind, killed, claims, appended in sorted(bench.traced, key=lambda t: t[1]):
+        holders = [lease.split(":", 1)[1] for _, lease in claims]
+        dead = sum(1 for h in holders[:-1] if h in bench.died) if claims else 0
+        first = (claims[0][0] - killed) / 1000 if claims else float("nan")
+        last = (appended - claims[-1][0]) / 1000 if claims else float("nan")
+        print(
+            f"{kind} {killed} {(appended - killed) / 1000:.2f} {len(claims)} {dead} "
+            f"{first:.2f} {last:.2f} {','.join(holders)}"
+        )
+    starts = [
+        (bench.first_claim[name] - born) / 1000
+        for name, born in bench.born.items()
+        if name in bench.first_claim
+    ]
+    never = [n for n in bench.born if n not in bench.first_claim]
+    lived = [(bench.died[n] - bench.born[n]) / 1000 for n in bench.died if n in bench.born]
+    if starts:
+        print(
+            f"workers: {len(bench.born)} seen, first lease after p50 "
+            f"{statistics.median(starts):.2f} s p95 {percentile(starts, 95):.2f} s "
+            f"max {max(starts):.2f} s; {len(never)} never held one"
+        )
+    if lived:
+        print(f"killed workers lived p50 {statistics.median(lived):.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=4, help="harness worker processes")
@@ -278,6 +349,11 @@ def main() -> None:
         "exec: a harness process per worker, replaced by a new one (a pod dying)",
     )
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="poll the leases and print, per takeover, the leases it waited through",
+    )
     parser.add_argument("--logs", help="keep the workers' logs in this directory")
     args = parser.parse_args()
 
@@ -314,6 +390,8 @@ def main() -> None:
         bench = asyncio.run(run(args, redis_url, workers, sandbox))
 
     ttl = args.ttl_ms / 1000
+    if args.trace:
+        print_trace(bench)
     every = bench.single + bench.burst
     for name, values in (("single kills", bench.single), ("under churn", bench.burst)):
         if values:

@@ -171,6 +171,35 @@ async def test_hand_back_lets_another_worker_resume_at_once(
         await queue.hand_back(claim)
 
 
+async def test_a_dead_workers_sessions_are_handed_back_at_once_and_fenced(
+    log: EventLog, queue: WorkQueue, session: str
+) -> None:
+    await log.send(session, [message("work")])
+    dead = await claimed(queue, "worker-1")
+    await log.append(session, [answer("partial")], fence=dead.lease)
+    # Another session, leased to worker-2: left alone.
+    other = new_session_id()
+    await log.create_session(other, agent=AGENT)
+    await log.send(other, [message("other")])
+    kept = await claimed(queue, "worker-2")
+    assert await queue.hand_back_dead("worker-2-never-ran") == 0
+    assert await queue.hand_back_dead("worker-1") == 1
+    resumed = await claimed(queue, "worker-3", block_ms=100)  # well before the TTL
+    assert (resumed.session_id, resumed.reclaimed) == (session, False)
+    assert resumed.lease.token > dead.lease.token
+    with pytest.raises(LeaseLost):
+        await log.append(session, [answer("late")], fence=dead.lease)
+    assert (await log.snapshot(other)).lease_holder == "worker-2"
+    assert await queue.hand_back_dead("worker-1") == 0  # its lease is worker-3's now
+    await log.append(session, [answer("work")], fence=resumed.lease)
+    assert await queue.finish(resumed, handled_through=await last_id(log, session))
+    await log.append(other, [answer("other")], fence=kept.lease)
+    assert await queue.finish(kept, handled_through=await last_id(log, other))
+    texts = [e.content[0].text for e in await log.replay(session)]  # type: ignore[union-attr]
+    assert texts == ["work", "re: partial", "re: work"]
+    assert await queue.depth() == 0
+
+
 async def test_no_input_is_lost_with_many_workers_and_senders(
     redis_url: str, log: EventLog
 ) -> None:

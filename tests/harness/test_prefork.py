@@ -58,7 +58,7 @@ def running(pid: int) -> bool:
         return False
 
 
-async def test_a_killed_worker_is_replaced_by_a_fork_and_its_session_taken_over(
+async def test_a_killed_worker_is_replaced_by_a_fork_and_its_session_handed_back(
     tmp_path: Path, redis_url: str, redis: Redis
 ) -> None:
     log = EventLog(redis, "default")
@@ -89,6 +89,15 @@ async def test_a_killed_worker_is_replaced_by_a_fork_and_its_session_taken_over(
                 lambda: holder(other_than=victim), timeout=30, what="the session taken over"
             )
             assert taker in now
+            # Handed back by the parent, which reaped the victim: not left to its lease TTL.
+            log_file = tmp_path / "harness.log"
+            wait_until(
+                lambda: (
+                    f"handed back 1 sessions of dead worker pod-{victim}" in log_file.read_text()
+                ),
+                timeout=30,
+                what="the parent's hand-back",
+            )
             parent.send_signal(signal.SIGTERM)
             assert parent.wait(30) == 0
             assert not any(running(pid) for pid in now)

@@ -30,6 +30,15 @@ class Lease:
     ttl_ms: int
 
 
+def parse_lease(session_id: str, value: bytes | str | None, *, ttl_ms: int) -> Lease | None:
+    """The lease stored as ``value`` ("<token>:<holder>", see prelude.lua), if any."""
+    if not value:
+        return None
+    text = value.decode() if isinstance(value, bytes) else value
+    token, _, holder = text.partition(":")
+    return Lease(session_id, holder, int(token), ttl_ms)
+
+
 class BeatThread:
     """An event loop in a thread of its own, with its own Redis client, for heartbeats.
 

@@ -10,9 +10,9 @@ from typing import TypeVar
 
 from redis.exceptions import ResponseError
 
-from paddock.eventlog.errors import SessionNotFound
+from paddock.eventlog.errors import LeaseLost, SessionNotFound
 from paddock.eventlog.keys import WORK_GROUP, tenant_of, work_keys
-from paddock.eventlog.lease import BeatThread, Heartbeat, Lease
+from paddock.eventlog.lease import BeatThread, Heartbeat, Lease, parse_lease
 from paddock.eventlog.log import EventLog
 from paddock.eventlog.storage import stream_entries
 
@@ -159,6 +159,38 @@ class WorkQueue:
             keys=self._keys, args=[claim.session_id, WORK_GROUP, claim.entry_id]
         )
 
+    async def hand_back_dead(self, consumer: str) -> int:
+        """Hand back the sessions leased to ``consumer``, a worker known to be dead (its
+        process was reaped), so that others resume them at once instead of after the lease
+        TTL; the number handed back.
+
+        Only for a worker that can no longer run: each release is fenced by the token read
+        from the lease, so a lease taken by anyone since is left alone, and a write the dead
+        worker's socket still delivers is refused by the fence like any stale one.
+        """
+        pending = await self.log.redis.xpending_range(
+            self._keys.stream, WORK_GROUP, min="-", max="+", count=PENDING_LOOKED_AT,
+            consumername=consumer,
+        )  # fmt: skip
+        handed = 0
+        for entry in pending:
+            entry_id = _text(entry["message_id"])
+            found = await self.log.redis.xrange(self._keys.stream, entry_id, entry_id)
+            fields = found[0][1] if found else None
+            if not fields:
+                continue
+            session_id = _text(fields[b"session"])
+            value = await self.log.redis.get(self.log.keys(session_id).lease)
+            lease = parse_lease(session_id, value, ttl_ms=self.lease_ttl_ms)
+            if lease is None or lease.holder != consumer:
+                continue  # expired, or read by the worker while leased to another
+            try:
+                await self.hand_back(Claim(session_id, entry_id, lease, reclaimed=False))
+            except LeaseLost:
+                continue
+            handed += 1
+        return handed
+
     async def depth(self) -> int:
         """Entries in the queue: sessions queued, being worked on, or waiting for a lease."""
         return int(await self.log.redis.xlen(self._keys.stream))
@@ -218,3 +250,7 @@ class WorkQueue:
             if "BUSYGROUP" not in str(exc):
                 raise
         return await call()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

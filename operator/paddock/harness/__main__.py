@@ -37,7 +37,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import start_http_server
 
-from paddock.eventlog import BeatThread, RedisSettings, connect
+from paddock.eventlog import BeatThread, EventLog, RedisSettings, WorkQueue, connect, tenant_of
 from paddock.harness import Worker, WorkerSettings
 from paddock.harness.prefork import run_forked
 from paddock.models import Agent
@@ -71,6 +71,32 @@ async def serve(settings: WorkerSettings, redis_settings: RedisSettings) -> None
         await redis.aclose()
 
 
+HAND_BACK_TIMEOUT_S = 5.0
+"""Longer than handing back a dead worker's sessions takes; past it they wait out the TTL."""
+
+
+async def hand_back_dead(
+    settings: WorkerSettings, redis_settings: RedisSettings, worker_id: str
+) -> None:
+    """Hand back the sessions of worker ``worker_id``, whose process was reaped: they are
+    resumed at once instead of after the lease TTL (a worker crash under load is often
+    followed by more, and each TTL waited adds up for the sessions it held)."""
+    redis = connect(redis_settings)
+    try:
+        queue = WorkQueue(
+            EventLog(redis, tenant_of(settings.agent)),
+            settings.agent,
+            lease_ttl_ms=settings.lease_ttl_ms,
+        )
+        handed = await asyncio.wait_for(queue.hand_back_dead(worker_id), HAND_BACK_TIMEOUT_S)
+        if handed:
+            logging.getLogger(__name__).info(
+                "handed back %d sessions of dead worker %s", handed, worker_id
+            )
+    finally:
+        await redis.aclose()
+
+
 def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -81,17 +107,23 @@ def main() -> None:
     port = int(env.get("PADDOCK_METRICS_PORT", "9090"))
     processes = int(env.get("PADDOCK_WORKER_PROCESSES", "1"))
 
+    def worker_id(pid: int) -> str:
+        return f"{settings.worker_id}-{pid}" if processes > 1 else settings.worker_id
+
     def worker_process(slot: int) -> int:
         # Threads and sockets are made here, after the fork, never in the parent.
         if port:
             start_http_server(port + slot)
-        own = settings
-        if processes > 1:
-            own = replace(settings, worker_id=f"{settings.worker_id}-{os.getpid()}")
+        own = replace(settings, worker_id=worker_id(os.getpid()))
         asyncio.run(serve(own, redis_settings))
         return 0
 
-    raise SystemExit(run_forked(processes, worker_process))
+    def on_death(pid: int) -> None:
+        # Before the replacement is forked (with one process it has the same name), and
+        # closed by then: the next fork inherits no socket.
+        asyncio.run(hand_back_dead(settings, redis_settings, worker_id(pid)))
+
+    raise SystemExit(run_forked(processes, worker_process, on_death))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ imports everything once in a parent that only supervises, and forks the worker p
 from it: a worker that dies is replaced by a fork that imports nothing again.
 
 - A child that is killed (SIGKILL, the OOM killer) or fails after running a while is
-  replaced at once, in the same slot.
+  replaced at once, in the same slot; first ``on_death(pid)`` runs (the harness hands the
+  dead worker's sessions back, so they are resumed now instead of after the lease TTL).
 - A child that fails on its own within ``QUICK_FAILURE_S`` of its start (a broken
   configuration, Redis refusing the worker's user) ends the parent with its exit code, so
   the container restarts with the kubelet's back-off instead of forking in a loop.
@@ -39,9 +40,15 @@ QUICK_FAILURE_S = 10.0
 _PR_SET_PDEATHSIG = 1
 
 
-def run_forked(processes: int, child: Callable[[int], int]) -> int:
+def run_forked(
+    processes: int,
+    child: Callable[[int], int],
+    on_death: Callable[[int], None] | None = None,
+) -> int:
     """Run ``child(slot)`` in ``processes`` forked processes (slots 0..processes-1), replacing
-    each that dies, until SIGTERM/SIGINT; the exit code for the parent."""
+    each that dies, until SIGTERM/SIGINT; the exit code for the parent. ``on_death(pid)``
+    runs in the parent for each child that died (reaped, so it can no longer write) before
+    its replacement is forked; it must leave no thread or socket open behind it."""
     if processes < 1:
         raise ValueError("processes must be at least 1")
     parent = os.getpid()
@@ -93,6 +100,11 @@ def run_forked(processes: int, child: Callable[[int], int]) -> int:
             "worker process %d (slot %d) ended (%s) after %.1f s; forking a replacement",
             pid, slot, _describe(code), lived,
         )  # fmt: skip
+        if on_death is not None:
+            try:
+                on_death(pid)
+            except Exception:
+                log.exception("after worker process %d ended", pid)
         fork(slot)
     return exit_code
 
