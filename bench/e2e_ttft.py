@@ -34,13 +34,13 @@ from typing import Any
 
 import anthropic
 
+from manifests import PADDOCK, warm_and_cold
 from paddock.testing.controlplane import ControlPlane
 from paddock.testing.fakemodel import SCRIPTS
 from paddock.testing.ports import wait_until
 from paddock.testing.stack import LocalStack
 from stats import percentile
 
-PADDOCK = "paddock.dev/v1alpha1"
 AGENT, WARM, COLD = "bench-e2e", "bench-warm", "bench-cold"
 NAMESPACE = "default"
 POOL = 2
@@ -61,29 +61,7 @@ class Target:
 
 
 def manifests() -> list[dict[str, Any]]:
-    def environment(name: str, size: int) -> dict[str, Any]:
-        return {
-            "apiVersion": PADDOCK,
-            "kind": "Environment",
-            "metadata": {"name": name},
-            "spec": {
-                "image": "paddock/sandbox:0.1.0",
-                "networking": {"mode": "none"},
-                "warmPool": {"size": size},
-            },
-        }
-
-    agent = {
-        "apiVersion": PADDOCK,
-        "kind": "Agent",
-        "metadata": {"name": AGENT},
-        "spec": {
-            "model": "claude-sonnet-4-6",
-            "environmentRef": {"name": WARM},
-            "credentials": {"anthropicApiKey": {"name": "anthropic", "key": "api-key"}},
-        },
-    }
-    return [environment(WARM, POOL), environment(COLD, 0), agent]
+    return warm_and_cold(AGENT, WARM, COLD, POOL)
 
 
 def quiet(target: Target) -> bool:

@@ -36,6 +36,7 @@ import anthropic
 import httpx
 from redis.asyncio import Redis
 
+from manifests import warm_and_cold
 from paddock.eventlog import SandboxBinding, SessionState, sandbox_requests, session_keys
 from paddock.operator.status import pod_dead, pod_ready
 from paddock.testing.fakemodel import ModelRequest, Reply, Text, ToolUse
@@ -43,7 +44,6 @@ from paddock.testing.ports import wait_until_async
 from paddock.testing.stack import LocalStack
 from stats import percentile
 
-PADDOCK = "paddock.dev/v1alpha1"
 NAMESPACE = "default"
 AGENT, WARM, COLD = "bench-replace", "bench-replace-warm", "bench-replace-cold"
 SESSION_LABEL = "paddock.dev/session-id"
@@ -59,29 +59,7 @@ def script(request: ModelRequest) -> Reply:
 
 
 def manifests(pool: int) -> list[dict[str, Any]]:
-    def environment(name: str, size: int) -> dict[str, Any]:
-        return {
-            "apiVersion": PADDOCK,
-            "kind": "Environment",
-            "metadata": {"name": name},
-            "spec": {
-                "image": "paddock/sandbox:0.1.0",
-                "networking": {"mode": "none"},
-                "warmPool": {"size": size},
-            },
-        }
-
-    agent = {
-        "apiVersion": PADDOCK,
-        "kind": "Agent",
-        "metadata": {"name": AGENT},
-        "spec": {
-            "model": "claude-sonnet-4-6",
-            "environmentRef": {"name": WARM},
-            "credentials": {"anthropicApiKey": {"name": "anthropic", "key": "api-key"}},
-        },
-    }
-    return [environment(WARM, pool), environment(COLD, 0), agent]
+    return warm_and_cold(AGENT, WARM, COLD, pool)
 
 
 @dataclass
