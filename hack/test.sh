@@ -11,4 +11,13 @@ bash hack/setup.sh
 # instead of from scratch (a minute of a loaded CI machine); the cache validates itself.
 MYPY_CACHE_DIR=${MYPY_CACHE_DIR:-${PADDOCK_CACHE:-$HOME/.cache/paddock}/mypy} .venv/bin/mypy
 .venv/bin/python hack/gen_crds.py --check
+# One suite at a time per machine: the suite's local stacks, pod bridges, network namespaces
+# and its one-node cluster are machine-wide, and a second run's clean-up of "stale" ones would
+# kill the first run's pods. A second run waits here instead.
+lock=${PADDOCK_TEST_LOCK:-/tmp/paddock-tests.lock}
+exec 9>"$lock"
+if ! flock -n 9; then
+    echo "test: another test run holds $lock; waiting for it to end" >&2
+    flock 9
+fi
 exec .venv/bin/python -m pytest "$@"

@@ -86,7 +86,7 @@ def console_stack() -> Iterator[LocalStack]:
     if reason is not None:
         pytest.skip(reason)
     # Its own bridge and addresses, so `make demo` and tests/e2e on this machine do not collide.
-    with LocalStack(bridge="paddock-ui", pod_cidr="10.246.0.0/16", script=console_script) as stack:
+    with LocalStack(bridge="paddock-ui", pod_cidr="10.248.0.0/16", script=console_script) as stack:
         documents = list(yaml.safe_load_all((EXAMPLES / "hello-agent.yaml").read_text()))
         for document in documents:
             if document["kind"] == "Environment":
