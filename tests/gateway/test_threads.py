@@ -426,3 +426,11 @@ async def test_sdk_interrupt_one_of_two_parallel_threads(stack: Stack) -> None:
         session.id, events=[{"type": "user.interrupt", "session_thread_id": primary.id}]
     )
     assert sent.data[0].session_thread_id is None
+    # A send that interrupts a thread stores all its events under its own key: the thread's
+    # once-per-turn interrupt key is not the send's (it once was, and this send came back as
+    # the first interrupt's echo alone).
+    sent = await client.beta.sessions.events.send(
+        session.id,
+        events=[{"type": "user.interrupt", "session_thread_id": slow}, {"type": "user.interrupt"}],
+    )
+    assert [e.session_thread_id for e in sent.data] == [slow, None]

@@ -114,9 +114,9 @@ async def send_events(request: web.Request) -> web.Response:
         else user_event(param)
         for param in params.events
     ]
-    state = gateway(request).state.tenant(namespace(request))
-    to_threads = await route_answers(tenant_log(request), state, session_id, events)
-    interrupted = await route_interrupts(tenant_log(request), state, session_id, events)
+    log, state = tenant_log(request), gateway(request).state.tenant(namespace(request))
+    to_threads = await route_answers(log, state, session_id, events)
+    interrupted = await route_interrupts(log, state, session_id, events)
     _check_answers([e for i, e in enumerate(events) if i not in to_threads], snapshot)
     # An Idempotency-Key makes a retried send store its events once.
     key = request.headers.get("Idempotency-Key")
@@ -125,18 +125,15 @@ async def send_events(request: web.Request) -> web.Response:
             answer = events[index]
             assert isinstance(answer, UserToolConfirmationEvent | UserCustomToolResultEvent)
             # Keyed by the request: an answer reaches its thread once, also when retried.
-            await tenant_log(request).send(
+            await log.send(
                 route.session, [for_thread(answer, route)], key=f"answer:{route.event_id}"
             )
             events[index] = echo(answer, route)
         for sthr in set(interrupted.values()):
             # The session keeps the echo (with `session_thread_id`), which its worker ignores.
-            thread_log = session_of_thread(sthr)
-            key = await interrupt_key(tenant_log(request), sthr)
-            await tenant_log(request).send(thread_log, [UserInterruptEvent()], key=key)
-        stored = await tenant_log(request).send(
-            session_id, events, key=f"api:{key[:200]}" if key else None
-        )
+            once_per_turn = await interrupt_key(log, sthr)
+            await log.send(session_of_thread(sthr), [UserInterruptEvent()], key=once_per_turn)
+        stored = await log.send(session_id, events, key=f"api:{key[:200]}" if key else None)
     except SessionTerminated:
         raise conflict(f"session {session_id} is terminated") from None
     except SessionNotFound:
