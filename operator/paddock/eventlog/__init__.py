@@ -21,6 +21,7 @@ from paddock.eventlog.errors import (
 from paddock.eventlog.events import (
     EVENT_LIST_ADAPTER,
     EVENT_TYPES,
+    TOOL_USE_TYPES,
     AgentContent,
     AgentCustomToolUseEvent,
     AgentMcpToolResultEvent,
@@ -142,6 +143,7 @@ __all__ = [
     "GATEWAY_USER",
     "OPERATOR_USER",
     "SOCKET_TIMEOUT_S",
+    "TOOL_USE_TYPES",
     "USAGE_FIELDS",
     "AgentContent",
     "AgentCustomToolUseEvent",

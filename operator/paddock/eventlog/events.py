@@ -504,6 +504,9 @@ EVENT_LIST_ADAPTER: TypeAdapter[list[AnyEvent]] = TypeAdapter(list[AnyEvent])
 # Event types that are input for the agent loop: appending one wakes the session's worker.
 INPUT_PREFIX = "user."
 
+TOOL_USE_TYPES = frozenset({"agent.tool_use", "agent.custom_tool_use", "agent.mcp_tool_use"})
+"""The agent's tool calls: built-in, custom (answered by the client) and MCP."""
+
 
 def parse_event(data: str | bytes | dict[str, Any]) -> AnyEvent:
     """Validate one event from JSON text or a decoded dict; ``ValidationError`` if invalid."""

@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass
 
 from paddock.eventlog import (
+    TOOL_USE_TYPES,
     AnyEvent,
     EventLog,
     InvalidId,
@@ -36,7 +37,6 @@ from paddock.eventlog import (
 from paddock.gateway.errors import invalid, not_found
 
 Answer = UserToolConfirmationEvent | UserCustomToolResultEvent
-_REQUEST_TYPES = frozenset({"agent.tool_use", "agent.mcp_tool_use", "agent.custom_tool_use"})
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ async def _route(
     requests and for ids of nothing (the primary thread's check then refuses them)."""
     if _in_session(event_id, session_id):
         found = await log.event(session_id, event_id)
-        if found is None or found.type not in _REQUEST_TYPES:
+        if found is None or found.type not in TOOL_USE_TYPES:
             return None
         thread = getattr(found, "session_thread_id", None)
         origin = getattr(found, "session_thread_event_id", None)

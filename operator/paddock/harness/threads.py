@@ -4,7 +4,8 @@ A `send_to_agent` call runs a thread: a session of its own (own log, lease, fenc
 idempotency keys, so the log's fencing and the work queue work for it unchanged), run by
 the callee Agent's harness workers from the callee's work queue, with the coordinator's
 session as its parent (`SessionSettings.parent_session_id`: tools run in a sandbox of the
-thread's own, from the parent's Environment). The call waits for the thread's turn to end and returns its last message.
+thread's own, from the parent's Environment). The call waits for the thread's turn to end
+and returns its last message.
 
 Nothing is lost or duplicated by a crash on either side: the thread's session id is derived
 from the parent and the call id, its input is sent with an idempotency key, and every event
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from paddock.eventlog import (
+    TOOL_USE_TYPES,
     USAGE_FIELDS,
     AgentThreadMessageReceivedEvent,
     AgentThreadMessageSentEvent,
@@ -60,8 +62,6 @@ from paddock.models import Multiagent
 MAX_CONCURRENT_THREADS = 25
 """Threads one coordinator runs at once (the Managed Agents limit): the delegation calls of
 one turn beyond it are answered with an error the model reads."""
-
-_CLIENT_TOOL_USES = frozenset({"agent.tool_use", "agent.mcp_tool_use", "agent.custom_tool_use"})
 
 
 def parent_waits(threads: Mapping[str, Sequence[str]]) -> list[str] | None:
@@ -204,7 +204,7 @@ class Threads:
                     )
                     for field in USAGE_FIELDS:
                         usage[field] += getattr(spent, field)
-                if event.type in _CLIENT_TOOL_USES and event.id is not None:
+                if event.type in TOOL_USE_TYPES and event.id is not None:
                     uses[event.id] = event
                 elif event.type == "agent.message":
                     text = "".join(b.text for b in event.content if isinstance(b, TextBlock))

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from paddock.eventlog import TOOL_USE_TYPES
 from paddock.harness.tools import mcp_tool_name
 
 USER_INPUT_TYPES = frozenset({"user.message", "user.define_outcome"})
-TOOL_USE_TYPES = frozenset({"agent.tool_use", "agent.custom_tool_use", "agent.mcp_tool_use"})
 TOOL_RESULT_TYPES = frozenset({"agent.tool_result", "user.tool_result", "agent.mcp_tool_result"})
 _ROUTABLE_TYPES = TOOL_USE_TYPES | {"user.tool_confirmation", "user.custom_tool_result"}
 COMPACTION_PREFIX = "Summary of the conversation so far (earlier turns were compacted):\n\n"
