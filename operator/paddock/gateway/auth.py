@@ -134,9 +134,10 @@ def required_access(method: str, route: str) -> Access | None:
     """The access a request of ``method`` on the route template ``route`` needs, or None for
     a route outside the API's resources.
 
-    Reads are ``list`` (a collection, and `/v1/console/<resources>`) or ``get`` (an object, its events, its stream); writes
-    are ``create`` (a collection), ``update`` (an object, its archive, sending its events)
-    and ``delete``: the verbs RBAC already uses for these resources.
+    Reads are ``list`` (a collection, and `/v1/console/<resources>`) or ``get`` (an object,
+    its events, its stream); writes are ``create`` (a collection), ``update`` (an object, its
+    archive, sending its events) and ``delete``: the verbs RBAC already uses for these
+    resources.
     """
     parts = route.strip("/").split("/")
     if parts[:2] == ["v1", "console"] and len(parts) == 3:

@@ -85,6 +85,10 @@ async def console_file(request: web.Request) -> web.Response:
     )
 
 
+def _status(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj.get("status") or {}
+
+
 def _conditions(obj: dict[str, Any]) -> list[ResourceCondition]:
     return [
         ResourceCondition(
@@ -93,7 +97,7 @@ def _conditions(obj: dict[str, Any]) -> list[ResourceCondition]:
             reason=c.get("reason"),
             message=c.get("message"),
         )
-        for c in (obj.get("status") or {}).get("conditions") or []
+        for c in _status(obj).get("conditions") or []
     ]
 
 
@@ -111,9 +115,9 @@ async def console_agents(request: web.Request) -> web.Response:
                     id=_id(obj, AGENTS),
                     name=display_name(obj),
                     conditions=_conditions(obj),
-                    replicas=(obj.get("status") or {}).get("replicas"),
-                    ready_replicas=(obj.get("status") or {}).get("readyReplicas"),
-                    active_sessions=(obj.get("status") or {}).get("activeSessions"),
+                    replicas=_status(obj).get("replicas"),
+                    ready_replicas=_status(obj).get("readyReplicas"),
+                    active_sessions=_status(obj).get("activeSessions"),
                 )
                 for obj in items
             ]
@@ -126,7 +130,7 @@ async def console_environments(request: web.Request) -> web.Response:
     items = await objects(request).list(ENVIRONMENTS)
     data = []
     for obj in items:
-        pool = (obj.get("status") or {}).get("warmPool") or {}
+        pool = _status(obj).get("warmPool") or {}
         size = ((obj.get("spec") or {}).get("warmPool") or {}).get("size")
         data.append(
             ConsoleEnvironment(
@@ -153,8 +157,8 @@ async def console_sessions(request: web.Request) -> web.Response:
                 ConsoleSession(
                     id=_id(obj, SESSIONS),
                     name=obj["metadata"]["name"],
-                    phase=(obj.get("status") or {}).get("phase"),
-                    stop_reason=(obj.get("status") or {}).get("stopReason"),
+                    phase=_status(obj).get("phase"),
+                    stop_reason=_status(obj).get("stopReason"),
                 )
                 for obj in items
             ]

@@ -363,49 +363,43 @@ class StatusSync:
             )
 
     async def _expire(self, tracked: Tracked) -> None:
-        async with self._patches:
-            await self._expire_now(tracked)
-
-    async def _expire_now(self, tracked: Tracked) -> None:
         meta = tracked.resource["metadata"]
-        await events.post(
-            self.rt.kube,
-            ObjectStub.model_validate(tracked.resource),
-            EventReason.EXPIRED,
-            "the session's ttl ran out: deleting it",
-        )
-        await self.rt.kube.delete(
-            "paddock.dev/v1alpha1", "Session", meta["namespace"], meta["name"]
-        )
+        async with self._patches:
+            await events.post(
+                self.rt.kube,
+                ObjectStub.model_validate(tracked.resource),
+                EventReason.EXPIRED,
+                "the session's ttl ran out: deleting it",
+            )
+            await self.rt.kube.delete(
+                "paddock.dev/v1alpha1", "Session", meta["namespace"], meta["name"]
+            )
 
     async def _reclaim_sandbox(self, session_id: str, tracked: Tracked) -> None:
-        async with self._patches:
-            await self._reclaim_sandbox_now(session_id, tracked)
-
-    async def _reclaim_sandbox_now(self, session_id: str, tracked: Tracked) -> None:
         namespace = tracked.resource["metadata"]["namespace"]
-        if await self.rt.state.tenant(namespace).sandbox(
-            session_id
-        ) is None and not self.sandboxes.tree_pods(namespace, session_id):
-            return  # neither the session nor a thread of it holds a sandbox
-        await self.sandboxes.release(namespace, session_id)
-        await self.rt.kube.apply_status(
-            *_address(tracked.resource),
-            {
-                "conditions": [
-                    condition(
-                        ConditionType.SANDBOX_BOUND,
-                        False,
-                        SandboxReason.IDLE_RECLAIMED,
-                        "idle past the Environment's idleTimeout: the next tool call gets a fresh sandbox",
-                        generation=None,
-                        previous=None,
-                        now=datetime.now(UTC),
-                    )
-                ]
-            },
-            "paddock-sandbox",
-        )
+        async with self._patches:
+            if await self.rt.state.tenant(namespace).sandbox(
+                session_id
+            ) is None and not self.sandboxes.tree_pods(namespace, session_id):
+                return  # neither the session nor a thread of it holds a sandbox
+            await self.sandboxes.release(namespace, session_id)
+            await self.rt.kube.apply_status(
+                *_address(tracked.resource),
+                {
+                    "conditions": [
+                        condition(
+                            ConditionType.SANDBOX_BOUND,
+                            False,
+                            SandboxReason.IDLE_RECLAIMED,
+                            "idle past the Environment's idleTimeout: the next tool call gets a fresh sandbox",
+                            generation=None,
+                            previous=None,
+                            now=datetime.now(UTC),
+                        )
+                    ]
+                },
+                "paddock-sandbox",
+            )
 
 
 class SandboxRequests:

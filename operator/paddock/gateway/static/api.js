@@ -100,3 +100,27 @@ async function* frames(reader) {
     }
   }
 }
+
+const REFRESH_MS = 3000;
+
+/** Run ``load`` now and every few seconds until ``stop()`` (a page's listing refresh);
+ * its errors go to ``fail`` and the refresh goes on. */
+export function poll(load, fail) {
+  let timer = null;
+  let stopped = false;
+  const tick = async () => {
+    try {
+      await load();
+    } catch (exc) {
+      fail(exc);
+    }
+    if (!stopped) timer = setTimeout(tick, REFRESH_MS);
+  };
+  tick();
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
+}

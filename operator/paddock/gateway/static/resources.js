@@ -1,5 +1,5 @@
 // Agents and environments with their Ready conditions and warm pools.
-import { api } from "./api.js";
+import { api, poll } from "./api.js";
 import { h } from "./dom.js";
 
 function ready(conditions) {
@@ -26,8 +26,6 @@ function table(caption, columns, rows) {
     h("tbody", {}, rows),
   );
 }
-
-const REFRESH_MS = 3000;
 
 export function showResources(main, fail) {
   main.append(h("h1", {}, "Agents and environments"));
@@ -68,21 +66,5 @@ export function showResources(main, fail) {
       ),
     );
   }
-  let timer = null;
-  let stopped = false;
-  const tick = async () => {
-    try {
-      await load();
-    } catch (exc) {
-      fail(exc);
-    }
-    if (!stopped) timer = setTimeout(tick, REFRESH_MS);
-  };
-  tick();
-  return {
-    stop() {
-      stopped = true;
-      clearTimeout(timer);
-    },
-  };
+  return poll(load, fail);
 }

@@ -1,8 +1,6 @@
 // The namespace's sessions: phase, stop reason, agent, age, tokens and cost against budget.
-import { api } from "./api.js";
+import { api, poll } from "./api.js";
 import { age, clear, h, money } from "./dom.js";
-
-const REFRESH_MS = 3000;
 
 export function showSessions(main, fail) {
   const text = h("input", { id: "filter-text", type: "search", placeholder: "title, id, agent" });
@@ -78,21 +76,5 @@ export function showSessions(main, fail) {
   }
   text.addEventListener("input", render);
   phase.addEventListener("change", render);
-  let timer = null;
-  let stopped = false;
-  const tick = async () => {
-    try {
-      await load();
-    } catch (exc) {
-      fail(exc);
-    }
-    if (!stopped) timer = setTimeout(tick, REFRESH_MS);
-  };
-  tick();
-  return {
-    stop() {
-      stopped = true;
-      clearTimeout(timer);
-    },
-  };
+  return poll(load, fail);
 }
