@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,8 @@ import yaml
 from paddock.testing.controlplane import REPO_ROOT
 from paddock.testing.fakemodel import ModelRequest, Reply, Text, ToolUse, demo_script
 from paddock.testing.stack import LocalStack
+
+from ..e2e.test_local import _why_not
 
 if TYPE_CHECKING:  # Playwright is imported where a browser is launched (tests/conftest.py)
     from playwright.sync_api import Browser, Page
@@ -63,15 +64,6 @@ def console_script(request: ModelRequest) -> Reply:
             ]
         )
     return Reply([Text(f"The tool said {request.tool_result_text().splitlines()[0]}")])
-
-
-def _why_not() -> str | None:
-    if os.geteuid() != 0:
-        return "the local pod runner needs root (network namespaces, bind mounts, other uids)"
-    for tool in ("ip", "mount", "setpriv"):
-        if shutil.which(tool) is None:
-            return f"the local pod runner needs {tool}"
-    return None
 
 
 ASKING_AGENT = "asking"
