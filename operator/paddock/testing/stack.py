@@ -314,11 +314,17 @@ class LocalStack:
         return "\n".join(parts)
 
     def logs(self) -> str:
-        """The last lines each process wrote, for a failure message."""
+        """The last lines each process and each runner pod's container wrote, for a failure
+        message: a session that makes no progress is most often explained by its harness or
+        proxy, which run in pods."""
+        files = [(name, self.dir / f"{name}.log") for name in self._processes]
+        for pod_dir in sorted((self.dir / "runner" / "pods").glob("*_*_*")):
+            pod = pod_dir.name.rsplit("_", 1)[0].replace("_", "/", 1)
+            files += [(f"{pod}/{log.stem}", log) for log in sorted(pod_dir.glob("*.log"))]
         parts = []
-        for name in self._processes:
-            text = (self.dir / f"{name}.log").read_text(errors="replace")
-            parts.append(f"--- {name} ---\n" + "\n".join(text.splitlines()[-40:]))
+        for name, file in files:
+            lines = file.read_text(errors="replace").splitlines()[-40:] if file.exists() else []
+            parts.append(f"--- {name} ---\n" + "\n".join(lines))
         return "\n".join(parts)
 
     def close(self) -> None:
